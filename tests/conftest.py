@@ -1,0 +1,66 @@
+"""Offline fixtures: the default model's tokenizer, a Llama-3 style variant, tiny random models."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TQDM_DISABLE"] = "1"
+# One converted copy of the default model per checkout, shared by every test session.
+os.environ["TUNESMITH_HOME"] = str(ROOT / ".cache" / "test-home")
+
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded default model's tokenizer (ChatML template, pad == eos == <|im_end|>)."""
+    from tunesmith.models.load import load_tokenizer
+    from tunesmith.models.registry import DEFAULT_MODEL
+
+    return load_tokenizer(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer(tokenizer):
+    """The same vocabulary with Llama-3 special tokens and chat template (bos in the template)."""
+    tok = copy.deepcopy(tokenizer)
+    tok.add_tokens(["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], special_tokens=True)
+    tok.bos_token = "<|begin_of_text|>"
+    tok.eos_token = "<|eot_id|>"
+    tok.chat_template = LLAMA3_TEMPLATE
+    return tok
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    """Write one JSON value per line (strings are written as they are, to make broken lines)."""
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def chat(i: int) -> dict:
+    """A valid, distinct chat example."""
+    return {
+        "messages": [
+            {"role": "user", "content": f"What is {i} + {i}?"},
+            {"role": "assistant", "content": f"{i} + {i} is {2 * i}."},
+        ]
+    }
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A private TUNESMITH_HOME for tests that write into it."""
+    monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"

@@ -1,0 +1,144 @@
+"""The `tunesmith` command: parse, call the library, print."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from tunesmith.errors import ConfigError, TunesmithError
+from tunesmith.models.registry import DEFAULT_MODEL
+
+app = typer.Typer(
+    help="Fine-tune a language model on your data, see whether it helped, export and serve it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Check and inspect data sets.", no_args_is_help=True)
+models_app = typer.Typer(help="Available and cached models.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ModelOption = Annotated[str, typer.Option("--model", "-m", help="Short name, hub id, local folder or .gguf file.")]
+FormatOption = Annotated[str, typer.Option(help="Input format, or auto to detect it per file.")]
+ColumnsOption = Annotated[str, typer.Option(help="Map fields to CSV/table columns: prompt=question,completion=answer")]
+MaxLengthOption = Annotated[int, typer.Option("--max-length", help="Longest example in tokens.")]
+SuperviseOption = Annotated[str, typer.Option(help="Which turns are learned: assistant, last or all.")]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Our errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        yield
+    except TunesmithError as exc:
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs.")] = False) -> None:
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_time=False, show_path=False)],
+    )
+
+
+def parse_columns(text: str) -> dict[str, str]:
+    """'prompt=question,completion=answer' -> {'prompt': 'question', 'completion': 'answer'}."""
+    mapping: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        field, sep, column = part.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise ConfigError(f"--columns: {part!r} is not field=column", hint="e.g. --columns prompt=question")
+        mapping[field.strip()] = column.strip()
+    return mapping
+
+
+@data_app.command("check")
+def data_check(
+    file: Annotated[str, typer.Argument(help="Training data: file, folder or hub data set id.")],
+    eval_file: Annotated[str | None, typer.Option("--eval", help="Held-out data to check too.")] = None,
+    model: ModelOption = DEFAULT_MODEL,
+    format: FormatOption = "auto",
+    columns: ColumnsOption = "",
+    max_length: MaxLengthOption = 2048,
+    supervise: SuperviseOption = "assistant",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    estimate: Annotated[bool, typer.Option(help="Measure this machine's speed to estimate training time.")] = True,
+) -> None:
+    """Find every problem in a data set and what training on it would cost, before spending compute."""
+    from tunesmith.cli_show import print_check_report
+    from tunesmith.models.load import load_tokenizer
+    from tunesmith.models.throughput import training_tokens_per_second
+    from tunesmith.tokenize.check import check_data
+
+    with user_errors():
+        tokenizer = load_tokenizer(model)
+        report = check_data(
+            file,
+            tokenizer,
+            eval_source=eval_file,
+            format=format,
+            columns=parse_columns(columns),
+            max_length=max_length,
+            supervise=supervise,  # type: ignore[arg-type]
+            tokens_per_second=training_tokens_per_second(model) if estimate else None,
+        )
+    if as_json:
+        out.print_json(json.dumps(report.as_dict()))
+    else:
+        print_check_report(out, report)
+    raise typer.Exit(0 if report.ok else 2)
+
+
+@data_app.command("show")
+def data_show(
+    file: Annotated[str, typer.Argument(help="Data file, folder or hub data set id.")],
+    n: Annotated[int, typer.Option("-n", help="How many examples to show.")] = 3,
+    model: ModelOption = DEFAULT_MODEL,
+    format: FormatOption = "auto",
+    columns: ColumnsOption = "",
+    max_length: MaxLengthOption = 2048,
+    supervise: SuperviseOption = "assistant",
+) -> None:
+    """Show examples as the model sees them: trained tokens highlighted, masked ones dim."""
+    from tunesmith.cli_show import print_example
+    from tunesmith.data.validate import read_dataset
+    from tunesmith.models.load import load_tokenizer
+    from tunesmith.tokenize.encode import encode
+
+    with user_errors():
+        tokenizer = load_tokenizer(model)
+        dataset = read_dataset(file, format=format, columns=parse_columns(columns))
+        encoded = encode(dataset.records[: max(n, 0)], tokenizer, max_length=max_length, supervise=supervise)  # type: ignore[arg-type]
+    for example in encoded.examples[:n]:
+        print_example(out, dataset.source, example, tokenizer)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The embedded models and the converted ones in the cache."""
+    from tunesmith.cli_show import print_models
+
+    print_models(out)
+
+
+def main() -> None:
+    app()

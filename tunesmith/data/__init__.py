@@ -1,0 +1,1 @@
+"""Reading, recognising and checking a user's data."""

@@ -1,0 +1,136 @@
+"""Load models and tokenizers; convert GGUF sources once into a safetensors cache; pick a dtype per device."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from tunesmith import paths
+from tunesmith.errors import ModelError
+from tunesmith.models.registry import ModelSource, resolve
+
+log = logging.getLogger(__name__)
+
+SOURCE_FILE = "tunesmith-source.json"
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """cuda when present, else cpu; an explicit value is taken as it is."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@lru_cache(maxsize=1)
+def _cpu_has_amx() -> bool:
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    """bf16 where the hardware computes it fast (recent GPUs, CPUs with AMX), else fp32."""
+    if dtype != "auto":
+        try:
+            return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        except KeyError:
+            raise ModelError(f"dtype {dtype!r} is unknown", hint="use auto, float32, bfloat16 or float16") from None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if _cpu_has_amx() else torch.float32
+
+
+def _convert_gguf(source: ModelSource) -> Path:
+    """Dequantize a GGUF file once into a safetensors folder with tokenizer and chat template."""
+    assert source.cache_dir is not None
+    if (source.cache_dir / SOURCE_FILE).is_file():
+        return source.cache_dir
+    gguf = Path(source.location)
+    log.info("converting %s into %s (once)", gguf, source.cache_dir)
+    source.cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=source.cache_dir.parent, prefix=f".{source.cache_dir.name}."))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        _drop_quantizer(model)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / SOURCE_FILE).write_text(json.dumps({"name": source.name, "gguf": str(gguf)}, indent=2))
+        paths.replace_dir_atomic(tmp, source.cache_dir)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelError(
+            f"model {source.name!r}: could not convert {gguf}: {exc}", hint="is it a llama-family GGUF?"
+        ) from exc
+    return source.cache_dir
+
+
+def _drop_quantizer(model: PreTrainedModel) -> None:
+    """The weights are already dequantized: forget the GGUF quantization so the folder loads as plain weights."""
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.config.name_or_path = ""
+
+
+def local_path(name: str) -> str:
+    """The folder or hub id that transformers should load for `name`, converting a GGUF source first."""
+    source = resolve(name)
+    if source.kind in ("embedded", "gguf"):
+        return str(_convert_gguf(source))
+    return source.location
+
+
+def _load_error(name: str, exc: Exception) -> ModelError:
+    source = resolve(name)
+    if source.kind == "hub":
+        return ModelError(
+            f"model {name!r}: not a short name, local folder or .gguf file, and the hub could not provide it "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+            hint="check the id and your network or HF_TOKEN, or pass a local folder",
+        )
+    return ModelError(f"model {name!r}: could not load {source.location}: {exc}", hint="is the folder complete?")
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model, with its chat template and a pad token."""
+    location = local_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    name: str, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
+) -> PreTrainedModel:
+    """A causal LM on the chosen device, in the dtype that device computes fastest."""
+    location = local_path(name)
+    target = pick_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            location, dtype=pick_dtype(target, dtype), trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from exc
+    return model.to(target)
+
+
+def cached_models() -> list[Path]:
+    """Converted model folders under TUNESMITH_HOME/models."""
+    root = paths.models_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / SOURCE_FILE).is_file())

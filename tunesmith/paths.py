@@ -1,0 +1,60 @@
+"""Where tunesmith keeps what it makes: TUNESMITH_HOME (default ~/.tunesmith)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def home() -> Path:
+    """The root folder: $TUNESMITH_HOME, else ~/.tunesmith."""
+    return Path(os.environ.get("TUNESMITH_HOME", Path.home() / ".tunesmith")).expanduser()
+
+
+def models_dir() -> Path:
+    """Converted and cached models, one folder each."""
+    return home() / "models"
+
+
+def runs_dir() -> Path:
+    """Training runs, one folder each."""
+    return home() / "runs"
+
+
+def files_dir() -> Path:
+    """Files uploaded through the API, stored under their ids."""
+    return home() / "files"
+
+
+def database_path() -> Path:
+    """The jobs database."""
+    return home() / "tunesmith.db"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file so that a reader sees the old content or the new, never a half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def replace_dir_atomic(tmp_dir: Path, final_dir: Path) -> None:
+    """Move a finished temporary folder into place; an older folder of that name is replaced."""
+    if final_dir.exists():
+        old = final_dir.with_name(f".{final_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final_dir, old)
+        os.replace(tmp_dir, final_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp_dir, final_dir)

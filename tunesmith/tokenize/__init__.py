@@ -1,0 +1,1 @@
+"""Turning records into exactly the tokens a model should learn from."""

@@ -1,0 +1,125 @@
+"""`check_data`: everything wrong with a data set, and what training on it would cost, before any compute."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from tunesmith.config import auto_epochs
+from tunesmith.data.validate import Dataset, Problem, overlap_warnings, read_dataset
+from tunesmith.tokenize.encode import Encoded, encode
+from tunesmith.tokenize.render import Supervise
+
+
+@dataclass
+class CheckReport:
+    """Errors (the data cannot be used as it is), warnings (it can, but look) and statistics."""
+
+    errors: list[Problem] = field(default_factory=list)
+    """Lines that cannot be used, and file-level errors."""
+    warnings: list[Problem] = field(default_factory=list)
+    """Duplicates, overlap, examples too long for max_length."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """Per data set: format, examples, token statistics; for training: epochs and the estimated time."""
+
+    @property
+    def ok(self) -> bool:
+        """No errors."""
+        return not self.errors
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "errors": [p.as_dict() for p in self.errors],
+            "warnings": [p.as_dict() for p in self.warnings],
+            "stats": self.stats,
+        }
+
+
+def _length_warnings(source: str, encoded: Encoded, max_length: int) -> list[Problem]:
+    problems = [
+        Problem(
+            source,
+            line,
+            "supervised_cut",
+            f"{length} tokens under the model's template, over max_length {max_length}: "
+            "trained up to the last whole answer that fits, later turns are cut",
+        )
+        for line, length in encoded.truncated
+    ]
+    for line, length in encoded.dropped:
+        if length > max_length:
+            problems.append(
+                Problem(
+                    source,
+                    line,
+                    "too_long",
+                    f"{length} tokens under the model's template, over max_length {max_length}, "
+                    "and no whole answer fits: left out (raise --max-length or shorten it)",
+                )
+            )
+        else:
+            problems.append(
+                Problem(source, line, "nothing_trained", "no turn to learn from (all weights 0?): left out")
+            )
+    return problems
+
+
+def _token_stats(dataset: Dataset, encoded: Encoded) -> dict[str, Any]:
+    lengths = np.array(list(encoded.full_lengths.values()) or [0])
+    p10, p50, p90 = (int(v) for v in np.percentile(lengths, [10, 50, 90]))
+    return {
+        "file": dataset.source,
+        "format": dataset.format,
+        "examples": len(dataset.records),
+        "rows": len(encoded.examples),
+        "tokens": int(sum(len(e.input_ids) for e in encoded.examples)),
+        "supervised_tokens": int(sum(e.supervised for e in encoded.examples)),
+        "length_p10": p10,
+        "length_p50": p50,
+        "length_p90": p90,
+        "length_max": int(lengths.max()),
+        "truncated": len(encoded.truncated),
+        "left_out": len(encoded.dropped),
+    }
+
+
+def _one(source: str, tokenizer: PreTrainedTokenizerBase, options: dict[str, Any]) -> tuple[Dataset, Encoded]:
+    dataset = read_dataset(source, format=options["format"], columns=options["columns"])
+    encoded = encode(dataset.records, tokenizer, max_length=options["max_length"], supervise=options["supervise"])
+    return dataset, encoded
+
+
+def check_data(
+    train: str,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    eval_source: str | None = None,
+    format: str = "auto",
+    columns: Mapping[str, str] | None = None,
+    max_length: int = 2048,
+    supervise: Supervise = "assistant",
+    tokens_per_second: float | None = None,
+) -> CheckReport:
+    """Read, parse and tokenise the training (and eval) data under the model's real tokenizer and template."""
+    options = {"format": format, "columns": columns, "max_length": max_length, "supervise": supervise}
+    report = CheckReport()
+    sets: list[tuple[str, Dataset, Encoded]] = [("train", *_one(train, tokenizer, options))]
+    if eval_source:
+        sets.append(("eval", *_one(eval_source, tokenizer, options)))
+    for name, dataset, encoded in sets:
+        report.errors += dataset.errors
+        report.warnings += dataset.warnings + _length_warnings(dataset.source, encoded, max_length)
+        report.stats[name] = _token_stats(dataset, encoded)
+    if eval_source:
+        report.warnings += overlap_warnings(sets[0][1], sets[1][1])
+    train_stats = report.stats["train"]
+    epochs = auto_epochs(train_stats["rows"])
+    report.stats["training"] = {"epochs": epochs, "max_length": max_length, "tokens": train_stats["tokens"] * epochs}
+    if tokens_per_second:
+        report.stats["training"]["tokens_per_second"] = round(tokens_per_second, 1)
+        report.stats["training"]["estimated_seconds"] = round(train_stats["tokens"] * epochs / tokens_per_second, 1)
+    return report

@@ -1,0 +1,140 @@
+"""Records -> token ids and labels: batched fast tokenisation, labels from character spans, safe truncation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from tunesmith.data.schema import Conversation, Message, PreferencePair, Record, TextDoc
+from tunesmith.tokenize.render import ChatRenderer, Rendered, Supervise
+
+IGNORE = -100
+"""Label of a token that is not learned."""
+BATCH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One training row before packing."""
+
+    line: int
+    """The input line it came from."""
+    input_ids: np.ndarray
+    """Token ids, int32."""
+    labels: np.ndarray
+    """The id where the token is learned, IGNORE where it is not; int32."""
+
+    @property
+    def supervised(self) -> int:
+        """How many tokens are learned."""
+        return int((self.labels != IGNORE).sum())
+
+
+@dataclass
+class Encoded:
+    """The examples of a data set, and what did not fit."""
+
+    examples: list[Example] = field(default_factory=list)
+    """Rows to train on."""
+    full_lengths: dict[int, int] = field(default_factory=dict)
+    """line -> token length before truncation, for every conversation (texts: per document)."""
+    truncated: list[tuple[int, int]] = field(default_factory=list)
+    """(line, length): longer than max_length; later turns were cut, whole answers kept."""
+    dropped: list[tuple[int, int]] = field(default_factory=list)
+    """(line, length): no whole answer fits in max_length, so the example is left out."""
+
+
+def conversation_of(record: Record) -> Conversation | None:
+    """The conversation a record trains on (a preference pair: its prompt and chosen answer)."""
+    if isinstance(record, Conversation):
+        return record
+    if isinstance(record, PreferencePair):
+        return Conversation((*record.prompt, Message("assistant", record.chosen)))
+    return None
+
+
+def _encode_texts(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], special: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, offsets) per text, through the Rust tokenizer in batches when there is one."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    for start in range(0, len(texts), BATCH):
+        chunk = texts[start : start + BATCH]
+        if backend is not None:
+            for enc in backend.encode_batch(chunk, add_special_tokens=special):
+                yield np.asarray(enc.ids, dtype=np.int32), np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+        else:
+            out = tokenizer(chunk, add_special_tokens=special, return_offsets_mapping=True)
+            for ids, offsets in zip(out["input_ids"], out["offset_mapping"]):
+                yield np.asarray(ids, dtype=np.int32), np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+
+
+def labels_for(ids: np.ndarray, offsets: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Learn every token that overlaps a supervised character span."""
+    mask = np.zeros(len(ids), dtype=bool)
+    for a, b in spans:
+        mask |= (offsets[:, 0] < b) & (offsets[:, 1] > a)
+    return np.where(mask, ids, IGNORE).astype(np.int32)
+
+
+def fit(ids: np.ndarray, labels: np.ndarray, max_length: int) -> int:
+    """Length to keep: all of it, or up to the end of the last whole answer that fits; 0 when none fits."""
+    if len(ids) <= max_length:
+        return len(ids)
+    learned = labels[: max_length + 1] != IGNORE
+    ends = np.flatnonzero(learned[:-1] & ~learned[1:]) + 1
+    return int(ends[-1]) if len(ends) else 0
+
+
+def _conversations(rows: list[tuple[int, Conversation]], renderer: ChatRenderer, max_length: int, out: Encoded) -> None:
+    rendered: list[Rendered] = [renderer.render(c) for _, c in rows]
+    encoded = _encode_texts(renderer.tokenizer, [r.text for r in rendered], special=False)
+    for (line, _), item, (ids, offsets) in zip(rows, rendered, encoded):
+        labels = labels_for(ids, offsets, item.spans)
+        out.full_lengths[line] = len(ids)
+        keep = fit(ids, labels, max_length)
+        if keep == 0 or not (labels[:keep] != IGNORE).any():
+            out.dropped.append((line, len(ids)))
+            continue
+        if keep < len(ids):
+            out.truncated.append((line, len(ids)))
+        out.examples.append(Example(line, ids[:keep], labels[:keep]))
+
+
+def _documents(
+    rows: list[tuple[int, TextDoc]], tokenizer: PreTrainedTokenizerBase, max_length: int, out: Encoded
+) -> None:
+    """Continued pre-training: each document (plus eos) is cut into windows of max_length, all learned."""
+    eos = tokenizer.eos_token_id
+    for (line, _), (ids, _) in zip(rows, _encode_texts(tokenizer, [d.text for _, d in rows], special=True)):
+        if eos is not None:
+            ids = np.append(ids, np.int32(eos))
+        out.full_lengths[line] = len(ids)
+        for start in range(0, len(ids), max_length):
+            window = ids[start : start + max_length]
+            if len(window) > 1:
+                out.examples.append(Example(line, window, window.copy()))
+
+
+def encode(
+    records: list[tuple[int, Record]],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    max_length: int,
+    supervise: Supervise = "assistant",
+    renderer: ChatRenderer | None = None,
+) -> Encoded:
+    """Tokenise records in input order (texts after conversations when a data set mixes them)."""
+    out = Encoded()
+    chats = [(line, c) for line, r in records if (c := conversation_of(r)) is not None]
+    docs = [(line, r) for line, r in records if isinstance(r, TextDoc)]
+    if chats:
+        renderer = renderer or ChatRenderer(tokenizer, supervise)
+        renderer.verify([c for _, c in chats])
+        _conversations(chats, renderer, max_length, out)
+    if docs:
+        _documents(docs, tokenizer, max_length, out)
+    return out

@@ -1,0 +1,134 @@
+"""Render conversations with the model's own chat template and mark the characters to learn from.
+
+By default every assistant turn is supervised (weight 0 leaves one out), and with it the end-of-turn token
+that closes it, so the model learns to stop, also when pad == eos.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from transformers import PreTrainedTokenizerBase
+
+from tunesmith.data.schema import Conversation, Message, as_dicts
+from tunesmith.errors import ConfigError
+from tunesmith.tokenize.template import END, START, Glue, jinja, learn_glue
+
+log = logging.getLogger(__name__)
+
+Supervise = Literal["assistant", "last", "all"]
+SUPERVISE_MODES: tuple[Supervise, ...] = ("assistant", "last", "all")
+VERIFY_SAMPLE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A rendered example and the character spans that are trained."""
+
+    text: str
+    """The text exactly as the template renders it."""
+    spans: tuple[tuple[int, int], ...]
+    """[start, end) character ranges to learn from, in order."""
+
+
+def supervised_turns(messages: tuple[Message, ...], supervise: Supervise) -> list[int]:
+    """Indexes of the assistant messages to learn from."""
+    eligible = [i for i, m in enumerate(messages) if m.role == "assistant" and m.weight != 0]
+    return eligible[-1:] if supervise == "last" else eligible
+
+
+def special_strings(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
+    """The text of every special token, longest first."""
+    found = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+    found.update(tokenizer.all_special_tokens)
+    return tuple(sorted((s for s in found if s), key=len, reverse=True))
+
+
+class ChatRenderer:
+    """Renders conversations: by concatenating learned glue when the template allows, else through Jinja."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, supervise: Supervise = "assistant") -> None:
+        if supervise not in SUPERVISE_MODES:
+            raise ConfigError(f"supervise {supervise!r} is unknown", hint=f"use one of {', '.join(SUPERVISE_MODES)}")
+        self.tokenizer = tokenizer
+        self.supervise = supervise
+        self.glue: Glue | None = learn_glue(tokenizer)
+        self.specials = special_strings(tokenizer)
+
+    def verify(self, conversations: list[Conversation]) -> None:
+        """Compare fast and reference rendering on a sample; fall back to Jinja for good on any difference."""
+        for conversation in conversations[:VERIFY_SAMPLE]:
+            fast = self._fast(conversation.messages)
+            if fast is not None and fast != self._exact(conversation.messages):
+                log.warning("chat template renders differently than probed: using Jinja for every example")
+                self.glue = None
+                return
+
+    def render(self, conversation: Conversation) -> Rendered:
+        """The text and the supervised spans of one conversation."""
+        return self._fast(conversation.messages) or self._exact(conversation.messages)
+
+    def prompt(self, messages: tuple[Message, ...]) -> str:
+        """The text a model continues to answer: the conversation plus the generation prompt."""
+        return jinja(self.tokenizer, as_dicts(messages), generate=True)
+
+    def _turn_end(self, text: str, start: int) -> int:
+        """End of the end-of-turn token that follows a content ending at `start` (the first special token)."""
+        hits = [(at, len(s)) for s in self.specials if (at := text.find(s, start)) >= 0]
+        if hits:
+            at, length = min(hits)
+            return at + length
+        return start + len(text[start:].rstrip())
+
+    def _spans(self, text: str, ends: list[tuple[int, int]]) -> Rendered:
+        if self.supervise == "all":
+            return Rendered(text, ((0, len(text)),))
+        return Rendered(text, tuple((s, self._turn_end(text, e)) for s, e in ends))
+
+    def _fast(self, messages: tuple[Message, ...]) -> Rendered | None:
+        if self.glue is None:
+            return None
+        roles = [START] + [m.role for m in messages] + [END]
+        keys = list(itertools.pairwise(roles))
+        if any(k not in self.glue.pieces for k in keys):
+            return None
+        chosen = set(supervised_turns(messages, self.supervise))
+        parts: list[str] = []
+        length = 0
+        ends: list[tuple[int, int]] = []
+        for i, message in enumerate(messages):
+            glue = self.glue.pieces[keys[i]]
+            content = message.content.strip() if self.glue.strips else message.content
+            parts += [glue, content]
+            length += len(glue)
+            if i in chosen:
+                ends.append((length, length + len(content)))
+            length += len(content)
+        parts.append(self.glue.pieces[keys[-1]])
+        return self._spans("".join(parts), ends)
+
+    def _exact(self, messages: tuple[Message, ...]) -> Rendered:
+        """Reference path: the spans come from rendering each prefix of the conversation."""
+        dicts = as_dicts(messages)
+        text = jinja(self.tokenizer, dicts)
+        ends: list[tuple[int, int]] = []
+        cursor = 0
+        for i in supervised_turns(messages, self.supervise):
+            before = jinja(self.tokenizer, dicts[:i], generate=True) if i else ""
+            start = len(before) if text.startswith(before) else cursor
+            content = messages[i].content
+            at = text.find(content, start)
+            if at < 0:
+                content = content.strip()
+                at = text.find(content, start)
+            if at < 0:
+                raise ConfigError(
+                    "the chat template changes assistant contents, so the trained tokens cannot be located",
+                    hint="use --supervise all, or give the model a standard chat template",
+                )
+            ends.append((at, at + len(content)))
+            cursor = at + len(content)
+        return self._spans(text, ends)

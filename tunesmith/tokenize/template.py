@@ -1,0 +1,102 @@
+"""A chat template, learned once: the text between turns, so most conversations render by concatenation.
+
+The model's own Jinja template stays the reference. At start the template is probed with sentinel contents to
+learn the "glue" text between each pair of roles; a template whose glue depends on anything but the two
+neighbouring roles (position, content) is detected and rendered through Jinja instead, as is any
+conversation whose role sequence was not probed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+START = "<start>"
+END = "<end>"
+GENERATE = "<generate>"
+_SENTINEL = "\u2063S{}\u2063"
+_PROBES: tuple[tuple[str, ...], ...] = (
+    ("system", "user", "assistant", "user", "assistant"),
+    ("user", "assistant", "user", "assistant", "user", "assistant"),
+    ("system", "user", "assistant"),
+    ("user", "assistant"),
+)
+
+FALLBACK_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}### User:\n{{ m['content'] }}\n\n"
+    "{% else %}### Assistant:\n{{ m['content'] }}{{ eos_token }}\n\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}### Assistant:\n{% endif %}"
+)
+"""Used for tokenizers that have no chat template (base models)."""
+
+
+def jinja(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], generate: bool = False) -> str:
+    """The reference rendering: the model's own template."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generate)
+    assert isinstance(text, str)
+    return text
+
+
+@dataclass(frozen=True)
+class Glue:
+    """The text around contents, keyed by (previous role, next role); START/END/GENERATE at the edges."""
+
+    pieces: dict[tuple[str, str], str]
+    """(previous, next) -> the text between their contents."""
+    strips: bool
+    """The template strips whitespace around each content."""
+
+
+def _split(text: str, count: int) -> list[str] | None:
+    pieces, cursor = [], 0
+    for i in range(count):
+        at = text.find(_SENTINEL.format(i), cursor)
+        if at < 0:
+            return None
+        pieces.append(text[cursor:at])
+        cursor = at + len(_SENTINEL.format(i))
+    pieces.append(text[cursor:])
+    return pieces
+
+
+def _record(pieces: dict[tuple[str, str], str], key: tuple[str, str], value: str) -> bool:
+    """Store a glue piece; False when the same key already had another value (position-dependent template)."""
+    return pieces.setdefault(key, value) == value
+
+
+def _probe_shape(
+    tokenizer: PreTrainedTokenizerBase, roles: tuple[str, ...], pieces: dict[tuple[str, str], str]
+) -> bool:
+    for generate in (False, True):
+        shape = roles[:-1] if generate else roles
+        messages = [{"role": r, "content": _SENTINEL.format(i)} for i, r in enumerate(shape)]
+        try:
+            text = jinja(tokenizer, messages, generate)
+        except Exception:  # a template may refuse a shape (e.g. no system role): just not probed
+            return True
+        parts = _split(text, len(shape))
+        if parts is None:
+            return False
+        keys = [(START, shape[0]), *list(itertools.pairwise(shape)), (shape[-1], GENERATE if generate else END)]
+        if not all(_record(pieces, k, p) for k, p in zip(keys, parts)):
+            return False
+    return True
+
+
+def learn_glue(tokenizer: PreTrainedTokenizerBase) -> Glue | None:
+    """Probe the template; None when it cannot be rendered by concatenation."""
+    strips = False
+    probe = jinja(tokenizer, [{"role": "user", "content": " " + _SENTINEL.format(0) + " "}])
+    if " " + _SENTINEL.format(0) + " " not in probe:
+        if _SENTINEL.format(0) not in probe:
+            return None
+        strips = True
+    pieces: dict[tuple[str, str], str] = {}
+    for roles in _PROBES:
+        if not _probe_shape(tokenizer, roles, pieces):
+            return None
+    return Glue(pieces=pieces, strips=strips) if pieces else None
