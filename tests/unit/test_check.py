@@ -1,0 +1,124 @@
+"""check_data: every fault with its line and code and nothing else; warnings; statistics."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import chat, write_jsonl
+from tunesmith.tokenize.check import check_data
+
+# Twenty faulty lines of many kinds, each with the code it must get.
+TWENTY_FAULTS = [
+    ("[1, 2]", "data_type"),
+    ('"just a string"', "data_type"),
+    ({"msgs": []}, "missing_messages_list"),
+    ({"messages": "hello"}, "missing_messages_list"),
+    ({"messages": []}, "missing_messages_list"),
+    ({"messages": [{"content": "q"}, {"role": "assistant", "content": "a"}]}, "message_missing_key"),
+    ({"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}, "message_missing_key"),
+    (
+        {"messages": [{"role": "user", "content": "q", "x": 1}, {"role": "assistant", "content": "a"}]},
+        "message_unrecognized_key",
+    ),
+    (
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "tool_calls": []}]},
+        "message_unrecognized_key",
+    ),
+    ({"messages": [{"role": "asistant", "content": "q"}]}, "unrecognized_role"),
+    ({"messages": [{"role": "tool", "content": "q"}, {"role": "assistant", "content": "a"}]}, "unrecognized_role"),
+    ({"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]}, "missing_content"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]}, "missing_content"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}, "missing_content"),
+    ({"messages": [{"role": "user", "content": "q"}]}, "example_missing_assistant_message"),
+    (
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]},
+        "example_missing_assistant_message",
+    ),
+    (
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0.5}]},
+        "invalid_weight",
+    ),
+    ('{"messages": [', "invalid_json"),
+    ("{'messages': []}", "invalid_json"),
+    ('{"messages": []} trailing', "invalid_json"),
+]
+
+
+def test_twenty_mixed_faults_each_reported_with_line_and_code_and_nothing_else(tmp_path, tokenizer):
+    rows, expected = [], []
+    for i, (fault, code) in enumerate(TWENTY_FAULTS):
+        rows += [chat(i), fault]
+        expected.append((len(rows), code))
+    report = check_data(str(write_jsonl(tmp_path / "mixed.jsonl", rows)), tokenizer)
+    assert [(e.line, e.code) for e in report.errors] == expected
+    assert report.warnings == []
+    assert report.stats["train"]["examples"] == 20
+
+
+def test_clean_data_statistics(tmp_path, tokenizer):
+    report = check_data(
+        str(write_jsonl(tmp_path / "d.jsonl", [chat(i) for i in range(40)])), tokenizer, tokens_per_second=1000.0
+    )
+    assert report.ok
+    stats = report.stats["train"]
+    lengths = [len(tokenizer.apply_chat_template(chat(i)["messages"], tokenize=True)["input_ids"]) for i in range(40)]
+    assert stats["tokens"] == sum(lengths)
+    assert stats["length_max"] == max(lengths)
+    assert stats["length_p10"] <= stats["length_p50"] <= stats["length_p90"] <= stats["length_max"]
+    assert 0 < stats["supervised_tokens"] < stats["tokens"]
+    assert report.stats["training"]["epochs"] == 3
+    assert report.stats["training"]["estimated_seconds"] == round(sum(lengths) * 3 / 1000.0, 1)
+
+
+def test_overlap_and_length_warnings(tmp_path, tokenizer):
+    train = [chat(i) for i in range(10)]
+    train.append(
+        {"messages": [{"role": "user", "content": "tell me " * 100}, {"role": "assistant", "content": "sure " * 100}]}
+    )
+    evaluation = [chat(3), *[chat(i) for i in range(100, 110)]]
+    report = check_data(
+        str(write_jsonl(tmp_path / "t.jsonl", train)),
+        tokenizer,
+        eval_source=str(write_jsonl(tmp_path / "e.jsonl", evaluation)),
+        max_length=128,
+    )
+    assert report.ok
+    codes = {(w.file.split("/")[-1], w.line, w.code) for w in report.warnings}
+    assert codes == {("t.jsonl", 11, "too_long"), ("e.jsonl", 1, "eval_overlap")}
+    too_long = next(w for w in report.warnings if w.code == "too_long")
+    assert str(report.stats["train"]["length_max"]) in too_long.message
+
+
+def test_report_json_shape(tmp_path, tokenizer):
+    report = check_data(str(write_jsonl(tmp_path / "d.jsonl", [chat(i) for i in range(9)] + ["{"])), tokenizer)
+    data = json.loads(json.dumps(report.as_dict()))
+    assert set(data) == {"errors", "warnings", "stats"}
+    assert {"line": 10, "code": "invalid_json"}.items() <= data["errors"][0].items()
+    assert data["errors"][1]["code"] == "too_few_examples"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["messages", "role", "content", "weight", "prompt", "completion", "text", "x"]),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(JSON | st.text(max_size=30), min_size=1, max_size=8))
+def test_no_crash_on_arbitrary_json_lines(tmp_path_factory, tokenizer, lines):
+    rows = [chat(i) for i in range(10)] + [json.dumps(v) if not isinstance(v, str) else v for v in lines]
+    path = write_jsonl(tmp_path_factory.mktemp("fuzz") / "d.jsonl", rows)
+    report = check_data(str(path), tokenizer)
+    assert all(e.line > 10 or e.line == 0 for e in report.errors)
+    assert report.stats["train"]["examples"] >= 10

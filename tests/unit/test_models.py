@@ -1,0 +1,70 @@
+"""Model sources: the embedded default, local folders, GGUF files, hub ids, and clear errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from tunesmith.errors import ModelError
+from tunesmith.models.load import load_model, load_tokenizer, pick_dtype
+from tunesmith.models.registry import DEFAULT_MODEL, resolve
+
+
+def tiny_folder(path, tokenizer):
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_local_folder_loads(tmp_path, tokenizer):
+    folder = tiny_folder(tmp_path / "tiny", tokenizer)
+    assert resolve(str(folder)).kind == "folder"
+    model = load_model(str(folder))
+    assert model.config.num_hidden_layers == 2
+    assert load_tokenizer(str(folder)).chat_template == tokenizer.chat_template
+    assert list(folder.glob("*.safetensors"))
+
+
+def test_unknown_names_get_one_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="not found: not a short name"):
+        resolve("nope")
+    with pytest.raises(ModelError, match="GGUF file not found"):
+        resolve(str(tmp_path / "m.gguf"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="folder has no config.json"):
+        resolve(str(tmp_path / "empty"))
+
+
+def test_unreachable_hub_id_says_what_was_tried():
+    with pytest.raises(ModelError, match="not a short name, local folder or .gguf file, and the hub could not"):
+        load_tokenizer("no-such-org-xyz/no-such-model")
+
+
+def test_dtype_follows_the_device():
+    assert pick_dtype(torch.device("cpu"), "float32") == torch.float32
+    assert pick_dtype(torch.device("cpu")) in (torch.float32, torch.bfloat16)
+    with pytest.raises(ModelError, match="dtype 'fp8' is unknown"):
+        pick_dtype(torch.device("cpu"), "fp8")
+
+
+@pytest.mark.slow
+def test_default_model_loads_fast_from_its_cache(tokenizer):
+    load_model(DEFAULT_MODEL)  # converted by the tokenizer fixture already
+    start = time.perf_counter()
+    model = load_model(DEFAULT_MODEL)
+    assert time.perf_counter() - start < 5
+    assert model.config.num_hidden_layers == 30 and not hasattr(model.config, "quantization_config")
+    assert tokenizer.eos_token == "<|im_end|>"
