@@ -44,12 +44,12 @@ def test_unknown_names_get_one_clear_error(tmp_path):
     with pytest.raises(ModelError, match="GGUF file not found"):
         resolve(str(tmp_path / "m.gguf"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelError, match="folder has no config.json"):
+    with pytest.raises(ModelError, match=r"folder has no config\.json"):
         resolve(str(tmp_path / "empty"))
 
 
 def test_unreachable_hub_id_says_what_was_tried():
-    with pytest.raises(ModelError, match="not a short name, local folder or .gguf file, and the hub could not"):
+    with pytest.raises(ModelError, match=r"not a short name, local folder or \.gguf file, and the hub could not"):
         load_tokenizer("no-such-org-xyz/no-such-model")
 
 
