@@ -57,19 +57,39 @@ def conversation_of(record: Record) -> Conversation | None:
 
 
 def _encode_texts(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], special: bool
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, offsets) per text, through the Rust tokenizer in batches when there is one."""
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], spans: list[tuple[tuple[int, int], ...]] | None
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(ids, labels) per text; labels learn every token overlapping a span (None when no spans are given).
+
+    The Rust tokenizer encodes in batches; token positions of the span edges come from char_to_token, which is
+    far cheaper than materialising every offset.
+    """
     backend = getattr(tokenizer, "backend_tokenizer", None)
+    special = spans is None
     for start in range(0, len(texts), BATCH):
         chunk = texts[start : start + BATCH]
-        if backend is not None:
-            for enc in backend.encode_batch(chunk, add_special_tokens=special):
-                yield np.asarray(enc.ids, dtype=np.int32), np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
-        else:
+        if backend is None:
             out = tokenizer(chunk, add_special_tokens=special, return_offsets_mapping=True)
-            for ids, offsets in zip(out["input_ids"], out["offset_mapping"]):
-                yield np.asarray(ids, dtype=np.int32), np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+            for k, (ids, offsets) in enumerate(zip(out["input_ids"], out["offset_mapping"])):
+                ids = np.asarray(ids, dtype=np.int32)
+                labels = (
+                    None if spans is None else labels_for(ids, np.asarray(offsets).reshape(-1, 2), spans[start + k])
+                )
+                yield ids, labels
+            continue
+        for k, enc in enumerate(backend.encode_batch(chunk, add_special_tokens=special)):
+            ids = np.asarray(enc.ids, dtype=np.int32)
+            if spans is None:
+                yield ids, None
+                continue
+            edges = [(enc.char_to_token(a), enc.char_to_token(b - 1)) for a, b in spans[start + k] if b > a]
+            if any(i is None or j is None for i, j in edges):
+                yield ids, labels_for(ids, np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2), spans[start + k])
+                continue
+            labels = np.full(len(ids), IGNORE, dtype=np.int32)
+            for i, j in edges:
+                labels[i : j + 1] = ids[i : j + 1]
+            yield ids, labels
 
 
 def labels_for(ids: np.ndarray, offsets: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -91,9 +111,9 @@ def fit(ids: np.ndarray, labels: np.ndarray, max_length: int) -> int:
 
 def _conversations(rows: list[tuple[int, Conversation]], renderer: ChatRenderer, max_length: int, out: Encoded) -> None:
     rendered: list[Rendered] = [renderer.render(c) for _, c in rows]
-    encoded = _encode_texts(renderer.tokenizer, [r.text for r in rendered], special=False)
-    for (line, _), item, (ids, offsets) in zip(rows, rendered, encoded):
-        labels = labels_for(ids, offsets, item.spans)
+    encoded = _encode_texts(renderer.tokenizer, [r.text for r in rendered], [r.spans for r in rendered])
+    for (line, _), (ids, labels) in zip(rows, encoded):
+        assert labels is not None
         out.full_lengths[line] = len(ids)
         keep = fit(ids, labels, max_length)
         if keep == 0 or not (labels[:keep] != IGNORE).any():
@@ -109,7 +129,7 @@ def _documents(
 ) -> None:
     """Continued pre-training: each document (plus eos) is cut into windows of max_length, all learned."""
     eos = tokenizer.eos_token_id
-    for (line, _), (ids, _) in zip(rows, _encode_texts(tokenizer, [d.text for _, d in rows], special=True)):
+    for (line, _), (ids, _) in zip(rows, _encode_texts(tokenizer, [d.text for _, d in rows], None)):
         if eos is not None:
             ids = np.append(ids, np.int32(eos))
         out.full_lengths[line] = len(ids)
