@@ -21,16 +21,16 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import datasets  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
+import datasets
+import torch
+import transformers
+from transformers import LlamaConfig, LlamaForCausalLM
+from trl import SFTConfig, SFTTrainer
 
-from tunesmith.data.validate import read_dataset  # noqa: E402
-from tunesmith.models.load import load_tokenizer  # noqa: E402
-from tunesmith.models.registry import DEFAULT_MODEL  # noqa: E402
-from tunesmith.tokenize.encode import IGNORE, encode  # noqa: E402
+from tunesmith.data.validate import read_dataset
+from tunesmith.models.load import load_tokenizer
+from tunesmith.models.registry import DEFAULT_MODEL
+from tunesmith.tokenize.encode import encode
 
 GENERATION_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -40,8 +40,7 @@ GENERATION_TEMPLATE = (
     "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-WORDS = ("order account refund delivery invoice router signal battery warranty password upgrade plan charge "
-         "technician appointment cancel balance transfer screen update").split()
+WORDS = ["order", "account", "refund", "delivery", "invoice", "router", "signal", "battery", "warranty", "password", "upgrade", "plan", "charge", "technician", "appointment", "cancel", "balance", "transfer", "screen", "update"]
 
 
 def sentence(rng: random.Random, n: int) -> str:
@@ -54,8 +53,12 @@ def make_data(path: Path, count: int) -> None:
         for _ in range(count):
             messages = [{"role": "system", "content": "You are a support agent."}] if rng.random() < 0.5 else []
             for _ in range(rng.choice((1, 1, 2, 3))):
-                messages.append({"role": "user", "content": " ".join(sentence(rng, rng.randint(6, 30)) for _ in range(2))})
-                messages.append({"role": "assistant", "content": " ".join(sentence(rng, rng.randint(8, 40)) for _ in range(3))})
+                messages.append(
+                    {"role": "user", "content": " ".join(sentence(rng, rng.randint(6, 30)) for _ in range(2))}
+                )
+                messages.append(
+                    {"role": "assistant", "content": " ".join(sentence(rng, rng.randint(8, 40)) for _ in range(3))}
+                )
             handle.write(json.dumps({"messages": messages}) + "\n")
 
 
@@ -67,8 +70,9 @@ def run_tunesmith(path: Path, tokenizer) -> tuple[float, list]:
 
 
 def run_trl(path: Path, tokenizer, trainer: SFTTrainer, assistant_only: bool) -> tuple[float, datasets.Dataset]:
-    args = SFTConfig(output_dir=tempfile.mkdtemp(), max_length=4096, assistant_only_loss=assistant_only,
-                     report_to=[], use_cpu=True)
+    args = SFTConfig(
+        output_dir=tempfile.mkdtemp(), max_length=4096, assistant_only_loss=assistant_only, report_to=[], use_cpu=True
+    )
     start = time.perf_counter()
     dataset = datasets.load_dataset("json", data_files=str(path), split="train")
     prepared = trainer._prepare_dataset(dataset, tokenizer, args, False, None, "train")
@@ -76,18 +80,32 @@ def run_trl(path: Path, tokenizer, trainer: SFTTrainer, assistant_only: bool) ->
 
 
 def tiny_trainer(tokenizer, template: str | None) -> SFTTrainer:
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     tokenizer.chat_template = template or tokenizer.chat_template
-    small = datasets.Dataset.from_list([{"messages": [{"role": "user", "content": "hi"},
-                                                       {"role": "assistant", "content": "hello"}]}])
-    args = SFTConfig(output_dir=tempfile.mkdtemp(), report_to=[], use_cpu=True, max_length=4096,
-                     assistant_only_loss=template is not None)
+    small = datasets.Dataset.from_list(
+        [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    )
+    args = SFTConfig(
+        output_dir=tempfile.mkdtemp(),
+        report_to=[],
+        use_cpu=True,
+        max_length=4096,
+        assistant_only_loss=template is not None,
+    )
     return SFTTrainer(model=LlamaForCausalLM(config), args=args, train_dataset=small, processing_class=tokenizer)
 
 
 def agreement(ours: list, theirs: datasets.Dataset) -> float:
-    same = sum(a.input_ids.tolist() == b["input_ids"] and a.labels.tolist() == b["labels"] for a, b in zip(ours, theirs))
+    same = sum(
+        a.input_ids.tolist() == b["input_ids"] and a.labels.tolist() == b["labels"] for a, b in zip(ours, theirs)
+    )
     return same / len(ours)
 
 
@@ -113,8 +131,10 @@ def main() -> None:
         seconds, theirs = run_trl(path, masked.processing_class, masked, True)
         results["trl (assistant_only_loss)"].append(seconds)
     base = statistics.median(results["tunesmith"])
-    print(f"{options.examples} chat examples, torch {torch.__version__} threads {torch.get_num_threads()}, "
-          f"median of {options.repeat}")
+    print(
+        f"{options.examples} chat examples, torch {torch.__version__} threads {torch.get_num_threads()}, "
+        f"median of {options.repeat}"
+    )
     print("| pipeline | seconds | examples/s | tunesmith speed-up |")
     print("|---|---|---|---|")
     for name, values in results.items():
