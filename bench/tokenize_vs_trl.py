@@ -40,7 +40,28 @@ GENERATION_TEMPLATE = (
     "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-WORDS = ["order", "account", "refund", "delivery", "invoice", "router", "signal", "battery", "warranty", "password", "upgrade", "plan", "charge", "technician", "appointment", "cancel", "balance", "transfer", "screen", "update"]
+WORDS = (
+    "order",
+    "account",
+    "refund",
+    "delivery",
+    "invoice",
+    "router",
+    "signal",
+    "battery",
+    "warranty",
+    "password",
+    "upgrade",
+    "plan",
+    "charge",
+    "technician",
+    "appointment",
+    "cancel",
+    "balance",
+    "transfer",
+    "screen",
+    "update",
+)
 
 
 def sentence(rng: random.Random, n: int) -> str:
