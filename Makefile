@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check tunesmith tests bench
+	$(BIN)/ruff check tunesmith tests bench examples
 
 test: setup lint
 	$(BIN)/python -m pytest -q
