@@ -15,12 +15,14 @@ PROBE_STEPS = 2
 
 
 def _key(model: str, device: torch.device) -> str:
-    return f"{model}|{device.type}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+    return f"lora-step|{model}|{device.type}|threads={torch.get_num_threads()}|torch={torch.__version__}"
 
 
 def _measure(model_name: str) -> float:
     model = load_model(model_name)
     model.train()
+    model.requires_grad_(False)
+    model.enable_input_require_grads()  # gradients flow through activations, as with LoRA adapters
     device = next(model.parameters()).device
     ids = torch.randint(0, model.config.vocab_size, (1, PROBE_TOKENS), device=device)
     model(input_ids=ids, labels=ids).loss.backward()  # warm-up
@@ -31,7 +33,10 @@ def _measure(model_name: str) -> float:
 
 
 def training_tokens_per_second(model_name: str) -> float:
-    """Forward + backward tokens per second for this model here; measured once (a few seconds), then cached."""
+    """Tokens per second of a LoRA-style step (forward, backward through activations) for this model here.
+
+    Measured once (a few seconds), then cached in TUNESMITH_HOME/throughput.json.
+    """
     cache = paths.home() / "throughput.json"
     key = _key(model_name, pick_device())
     known = json.loads(cache.read_text()) if cache.is_file() else {}
