@@ -203,3 +203,17 @@ def test_local_parquet_folder_reads_like_a_hub_dataset(tmp_path):
 def test_unreachable_hub_dataset_is_one_clear_error():
     with pytest.raises(DataError, match="could not load as a data set"):
         read_dataset("no-such-org-xyz/no-such-set")
+
+
+def test_json_array_with_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode())
+    data = read_dataset(str(path))
+    assert data.format == "chat" and len(data.records) == 10 and not data.errors
+
+
+def test_public_api_is_importable():
+    import tunesmith
+
+    assert tunesmith.read_dataset is read_dataset
+    assert callable(tunesmith.check_data) and callable(tunesmith.load_model)

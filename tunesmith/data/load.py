@@ -67,8 +67,9 @@ def _json_array(path: Path, text: str) -> Iterator[Row]:
 
 
 def _json_file(path: Path) -> Iterator[Row]:
-    head = path.open("rb").read(4096).lstrip()
-    if path.suffix == ".json" and head.startswith(b"[") and not head.rstrip().endswith(b"}"):
+    with path.open("rb") as handle:
+        head = handle.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()
+    if path.suffix == ".json" and head.startswith(b"["):
         text, bad = _decode(path.read_bytes(), 1)
         yield from ([bad] if bad else _json_array(path, text or ""))
     else:

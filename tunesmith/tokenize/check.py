@@ -87,10 +87,22 @@ def _token_stats(dataset: Dataset, encoded: Encoded) -> dict[str, Any]:
     }
 
 
-def _one(source: str, tokenizer: PreTrainedTokenizerBase, options: dict[str, Any]) -> tuple[Dataset, Encoded]:
-    dataset = read_dataset(source, format=options["format"], columns=options["columns"])
-    encoded = encode(dataset.records, tokenizer, max_length=options["max_length"], supervise=options["supervise"])
-    return dataset, encoded
+@dataclass(frozen=True, kw_only=True)
+class _ReadOptions:
+    """How both data sets of a check are read and tokenised."""
+
+    format: str
+    """Input format name, or auto."""
+    columns: Mapping[str, str] | None
+    """field -> column for CSV and tables."""
+    max_length: int
+    """Longest example in tokens."""
+    supervise: Supervise
+    """Which turns are learned."""
+
+    def read(self, source: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, Encoded]:
+        dataset = read_dataset(source, format=self.format, columns=self.columns)
+        return dataset, encode(dataset.records, tokenizer, max_length=self.max_length, supervise=self.supervise)
 
 
 def check_data(
@@ -105,11 +117,11 @@ def check_data(
     tokens_per_second: float | None = None,
 ) -> CheckReport:
     """Read, parse and tokenise the training (and eval) data under the model's real tokenizer and template."""
-    options = {"format": format, "columns": columns, "max_length": max_length, "supervise": supervise}
+    options = _ReadOptions(format=format, columns=columns, max_length=max_length, supervise=supervise)
     report = CheckReport()
-    sets: list[tuple[str, Dataset, Encoded]] = [("train", *_one(train, tokenizer, options))]
+    sets: list[tuple[str, Dataset, Encoded]] = [("train", *options.read(train, tokenizer))]
     if eval_source:
-        sets.append(("eval", *_one(eval_source, tokenizer, options)))
+        sets.append(("eval", *options.read(eval_source, tokenizer)))
     for name, dataset, encoded in sets:
         report.errors += dataset.errors
         report.warnings += dataset.warnings + _length_warnings(dataset.source, encoded, max_length)
