@@ -75,3 +75,18 @@ def test_show_marks_each_end_of_turn_trained(tmp_path, tokenizer):
 def test_models_list_shows_default(tokenizer):
     result = runner.invoke(app, ["models", "list"], env={"COLUMNS": "250"})
     assert result.exit_code == 0 and "smollm2-135m-instruct" in result.output and "embedded" in result.output
+
+
+def test_show_highlights_the_end_of_turn_tokens(tokenizer):
+    from rich.console import Console
+
+    from tunesmith.cli_show import print_example
+
+    conversation = Conversation((Message("user", "Hi"), Message("assistant", "Hello!")))
+    example = encode([(1, conversation)], tokenizer, max_length=512).examples[0]
+    console = Console(record=True, width=200, force_terminal=True, color_system="truecolor")
+    print_example(console, "d.jsonl", example, tokenizer)
+    html = console.export_html(inline_styles=True)
+    trained = [s for s in html.split("<span ") if "background-color: #008000" in s]
+    assert any("Hello!&lt;|im_end|&gt;" in s for s in trained)
+    assert not any("Hi&lt;|im_end|&gt;" in s for s in trained)

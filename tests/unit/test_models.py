@@ -68,3 +68,15 @@ def test_default_model_loads_fast_from_its_cache(tokenizer):
     assert time.perf_counter() - start < 5
     assert model.config.num_hidden_layers == 30 and not hasattr(model.config, "quantization_config")
     assert tokenizer.eos_token == "<|im_end|>"
+
+
+@pytest.mark.slow
+def test_a_gguf_file_is_converted_once_and_loads(tokenizer):
+    from tunesmith.models.registry import EMBEDDED, embedded_gguf_path
+
+    gguf = embedded_gguf_path(EMBEDDED[DEFAULT_MODEL])  # stands in for any .gguf file a user passes
+    source = resolve(str(gguf))
+    assert source.kind == "gguf" and source.cache_dir is not None
+    converted = load_tokenizer(str(gguf))
+    assert (source.cache_dir / "model.safetensors").is_file()
+    assert converted.chat_template == tokenizer.chat_template
