@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from tokenizers import Encoding
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data.schema import Conversation, Message, PreferencePair, Record, TextDoc
@@ -56,40 +57,50 @@ def conversation_of(record: Record) -> Conversation | None:
     return None
 
 
-def _encode_texts(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], spans: list[tuple[tuple[int, int], ...]] | None
-) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """(ids, labels) per text; labels learn every token overlapping a span (None when no spans are given).
+Spans = tuple[tuple[int, int], ...]
 
-    The Rust tokenizer encodes in batches; token positions of the span edges come from char_to_token, which is
-    far cheaper than materialising every offset.
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    special = spans is None
+
+def _chunks(texts: list[str]) -> Iterator[tuple[int, list[str]]]:
     for start in range(0, len(texts), BATCH):
-        chunk = texts[start : start + BATCH]
-        if backend is None:
-            out = tokenizer(chunk, add_special_tokens=special, return_offsets_mapping=True)
-            for k, (ids, offsets) in enumerate(zip(out["input_ids"], out["offset_mapping"])):
-                ids = np.asarray(ids, dtype=np.int32)
-                labels = (
-                    None if spans is None else labels_for(ids, np.asarray(offsets).reshape(-1, 2), spans[start + k])
-                )
-                yield ids, labels
+        yield start, texts[start : start + BATCH]
+
+
+def _token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> Iterator[np.ndarray]:
+    """Ids of plain texts, with the special tokens the tokenizer adds itself (e.g. bos)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    for _, chunk in _chunks(texts):
+        if backend is not None:
+            yield from (np.asarray(enc.ids, dtype=np.int32) for enc in backend.encode_batch(chunk))
+        else:
+            yield from (np.asarray(ids, dtype=np.int32) for ids in tokenizer(chunk)["input_ids"])
+
+
+def _ids_and_labels(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], spans: list[Spans]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, labels) of rendered texts, which already hold every special token they need."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    for start, chunk in _chunks(texts):
+        if backend is not None:
+            encodings = backend.encode_batch(chunk, add_special_tokens=False)
+            yield from (_labelled(enc, spans[start + k]) for k, enc in enumerate(encodings))
             continue
-        for k, enc in enumerate(backend.encode_batch(chunk, add_special_tokens=special)):
-            ids = np.asarray(enc.ids, dtype=np.int32)
-            if spans is None:
-                yield ids, None
-                continue
-            edges = [(enc.char_to_token(a), enc.char_to_token(b - 1)) for a, b in spans[start + k] if b > a]
-            if any(i is None or j is None for i, j in edges):
-                yield ids, labels_for(ids, np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2), spans[start + k])
-                continue
-            labels = np.full(len(ids), IGNORE, dtype=np.int32)
-            for i, j in edges:
-                labels[i : j + 1] = ids[i : j + 1]
-            yield ids, labels
+        out = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)
+        for k, (ids, offsets) in enumerate(zip(out["input_ids"], out["offset_mapping"])):
+            ids = np.asarray(ids, dtype=np.int32)
+            yield ids, labels_for(ids, np.asarray(offsets).reshape(-1, 2), spans[start + k])
+
+
+def _labelled(encoding: Encoding, spans: Spans) -> tuple[np.ndarray, np.ndarray]:
+    """Labels from the token positions of the span edges (char_to_token), far cheaper than every offset."""
+    ids = np.asarray(encoding.ids, dtype=np.int32)
+    edges = [(encoding.char_to_token(a), encoding.char_to_token(b - 1)) for a, b in spans if b > a]
+    if any(i is None or j is None for i, j in edges):
+        return ids, labels_for(ids, np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2), spans)
+    labels = np.full(len(ids), IGNORE, dtype=np.int32)
+    for i, j in edges:
+        labels[i : j + 1] = ids[i : j + 1]
+    return ids, labels
 
 
 def labels_for(ids: np.ndarray, offsets: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -111,9 +122,8 @@ def fit(ids: np.ndarray, labels: np.ndarray, max_length: int) -> int:
 
 def _conversations(rows: list[tuple[int, Conversation]], renderer: ChatRenderer, max_length: int, out: Encoded) -> None:
     rendered: list[Rendered] = [renderer.render(c) for _, c in rows]
-    encoded = _encode_texts(renderer.tokenizer, [r.text for r in rendered], [r.spans for r in rendered])
+    encoded = _ids_and_labels(renderer.tokenizer, [r.text for r in rendered], [r.spans for r in rendered])
     for (line, _), (ids, labels) in zip(rows, encoded):
-        assert labels is not None
         out.full_lengths[line] = len(ids)
         keep = fit(ids, labels, max_length)
         if keep == 0 or not (labels[:keep] != IGNORE).any():
@@ -129,7 +139,7 @@ def _documents(
 ) -> None:
     """Continued pre-training: each document (plus eos) is cut into windows of max_length, all learned."""
     eos = tokenizer.eos_token_id
-    for (line, _), (ids, _) in zip(rows, _encode_texts(tokenizer, [d.text for _, d in rows], None)):
+    for (line, _), ids in zip(rows, _token_ids(tokenizer, [d.text for _, d in rows])):
         if eos is not None:
             ids = np.append(ids, np.int32(eos))
         out.full_lengths[line] = len(ids)
