@@ -64,3 +64,39 @@ def home(tmp_path, monkeypatch):
     """A private TUNESMITH_HOME for tests that write into it."""
     monkeypatch.setenv("TUNESMITH_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
+
+
+def make_tiny_model(path: Path, tokenizer, seed: int = 0) -> Path:
+    """A 2-layer Llama (hidden 64) with random weights and the given tokenizer, saved as a local folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tokenizer) -> Path:
+    """A tiny random Llama folder with the default model's tokenizer and chat template."""
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny", tokenizer)
+
+
+@pytest.fixture
+def arithmetic(tmp_path) -> Path:
+    """40 short chat examples in a JSONL file."""
+    return write_jsonl(tmp_path / "train.jsonl", [chat(i) for i in range(40)])

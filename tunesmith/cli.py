@@ -5,15 +5,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import warnings
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 
-from tunesmith.errors import ConfigError, TunesmithError
+from tunesmith import cli_train
+from tunesmith.cli_common import (
+    ColumnsOption,
+    FormatOption,
+    MaxLengthOption,
+    ModelOption,
+    SuperviseOption,
+    err,
+    out,
+    parse_columns,
+    user_errors,
+)
 from tunesmith.models.registry import DEFAULT_MODEL
 
 app = typer.Typer(
@@ -25,30 +34,16 @@ data_app = typer.Typer(help="Check and inspect data sets.", no_args_is_help=True
 models_app = typer.Typer(help="Available and cached models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Short name, hub id, local folder or .gguf file.")]
-FormatOption = Annotated[str, typer.Option(help="Input format, or auto to detect it per file.")]
-ColumnsOption = Annotated[str, typer.Option(help="Map fields to CSV/table columns: prompt=question,completion=answer")]
-MaxLengthOption = Annotated[int, typer.Option("--max-length", help="Longest example in tokens.")]
-SuperviseOption = Annotated[str, typer.Option(help="Which turns are learned: assistant, last or all.")]
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Our errors become one line on stderr and exit code 2, never a traceback."""
-    try:
-        yield
-    except TunesmithError as exc:
-        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
+app.command("train")(cli_train.train)
+app.command("generate")(cli_train.generate)
+app.command("chat")(cli_train.chat)
+app.command("compare")(cli_train.compare)
 
 
 @app.callback()
 def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show library logs.")] = False) -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
@@ -58,17 +53,6 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show l
         format="%(message)s",
         handlers=[RichHandler(console=err, show_time=False, show_path=False)],
     )
-
-
-def parse_columns(text: str) -> dict[str, str]:
-    """'prompt=question,completion=answer' -> {'prompt': 'question', 'completion': 'answer'}."""
-    mapping: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        field, sep, column = part.partition("=")
-        if not sep or not field.strip() or not column.strip():
-            raise ConfigError(f"--columns: {part!r} is not field=column", hint="e.g. --columns prompt=question")
-        mapping[field.strip()] = column.strip()
-    return mapping
 
 
 @data_app.command("check")

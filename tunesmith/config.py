@@ -1,13 +1,32 @@
-"""Run settings and the rules that fill in "auto" values."""
+"""Run settings (frozen, validated where they are made) and the rules that fill in "auto" values."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tunesmith.errors import ConfigError
+from tunesmith.models.registry import DEFAULT_MODEL
 
 MIN_TARGET_EXAMPLES = 100
 MAX_TARGET_EXAMPLES = 25_000
 DEFAULT_EPOCHS = 3
 MAX_EPOCHS = 25
+AUTO_LEARNING_RATE = {"lora": 2e-4, "dora": 2e-4, "full": 2e-5}
+AUTO_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
+AUTO_WARMUP_FRACTION = 0.05
+AUTO_EVALS_PER_RUN = 5
+AUTO_EVAL_SHARE = 0.3
+"""Held-out evaluations (forward only, about a third of a training step per token) cost at most ~10% of a run."""
+
+Auto = Literal["auto"]
 
 
 def auto_epochs(examples: int) -> int:
@@ -19,3 +38,149 @@ def auto_epochs(examples: int) -> int:
     if examples * DEFAULT_EPOCHS > MAX_TARGET_EXAMPLES:
         return max(1, MAX_TARGET_EXAMPLES // examples)
     return DEFAULT_EPOCHS
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class LoraSettings(_Frozen):
+    """The adapter of a LoRA or DoRA run."""
+
+    rank: int = Field(16, gt=0)
+    """Adapter rank: more capacity, more memory. Try 8, 16 or 32."""
+    alpha: float = Field(32.0, gt=0)
+    """Scale of the adapter's output is alpha / rank."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapter's input while training; 0 is markedly faster (about 1.6x on CPU)."""
+    targets: tuple[str, ...] = ("all-linear",)
+    """Module names to adapt, or all-linear for every linear layer but the output head."""
+
+
+class RunConfig(_Frozen):
+    """Everything a training run needs; "auto" values are filled in by `resolve` and written to config.yaml."""
+
+    data: str
+    """Training data: a file, folder or hub data set id."""
+    eval_data: str | None = None
+    """Held-out data; when absent, 10% of the training data (at most 200 examples) is held out."""
+    model: str = DEFAULT_MODEL
+    """Short name, hub id, local folder or .gguf file."""
+    format: str = "auto"
+    """Input format of the data, or auto to detect it per file."""
+    method: Literal["lora", "dora", "full"] = "lora"
+    """lora or dora train a small adapter; full trains every weight."""
+    objective: Literal["sft", "text"] = "sft"
+    """sft learns the answers of conversations; text (continued pre-training) learns every token."""
+    supervise: Literal["assistant", "last", "all"] = "assistant"
+    """Which turns sft learns: every assistant turn, only the last one, or all tokens."""
+    max_length: int = Field(2048, gt=1)
+    """Longest example in tokens; longer ones keep their last whole answer that fits."""
+    epochs: int | Auto = "auto"
+    """Passes over the data; auto aims for 3 as OpenAI does."""
+    max_steps: int | None = Field(None, gt=0)
+    """Stop after this many optimizer steps, whatever the epochs say."""
+    learning_rate: float | Auto = "auto"
+    """Peak learning rate; auto is 2e-4 for lora and dora, 2e-5 for full."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """How the learning rate falls after warm-up."""
+    warmup_steps: int | Auto = "auto"
+    """Steps of linear warm-up; auto is 5% of the run."""
+    batch_tokens: int | Auto = "auto"
+    """Tokens (padding included) per micro-batch, examples of similar length together; auto: 2048 CPU, 16384 GPU."""
+    grad_accum: int = Field(1, gt=0)
+    """Micro-batches per optimizer step; the loss is averaged over every supervised token of the window."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """Gradients are clipped to this norm."""
+    lora: LoraSettings = LoraSettings()
+    """Adapter settings (lora and dora)."""
+    eval_every: int | Auto = "auto"
+    """Steps between held-out evaluations; auto: up to 5 per run, fewer when the held-out set is large."""
+    save_every: int | Auto = "auto"
+    """Steps between checkpoints; auto is the same as eval_every."""
+    keep_checkpoints: int = Field(2, gt=0)
+    """How many of the latest checkpoints to keep."""
+    early_stopping: int | None = Field(None, gt=0)
+    """Stop after this many evaluations without a better held-out loss."""
+    seed: int = 42
+    """Seed of the adapter's initialisation, the shuffling, dropout and the held-out split."""
+    device: str = "auto"
+    """cuda, cpu, or auto for cuda when present."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto computes in bf16 where the hardware is fast at it (CUDA, CPUs with AMX), else fp32."""
+    threads: int | Auto = "auto"
+    """CPU threads; auto is torch's default (the physical cores)."""
+    trust_remote_code: bool = False
+    """Run code shipped with a hub model; off unless you trust it."""
+
+    def __str__(self) -> str:
+        return self.to_yaml()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def digest(self) -> str:
+        """A hash of every setting that changes what is trained (not where it runs)."""
+        fields = self.model_dump(mode="json", exclude={"device", "threads"})
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if not isinstance(part, int) or part >= 0)
+
+
+def build_config(values: Mapping[str, Any], source: str = "config") -> RunConfig:
+    """Validate settings; the first problem becomes one line naming the field."""
+    try:
+        return RunConfig.model_validate(dict(values))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = _field_path(tuple(p for p in first["loc"] if p not in ("int", "literal['auto']", "float")))
+        given = f" (got {first['input']!r})" if first["type"] != "missing" else ""
+        hint = "remove it or check its spelling" if first["type"] == "extra_forbidden" else "see tunesmith train --help"
+        raise ConfigError(f"{source}: field {field}: {first['msg']}{given}", hint=hint) from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML mapping of settings (a missing file or a broken one is an error naming it)."""
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}", hint="check the path") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
+    return values
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings from a file with command-line values on top; dotted keys (lora.rank) reach into parts."""
+    merged: dict[str, Any] = {key: dict(v) if isinstance(v, Mapping) else v for key, v in base.items()}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            part = merged.setdefault(head, {})
+            if not isinstance(part, dict):
+                raise ConfigError(f"field {head} is not a group of settings, so {key} cannot be set")
+            part[rest] = value
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """'lora.rank=8' -> ('lora.rank', 8): the value is read as YAML, so numbers and lists work."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r} is not field=value", hint="e.g. --set lora.rank=8")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key.strip(), value

@@ -29,3 +29,7 @@ class ModelError(TunesmithError):
 
 class JobError(TunesmithError):
     """A fine-tuning job cannot be created, run or changed."""
+
+
+class TrainingError(TunesmithError):
+    """A run cannot go on: the loss or the gradients stopped being finite, or it cannot resume."""

@@ -6,31 +6,15 @@ import time
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from tests.conftest import make_tiny_model
 from tunesmith.errors import ModelError
 from tunesmith.models.load import load_model, load_tokenizer, pick_dtype
 from tunesmith.models.registry import DEFAULT_MODEL, resolve
 
 
-def tiny_folder(path, tokenizer):
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def test_local_folder_loads(tmp_path, tokenizer):
-    folder = tiny_folder(tmp_path / "tiny", tokenizer)
+    folder = make_tiny_model(tmp_path / "tiny", tokenizer)
     assert resolve(str(folder)).kind == "folder"
     model = load_model(str(folder))
     assert model.config.num_hidden_layers == 2

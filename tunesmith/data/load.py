@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterator, Mapping
@@ -157,3 +158,19 @@ def read_rows(source: str, columns: Mapping[str, str] | None = None) -> Iterator
         yield from _table_rows(source, columns)
     else:
         raise DataError(f"{source}: no such file or folder", hint="check the path")
+
+
+def source_digest(source: str) -> str:
+    """sha256 of a file's bytes, or of every file in a folder (by relative name); a hub id hashes its name."""
+    path = Path(source).expanduser()
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+    if not files:
+        digest.update(source.encode())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

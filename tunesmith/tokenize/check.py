@@ -88,16 +88,16 @@ def _token_stats(dataset: Dataset, encoded: Encoded) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _ReadOptions:
+class DataOptions:
     """How both data sets of a check are read and tokenised."""
 
-    format: str
+    format: str = "auto"
     """Input format name, or auto."""
-    columns: Mapping[str, str] | None
+    columns: Mapping[str, str] | None = None
     """field -> column for CSV and tables."""
-    max_length: int
+    max_length: int = 2048
     """Longest example in tokens."""
-    supervise: Supervise
+    supervise: Supervise = "assistant"
     """Which turns are learned."""
 
     def read(self, source: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, Encoded]:
@@ -105,19 +105,28 @@ class _ReadOptions:
         return dataset, encode(dataset.records, tokenizer, max_length=self.max_length, supervise=self.supervise)
 
 
-def check_data(
+@dataclass(frozen=True)
+class Prepared:
+    """Data ready to train on: the check report and the tokenised examples of both sets."""
+
+    report: CheckReport
+    """Errors, warnings and statistics."""
+    train: Encoded
+    """The training examples."""
+    eval: Encoded | None
+    """The held-out examples, when an eval source was given."""
+
+
+def prepare_data(
     train: str,
     tokenizer: PreTrainedTokenizerBase,
+    options: DataOptions,
     *,
     eval_source: str | None = None,
-    format: str = "auto",
-    columns: Mapping[str, str] | None = None,
-    max_length: int = 2048,
-    supervise: Supervise = "assistant",
     tokens_per_second: float | None = None,
-) -> CheckReport:
+) -> Prepared:
     """Read, parse and tokenise the training (and eval) data under the model's real tokenizer and template."""
-    options = _ReadOptions(format=format, columns=columns, max_length=max_length, supervise=supervise)
+    max_length = options.max_length
     report = CheckReport()
     sets: list[tuple[str, Dataset, Encoded]] = [("train", *options.read(train, tokenizer))]
     if eval_source:
@@ -134,4 +143,20 @@ def check_data(
     if tokens_per_second:
         report.stats["training"]["tokens_per_second"] = round(tokens_per_second, 1)
         report.stats["training"]["estimated_seconds"] = round(train_stats["tokens"] * epochs / tokens_per_second, 1)
-    return report
+    return Prepared(report, sets[0][2], sets[1][2] if eval_source else None)
+
+
+def check_data(
+    train: str,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    eval_source: str | None = None,
+    format: str = "auto",
+    columns: Mapping[str, str] | None = None,
+    max_length: int = 2048,
+    supervise: Supervise = "assistant",
+    tokens_per_second: float | None = None,
+) -> CheckReport:
+    """Everything wrong with a data set and what training on it would cost (see `prepare_data`)."""
+    options = DataOptions(format=format, columns=columns, max_length=max_length, supervise=supervise)
+    return prepare_data(train, tokenizer, options, eval_source=eval_source, tokens_per_second=tokens_per_second).report

@@ -75,6 +75,16 @@ class ChatRenderer:
         """The text a model continues to answer: the conversation plus the generation prompt."""
         return jinja(self.tokenizer, as_dicts(messages), generate=True)
 
+    def stop_token_ids(self) -> list[int]:
+        """The token that closes an assistant turn under this template, and eos: generation stops at either."""
+        probe = "tunesmith-probe-answer"
+        text = self._exact((Message("user", "hi"), Message("assistant", probe))).text
+        after = text.find(probe) + len(probe)
+        closing = text[after : self._turn_end(text, after)].strip()
+        ids = [self.tokenizer.convert_tokens_to_ids(closing)] if closing in self.specials else []
+        eos = self.tokenizer.eos_token_id
+        return [i for i in dict.fromkeys([*ids, eos]) if isinstance(i, int) and i >= 0]
+
     def _turn_end(self, text: str, start: int) -> int:
         """End of the end-of-turn token that follows a content ending at `start` (the first special token)."""
         hits = [(at, len(s)) for s in self.specials if (at := text.find(s, start)) >= 0]

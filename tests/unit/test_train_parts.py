@@ -1,0 +1,120 @@
+"""The parts of training: batching plan, auto settings, the supervised loss, accumulation, config errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tests.conftest import chat
+from tunesmith.config import RunConfig, build_config, merge, parse_assignment
+from tunesmith.errors import ConfigError
+from tunesmith.tokenize.encode import IGNORE, encode
+from tunesmith.tokenize.pack import PAD_MARK, collate, epoch_batches
+from tunesmith.train.loss import supervised_loss
+from tunesmith.train.plan import held_out_split, resolve
+from tunesmith.train.setup import learning_rate_at
+
+
+def test_each_epoch_uses_every_example_once_within_the_token_budget():
+    lengths = np.random.default_rng(0).integers(5, 300, size=500)
+    batches = epoch_batches(lengths, 1024, seed=1, epoch=0)
+    seen = sorted(i for b in batches for i in b)
+    assert seen == list(range(500))
+    assert all(len(b) * max(lengths[i] for i in b) <= 1024 for b in batches)
+    assert batches == epoch_batches(lengths, 1024, seed=1, epoch=0)
+    assert batches != epoch_batches(lengths, 1024, seed=1, epoch=1)
+
+
+def test_auto_settings_are_filled_in():
+    config = RunConfig(data="x.jsonl")
+    lengths = np.full(160, 100)
+    resolved, plan = resolve(config, lengths, np.full(16, 100))
+    assert resolved.epochs == 3 and resolved.learning_rate == 2e-4
+    assert resolved.precision in ("fp32", "bf16") and resolved.device == "cpu"
+    assert plan.total_steps == len(plan.windows) and plan.warmup_steps >= 1
+    autos = ("epochs", "learning_rate", "warmup_steps", "batch_tokens", "eval_every", "save_every", "threads")
+    assert all(getattr(resolved, name) != "auto" for name in autos)
+    assert resolve(config.model_copy(update={"max_steps": 3}), lengths, lengths[:0])[1].total_steps == 3
+
+
+def test_held_out_split_is_ten_percent_at_most_200_and_deterministic():
+    assert len(held_out_split(160, 42)) == 16
+    assert len(held_out_split(5000, 42)) == 200
+    assert len(held_out_split(19, 42)) == 0
+    assert held_out_split(160, 42).tolist() == held_out_split(160, 42).tolist()
+
+
+def test_schedule_warms_up_then_decays():
+    rates = [learning_rate_at(s, 100, 10, 1e-3, "cosine") for s in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+    assert learning_rate_at(99, 100, 10, 1e-3, "linear") < 2e-5
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model):
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def examples(tokenizer):
+    records = [(i + 1, _conversation(i)) for i in range(8)]
+    return encode(records, tokenizer, max_length=512).examples
+
+
+def _conversation(i):
+    from tunesmith.data.formats import FORMATS
+
+    return FORMATS["chat"].parse(chat(i * 37 + 3))
+
+
+def test_supervised_loss_equals_the_full_cross_entropy_over_supervised_tokens(tiny_lm, examples, tokenizer):
+    batch = collate(examples, tokenizer.pad_token_id)
+    total, count = supervised_loss(tiny_lm, batch)
+    labels = batch.labels.clone()
+    labels[labels == PAD_MARK] = IGNORE
+    reference = tiny_lm(input_ids=batch.input_ids, labels=labels).loss
+    assert count == batch.supervised == int((labels[:, 1:] != IGNORE).sum())
+    assert (total / count).item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def _grads(model, groups, pad_id):
+    model.zero_grad(set_to_none=True)
+    batches = [collate(g, pad_id) for g in groups]
+    supervised = sum(b.supervised for b in batches)
+    for batch in batches:
+        loss, _ = supervised_loss(model, batch)
+        (loss / supervised).backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def test_gradient_accumulation_4x2_equals_8x1(tiny_lm, examples, tokenizer):
+    whole = _grads(tiny_lm, [examples], tokenizer.pad_token_id)
+    halves = _grads(tiny_lm, [examples[:4], examples[4:]], tokenizer.pad_token_id)
+    assert torch.allclose(whole, halves, atol=1e-6, rtol=1e-5)
+    assert whole.abs().sum() > 0
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"field lora\.rnk: Extra inputs are not permitted"):
+        build_config({"data": "d.jsonl", "lora": {"rnk": 8}})
+    with pytest.raises(ConfigError, match=r"field lora\.rank: Input should be greater than 0 \(got -1\)"):
+        build_config(merge({"data": "d.jsonl"}, dict([parse_assignment("lora.rank=-1")])))
+    with pytest.raises(ConfigError, match=r"field method: Input should be 'lora', 'dora' or 'full' \(got 'qlora'\)"):
+        build_config({"data": "d.jsonl", "method": "qlora"})
+    with pytest.raises(ConfigError, match="field data: Field required"):
+        build_config({})
+    with pytest.raises(ConfigError, match=r"field epochs: .*\(got 'many'\)"):
+        build_config({"data": "d.jsonl", "epochs": "many"})
+
+
+def test_flags_override_the_file_and_dotted_keys_reach_into_parts():
+    merged = merge({"data": "a.jsonl", "lora": {"rank": 8, "alpha": 16}}, {"lora.rank": 4, "data": "b.jsonl"})
+    config = build_config(merged)
+    assert (config.data, config.lora.rank, config.lora.alpha) == ("b.jsonl", 4, 16)
+    assert parse_assignment("lora.targets=[q_proj, v_proj]") == ("lora.targets", ["q_proj", "v_proj"])

@@ -1,0 +1,5 @@
+"""python -m tunesmith: the same as the tunesmith command."""
+
+from tunesmith.cli import main
+
+main()

@@ -1,0 +1,62 @@
+"""How a run's events look in a terminal (a rich progress bar) or to a machine (JSON lines)."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from tunesmith.train.events import Event
+
+
+class ConsoleProgress:
+    """A progress bar: step, epoch, loss, eval loss, tokens/s and ETA; a line per evaluation."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task: TaskID | None = None
+        self.eval_loss = "-"
+
+    def emit(self, event: Event) -> None:
+        values = event.values
+        if event.kind == "start":
+            self.console.print(
+                f"{values['train_examples']} training and {values['eval_examples']} held-out examples, "
+                f"{values['epochs']} epochs, {values['total_steps']} steps on {values['device']} "
+                f"({values['compute_dtype']})" + (f", resuming after step {event.step}" if event.step else "")
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=values["total_steps"], completed=event.step, info="")
+        elif event.kind == "step" and self.task is not None:
+            info = (
+                f"epoch {values['epoch']}  loss {values['loss']:.4f}  eval {self.eval_loss}  "
+                f"{values['tokens_per_second']:.0f} tok/s"
+            )
+            self.progress.update(self.task, completed=event.step, info=info)
+        elif event.kind == "eval":
+            self.eval_loss = f"{values['eval_loss']:.4f}"
+        elif event.kind == "end":
+            self.close()
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+class JsonLines:
+    """Every event as one JSON object per line."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def emit(self, event: Event) -> None:
+        self.console.print(json.dumps(event.as_dict()), soft_wrap=True, markup=False, highlight=False)

@@ -1,0 +1,1 @@
+"""Evaluation: generation with base and tuned models, held-out loss, metrics and reports."""

@@ -1,0 +1,57 @@
+"""Base and tuned answers to the same held-out prompts, side by side with the reference."""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+
+from tunesmith.data.schema import Message
+from tunesmith.data.validate import read_dataset
+from tunesmith.errors import DataError
+from tunesmith.evaluate.generate import Sampling, load_generator
+from tunesmith.tokenize.encode import conversation_of
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One held-out prompt and three answers."""
+
+    prompt: tuple[Message, ...]
+    """The conversation up to the answer."""
+    reference: str
+    """The answer in the data."""
+    base: str
+    """The base model's answer."""
+    tuned: str
+    """The fine-tuned model's answer."""
+
+
+def held_out_prompts(source: str, n: int) -> list[tuple[tuple[Message, ...], str]]:
+    """(prompt, reference answer) of the first n conversations that end with an assistant turn."""
+    pairs: list[tuple[tuple[Message, ...], str]] = []
+    for _, record in read_dataset(source).records:
+        conversation = conversation_of(record)
+        if conversation is not None and conversation.messages[-1].role == "assistant":
+            pairs.append((conversation.messages[:-1], conversation.messages[-1].content))
+        if len(pairs) == n:
+            break
+    if not pairs:
+        raise DataError(f"{source}: no conversation ends with an assistant answer to compare against")
+    return pairs
+
+
+def _answers(name: str, prompts: list[tuple[Message, ...]], sampling: Sampling, *, base: bool) -> list[str]:
+    generator = load_generator(name, base=base)
+    answers = generator.generate(prompts, sampling)
+    del generator
+    gc.collect()
+    return answers
+
+
+def side_by_side(run: str, data: str, n: int, sampling: Sampling) -> list[Sample]:
+    """Answers of a run's base model and of the run itself to n held-out prompts."""
+    pairs = held_out_prompts(data, n)
+    prompts = [p for p, _ in pairs]
+    base = _answers(run, prompts, sampling, base=True)
+    tuned = _answers(run, prompts, sampling, base=False)
+    return [Sample(p, ref, b, t) for (p, ref), b, t in zip(pairs, base, tuned)]

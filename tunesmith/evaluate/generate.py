@@ -1,0 +1,125 @@
+"""Generate with a base model or a run's result, under the chat template it was trained with.
+
+Prompts are batched with left padding and a KV cache; every sequence stops at the end-of-turn token.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Thread
+
+import torch
+from peft import PeftModel
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+
+from tunesmith.data.schema import Message
+from tunesmith.errors import ModelError
+from tunesmith.models.load import load_model, load_tokenizer
+from tunesmith.tokenize.render import ChatRenderer
+from tunesmith.train.run import RUN_FILE
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How tokens are chosen."""
+
+    max_new_tokens: int = 256
+    """The longest answer."""
+    temperature: float = 0.0
+    """0 is greedy (the same answer every time); higher is more varied."""
+    top_p: float = 1.0
+    """Sample only from the smallest set of tokens whose probability reaches top_p."""
+
+
+@dataclass(frozen=True)
+class Generator:
+    """A model ready to answer conversations."""
+
+    model: PreTrainedModel
+    """The model (a PeftModel for adapter runs), in eval mode."""
+    tokenizer: PreTrainedTokenizerBase
+    """Its tokenizer and chat template."""
+    renderer: ChatRenderer
+    """Renders prompts as in training."""
+    stop_ids: list[int]
+    """End-of-turn and eos token ids."""
+
+    def _inputs(self, conversations: Sequence[Sequence[Message]]) -> dict[str, torch.Tensor]:
+        texts = [self.renderer.prompt(tuple(c)) for c in conversations]
+        self.tokenizer.padding_side = "left"
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return {k: v.to(self.model.device) for k, v in batch.items()}
+
+    def _options(self, sampling: Sampling) -> dict[str, object]:
+        sample = sampling.temperature > 0
+        return {
+            "max_new_tokens": sampling.max_new_tokens,
+            "do_sample": sample,
+            "temperature": sampling.temperature if sample else None,
+            "top_p": sampling.top_p if sample else None,
+            "top_k": None,
+            "eos_token_id": self.stop_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+
+    def generate(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[str]:
+        """One answer per conversation, in one batch."""
+        inputs = self._inputs(conversations)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **self._options(sampling))
+        answers = out[:, inputs["input_ids"].shape[1] :]
+        return [text.strip() for text in self.tokenizer.batch_decode(answers, skip_special_tokens=True)]
+
+    def stream(self, conversation: Sequence[Message], sampling: Sampling) -> Iterator[str]:
+        """The answer to one conversation, piece by piece as it is generated."""
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        inputs = self._inputs([conversation])
+        thread = Thread(target=_generate_into, args=(self.model, inputs, self._options(sampling), streamer))
+        thread.start()
+        yield from streamer
+        thread.join()
+
+
+def _generate_into(
+    model: PreTrainedModel, inputs: dict[str, torch.Tensor], options: dict[str, object], streamer: object
+) -> None:
+    with torch.inference_mode():
+        model.generate(**inputs, **options, streamer=streamer)
+
+
+def result_folder(name: str) -> Path | None:
+    """final/ of a run folder, or a run's final/ given directly; None for anything else."""
+    path = Path(name).expanduser()
+    if (path / "config.yaml").is_file() and (path / "metrics.jsonl").exists():
+        if not (path / "final").is_dir():
+            raise ModelError(f"{path} has no final/ yet", hint=f"finish it with: tunesmith train --resume {path}")
+        return path / "final"
+    return path if (path / RUN_FILE).is_file() else None
+
+
+def base_model_of(final: Path) -> str:
+    """The model a run started from."""
+    return str(json.loads((final / RUN_FILE).read_text())["base_model"])
+
+
+def load_generator(name: str, *, device: str = "auto", base: bool = False) -> Generator:
+    """A model by name (short name, hub id, folder, .gguf) or a run; base=True takes a run's base model."""
+    final = result_folder(name)
+    if final is None:
+        model, tokenizer = load_model(name, device=device), load_tokenizer(name)
+    elif base:
+        base_name = base_model_of(final)
+        model, tokenizer = load_model(base_name, device=device), AutoTokenizer.from_pretrained(final)
+    elif (final / "adapter_config.json").is_file():
+        model = PeftModel.from_pretrained(load_model(base_model_of(final), device=device), final)
+        tokenizer = AutoTokenizer.from_pretrained(final)
+    else:
+        model, tokenizer = load_model(str(final), device=device), AutoTokenizer.from_pretrained(final)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    renderer = ChatRenderer(tokenizer)
+    return Generator(model, tokenizer, renderer, renderer.stop_token_ids())

@@ -1,0 +1,91 @@
+"""Token-budget batches: examples of similar length together, a fresh mix each epoch, a pure function of the seed.
+
+Because every epoch's batches follow from (seed, epoch) alone, a resumed run finds its place from the step
+number, with no sampler state to save.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tunesmith.tokenize.encode import Example
+
+BUCKET = 256
+"""Examples shuffled together before being sorted by length: larger buckets pad less, mix less."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Right-padded rows: padding comes after every real token, so causal attention never sees it."""
+
+    input_ids: torch.Tensor
+    """[rows, length] int64."""
+    labels: torch.Tensor
+    """[rows, length] int64: the token where it is learned, IGNORE where not, PAD_MARK on padding."""
+
+    @property
+    def supervised(self) -> int:
+        """Tokens learned, counting the shift: label t is predicted at position t-1."""
+        return int((self.labels[:, 1:] >= 0).sum())
+
+    @property
+    def real_tokens(self) -> int:
+        """Rows' tokens without padding."""
+        return int(self.lengths.sum())
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return (self.labels != PAD_MARK).sum(dim=1)
+
+
+PAD_MARK = -101
+"""Label of a padding position inside a Batch (ignored by the loss like IGNORE, but countable)."""
+
+
+def _pack_sorted(indices: np.ndarray, lengths: np.ndarray, budget: int) -> list[list[int]]:
+    """Greedy batches over indices sorted by length: padded size (rows x longest) stays within the budget."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in indices.tolist():
+        grown = max(longest, int(lengths[i]))
+        if current and grown * (len(current) + 1) > budget:
+            batches.append(current)
+            current, grown = [], int(lengths[i])
+        current.append(i)
+        longest = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
+def epoch_batches(lengths: np.ndarray, budget: int, seed: int, epoch: int) -> list[list[int]]:
+    """Example indices of each micro-batch of one epoch, in training order."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    batches: list[list[int]] = []
+    for start in range(0, len(order), BUCKET):
+        bucket = order[start : start + BUCKET]
+        batches += _pack_sorted(bucket[np.argsort(lengths[bucket], kind="stable")], lengths, budget)
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def ordered_batches(lengths: np.ndarray, budget: int) -> list[list[int]]:
+    """Batches for evaluation: sorted by length for the least padding; no shuffling."""
+    return _pack_sorted(np.argsort(lengths, kind="stable"), lengths, budget)
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> Batch:
+    """Stack examples into right-padded tensors."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), PAD_MARK, dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.from_numpy(example.input_ids.astype(np.int64))
+        labels[row, :n] = torch.from_numpy(example.labels.astype(np.int64))
+    return Batch(ids, labels)

@@ -1,0 +1,1 @@
+"""Training: model set-up, the loop, loss, checkpoints and progress events."""

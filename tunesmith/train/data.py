@@ -1,0 +1,59 @@
+"""The examples a run trains and evaluates on: checked, tokenised, and split when no eval data is given."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from tunesmith.config import RunConfig
+from tunesmith.errors import ConfigError, DataError
+from tunesmith.tokenize.check import DataOptions, prepare_data
+from tunesmith.tokenize.encode import Example
+from tunesmith.train.plan import held_out_split
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Tokenised examples and the data report of a run."""
+
+    tokenizer: PreTrainedTokenizerBase
+    """The model's tokenizer, with its chat template."""
+    train: list[Example]
+    """Examples to train on."""
+    held_out: list[Example]
+    """Examples for the held-out loss (from the eval data, or split from the training data)."""
+    report: dict[str, Any]
+    """The data check report, plus where the held-out examples came from."""
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+
+def load_run_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunData:
+    """Read and tokenise; any data error stops the run before the model is loaded."""
+    options = DataOptions(
+        format=config.format,
+        max_length=config.max_length,
+        supervise="all" if config.objective == "text" else config.supervise,
+    )
+    prepared = prepare_data(config.data, tokenizer, options, eval_source=config.eval_data)
+    errors = prepared.report.errors
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise DataError(f"{errors[0]}{more}", hint=f"see every problem with: tunesmith data check {config.data}")
+    if config.objective == "sft" and prepared.report.stats["train"]["format"] == "text":
+        raise ConfigError(
+            f"{config.data}: plain text has no answers to learn with objective sft",
+            hint="use --objective text for continued pre-training, or give conversations",
+        )
+    report = prepared.report.as_dict()
+    train = prepared.train.examples
+    if prepared.eval is not None:
+        return RunData(tokenizer, train, prepared.eval.examples, report)
+    chosen = set(held_out_split(len(train), config.seed).tolist())
+    held_out = [e for i, e in enumerate(train) if i in chosen]
+    report["held_out"] = {"source": config.data, "lines": [e.line for e in held_out]}
+    return RunData(tokenizer, [e for i, e in enumerate(train) if i not in chosen], held_out, report)

@@ -1,0 +1,128 @@
+"""The training loop. Reads top to bottom: batches in, loss, backward, clip, step, report, evaluate, save."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tunesmith.config import RunConfig
+from tunesmith.errors import TrainingError
+from tunesmith.tokenize.encode import Example
+from tunesmith.tokenize.pack import collate
+from tunesmith.train.checkpoint import TrainState, save_checkpoint
+from tunesmith.train.events import Event, EventSink, StopFlag
+from tunesmith.train.loss import supervised_loss
+from tunesmith.train.plan import Plan
+from tunesmith.train.setup import Precision, learning_rate_at, trainable
+
+
+@dataclass(frozen=True)
+class Loop:
+    """What one run's loop works with; `config` and `plan` have every auto value filled in."""
+
+    model: torch.nn.Module
+    """The model (PEFT-wrapped for adapter runs), in train mode."""
+    optimizer: torch.optim.Optimizer
+    """AdamW over the trainable parameters."""
+    config: RunConfig
+    """The resolved settings."""
+    plan: Plan
+    """Micro-batches of every optimizer step, and the step counts."""
+    train: Sequence[Example]
+    """Training examples, indexed by the plan."""
+    held_out: Sequence[Example]
+    """Evaluation examples (may be empty)."""
+    pad_id: int
+    """Token id used for padding."""
+    precision: Precision
+    """Device and compute dtype."""
+    sink: EventSink
+    """Where progress goes."""
+    stop: StopFlag
+    """Set by a signal: save and stop after the current step."""
+    run_dir: Path
+    """The run folder."""
+
+
+def held_out_loss(loop: Loop) -> float | None:
+    """Mean loss per supervised token on the held-out examples."""
+    if not loop.held_out:
+        return None
+    loop.model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for indices in loop.plan.eval_batches:
+            with loop.precision.autocast():
+                loss, n = supervised_loss(loop.model, collate([loop.held_out[i] for i in indices], loop.pad_id))
+            total, count = total + loss.item(), count + n
+    loop.model.train()
+    return total / max(count, 1)
+
+
+def _evaluate(loop: Loop, state: TrainState) -> bool:
+    """Log the held-out loss; True when early stopping says to stop."""
+    loss = held_out_loss(loop)
+    if loss is None:
+        return False
+    if state.best_eval_loss is None or loss < state.best_eval_loss:
+        state.best_eval_loss, state.evals_without_improvement = loss, 0
+    else:
+        state.evals_without_improvement += 1
+    loop.sink.emit(Event("eval", state.step, {"eval_loss": loss, "best_eval_loss": state.best_eval_loss}))
+    patience = loop.config.early_stopping
+    return patience is not None and state.evals_without_improvement >= patience
+
+
+def _save(loop: Loop, state: TrainState) -> None:
+    path = save_checkpoint(loop.run_dir, loop.model, loop.optimizer, state, loop.config.keep_checkpoints)
+    loop.sink.emit(Event("checkpoint", state.step, {"path": str(path)}))
+
+
+def train_steps(loop: Loop, state: TrainState) -> str:
+    """Run from state.step to the end of the plan; return why it stopped: finished, early_stopping or a signal."""
+    plan, config = loop.plan, loop.config
+    params = list(trainable(loop.model).values())
+    for step in range(state.step, plan.total_steps):
+        started = time.perf_counter()
+        epoch, window = plan.windows[step]
+        lr = learning_rate_at(step, plan.total_steps, plan.warmup_steps, plan.learning_rate, config.schedule)
+        for group in loop.optimizer.param_groups:
+            group["lr"] = lr
+        batches = [collate([loop.train[i] for i in indices], loop.pad_id) for indices in window]
+        supervised = max(1, sum(b.supervised for b in batches))
+        loss_sum = 0.0
+        for batch in batches:
+            with loop.precision.autocast():
+                loss, _ = supervised_loss(loop.model, batch)
+            (loss / supervised).backward()
+            loss_sum += loss.item()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+        if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+            raise TrainingError(
+                f"step {step + 1}: the loss ({loss_sum / supervised}) or gradient norm ({grad_norm}) is not finite; "
+                f"stopped before updating the weights",
+                hint="lower the learning rate or check the data; the last checkpoint is kept",
+            )
+        loop.optimizer.step()
+        loop.optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - started
+        tokens = sum(b.real_tokens for b in batches)
+        state.step, state.elapsed = step + 1, state.elapsed + seconds
+        state.tokens, state.supervised_tokens = state.tokens + tokens, state.supervised_tokens + supervised
+        values = {"epoch": epoch + 1, "loss": loss_sum / supervised, "lr": lr, "grad_norm": grad_norm}
+        values |= {"tokens": state.tokens, "tokens_per_second": tokens / seconds, "elapsed": state.elapsed}
+        loop.sink.emit(Event("step", state.step, values))
+        last = state.step == plan.total_steps
+        early = (state.step % plan.eval_every == 0 or last) and _evaluate(loop, state)
+        if state.step % plan.save_every == 0 or last or early or loop.stop:
+            _save(loop, state)
+        if early:
+            return "early_stopping"
+        if loop.stop:
+            return loop.stop.reason or "stopped"
+    return "finished"

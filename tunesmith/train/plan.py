@@ -1,0 +1,91 @@
+"""Fill in the "auto" settings from the data, and lay out the micro-batches of every optimizer step."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tunesmith.config import (
+    AUTO_BATCH_TOKENS,
+    AUTO_EVAL_SHARE,
+    AUTO_EVALS_PER_RUN,
+    AUTO_LEARNING_RATE,
+    AUTO_WARMUP_FRACTION,
+    RunConfig,
+    auto_epochs,
+)
+from tunesmith.tokenize.pack import epoch_batches, ordered_batches
+from tunesmith.train.setup import choose_precision
+
+Window = tuple[int, list[list[int]]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every optimizer step's micro-batches, fixed before training starts (a pure function of the config)."""
+
+    windows: list[Window]
+    """(epoch, micro-batches as example indices) for each optimizer step."""
+    eval_batches: list[list[int]]
+    """Held-out example indices per evaluation batch."""
+    total_steps: int
+    """Optimizer steps in the run."""
+    warmup_steps: int
+    """Steps of linear warm-up."""
+    learning_rate: float
+    """Peak learning rate."""
+    eval_every: int
+    """Steps between evaluations."""
+    save_every: int
+    """Steps between checkpoints."""
+
+
+def resolve(config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarray) -> tuple[RunConfig, Plan]:
+    """The config with every auto value filled in, and the plan it implies."""
+    precision = choose_precision(config)
+    epochs = config.epochs if config.epochs != "auto" else auto_epochs(len(train_lengths))
+    budget = config.batch_tokens
+    if budget == "auto":
+        budget = AUTO_BATCH_TOKENS.get(precision.device.type, AUTO_BATCH_TOKENS["cpu"])
+    windows: list[Window] = []
+    for epoch in range(epochs):
+        batches = epoch_batches(train_lengths, budget, config.seed, epoch)
+        windows += [(epoch, batches[i : i + config.grad_accum]) for i in range(0, len(batches), config.grad_accum)]
+    total = min(len(windows), config.max_steps or len(windows))
+    warmup = config.warmup_steps
+    if warmup == "auto":
+        warmup = max(1, round(total * AUTO_WARMUP_FRACTION))
+    every = config.eval_every
+    if every == "auto":
+        trained = sum(int(train_lengths[i].sum()) for _, window in windows[:total] for i in window)
+        evals = int(AUTO_EVAL_SHARE * trained / max(1, int(eval_lengths.sum())))
+        every = math.ceil(total / min(AUTO_EVALS_PER_RUN, max(1, evals)))
+    save_every = config.save_every if config.save_every != "auto" else every
+    lr = config.learning_rate if config.learning_rate != "auto" else AUTO_LEARNING_RATE[config.method]
+    threads = config.threads if config.threads != "auto" else torch.get_num_threads()
+    resolved = config.model_copy(
+        update={
+            "epochs": epochs,
+            "batch_tokens": budget,
+            "warmup_steps": warmup,
+            "eval_every": every,
+            "save_every": save_every,
+            "learning_rate": lr,
+            "threads": threads,
+            "device": str(precision.device),
+            "precision": "fp32" if precision.compute == torch.float32 else "bf16",
+        }
+    )
+    plan = Plan(windows[:total], ordered_batches(eval_lengths, budget), total, warmup, lr, every, save_every)
+    return resolved, plan
+
+
+def held_out_split(count: int, seed: int) -> np.ndarray:
+    """Indexes of the examples to hold out when no eval data is given: 10%, at most 200, none below 20."""
+    if count < 20:
+        return np.array([], dtype=np.int64)
+    size = min(200, round(count * 0.1))
+    return np.sort(np.random.default_rng([seed, 7]).permutation(count)[:size])

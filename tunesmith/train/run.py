@@ -1,0 +1,169 @@
+"""A training run from its folder: data, resolved config, manifest, the loop, checkpoints and final/.
+
+`train` starts a run in an empty folder; `resume` continues one from its latest checkpoint, exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from tunesmith import paths
+from tunesmith.config import RunConfig, build_config, merge, read_config_file
+from tunesmith.errors import ConfigError, TrainingError
+from tunesmith.models.load import load_tokenizer
+from tunesmith.tokenize.encode import Example
+from tunesmith.train.checkpoint import TrainState, checkpoint_dirs, restore_checkpoint
+from tunesmith.train.data import RunData, load_run_data
+from tunesmith.train.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
+from tunesmith.train.loop import Loop, train_steps
+from tunesmith.train.manifest import manifest
+from tunesmith.train.plan import resolve
+from tunesmith.train.setup import build_model, build_optimizer, choose_precision
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "tunesmith-run.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """How a run ended."""
+
+    run_dir: Path
+    """The run folder."""
+    reason: str
+    """finished, early_stopping, or the signal that stopped it."""
+    final: Path | None
+    """final/ when the run finished (or stopped early), None when it was interrupted."""
+    state: TrainState
+    """Steps, tokens, time and the best held-out loss."""
+
+
+class _NullSink:
+    def emit(self, event: Event) -> None:
+        return None
+
+
+def _lengths(examples: list[Example]) -> np.ndarray:
+    return np.array([len(e.input_ids) for e in examples], dtype=np.int64)
+
+
+def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> Path:
+    """final/: a PEFT adapter or full safetensors weights, with the tokenizer and chat template."""
+    final = run_dir / "final"
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".final."))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        info = {"base_model": config.model, "method": config.method, "objective": config.objective}
+        (tmp / RUN_FILE).write_text(json.dumps(info, indent=2))
+        paths.replace_dir_atomic(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _execute(config: RunConfig, run_dir: Path, data: RunData, sink: EventSink, stop: StopFlag) -> TrainResult:
+    """Build everything from the resolved config, restore the latest checkpoint if any, and train."""
+    resolved, plan = resolve(config, _lengths(data.train), _lengths(data.held_out))
+    torch.set_num_threads(int(resolved.threads))
+    torch.manual_seed(resolved.seed)
+    precision = choose_precision(resolved)
+    model = build_model(resolved, precision)
+    optimizer = build_optimizer(model, resolved, plan.learning_rate)
+    metrics = MetricsFile(run_dir / "metrics.jsonl")
+    checkpoints = checkpoint_dirs(run_dir)
+    state = restore_checkpoint(checkpoints[-1], model, optimizer) if checkpoints else TrainState()
+    metrics.truncate_after(state.step)
+    events = Broadcast([metrics, sink])
+    events.emit(
+        Event(
+            "start",
+            state.step,
+            {
+                "total_steps": plan.total_steps,
+                "epochs": int(resolved.epochs),
+                "train_examples": len(data.train),
+                "eval_examples": len(data.held_out),
+                "device": str(precision.device),
+                "compute_dtype": str(precision.compute).removeprefix("torch."),
+            },
+        )
+    )
+    loop = Loop(
+        model, optimizer, resolved, plan, data.train, data.held_out, data.pad_id, precision, events, stop, run_dir
+    )
+    reason = train_steps(loop, state)
+    final = _save_final(run_dir, model, data.tokenizer, resolved) if reason in ("finished", "early_stopping") else None
+    events.emit(Event("end", state.step, {"reason": reason, "final": str(final) if final else None}))
+    return TrainResult(run_dir, reason, final, state)
+
+
+def train(
+    config: RunConfig, run_dir: Path, *, sink: EventSink | None = None, stop: StopFlag | None = None
+) -> TrainResult:
+    """Start a run in `run_dir` (new or empty): write config.yaml, manifest.json, data-report.json, then train."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"{run_dir} is not empty", hint=f"continue it with --resume {run_dir}, or choose another --out"
+        )
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    data = load_run_data(config, tokenizer)
+    resolved, _ = resolve(config, _lengths(data.train), _lengths(data.held_out))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths.write_text_atomic(run_dir / "data-report.json", json.dumps(data.report, indent=2))
+    paths.write_text_atomic(run_dir / "manifest.json", json.dumps(manifest(resolved, tokenizer, data), indent=2))
+    paths.write_text_atomic(run_dir / "config.yaml", resolved.to_yaml())
+    return _execute(resolved, run_dir, data, sink or _NullSink(), StopFlag() if stop is None else stop)
+
+
+def _changed_fields(old: RunConfig, new: RunConfig) -> list[str]:
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    return [key for key in a if a[key] != b[key] and key not in ("device", "threads")]
+
+
+def resume(
+    run_dir: Path,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    force: bool = False,
+    sink: EventSink | None = None,
+    stop: StopFlag | None = None,
+) -> TrainResult:
+    """Continue a run from its latest checkpoint; a changed config or data refuses unless `force`."""
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"{run_dir}: no config.yaml, so it is not a run folder", hint="pass the folder of a run")
+    stored = build_config(read_config_file(config_file), str(config_file))
+    config = build_config(merge(stored.model_dump(mode="json"), overrides or {}), "command line")
+    changed = _changed_fields(stored, config)
+    if changed and not force:
+        raise TrainingError(
+            f"{run_dir}: resuming with changed settings ({', '.join(changed)}) would not continue the same run",
+            hint="drop those options, or add --force to continue anyway",
+        )
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    data = load_run_data(config, tokenizer)
+    before = json.loads((run_dir / "manifest.json").read_text())["data"]
+    now = manifest(config, tokenizer, data)["data"]
+    if before != now and not force:
+        raise TrainingError(
+            f"{run_dir}: the data or tokenizer changed since the run started",
+            hint="restore the original files, or add --force to continue on the new data",
+        )
+    if changed or before != now:
+        paths.write_text_atomic(config_file, config.to_yaml())
+        paths.write_text_atomic(run_dir / "manifest.json", json.dumps(manifest(config, tokenizer, data), indent=2))
+    return _execute(config, run_dir, data, sink or _NullSink(), StopFlag() if stop is None else stop)

@@ -1,0 +1,91 @@
+"""Model, adapter and optimiser for a run: LoRA, DoRA or every weight; precision chosen by device."""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from tunesmith.config import RunConfig
+from tunesmith.errors import ConfigError
+from tunesmith.models.load import load_model, pick_device, pick_dtype
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a run computes: master weights stay fp32; matmuls may run in bf16 under autocast."""
+
+    device: torch.device
+    """Where the model lives."""
+    compute: torch.dtype
+    """fp32, or bf16 under autocast."""
+
+    def autocast(self) -> AbstractContextManager[object]:
+        if self.compute == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute)
+
+
+def choose_precision(config: RunConfig) -> Precision:
+    device = pick_device(config.device)
+    if config.precision == "fp32":
+        return Precision(device, torch.float32)
+    if config.precision == "bf16":
+        return Precision(device, torch.bfloat16)
+    fast = pick_dtype(device)
+    return Precision(device, torch.bfloat16 if fast == torch.bfloat16 else torch.float32)
+
+
+def build_model(config: RunConfig, precision: Precision) -> torch.nn.Module:
+    """The model to train. Adapter runs keep the frozen base in the compute dtype, the adapter in fp32."""
+    adapter = config.method in ("lora", "dora")
+    dtype = "bfloat16" if adapter and precision.compute == torch.bfloat16 else "float32"
+    model = load_model(config.model, device=config.device, dtype=dtype, trust_remote_code=config.trust_remote_code)
+    model.config.use_cache = False
+    if not adapter:
+        model.train()
+        return model
+    targets: str | list[str] = "all-linear" if config.lora.targets == ("all-linear",) else list(config.lora.targets)
+    lora = LoraConfig(
+        r=config.lora.rank,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=targets,
+        use_dora=config.method == "dora",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        peft_model = get_peft_model(model, lora)
+    except ValueError as exc:
+        raise ConfigError(f"lora.targets: {exc}", hint="use all-linear or names such as q_proj, v_proj") from None
+    peft_model.train()
+    return peft_model
+
+
+def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The parameters the optimiser updates, by name."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def build_optimizer(model: torch.nn.Module, config: RunConfig, learning_rate: float) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases, norms and adapter magnitudes (1-d tensors)."""
+    params = trainable(model)
+    decay = [p for p in params.values() if p.ndim >= 2]
+    rest = [p for p in params.values() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, foreach=True)
+
+
+def learning_rate_at(step: int, total: int, warmup: int, peak: float, schedule: str) -> float:
+    """The learning rate of optimizer step `step` (0-based): linear warm-up, then cosine, linear or constant."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if schedule == "constant":
+        return peak
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return peak * (1.0 - progress)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
