@@ -45,6 +45,7 @@ class ConsoleProgress:
             self.progress.update(self.task, completed=event.step, info=info)
         elif event.kind == "eval":
             self.eval_loss = f"{values['eval_loss']:.4f}"
+            self.progress.console.print(f"step {event.step}: held-out loss {self.eval_loss}")
         elif event.kind == "end":
             self.close()
 
