@@ -70,8 +70,8 @@ def data_check(
     """Find every problem in a data set and what training on it would cost, before spending compute."""
     from tunesmith.cli_show import print_check_report
     from tunesmith.models.load import load_tokenizer
-    from tunesmith.models.throughput import training_tokens_per_second
     from tunesmith.tokenize.check import check_data
+    from tunesmith.train.throughput import training_tokens_per_second
 
     with user_errors():
         tokenizer = load_tokenizer(model)

@@ -26,6 +26,7 @@ class ConsoleProgress:
         )
         self.task: TaskID | None = None
         self.eval_loss = "-"
+        self.last_step: dict[str, float | int | str | None] = {"epoch": 0, "loss": 0.0, "tokens_per_second": 0.0}
 
     def emit(self, event: Event) -> None:
         values = event.values
@@ -38,16 +39,21 @@ class ConsoleProgress:
             self.progress.start()
             self.task = self.progress.add_task("train", total=values["total_steps"], completed=event.step, info="")
         elif event.kind == "step" and self.task is not None:
-            info = (
-                f"epoch {values['epoch']}  loss {values['loss']:.4f}  eval {self.eval_loss}  "
-                f"{values['tokens_per_second']:.0f} tok/s"
-            )
-            self.progress.update(self.task, completed=event.step, info=info)
-        elif event.kind == "eval":
+            self.last_step = values
+            self.progress.update(self.task, completed=event.step, info=self._info())
+        elif event.kind == "eval" and self.task is not None:
             self.eval_loss = f"{values['eval_loss']:.4f}"
             self.progress.console.print(f"step {event.step}: held-out loss {self.eval_loss}")
+            self.progress.update(self.task, info=self._info())
         elif event.kind == "end":
             self.close()
+
+    def _info(self) -> str:
+        step = self.last_step
+        return (
+            f"epoch {step['epoch']}  loss {step['loss']:.4f}  eval {self.eval_loss}  "
+            f"{step['tokens_per_second']:.0f} tok/s"
+        )
 
     def close(self) -> None:
         self.progress.stop()

@@ -167,7 +167,7 @@ def test_cli_train_errors_are_one_line_with_exit_2(tmp_path, tiny_model):
     assert result.exit_code == 2 and f"{broken}:1:" in result.output and "Traceback" not in result.output
 
 
-def test_generate_answers_like_the_training_data(tmp_path, tiny_model):
+def test_generate_and_chat_answer_like_the_training_data(tmp_path, tiny_model):
     data = _fixed_answers(tmp_path / "t.jsonl", n=40)
     config = _config(data, tiny_model, method="full", epochs=40, max_steps=80, learning_rate=5e-3, eval_every=100)
     train(config, tmp_path / "run")
@@ -177,3 +177,28 @@ def test_generate_answers_like_the_training_data(tmp_path, tiny_model):
     )
     assert result.exit_code == 0, result.output
     assert result.output.strip() == FIXED
+    questions = "Question 5: what colour?\n/reset\nQuestion 6: what colour?\n/exit\n"
+    chat = CliRunner().invoke(app, ["chat", str(tmp_path / "run"), "--max-tokens", "20"], input=questions)
+    assert chat.exit_code == 0, chat.output
+    assert chat.output.count(FIXED) == 2 and chat.output.count("you>") == 4
+
+
+def test_early_stopping_ends_the_run_when_the_held_out_loss_stops_improving(tmp_path, tiny_model):
+    data = _fixed_answers(tmp_path / "t.jsonl", n=40)
+    config = _config(data, tiny_model, epochs=50, learning_rate=0.5, eval_every=1, early_stopping=2)
+    result = train(config, tmp_path / "run")
+    evals = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert result.reason == "early_stopping" and result.final is not None
+    assert result.state.step < 50 * 2 and len(evals) == result.state.step
+    assert min(e["eval_loss"] for e in evals[:-2]) <= min(e["eval_loss"] for e in evals[-2:])
+
+
+def test_log_json_prints_every_event(tmp_path, tiny_model):
+    data = _fixed_answers(tmp_path / "t.jsonl")
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--model", str(tiny_model), "--out", str(run), "--max-steps", "2"]
+    result = CliRunner().invoke(app, [*args, "--log-json"])
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.output.splitlines()]
+    assert events[0]["event"] == "start" and events[-1]["event"] == "end"
+    assert sum(e["event"] == "step" for e in events) == 2

@@ -48,6 +48,12 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
 
 
+def remove_partial_writes(run_dir: Path) -> None:
+    """Temporary folders left by a crash in the middle of writing a checkpoint or final/."""
+    for folder in [*run_dir.glob(".final.*"), *(run_dir / "checkpoints").glob(f".{PREFIX}*")]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}

@@ -23,7 +23,7 @@ from tunesmith.config import RunConfig, build_config, merge, read_config_file
 from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.models.load import load_tokenizer
 from tunesmith.tokenize.encode import Example
-from tunesmith.train.checkpoint import TrainState, checkpoint_dirs, restore_checkpoint
+from tunesmith.train.checkpoint import TrainState, checkpoint_dirs, remove_partial_writes, restore_checkpoint
 from tunesmith.train.data import RunData, load_run_data
 from tunesmith.train.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
 from tunesmith.train.loop import Loop, train_steps
@@ -84,6 +84,7 @@ def _execute(config: RunConfig, run_dir: Path, data: RunData, sink: EventSink, s
     model = build_model(resolved, precision)
     optimizer = build_optimizer(model, resolved, plan.learning_rate)
     metrics = MetricsFile(run_dir / "metrics.jsonl")
+    remove_partial_writes(run_dir)
     checkpoints = checkpoint_dirs(run_dir)
     state = restore_checkpoint(checkpoints[-1], model, optimizer) if checkpoints else TrainState()
     metrics.truncate_after(state.step)
