@@ -16,6 +16,10 @@ _PUBLIC = {
     "encode": "tunesmith.tokenize.encode",
     "load_model": "tunesmith.models.load",
     "load_tokenizer": "tunesmith.models.load",
+    "RunConfig": "tunesmith.config",
+    "train": "tunesmith.train.run",
+    "resume": "tunesmith.train.run",
+    "load_generator": "tunesmith.evaluate.generate",
 }
 __all__ = [*_PUBLIC, "__version__"]
 
