@@ -22,12 +22,12 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest -q
 
-# Check the data, fine-tune the default model (runs/demo is replaced), show 3 held-out calls: base vs tuned.
+# Check the data, fine-tune the default model (runs/demo is replaced), evaluate base vs tuned, show 3 calls.
 demo: setup
 	$(BIN)/tunesmith data check $(DEMO_DATA)/train.jsonl --eval $(DEMO_DATA)/eval.jsonl
 	rm -rf runs/demo
 	$(BIN)/tunesmith train --config $(DEMO_DATA)/demo.yaml --out runs/demo
-	$(BIN)/tunesmith compare runs/demo --data $(DEMO_DATA)/eval.jsonl -n 3 --max-tokens 160
+	$(BIN)/tunesmith compare runs/demo -n 3
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

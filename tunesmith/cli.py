@@ -38,6 +38,7 @@ app.command("train")(cli_train.train)
 app.command("generate")(cli_train.generate)
 app.command("chat")(cli_train.chat)
 app.command("compare")(cli_train.compare)
+app.command("eval")(cli_train.evaluate_command)
 
 
 @app.callback()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from datetime import datetime
 from functools import partial
@@ -120,6 +121,7 @@ def train(
     set_values: Annotated[
         list[str] | None, Opt("--set", help="Any setting as field=value, e.g. lora.targets=[q_proj]")
     ] = None,
+    evaluate: Annotated[bool, Opt("--eval-report/--no-eval", help="Evaluate base vs tuned at the end.")] = True,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Print only the result.")] = False,
     log_json: Annotated[bool, Opt("--log-json", help="Print every event as a JSON line.")] = False,
 ) -> None:
@@ -151,6 +153,10 @@ def train(
             run_dir = out_dir or paths.runs_dir() / datetime.now().strftime("%Y%m%d-%H%M%S")
             result = train_run(run_config, run_dir, sink=sink, stop=stop)
     _print_summary(result, log_json)
+    if evaluate:
+        from tunesmith.evaluate.run import EvalOptions
+
+        _evaluate_and_print(str(result.run_dir), EvalOptions(limit=QUICK_EVAL_EXAMPLES), None, log_json)
 
 
 def _print_summary(result: Any, log_json: bool) -> None:
@@ -170,6 +176,27 @@ def _print_summary(result: Any, log_json: bool) -> None:
         f"({state.tokens / max(state.elapsed, 1e-9):.0f} tok/s), best held-out loss {best}"
     )
     out.print(f"result: {result.final}")
+
+
+QUICK_EVAL_EXAMPLES = 50
+
+
+def _evaluate_and_print(target: str, options: Any, out_dir: Path | None, log_json: bool = False) -> None:
+    from tunesmith.evaluate.report import evaluate_to_folder
+
+    if not log_json:
+        err.print("[dim]evaluating base and tuned on the held-out data...[/]")
+    with user_errors():
+        evaluation, html = evaluate_to_folder(target, options, out_dir)
+    if log_json:
+        event = {"event": "evaluation", "headline": evaluation.headline(), "report": str(html)}
+        out.print(json.dumps(event | {"warning": evaluation.guard_warning()}), markup=False, soft_wrap=True)
+        return
+    out.print(f"[bold]{escape(evaluation.headline())}[/]")
+    warning = evaluation.guard_warning()
+    if warning:
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}")
+    out.print(f"report: {html}")
 
 
 RunOrModel = Annotated[str, typer.Argument(help="A run folder, or a model: short name, hub id, folder, .gguf.")]
@@ -237,18 +264,51 @@ def chat(
         history.append(Message("assistant", "".join(pieces).strip()))
 
 
+def evaluate_command(
+    target: Annotated[str, typer.Argument(help="A run folder, or a model: short name, hub id, folder, .gguf.")],
+    data: Annotated[str | None, Opt(help="Held-out data (default: the run's).")] = None,
+    baseline: Annotated[str, Opt(help="base (the run's base model), none, or another model or run.")] = "base",
+    metric: Annotated[str, Opt(help="Comma-separated metrics, the first deciding who wins (default: by task).")] = "",
+    limit: Annotated[int | None, Opt("-n", "--limit", help="At most this many examples.")] = None,
+    max_tokens: Annotated[str, Opt("--max-tokens", help="The longest answer, or auto.")] = "auto",
+    guard: Annotated[bool, Opt(help="Score general questions before and after, to catch forgetting.")] = True,
+    dtype: Annotated[str, Opt(help="auto, float32 (batching never changes an answer) or bfloat16.")] = "auto",
+    out_dir: Annotated[Path | None, Opt("--out", help="Report folder (default: RUN/eval).")] = None,
+) -> None:
+    """Did fine-tuning help? Held-out loss, answers and task metrics of the tuned model and a baseline."""
+    from tunesmith.evaluate.run import EvalOptions
+
+    with user_errors():
+        options = EvalOptions(
+            data=data,
+            baseline=baseline,
+            metrics=tuple(m.strip() for m in metric.split(",") if m.strip()),
+            limit=limit,
+            max_new_tokens="auto" if max_tokens == "auto" else int(max_tokens),
+            guard=guard,
+            dtype=dtype,
+        )
+    _evaluate_and_print(target, options, out_dir)
+
+
 def compare(
     run: Annotated[str, typer.Argument(help="A run folder.")],
-    data: Annotated[str, Opt(help="Held-out conversations; the last answer of each is the reference.")],
+    data: Annotated[str | None, Opt(help="Held-out conversations (default: the run's last evaluation).")] = None,
     n: Annotated[int, Opt("-n", help="How many examples.")] = 3,
     max_tokens: MaxTokens = 256,
 ) -> None:
     """Base and tuned answers to held-out prompts, side by side with the reference answer."""
-    from tunesmith.evaluate.compare import side_by_side
+    from tunesmith.evaluate.compare import Sample, from_samples_file, side_by_side
     from tunesmith.evaluate.generate import Sampling
 
+    samples_file = Path(run) / "eval" / "samples.jsonl"
     with user_errors():
-        samples = side_by_side(run, data, n, Sampling(max_new_tokens=max_tokens))
+        if data is None and samples_file.is_file():
+            samples: list[Sample] = from_samples_file(samples_file, n)
+        elif data is None:
+            raise_missing_data(run)
+        else:
+            samples = side_by_side(run, data, n, Sampling(max_new_tokens=max_tokens))
     for i, sample in enumerate(samples, start=1):
         table = Table(title=f"held-out example {i}", show_lines=True, expand=True)
         for header in ("reference (expert)", "base model", "fine-tuned"):
@@ -256,3 +316,9 @@ def compare(
         table.add_row(sample.reference, sample.base, sample.tuned)
         out.print(f"[dim]{escape(sample.prompt[-1].content[:300])}...[/]")
         out.print(table)
+
+
+def raise_missing_data(run: str) -> None:
+    from tunesmith.errors import DataError
+
+    raise DataError(f"{run} has no evaluation yet", hint="pass --data eval.jsonl, or run: tunesmith eval " + run)

@@ -200,5 +200,5 @@ def test_log_json_prints_every_event(tmp_path, tiny_model):
     result = CliRunner().invoke(app, [*args, "--log-json"])
     assert result.exit_code == 0, result.output
     events = [json.loads(line) for line in result.output.splitlines()]
-    assert events[0]["event"] == "start" and events[-1]["event"] == "end"
+    assert events[0]["event"] == "start" and events[-2]["event"] == "end" and events[-1]["event"] == "evaluation"
     assert sum(e["event"] == "step" for e in events) == 2

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from tunesmith.data.schema import Message
 from tunesmith.data.validate import read_dataset
@@ -42,7 +44,7 @@ def held_out_prompts(source: str, n: int) -> list[tuple[tuple[Message, ...], str
 
 def _answers(name: str, prompts: list[tuple[Message, ...]], sampling: Sampling, *, base: bool) -> list[str]:
     generator = load_generator(name, base=base)
-    answers = generator.generate(prompts, sampling)
+    answers = [a.text for a in generator.generate(prompts, sampling)]
     del generator
     gc.collect()
     return answers
@@ -55,3 +57,17 @@ def side_by_side(run: str, data: str, n: int, sampling: Sampling) -> list[Sample
     base = _answers(run, prompts, sampling, base=True)
     tuned = _answers(run, prompts, sampling, base=False)
     return [Sample(p, ref, b, t) for (p, ref), b, t in zip(pairs, base, tuned)]
+
+
+def from_samples_file(path: Path, n: int) -> list[Sample]:
+    """The first n samples of an evaluation's samples.jsonl (no generation)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:n]]
+    return [
+        Sample(
+            tuple(Message(m["role"], m["content"]) for m in row["prompt"]),
+            row["reference"],
+            row.get("baseline", ""),
+            row["tuned"],
+        )
+        for row in rows
+    ]

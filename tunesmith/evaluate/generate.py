@@ -35,6 +35,18 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """One generated answer."""
+
+    text: str
+    """The answer, special tokens removed."""
+    stopped: bool
+    """It ended with the end-of-turn token (not cut off by max_new_tokens)."""
+    tokens: int
+    """Tokens generated, the end token included."""
+
+
+@dataclass(frozen=True)
 class Generator:
     """A model ready to answer conversations."""
 
@@ -65,13 +77,28 @@ class Generator:
             "pad_token_id": self.tokenizer.pad_token_id,
         }
 
-    def generate(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[str]:
-        """One answer per conversation, in one batch."""
+    def generate(
+        self, conversations: Sequence[Sequence[Message]], sampling: Sampling, batch_size: int = 8
+    ) -> list[Answer]:
+        """One answer per conversation, in batches of similar prompt length (left padding, KV cache)."""
+        order = sorted(range(len(conversations)), key=lambda i: len(self.renderer.prompt(tuple(conversations[i]))))
+        answers: dict[int, Answer] = {}
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            answers.update(zip(chosen, self._batch([conversations[i] for i in chosen], sampling)))
+        return [answers[i] for i in range(len(conversations))]
+
+    def _batch(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Answer]:
         inputs = self._inputs(conversations)
         with torch.inference_mode():
             out = self.model.generate(**inputs, **self._options(sampling))
-        answers = out[:, inputs["input_ids"].shape[1] :]
-        return [text.strip() for text in self.tokenizer.batch_decode(answers, skip_special_tokens=True)]
+        return [self._answer(row) for row in out[:, inputs["input_ids"].shape[1] :].tolist()]
+
+    def _answer(self, ids: list[int]) -> Answer:
+        stops = [at for at, token in enumerate(ids) if token in self.stop_ids]
+        kept = ids[: stops[0] + 1] if stops else ids
+        text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+        return Answer(text, bool(stops), len(kept))
 
     def stream(self, conversation: Sequence[Message], sampling: Sampling) -> Iterator[str]:
         """The answer to one conversation, piece by piece as it is generated."""
@@ -105,19 +132,22 @@ def base_model_of(final: Path) -> str:
     return str(json.loads((final / RUN_FILE).read_text())["base_model"])
 
 
-def load_generator(name: str, *, device: str = "auto", base: bool = False) -> Generator:
+def load_generator(name: str, *, device: str = "auto", dtype: str = "auto", base: bool = False) -> Generator:
     """A model by name (short name, hub id, folder, .gguf) or a run; base=True takes a run's base model."""
     final = result_folder(name)
     if final is None:
-        model, tokenizer = load_model(name, device=device), load_tokenizer(name)
+        model, tokenizer = load_model(name, device=device, dtype=dtype), load_tokenizer(name)
     elif base:
         base_name = base_model_of(final)
-        model, tokenizer = load_model(base_name, device=device), AutoTokenizer.from_pretrained(final)
+        model, tokenizer = load_model(base_name, device=device, dtype=dtype), AutoTokenizer.from_pretrained(final)
     elif (final / "adapter_config.json").is_file():
-        model = PeftModel.from_pretrained(load_model(base_model_of(final), device=device), final)
+        # merged for inference: plain layers run as fast as the base model's (the adapter files are unchanged)
+        adapted = PeftModel.from_pretrained(load_model(base_model_of(final), device=device, dtype=dtype), final)
+        model = adapted.merge_and_unload()
         tokenizer = AutoTokenizer.from_pretrained(final)
     else:
-        model, tokenizer = load_model(str(final), device=device), AutoTokenizer.from_pretrained(final)
+        model = load_model(str(final), device=device, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(final)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()

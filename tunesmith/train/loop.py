@@ -16,7 +16,7 @@ from tunesmith.tokenize.encode import Example
 from tunesmith.tokenize.pack import collate
 from tunesmith.train.checkpoint import TrainState, save_checkpoint
 from tunesmith.train.events import Event, EventSink, StopFlag
-from tunesmith.train.loss import supervised_loss
+from tunesmith.train.loss import mean_loss, supervised_loss
 from tunesmith.train.plan import Plan
 from tunesmith.train.setup import Precision, learning_rate_at, trainable
 
@@ -51,17 +51,7 @@ class Loop:
 
 def held_out_loss(loop: Loop) -> float | None:
     """Mean loss per supervised token on the held-out examples."""
-    if not loop.held_out:
-        return None
-    loop.model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for indices in loop.plan.eval_batches:
-            with loop.precision.autocast():
-                loss, n = supervised_loss(loop.model, collate([loop.held_out[i] for i in indices], loop.pad_id))
-            total, count = total + loss.item(), count + n
-    loop.model.train()
-    return total / max(count, 1)
+    return mean_loss(loop.model, loop.held_out, loop.plan.eval_batches, loop.pad_id, loop.precision.autocast)
 
 
 def _evaluate(loop: Loop, state: TrainState) -> bool:

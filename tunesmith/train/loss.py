@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from tunesmith.tokenize.pack import Batch
+from tunesmith.tokenize.encode import Example
+from tunesmith.tokenize.pack import Batch, collate
 
 
 def causal_lm(model: torch.nn.Module) -> PreTrainedModel:
@@ -29,3 +33,25 @@ def supervised_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor,
     learned = targets >= 0
     logits = lm.get_output_embeddings()(hidden[:, :-1][learned])
     return F.cross_entropy(logits.float(), targets[learned], reduction="sum"), int(learned.sum())
+
+
+def mean_loss(
+    model: torch.nn.Module,
+    examples: Sequence[Example],
+    batches: Sequence[Sequence[int]],
+    pad_id: int,
+    autocast: Callable[[], AbstractContextManager[object]],
+) -> float | None:
+    """Mean loss per supervised token over examples (eval mode, no gradients); None without examples."""
+    if not examples:
+        return None
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for indices in batches:
+            with autocast():
+                loss, n = supervised_loss(model, collate([examples[i] for i in indices], pad_id))
+            total, count = total + loss.item(), count + n
+    model.train(was_training)
+    return total / max(count, 1)

@@ -1,0 +1,121 @@
+"""Evaluation on tiny models: the tuned model wins, the report renders, the forgetting guard, batched generation."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import write_jsonl
+from tests.integration.test_train import FIXED, _config, _fixed_answers
+from tunesmith.cli import app
+from tunesmith.data.validate import read_dataset
+from tunesmith.evaluate.generate import Sampling, load_generator
+from tunesmith.evaluate.items import GENERAL_QUESTIONS, items_of
+from tunesmith.evaluate.report import evaluate_to_folder
+from tunesmith.evaluate.run import EvalOptions
+from tunesmith.train.run import train
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.ids: dict[str, str] = {}
+        self._open: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "img":
+            self.images.append(attributes.get("src") or "")
+        if "id" in attributes:
+            self._open = attributes["id"]
+
+    def handle_data(self, data):
+        if self._open:
+            self.ids[self._open] = self.ids.get(self._open, "") + data
+
+    def handle_endtag(self, tag):
+        self._open = None
+
+
+@pytest.fixture(scope="module")
+def fixed_run(tmp_path_factory, tiny_model):
+    """A tiny model fully tuned to give one fixed answer, with held-out questions it never saw."""
+    root = tmp_path_factory.mktemp("fixed")
+    data = _fixed_answers(root / "train.jsonl", n=40)
+    held = write_jsonl(
+        root / "eval.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": f"Held-out question {i}?"},
+                    {"role": "assistant", "content": FIXED},
+                ]
+            }
+            for i in range(12)
+        ],
+    )
+    config = _config(data, tiny_model, method="full", epochs=40, max_steps=80, learning_rate=5e-3, eval_every=100)
+    train(config.model_copy(update={"eval_data": str(held)}), root / "run")
+    return root / "run"
+
+
+def test_the_tuned_model_wins_and_the_report_says_so(fixed_run):
+    _, html = evaluate_to_folder(str(fixed_run), EvalOptions(max_new_tokens=16, guard=False))
+    report = json.loads((fixed_run / "eval" / "report.json").read_text())
+    assert report["primary_metric"] == "exact_match"
+    assert report["comparison"] == {"wins": 12, "ties": 0, "losses": 0}
+    assert report["tuned"]["metrics"]["exact_match"] == 100.0 and report["baseline"]["metrics"]["exact_match"] == 0.0
+    assert report["tuned"]["loss"] < report["baseline"]["loss"] and report["tuned"]["stop_rate"] == 100.0
+    assert report["headline"] == "exact_match 0.0 -> 100.0 on 12 held-out examples (+100.0; 12 wins, 0 ties, 0 losses)"
+
+    page = _Page()
+    page.feed(html.read_text())
+    assert page.ids["headline"] == report["headline"]
+    assert len(page.images) == 3 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    text = html.read_text()
+    assert f"{report['tuned']['loss']:.3f}" in text and f"{report['baseline']['loss']:.3f}" in text
+    assert "http://" not in text and "https://" not in text  # opens offline
+    rows = [json.loads(line) for line in (fixed_run / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all(r["winner"] == "tuned" and r["tuned"] == FIXED for r in rows)
+
+
+def test_batched_greedy_answers_equal_one_by_one_in_fp32(fixed_run, tiny_model):
+    generator = load_generator(str(tiny_model), dtype="float32")
+    prompts = [i.prompt for i in items_of(read_dataset(str(GENERAL_QUESTIONS)).records)[:12]]
+    sampling = Sampling(max_new_tokens=12)
+    batched = generator.generate(prompts, sampling, batch_size=8)
+    single = [generator.generate([p], sampling, batch_size=1)[0] for p in prompts]
+    assert [a.text for a in batched] == [a.text for a in single]
+    assert all(a.tokens == 12 and not a.stopped for a in batched)  # a random model never says <|im_end|>
+
+
+def test_forgetting_guard_warns_on_a_broken_model(tmp_path, tiny_model):
+    """A model taught the general questions, against a broken one (the untrained random model)."""
+    config = _config(GENERAL_QUESTIONS, tiny_model, method="full", epochs=100, max_steps=150, learning_rate=5e-3)
+    config = config.model_copy(update={"eval_data": str(GENERAL_QUESTIONS), "eval_every": 1000})
+    train(config, tmp_path / "knows")
+    options = EvalOptions(data=str(GENERAL_QUESTIONS), baseline=str(tmp_path / "knows"), max_new_tokens=8, limit=5)
+    evaluation, _ = evaluate_to_folder(str(tiny_model), options, tmp_path / "report")
+    assert evaluation.baseline.guard > 30 and evaluation.tuned.guard == 0
+    warning = evaluation.guard_warning()
+    assert warning and warning.startswith(f"general questions: {evaluation.baseline.guard:.0f}% -> 0% right")
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["forgetting"]["warning"] == warning
+
+
+def test_cli_eval_on_a_plain_model_and_compare_reads_the_samples(tmp_path, tiny_model, fixed_run):
+    data = _fixed_answers(tmp_path / "eval.jsonl", n=6)
+    result = CliRunner().invoke(
+        app,
+        ["eval", str(tiny_model), "--data", str(data), "--max-tokens", "4", "--no-guard", "--out", str(tmp_path / "r")],
+    )
+    assert result.exit_code == 0, result.output
+    assert "exact_match 0.0 on 6 held-out examples" in result.output and (tmp_path / "r" / "report.html").is_file()
+    missing = CliRunner().invoke(app, ["eval", str(tiny_model)])
+    assert missing.exit_code == 2 and "needs --data" in missing.output
+    evaluate_to_folder(str(fixed_run), EvalOptions(max_new_tokens=16, guard=False, limit=3))
+    shown = CliRunner().invoke(app, ["compare", str(fixed_run), "-n", "2"])
+    assert shown.exit_code == 0 and shown.output.count("held-out example") == 2

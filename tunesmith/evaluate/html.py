@@ -1,0 +1,162 @@
+"""report.html: one self-contained page (plots inline as PNG) a person opens offline and understands."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
+h1{font-size:1.5rem} .headline{font-size:1.3rem;background:#eef6ee;padding:.8rem;border-radius:6px}
+.warning{background:#fdecea;padding:.8rem;border-radius:6px} table{border-collapse:collapse;width:100%;margin:1rem 0}
+td,th{border:1px solid #ccc;padding:.4rem;vertical-align:top;text-align:left;font-size:.9rem}
+td.text{white-space:pre-wrap;max-width:28rem} .win{color:#17692f} .loss{color:#a12622} img{max-width:100%}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(360px,1fr));gap:1rem}
+pre{background:#f6f6f6;padding:.6rem}
+"""
+
+
+def _png(figure: plt.Figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _loss_plot(run_dir: Path) -> str:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return ""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    steps = [(d["step"], d["loss"]) for d in lines if d["event"] == "step"]
+    evals = [(d["step"], d["eval_loss"]) for d in lines if d["event"] == "eval"]
+    figure, axes = plt.subplots(figsize=(5.5, 3.2))
+    if steps:
+        axes.plot(*zip(*steps), label="training loss")
+    if evals:
+        axes.plot(*zip(*evals), "o-", label="held-out loss")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_yscale("log")
+    axes.set_title("Loss")
+    axes.legend()
+    return _png(figure)
+
+
+def _metric_plot(report: dict[str, Any]) -> str:
+    names = [m for m in report["metrics"] if m in report["tuned"]["metrics"]]
+    if not names:
+        return ""
+    figure, axes = plt.subplots(figsize=(5.5, 3.2))
+    x = range(len(names))
+    if report["baseline"]:
+        axes.bar([i - 0.2 for i in x], [report["baseline"]["metrics"][n] for n in names], 0.4, label="base")
+    axes.bar([i + 0.2 for i in x], [report["tuned"]["metrics"][n] for n in names], 0.4, label="tuned")
+    axes.set_xticks(list(x), names, rotation=30)
+    axes.set_title("Mean scores (0-100; length ratio: 100 = reference length)")
+    axes.legend()
+    return _png(figure)
+
+
+def _delta_plot(rows: list[dict[str, Any]], metric: str | None) -> str:
+    if metric is None or not rows or "baseline_scores" not in rows[0]:
+        return ""
+    deltas = sorted(r["tuned_scores"][metric] - r["baseline_scores"][metric] for r in rows)
+    figure, axes = plt.subplots(figsize=(5.5, 3.2))
+    axes.bar(range(len(deltas)), deltas, color=["#a12622" if d < 0 else "#17692f" for d in deltas])
+    axes.axhline(0, color="black", linewidth=0.8)
+    axes.set_xlabel("held-out example (sorted)")
+    axes.set_title(f"{metric}: tuned minus base, per example")
+    return _png(figure)
+
+
+def _numbers(report: dict[str, Any]) -> str:
+    columns = [("tuned", report["tuned"])] + ([("base", report["baseline"])] if report["baseline"] else [])
+    keys = [("held-out loss", "loss"), ("perplexity", "perplexity"), ("stopped at end token %", "stop_rate")]
+    keys += [("general questions right %", "general")]
+    head = "".join(f"<th>{escape(name)}</th>" for name, _ in columns)
+    body = ""
+    for label, key in keys:
+        body += f"<tr><td>{label}</td>" + "".join(f"<td>{_fmt(c.get(key))}</td>" for _, c in columns) + "</tr>"
+    for metric in report["metrics"]:
+        cells = "".join(f"<td>{_fmt(c['metrics'].get(metric))}</td>" for _, c in columns)
+        body += f"<tr><td>{escape(metric)}</td>{cells}</tr>"
+    return f"<table><tr><th></th>{head}</tr>{body}</table>"
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else escape(str(value)) if value is not None else "-"
+
+
+def _note(scores: dict[str, float], metric: str | None) -> str:
+    return f"<br><small>{escape(metric)} {scores[metric]:.1f}</small>" if metric else ""
+
+
+def _sample_table(rows: list[dict[str, Any]], metric: str | None, title: str) -> str:
+    if not rows:
+        return ""
+    with_base = "baseline" in rows[0]
+    head = "<th>prompt</th><th>reference</th>" + ("<th>base</th>" if with_base else "") + "<th>tuned</th>"
+    body = ""
+    for r in rows:
+        prompt = r["prompt"][-1]["content"] if r["prompt"] else ""
+        cls = {"tuned": "win", "baseline": "loss"}.get(r.get("winner", ""), "")
+        base = (
+            f'<td class="text">{escape(r["baseline"])}{_note(r["baseline_scores"], metric)}</td>' if with_base else ""
+        )
+        body += (
+            f'<tr><td class="text">{escape(prompt[:600])}</td><td class="text">{escape(r["reference"])}</td>{base}'
+            f'<td class="text {cls}">{escape(r["tuned"])}{_note(r["tuned_scores"], metric)}</td></tr>'
+        )
+    return f"<h3>{escape(title)}</h3><table><tr>{head}</tr>{body}</table>"
+
+
+def _samples_section(rows: list[dict[str, Any]], metric: str | None) -> str:
+    if metric is None or not rows or "baseline_scores" not in rows[0]:
+        return _sample_table(rows[:20], metric, "Samples")
+    ranked = sorted(rows, key=lambda r: r["tuned_scores"][metric] - r["baseline_scores"][metric])
+    worst, best = ranked[:5], ranked[::-1][:5]
+    return (
+        _sample_table(worst, metric, "Where tuning did worst (worst first)")
+        + _sample_table(best, metric, "Where tuning did best (best first)")
+        + f"<details><summary>All {len(rows)} samples</summary>{_sample_table(rows, metric, 'All samples')}</details>"
+    )
+
+
+def _run_files(run_dir: Path | None) -> str:
+    if run_dir is None:
+        return ""
+    parts = []
+    for name in ("config.yaml", "data-report.json"):
+        path = run_dir / name
+        if path.is_file():
+            parts.append(f"<h3>{name}</h3><pre>{escape(path.read_text()[:20000])}</pre>")
+    return "<h2>The run</h2>" + "".join(parts)
+
+
+def render_html(report: dict[str, Any], rows: list[dict[str, Any]], run_dir: Path | None) -> str:
+    """The whole page as one string: no external files, scripts or fonts."""
+    warning = report["forgetting"]["warning"]
+    plots = [_loss_plot(run_dir) if run_dir else "", _metric_plot(report), _delta_plot(rows, report["primary_metric"])]
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>tunesmith evaluation: {escape(report['target'])}"
+        f"</title><style>{STYLE}</style></head><body>"
+        f"<h1>Did fine-tuning help? {escape(report['target'])}</h1>"
+        f'<p class="headline" id="headline">{escape(report["headline"])}</p>'
+        + (f'<p class="warning" id="forgetting">{escape(warning)}</p>' if warning else "")
+        + f"<p>Held-out data: {escape(report['data'])} ({report['examples']} examples), {escape(report['created'])}</p>"
+        + _numbers(report)
+        + f'<div class="plots">{"".join(plots)}</div>'
+        + _samples_section(rows, report["primary_metric"])
+        + _run_files(run_dir)
+        + "</body></html>"
+    )

@@ -1,0 +1,86 @@
+"""What an evaluation runs on: held-out prompts with reference answers, and the records for the held-out loss."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from tunesmith.data.schema import Message, Record, TextDoc
+from tunesmith.data.validate import read_dataset
+from tunesmith.errors import DataError
+from tunesmith.tokenize.encode import conversation_of
+
+GENERAL_QUESTIONS = Path(__file__).with_name("general.jsonl")
+"""The forgetting guard: everyday questions with one- or two-word answers, written for tunesmith."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One held-out prompt and the answer it should get."""
+
+    line: int
+    """Line of the example in its file."""
+    prompt: tuple[Message, ...]
+    """The conversation up to the last answer."""
+    reference: str
+    """The last answer in the data."""
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The held-out data of an evaluation."""
+
+    source: str
+    """The file it came from."""
+    records: list[tuple[int, Record]]
+    """(line, record): for the held-out loss."""
+    items: list[Item]
+    """Prompts with references: for generation (none for plain text)."""
+    kind: str
+    """chat, or text for continued pre-training data."""
+
+
+def items_of(records: list[tuple[int, Record]]) -> list[Item]:
+    """Every conversation that ends with an assistant answer becomes a prompt and its reference."""
+    items = []
+    for line, record in records:
+        conversation = conversation_of(record)
+        if conversation is not None and conversation.messages[-1].role == "assistant":
+            items.append(Item(line, conversation.messages[:-1], conversation.messages[-1].content))
+    return items
+
+
+def _held_out_of_run(run: Path) -> tuple[str, set[int] | None]:
+    """The eval data of a run, or its training data and the lines it held out."""
+    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    if config.get("eval_data"):
+        return str(config["eval_data"]), None
+    report = json.loads((run / "data-report.json").read_text(encoding="utf-8"))
+    held = report.get("held_out", {})
+    if not held.get("lines"):
+        raise DataError(f"{run}: the run has no held-out data", hint="pass --data with held-out examples")
+    return str(held["source"]), set(held["lines"])
+
+
+def load_held_out(run: Path | None, data: str | None, limit: int | None) -> HeldOut:
+    """--data when given, else the run's eval data or the lines it held out; at most `limit` examples."""
+    if data is None and run is None:
+        raise DataError("no held-out data: a model that is not a run needs --data", hint="e.g. --data eval.jsonl")
+    source, lines = (data, None) if data is not None else _held_out_of_run(run)  # type: ignore[arg-type]
+    dataset = read_dataset(source)
+    errors = [e for e in dataset.errors if e.code != "too_few_examples"]  # a few examples are enough to look at
+    if errors:
+        raise DataError(str(errors[0]), hint=f"see every problem with: tunesmith data check {source}")
+    records = [(line, r) for line, r in dataset.records if lines is None or line in lines][:limit]
+    kind = "text" if records and all(isinstance(r, TextDoc) for _, r in records) else "chat"
+    items = items_of(records)
+    if kind == "chat" and not items:
+        raise DataError(f"{source}: no conversation ends with an assistant answer to compare against")
+    return HeldOut(source, records, items, kind)
+
+
+def general_questions() -> list[Item]:
+    return items_of(read_dataset(str(GENERAL_QUESTIONS)).records)

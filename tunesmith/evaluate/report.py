@@ -1,0 +1,85 @@
+"""Write an evaluation out: report.json (everything), samples.jsonl (every answer) and report.html."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tunesmith import paths
+from tunesmith.data.schema import as_dicts
+from tunesmith.evaluate.generate import result_folder
+from tunesmith.evaluate.run import EvalOptions, Evaluation, evaluate
+
+
+def samples(evaluation: Evaluation) -> list[dict[str, Any]]:
+    """One row per held-out example: prompt, reference, both answers, their scores and the winner."""
+    rows = []
+    for k, item in enumerate(evaluation.held_out.items):
+        row: dict[str, Any] = {
+            "line": item.line,
+            "prompt": as_dicts(item.prompt),
+            "reference": item.reference,
+            "tuned": evaluation.tuned.answers[k].text,
+            "tuned_scores": {m: evaluation.tuned.scores[m][k] for m in evaluation.metrics},
+            "tuned_stopped": evaluation.tuned.answers[k].stopped,
+        }
+        if evaluation.baseline is not None:
+            row["baseline"] = evaluation.baseline.answers[k].text
+            row["baseline_scores"] = {m: evaluation.baseline.scores[m][k] for m in evaluation.metrics}
+            row["winner"] = evaluation.winners[k]
+        rows.append(row)
+    return rows
+
+
+def report_dict(evaluation: Evaluation) -> dict[str, Any]:
+    """The machine-readable report."""
+    winners = evaluation.winners
+    return {
+        "created": evaluation.created,
+        "target": evaluation.target,
+        "data": evaluation.held_out.source,
+        "kind": evaluation.held_out.kind,
+        "examples": len(evaluation.held_out.items) or len(evaluation.held_out.records),
+        "metrics": evaluation.metrics,
+        "primary_metric": evaluation.primary,
+        "headline": evaluation.headline(),
+        "tuned": evaluation.tuned.summary(),
+        "baseline": evaluation.baseline.summary() if evaluation.baseline else None,
+        "comparison": {
+            "wins": winners.count("tuned"),
+            "ties": winners.count("tie"),
+            "losses": winners.count("baseline"),
+        }
+        if winners
+        else None,
+        "forgetting": {
+            "margin": evaluation.options.guard_margin,
+            "warning": evaluation.guard_warning(),
+        },
+    }
+
+
+def write_report(evaluation: Evaluation, out_dir: Path, run_dir: Path | None) -> Path:
+    """eval/report.json, eval/samples.jsonl and eval/report.html; returns the HTML file."""
+    from tunesmith.evaluate.html import render_html
+
+    report = report_dict(evaluation)
+    rows = samples(evaluation)
+    paths.write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2))
+    paths.write_text_atomic(out_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    html = render_html(report, rows, run_dir)
+    paths.write_text_atomic(out_dir / "report.html", html)
+    return out_dir / "report.html"
+
+
+def evaluate_to_folder(target: str, options: EvalOptions, out_dir: Path | None = None) -> tuple[Evaluation, Path]:
+    """Evaluate and write the report: into <run>/eval/ for a run, else into out_dir (default under home)."""
+    evaluation = evaluate(target, options)
+    final = result_folder(target)
+    run_dir = final.parent if final is not None and final.name == "final" else None
+    if out_dir is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = run_dir / "eval" if run_dir is not None else paths.home() / "evals" / stamp
+    return evaluation, write_report(evaluation, out_dir, run_dir)

@@ -1,0 +1,194 @@
+"""`evaluate`: the tuned model and a baseline on the same held-out data: loss, answers, scores, who won."""
+
+from __future__ import annotations
+
+import gc
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from tunesmith.errors import ConfigError
+from tunesmith.evaluate.generate import Answer, Generator, Sampling, load_generator, result_folder
+from tunesmith.evaluate.items import HeldOut, Item, general_questions, load_held_out
+from tunesmith.evaluate.metrics import DIAGNOSTICS, HIGHER_IS_BETTER, METRICS, choose_metrics, contains
+from tunesmith.tokenize.encode import encode
+from tunesmith.tokenize.pack import ordered_batches
+from tunesmith.train.loss import mean_loss
+
+TIE = 0.5
+"""Scores closer than this (on 0-100) are a tie."""
+GUARD_TOKENS = 32
+LOSS_BATCH_TOKENS = 4096
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalOptions:
+    """What to evaluate and how."""
+
+    data: str | None = None
+    """Held-out data; default: the run's eval data, or the examples it held out."""
+    baseline: str = "base"
+    """base (the run's base model), none, or another model or run."""
+    metrics: tuple[str, ...] = ()
+    """Metrics to compute, the first deciding who wins; empty: chosen from the data."""
+    limit: int | None = None
+    """Evaluate at most this many examples."""
+    max_new_tokens: int | Literal["auto"] = "auto"
+    """The longest answer; auto: a quarter more than the longest reference, at most 512."""
+    batch_size: int = 16
+    """Prompts generated together (similar lengths, left padding)."""
+    guard: bool = True
+    """Score a small set of general questions before and after, to catch forgetting."""
+    guard_margin: float = 10.0
+    """Warn when the tuned model's general score falls by more than this many points."""
+    dtype: str = "auto"
+    """auto (bf16 where fast), float32 (batching never changes a greedy answer) or bfloat16."""
+    max_length: int = 2048
+    """Longest example for the held-out loss."""
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ConfigError(f"metric {unknown[0]!r} is unknown", hint=f"use some of {', '.join(METRICS)}")
+
+
+@dataclass
+class ModelResult:
+    """One model's results on the held-out data."""
+
+    name: str
+    """What was evaluated."""
+    loss: float | None = None
+    """Mean loss per supervised held-out token."""
+    answers: list[Answer] = field(default_factory=list)
+    """Its answer to each held-out prompt."""
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    """metric -> score of each answer."""
+    guard: float | None = None
+    """Share of general questions answered right (0-100)."""
+
+    def summary(self) -> dict[str, Any]:
+        means = {name: float(np.mean(values)) for name, values in self.scores.items() if values}
+        return {
+            "name": self.name,
+            "loss": self.loss,
+            "perplexity": math.exp(self.loss) if self.loss is not None and self.loss < 50 else None,
+            "metrics": means,
+            "stop_rate": 100 * float(np.mean([a.stopped for a in self.answers])) if self.answers else None,
+            "general": self.guard,
+        }
+
+
+def _sampling(items: list[Item], tokenizer: PreTrainedTokenizerBase, options: EvalOptions) -> Sampling:
+    if options.max_new_tokens != "auto":
+        return Sampling(max_new_tokens=options.max_new_tokens)
+    longest = max((len(tokenizer(i.reference, add_special_tokens=False)["input_ids"]) for i in items), default=64)
+    return Sampling(max_new_tokens=min(512, int(longest * 1.25) + 8))
+
+
+def _loss(generator: Generator, held_out: HeldOut, max_length: int) -> float | None:
+    supervise = "all" if held_out.kind == "text" else "assistant"
+    examples = encode(held_out.records, generator.tokenizer, max_length=max_length, supervise=supervise).examples
+    batches = ordered_batches(np.array([len(e.input_ids) for e in examples]), LOSS_BATCH_TOKENS)
+    pad = int(generator.tokenizer.pad_token_id)
+    return mean_loss(generator.model, examples, batches, pad, nullcontext)
+
+
+def _run_model(name: str, base: bool, held_out: HeldOut, metrics: list[str], options: EvalOptions) -> ModelResult:
+    generator = load_generator(name, base=base, dtype=options.dtype)
+    result = ModelResult(f"{name} (base model)" if base else name)
+    result.loss = _loss(generator, held_out, options.max_length)
+    if held_out.items:
+        prompts = [i.prompt for i in held_out.items]
+        sampling = _sampling(held_out.items, generator.tokenizer, options)
+        result.answers = generator.generate(prompts, sampling, options.batch_size)
+        result.scores = {
+            m: [METRICS[m](a.text, i.reference) for a, i in zip(result.answers, held_out.items)] for m in metrics
+        }
+    if options.guard:
+        questions = general_questions()
+        answers = generator.generate([q.prompt for q in questions], Sampling(max_new_tokens=GUARD_TOKENS), 16)
+        result.guard = float(np.mean([contains(a.text, q.reference) for a, q in zip(answers, questions)]))
+    del generator
+    gc.collect()
+    return result
+
+
+def _winners(tuned: ModelResult, baseline: ModelResult, metric: str) -> list[str]:
+    sign = 1 if HIGHER_IS_BETTER[metric] else -1
+    out = []
+    for a, b in zip(tuned.scores[metric], baseline.scores[metric]):
+        delta = sign * (a - b)
+        out.append("tie" if abs(delta) < TIE else "tuned" if delta > 0 else "baseline")
+    return out
+
+
+@dataclass
+class Evaluation:
+    """Everything an evaluation found; `report.py` writes it out."""
+
+    target: str
+    held_out: HeldOut
+    metrics: list[str]
+    tuned: ModelResult
+    baseline: ModelResult | None
+    winners: list[str]
+    options: EvalOptions
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def primary(self) -> str | None:
+        return self.metrics[0] if self.metrics else None
+
+    def guard_warning(self) -> str | None:
+        if self.baseline is None or self.tuned.guard is None or self.baseline.guard is None:
+            return None
+        drop = self.baseline.guard - self.tuned.guard
+        if drop <= self.options.guard_margin:
+            return None
+        return (
+            f"general questions: {self.baseline.guard:.0f}% -> {self.tuned.guard:.0f}% right "
+            f"(-{drop:.0f} points): the tuned model may have forgotten general knowledge; "
+            f"try fewer epochs, a lower learning rate, or mix general examples into the data"
+        )
+
+    def headline(self) -> str:
+        n = len(self.held_out.items) or len(self.held_out.records)
+        primary = self.primary
+        if primary is None or not self.tuned.scores:
+            base = self.baseline.summary()["perplexity"] if self.baseline else None
+            tuned = self.tuned.summary()["perplexity"]
+            before = f"{base:.2f} -> " if base is not None else ""
+            return f"perplexity {before}{tuned:.2f} on {n} held-out texts" if tuned is not None else "no score"
+        label = {"rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2"}.get(primary, primary)
+        tuned_mean = float(np.mean(self.tuned.scores[primary]))
+        if self.baseline is None:
+            return f"{label} {tuned_mean:.1f} on {n} held-out examples"
+        base_mean = float(np.mean(self.baseline.scores[primary]))
+        wins, ties = self.winners.count("tuned"), self.winners.count("tie")
+        return (
+            f"{label} {base_mean:.1f} -> {tuned_mean:.1f} on {n} held-out examples ({tuned_mean - base_mean:+.1f}; "
+            f"{wins} wins, {ties} ties, {self.winners.count('baseline')} losses)"
+        )
+
+
+def evaluate(target: str, options: EvalOptions) -> Evaluation:
+    """Evaluate a run (against its base model by default) or a plain model on held-out data."""
+    final = result_folder(target)
+    run = final.parent if final is not None and final.name == "final" else None
+    held_out = load_held_out(run, options.data, options.limit)
+    metrics = list(options.metrics) or choose_metrics([i.reference for i in held_out.items], held_out.kind)
+    metrics = [*metrics, *(d for d in DIAGNOSTICS if d not in metrics)] if held_out.items else []
+    tuned = _run_model(target, False, held_out, metrics, options)
+    baseline = None
+    if options.baseline == "base" and final is not None:
+        baseline = _run_model(target, True, held_out, metrics, options)
+    elif options.baseline not in ("base", "none"):
+        baseline = _run_model(options.baseline, False, held_out, metrics, options)
+    winners = _winners(tuned, baseline, metrics[0]) if baseline is not None and metrics else []
+    return Evaluation(target, held_out, metrics, tuned, baseline, winners, options)
