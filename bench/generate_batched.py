@@ -1,9 +1,10 @@
 """Batched generation for evaluation vs one-by-one `model.generate`: speed and identical greedy outputs.
 
-    .venv/bin/python bench/generate_batched.py [--prompts 64] [--batch 8] [--max-new-tokens 128] [--dtype auto]
+    .venv/bin/python bench/generate_batched.py [--prompts 64] [--batch 8] [--max-new-tokens auto] [--dtype float32]
 
-Same model, same prompts (held-out call transcripts), greedy; one-by-one runs each prompt alone (no padding),
-batched runs tunesmith's Generator (similar lengths together, left padding, KV cache).
+Same model, same prompts (call transcripts), greedy, the answer length `tunesmith eval` would allow (auto: a quarter
+more than the longest reference); one-by-one runs plain `model.generate` on each prompt alone (no padding), batched
+runs tunesmith's Generator (similar lengths together, left padding, KV cache).
 """
 
 from __future__ import annotations
@@ -15,19 +16,38 @@ from pathlib import Path
 
 import torch
 
+from tunesmith.data.schema import as_dicts
 from tunesmith.evaluate.compare import held_out_prompts
-from tunesmith.evaluate.generate import Sampling, load_generator
+from tunesmith.evaluate.generate import Generator, Sampling, load_generator
+from tunesmith.evaluate.items import Item
+from tunesmith.evaluate.run import EvalOptions, eval_sampling
 from tunesmith.models.load import pick_device, pick_dtype
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "call-summaries"
+
+
+def plain_generate(generator: Generator, prompt: tuple, sampling: Sampling) -> str:
+    """What a user writes without tunesmith: tokenize one prompt, model.generate, decode up to the end token."""
+    text = generator.tokenizer.apply_chat_template(as_dicts(prompt), tokenize=False, add_generation_prompt=True)
+    inputs = generator.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        out = generator.model.generate(
+            **inputs,
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=False,
+            eos_token_id=generator.stop_ids,
+            pad_token_id=generator.tokenizer.pad_token_id,
+        )
+    ids = out[0, inputs["input_ids"].shape[1] :].tolist()
+    return generator.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--dtype", default="auto", help="auto, float32 or bfloat16")
+    parser.add_argument("--max-new-tokens", default="auto", help="a number, or auto as in tunesmith eval")
+    parser.add_argument("--dtype", default="float32", help="float32 (outputs must match), auto or bfloat16")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
@@ -36,24 +56,26 @@ def main() -> None:
     pairs += held_out_prompts(str(DATA / "train.jsonl"), args.prompts - len(pairs))
     prompts = [p for p, _ in pairs][: args.prompts]
     generator = load_generator(args.model, dtype=args.dtype)
-    sampling = Sampling(max_new_tokens=args.max_new_tokens)
+    tokens = "auto" if args.max_new_tokens == "auto" else int(args.max_new_tokens)
+    items = [Item(0, p, reference) for p, reference in pairs[: args.prompts]]
+    sampling = eval_sampling(items, generator.tokenizer, EvalOptions(max_new_tokens=tokens))
     generator.generate(prompts[:2], sampling, batch_size=2)  # warm-up
 
     start = time.perf_counter()
-    single = [generator.generate([p], sampling, batch_size=1)[0] for p in prompts]
+    single = [plain_generate(generator, p, sampling) for p in prompts]
     single_seconds = time.perf_counter() - start
     start = time.perf_counter()
     batched = generator.generate(prompts, sampling, batch_size=args.batch)
     batched_seconds = time.perf_counter() - start
 
-    same = sum(a.text == b.text for a, b in zip(single, batched))
+    same = sum(a == b.text for a, b in zip(single, batched))
     tokens = sum(a.tokens for a in batched)
     result = {
         "model": args.model,
         "dtype": str(next(generator.model.parameters()).dtype).removeprefix("torch."),
         "prompts": len(prompts),
         "batch": args.batch,
-        "max_new_tokens": args.max_new_tokens,
+        "max_new_tokens": sampling.max_new_tokens,
         "one_by_one_seconds": round(single_seconds, 2),
         "batched_seconds": round(batched_seconds, 2),
         "speedup": round(single_seconds / batched_seconds, 2),
@@ -67,8 +89,8 @@ def main() -> None:
           f"speed-up {result['speedup']}x   identical greedy outputs: {same}/{len(prompts)}")  # fmt: skip
     if same != len(prompts):
         for a, b in zip(single, batched):
-            if a.text != b.text:
-                print("differs:\n  one by one:", a.text[:200], "\n  batched:   ", b.text[:200])
+            if a != b.text:
+                print("differs:\n  one by one:", a[:200], "\n  batched:   ", b.text[:200])
                 break
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -11,7 +11,7 @@ from tunesmith.data.schema import Message
 from tunesmith.data.validate import read_dataset
 from tunesmith.errors import DataError
 from tunesmith.evaluate.generate import Sampling, load_generator
-from tunesmith.tokenize.encode import conversation_of
+from tunesmith.evaluate.items import items_of
 
 
 @dataclass(frozen=True)
@@ -30,16 +30,10 @@ class Sample:
 
 def held_out_prompts(source: str, n: int) -> list[tuple[tuple[Message, ...], str]]:
     """(prompt, reference answer) of the first n conversations that end with an assistant turn."""
-    pairs: list[tuple[tuple[Message, ...], str]] = []
-    for _, record in read_dataset(source).records:
-        conversation = conversation_of(record)
-        if conversation is not None and conversation.messages[-1].role == "assistant":
-            pairs.append((conversation.messages[:-1], conversation.messages[-1].content))
-        if len(pairs) == n:
-            break
-    if not pairs:
+    items = items_of(read_dataset(source).records)[:n]
+    if not items:
         raise DataError(f"{source}: no conversation ends with an assistant answer to compare against")
-    return pairs
+    return [(item.prompt, item.reference) for item in items]
 
 
 def _answers(name: str, prompts: list[tuple[Message, ...]], sampling: Sampling, *, base: bool) -> list[str]:

@@ -84,7 +84,7 @@ class ModelResult:
         }
 
 
-def _sampling(items: list[Item], tokenizer: PreTrainedTokenizerBase, options: EvalOptions) -> Sampling:
+def eval_sampling(items: list[Item], tokenizer: PreTrainedTokenizerBase, options: EvalOptions) -> Sampling:
     if options.max_new_tokens != "auto":
         return Sampling(max_new_tokens=options.max_new_tokens)
     longest = max((len(tokenizer(i.reference, add_special_tokens=False)["input_ids"]) for i in items), default=64)
@@ -105,7 +105,7 @@ def _run_model(name: str, base: bool, held_out: HeldOut, metrics: list[str], opt
     result.loss = _loss(generator, held_out, options.max_length)
     if held_out.items:
         prompts = [i.prompt for i in held_out.items]
-        sampling = _sampling(held_out.items, generator.tokenizer, options)
+        sampling = eval_sampling(held_out.items, generator.tokenizer, options)
         result.answers = generator.generate(prompts, sampling, options.batch_size)
         result.scores = {
             m: [METRICS[m](a.text, i.reference) for a, i in zip(result.answers, held_out.items)] for m in metrics
