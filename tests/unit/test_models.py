@@ -64,3 +64,14 @@ def test_a_gguf_file_is_converted_once_and_loads(tokenizer):
     converted = load_tokenizer(str(gguf))
     assert (source.cache_dir / "model.safetensors").is_file()
     assert converted.chat_template == tokenizer.chat_template
+
+
+def test_atomic_writes_are_readable_and_keep_an_existing_mode(tmp_path):
+    from tunesmith.paths import write_text_atomic
+
+    target = tmp_path / "report.json"
+    write_text_atomic(target, "{}")
+    assert target.stat().st_mode & 0o777 == 0o644 and target.read_text() == "{}"
+    target.chmod(0o600)
+    write_text_atomic(target, "[]")
+    assert target.stat().st_mode & 0o777 == 0o600 and target.read_text() == "[]"
