@@ -119,3 +119,15 @@ def test_cli_eval_on_a_plain_model_and_compare_reads_the_samples(tmp_path, tiny_
     evaluate_to_folder(str(fixed_run), EvalOptions(max_new_tokens=16, guard=False, limit=3))
     shown = CliRunner().invoke(app, ["compare", str(fixed_run), "-n", "2"])
     assert shown.exit_code == 0 and shown.output.count("held-out example") == 2
+
+
+def test_plain_text_runs_are_scored_by_perplexity_and_style_of_continuations(tmp_path, tiny_model):
+    text = "The tenant pays the rent on the first day of each month, by bank transfer, to the landlord's account."
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": f"Clause {i}. {text}"} for i in range(30)])
+    train(_config(docs, tiny_model, objective="text", max_steps=3), tmp_path / "run")
+    evaluation, html = evaluate_to_folder(str(tmp_path / "run"), EvalOptions(max_new_tokens=8, guard=False))
+    assert evaluation.held_out.kind == "text" and evaluation.metrics[:2] == ["style", "chrf"]
+    assert len(evaluation.held_out.items) == 3  # 10% of 30 held out; prompt = first half of each
+    assert evaluation.held_out.items[0].prompt[0].content.startswith("Clause")
+    assert evaluation.headline().startswith("perplexity ") and "style similarity" in evaluation.headline()
+    assert all(a.tokens <= 8 for a in evaluation.tuned.answers) and html.is_file()

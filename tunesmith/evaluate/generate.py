@@ -59,10 +59,10 @@ class Generator:
     stop_ids: list[int]
     """End-of-turn and eos token ids."""
 
-    def _inputs(self, conversations: Sequence[Sequence[Message]]) -> dict[str, torch.Tensor]:
-        texts = [self.renderer.prompt(tuple(c)) for c in conversations]
+    def _inputs(self, texts: Sequence[str], raw: bool = False) -> dict[str, torch.Tensor]:
+        """Left-padded ids; chat prompts already hold their special tokens, raw text gets the tokenizer's own."""
         self.tokenizer.padding_side = "left"
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=raw)
         return {k: v.to(self.model.device) for k, v in batch.items()}
 
     def _options(self, sampling: Sampling) -> dict[str, object]:
@@ -81,15 +81,22 @@ class Generator:
         self, conversations: Sequence[Sequence[Message]], sampling: Sampling, batch_size: int = 8
     ) -> list[Answer]:
         """One answer per conversation, in batches of similar prompt length (left padding, KV cache)."""
-        order = sorted(range(len(conversations)), key=lambda i: len(self.renderer.prompt(tuple(conversations[i]))))
+        return self._in_batches([self.renderer.prompt(tuple(c)) for c in conversations], sampling, batch_size, False)
+
+    def complete(self, texts: Sequence[str], sampling: Sampling, batch_size: int = 8) -> list[Answer]:
+        """Continue plain texts (no chat template), as a model trained on documents would."""
+        return self._in_batches(texts, sampling, batch_size, True)
+
+    def _in_batches(self, texts: Sequence[str], sampling: Sampling, batch_size: int, raw: bool) -> list[Answer]:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         answers: dict[int, Answer] = {}
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]
-            answers.update(zip(chosen, self._batch([conversations[i] for i in chosen], sampling)))
-        return [answers[i] for i in range(len(conversations))]
+            answers.update(zip(chosen, self._batch([texts[i] for i in chosen], sampling, raw)))
+        return [answers[i] for i in range(len(texts))]
 
-    def _batch(self, conversations: Sequence[Sequence[Message]], sampling: Sampling) -> list[Answer]:
-        inputs = self._inputs(conversations)
+    def _batch(self, texts: Sequence[str], sampling: Sampling, raw: bool) -> list[Answer]:
+        inputs = self._inputs(texts, raw)
         with torch.inference_mode():
             out = self.model.generate(**inputs, **self._options(sampling))
         return [self._answer(row) for row in out[:, inputs["input_ids"].shape[1] :].tolist()]
@@ -103,7 +110,7 @@ class Generator:
     def stream(self, conversation: Sequence[Message], sampling: Sampling) -> Iterator[str]:
         """The answer to one conversation, piece by piece as it is generated."""
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        inputs = self._inputs([conversation])
+        inputs = self._inputs([self.renderer.prompt(tuple(conversation))])
         thread = Thread(target=_generate_into, args=(self.model, inputs, self._options(sampling), streamer))
         thread.start()
         yield from streamer

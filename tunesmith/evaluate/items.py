@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ class HeldOut:
     records: list[tuple[int, Record]]
     """(line, record): for the held-out loss."""
     items: list[Item]
-    """Prompts with references: for generation (none for plain text)."""
+    """Prompts with references (plain texts: the first half, and the words that follow it)."""
     kind: str
     """chat, or text for continued pre-training data."""
 
@@ -50,6 +51,26 @@ def items_of(records: list[tuple[int, Record]]) -> list[Item]:
         conversation = conversation_of(record)
         if conversation is not None and conversation.messages[-1].role == "assistant":
             items.append(Item(line, conversation.messages[:-1], conversation.messages[-1].content))
+    return items
+
+
+CONTINUATION_WORDS = 100
+"""Words of a held-out text that its continuation is compared with."""
+
+
+def text_items(records: list[tuple[int, Record]]) -> list[Item]:
+    """Plain texts: the first half is the prompt, the next words the reference continuation."""
+    items = []
+    for line, record in records:
+        if not isinstance(record, TextDoc):
+            continue
+        starts = [m.start() for m in re.finditer(r"\S+", record.text)]
+        if len(starts) < 8:
+            continue
+        cut = min(len(starts) // 2, 256)
+        end = starts[cut + CONTINUATION_WORDS] if cut + CONTINUATION_WORDS < len(starts) else len(record.text)
+        prefix, continuation = record.text[: starts[cut]].rstrip(), record.text[starts[cut] : end].strip()
+        items.append(Item(line, (Message("user", prefix),), continuation))
     return items
 
 
@@ -76,7 +97,7 @@ def load_held_out(run: Path | None, data: str | None, limit: int | None) -> Held
         raise DataError(str(errors[0]), hint=f"see every problem with: tunesmith data check {source}")
     records = [(line, r) for line, r in dataset.records if lines is None or line in lines][:limit]
     kind = "text" if records and all(isinstance(r, TextDoc) for _, r in records) else "chat"
-    items = items_of(records)
+    items = items_of(records) if kind == "chat" else text_items(records)
     if kind == "chat" and not items:
         raise DataError(f"{source}: no conversation ends with an assistant answer to compare against")
     return HeldOut(source, records, items, kind)

@@ -106,7 +106,11 @@ def _run_model(name: str, base: bool, held_out: HeldOut, metrics: list[str], opt
     if held_out.items:
         prompts = [i.prompt for i in held_out.items]
         sampling = eval_sampling(held_out.items, generator.tokenizer, options)
-        result.answers = generator.generate(prompts, sampling, options.batch_size)
+        if held_out.kind == "text":
+            texts = [p[0].content for p in prompts]
+            result.answers = generator.complete(texts, sampling, options.batch_size)
+        else:
+            result.answers = generator.generate(prompts, sampling, options.batch_size)
         result.scores = {
             m: [METRICS[m](a.text, i.reference) for a, i in zip(result.answers, held_out.items)] for m in metrics
         }
@@ -157,15 +161,20 @@ class Evaluation:
             f"try fewer epochs, a lower learning rate, or mix general examples into the data"
         )
 
+    def _perplexity(self) -> str:
+        base = self.baseline.summary()["perplexity"] if self.baseline else None
+        tuned = self.tuned.summary()["perplexity"]
+        before = f"{base:.2f} -> " if base is not None else ""
+        return f"perplexity {before}{tuned:.2f}" if tuned is not None else "perplexity -"
+
     def headline(self) -> str:
         n = len(self.held_out.items) or len(self.held_out.records)
         primary = self.primary
         if primary is None or not self.tuned.scores:
-            base = self.baseline.summary()["perplexity"] if self.baseline else None
-            tuned = self.tuned.summary()["perplexity"]
-            before = f"{base:.2f} -> " if base is not None else ""
-            return f"perplexity {before}{tuned:.2f} on {n} held-out texts" if tuned is not None else "no score"
+            return f"{self._perplexity()} on {n} held-out texts"
         label = {"rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2"}.get(primary, primary)
+        if self.held_out.kind == "text":
+            label = f"{self._perplexity()}; {'style similarity' if primary == 'style' else label}"
         tuned_mean = float(np.mean(self.tuned.scores[primary]))
         if self.baseline is None:
             return f"{label} {tuned_mean:.1f} on {n} held-out examples"
