@@ -53,7 +53,8 @@ def main() -> None:
     args = parser.parse_args()
 
     pairs = held_out_prompts(str(DATA / "eval.jsonl"), args.prompts)
-    pairs += held_out_prompts(str(DATA / "train.jsonl"), args.prompts - len(pairs))
+    if len(pairs) < args.prompts:
+        pairs += held_out_prompts(str(DATA / "train.jsonl"), args.prompts - len(pairs))
     prompts = [p for p, _ in pairs][: args.prompts]
     generator = load_generator(args.model, dtype=args.dtype)
     tokens = "auto" if args.max_new_tokens == "auto" else int(args.max_new_tokens)
