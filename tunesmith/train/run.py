@@ -28,7 +28,7 @@ from tunesmith.train.data import RunData, load_run_data
 from tunesmith.train.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
 from tunesmith.train.loop import Loop, train_steps
 from tunesmith.train.manifest import manifest
-from tunesmith.train.plan import resolve
+from tunesmith.train.plan import Plan, resolve
 from tunesmith.train.setup import build_model, build_optimizer, choose_precision
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,14 @@ def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedToke
     return final
 
 
-def _execute(config: RunConfig, run_dir: Path, data: RunData, sink: EventSink, stop: StopFlag) -> TrainResult:
+def _resolve(config: RunConfig, data: RunData) -> tuple[RunConfig, Plan]:
+    return resolve(config, _lengths(data.train), _lengths(data.held_out))
+
+
+def _execute(
+    resolved: RunConfig, plan: Plan, run_dir: Path, data: RunData, sink: EventSink, stop: StopFlag
+) -> TrainResult:
     """Build everything from the resolved config, restore the latest checkpoint if any, and train."""
-    resolved, plan = resolve(config, _lengths(data.train), _lengths(data.held_out))
     torch.set_num_threads(int(resolved.threads))
     torch.manual_seed(resolved.seed)
     precision = choose_precision(resolved)
@@ -122,12 +127,12 @@ def train(
         )
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     data = load_run_data(config, tokenizer)
-    resolved, _ = resolve(config, _lengths(data.train), _lengths(data.held_out))
+    resolved, plan = _resolve(config, data)
     run_dir.mkdir(parents=True, exist_ok=True)
     paths.write_text_atomic(run_dir / "data-report.json", json.dumps(data.report, indent=2))
     paths.write_text_atomic(run_dir / "manifest.json", json.dumps(manifest(resolved, tokenizer, data), indent=2))
     paths.write_text_atomic(run_dir / "config.yaml", resolved.to_yaml())
-    return _execute(resolved, run_dir, data, sink or _NullSink(), StopFlag() if stop is None else stop)
+    return _execute(resolved, plan, run_dir, data, sink or _NullSink(), StopFlag() if stop is None else stop)
 
 
 def _changed_fields(old: RunConfig, new: RunConfig) -> list[str]:
@@ -158,7 +163,8 @@ def resume(
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     data = load_run_data(config, tokenizer)
     before = json.loads((run_dir / "manifest.json").read_text())["data"]
-    now = manifest(config, tokenizer, data)["data"]
+    current = manifest(config, tokenizer, data)
+    now = current["data"]
     if before != now and not force:
         raise TrainingError(
             f"{run_dir}: the data or tokenizer changed since the run started",
@@ -166,5 +172,6 @@ def resume(
         )
     if changed or before != now:
         paths.write_text_atomic(config_file, config.to_yaml())
-        paths.write_text_atomic(run_dir / "manifest.json", json.dumps(manifest(config, tokenizer, data), indent=2))
-    return _execute(config, run_dir, data, sink or _NullSink(), StopFlag() if stop is None else stop)
+        paths.write_text_atomic(run_dir / "manifest.json", json.dumps(current, indent=2))
+    resolved, plan = _resolve(config, data)  # config.yaml holds resolved values: this only rebuilds the plan
+    return _execute(resolved, plan, run_dir, data, sink or _NullSink(), StopFlag() if stop is None else stop)
