@@ -298,6 +298,7 @@ def compare(
     max_tokens: MaxTokens = 256,
 ) -> None:
     """Base and tuned answers to held-out prompts, side by side with the reference answer."""
+    from tunesmith.errors import DataError
     from tunesmith.evaluate.compare import Sample, from_samples_file, side_by_side
     from tunesmith.evaluate.generate import Sampling
 
@@ -306,7 +307,9 @@ def compare(
         if data is None and samples_file.is_file():
             samples: list[Sample] = from_samples_file(samples_file, n)
         elif data is None:
-            raise_missing_data(run)
+            raise DataError(
+                f"{run} has no evaluation yet", hint=f"pass --data eval.jsonl, or run: tunesmith eval {run}"
+            )
         else:
             samples = side_by_side(run, data, n, Sampling(max_new_tokens=max_tokens))
     for i, sample in enumerate(samples, start=1):
@@ -316,9 +319,3 @@ def compare(
         table.add_row(sample.reference, sample.base, sample.tuned)
         out.print(f"[dim]{escape(sample.prompt[-1].content[:300])}...[/]")
         out.print(table)
-
-
-def raise_missing_data(run: str) -> None:
-    from tunesmith.errors import DataError
-
-    raise DataError(f"{run} has no evaluation yet", hint="pass --data eval.jsonl, or run: tunesmith eval " + run)

@@ -136,6 +136,12 @@ def result_folder(name: str) -> Path | None:
     return path if (path / RUN_FILE).is_file() else None
 
 
+def run_folder(name: str) -> Path | None:
+    """The run folder that `name` points at (the run itself or its final/), None for a plain model."""
+    final = result_folder(name)
+    return final.parent if final is not None and final.name == "final" else None
+
+
 def base_model_of(final: Path) -> str:
     """The model a run started from."""
     return str(json.loads((final / RUN_FILE).read_text())["base_model"])

@@ -9,7 +9,6 @@ from typing import Any
 
 from tunesmith import paths
 from tunesmith.data.schema import as_dicts
-from tunesmith.evaluate.generate import result_folder
 from tunesmith.evaluate.run import EvalOptions, Evaluation, evaluate
 
 
@@ -77,8 +76,7 @@ def write_report(evaluation: Evaluation, out_dir: Path, run_dir: Path | None) ->
 def evaluate_to_folder(target: str, options: EvalOptions, out_dir: Path | None = None) -> tuple[Evaluation, Path]:
     """Evaluate and write the report: into <run>/eval/ for a run, else into out_dir (default under home)."""
     evaluation = evaluate(target, options)
-    final = result_folder(target)
-    run_dir = final.parent if final is not None and final.name == "final" else None
+    run_dir = evaluation.run_dir
     if out_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = run_dir / "eval" if run_dir is not None else paths.home() / "evals" / stamp

@@ -7,13 +7,14 @@ import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.errors import ConfigError
-from tunesmith.evaluate.generate import Answer, Generator, Sampling, load_generator, result_folder
+from tunesmith.evaluate.generate import Answer, Generator, Sampling, load_generator, result_folder, run_folder
 from tunesmith.evaluate.items import HeldOut, Item, general_questions, load_held_out
 from tunesmith.evaluate.metrics import DIAGNOSTICS, HIGHER_IS_BETTER, METRICS, choose_metrics, contains
 from tunesmith.tokenize.encode import encode
@@ -116,7 +117,8 @@ def _run_model(name: str, base: bool, held_out: HeldOut, metrics: list[str], opt
         }
     if options.guard:
         questions = general_questions()
-        answers = generator.generate([q.prompt for q in questions], Sampling(max_new_tokens=GUARD_TOKENS), 16)
+        sampling = Sampling(max_new_tokens=GUARD_TOKENS)
+        answers = generator.generate([q.prompt for q in questions], sampling, options.batch_size)
         result.guard = float(np.mean([contains(a.text, q.reference) for a, q in zip(answers, questions)]))
     del generator
     gc.collect()
@@ -143,6 +145,8 @@ class Evaluation:
     baseline: ModelResult | None
     winners: list[str]
     options: EvalOptions
+    run_dir: Path | None
+    """The run evaluated, None for a plain model."""
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -188,16 +192,15 @@ class Evaluation:
 
 def evaluate(target: str, options: EvalOptions) -> Evaluation:
     """Evaluate a run (against its base model by default) or a plain model on held-out data."""
-    final = result_folder(target)
-    run = final.parent if final is not None and final.name == "final" else None
+    run = run_folder(target)
     held_out = load_held_out(run, options.data, options.limit)
     metrics = list(options.metrics) or choose_metrics([i.reference for i in held_out.items], held_out.kind)
     metrics = [*metrics, *(d for d in DIAGNOSTICS if d not in metrics)] if held_out.items else []
     tuned = _run_model(target, False, held_out, metrics, options)
     baseline = None
-    if options.baseline == "base" and final is not None:
+    if options.baseline == "base" and result_folder(target) is not None:  # a run, or a result folder alone
         baseline = _run_model(target, True, held_out, metrics, options)
     elif options.baseline not in ("base", "none"):
         baseline = _run_model(options.baseline, False, held_out, metrics, options)
     winners = _winners(tuned, baseline, metrics[0]) if baseline is not None and metrics else []
-    return Evaluation(target, held_out, metrics, tuned, baseline, winners, options)
+    return Evaluation(target, held_out, metrics, tuned, baseline, winners, options, run)
