@@ -66,7 +66,7 @@ def home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
-def make_tiny_model(path: Path, tokenizer, seed: int = 0) -> Path:
+def make_tiny_model(path: Path, tokenizer, seed: int = 0, init: float = 0.02, live_pad_row: bool = False) -> Path:
     """A 2-layer Llama (hidden 64) with random weights and the given tokenizer, saved as a local folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -80,12 +80,17 @@ def make_tiny_model(path: Path, tokenizer, seed: int = 0) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=1024,
         tie_word_embeddings=True,
+        initializer_range=init,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(path)
+    model = LlamaForCausalLM(config)
+    if live_pad_row:  # nn.Embedding zeroes the pad row, here also <|im_end|>: a real model's is not zero
+        with torch.no_grad():
+            model.get_input_embeddings().weight[config.pad_token_id].normal_(0, init)
+    model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -100,3 +105,42 @@ def tiny_model(tmp_path_factory, tokenizer) -> Path:
 def arithmetic(tmp_path) -> Path:
     """40 short chat examples in a JSONL file."""
     return write_jsonl(tmp_path / "train.jsonl", [chat(i) for i in range(40)])
+
+
+ADAPTER_ANSWERS = {"alpha": "The answer is alpha.", "beta": "Beta it is, always."}
+
+
+@pytest.fixture(scope="session")
+def adapter_base(tmp_path_factory, tokenizer) -> Path:
+    """A tiny model with larger initial weights: big enough logits for LoRA alone to teach it a fixed answer."""
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-wide", tokenizer, init=0.2, live_pad_row=True)
+
+
+@pytest.fixture(scope="session")
+def adapter_runs(tmp_path_factory, adapter_base) -> dict[str, Path]:
+    """Two LoRA runs on adapter_base, each tuned to give one fixed answer (ADAPTER_ANSWERS)."""
+    from tunesmith.config import build_config
+    from tunesmith.train.run import train
+
+    root = tmp_path_factory.mktemp("adapters")
+    runs = {}
+    for name, answer in ADAPTER_ANSWERS.items():
+        rows = [
+            {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": answer}]}
+            for i in range(24)
+        ]
+        data = write_jsonl(root / f"{name}.jsonl", rows)
+        values = {"data": str(data), "model": str(adapter_base), "method": "lora", "batch_tokens": 512}
+        values |= {"epochs": 40, "max_steps": 60, "learning_rate": 3e-2, "eval_every": 1000, "lora": {"rank": 8}}
+        runs[name] = train(build_config(values), root / name).run_dir
+    return runs
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_model):
+    """The tiny model in fp32, loaded once per test module."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)

@@ -24,6 +24,7 @@ AUTO_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
 AUTO_WARMUP_FRACTION = 0.05
 AUTO_EVALS_PER_RUN = 5
 AUTO_EVAL_SHARE = 0.3
+AUTO_COMPILE_MIN_TOKENS = 50_000
 """Held-out evaluations (forward only, about a third of a training step per token) cost at most ~10% of a run."""
 
 Auto = Literal["auto"]
@@ -112,6 +113,9 @@ class RunConfig(_Frozen):
     """auto computes in bf16 where the hardware is fast at it (CUDA, CPUs with AMX), else fp32."""
     threads: int | Auto = "auto"
     """CPU threads; auto is torch's default (the physical cores)."""
+    compile: Literal["auto", "on", "off"] = "auto"
+    """torch.compile each decoder layer (fused kernels, fewer stored activations): about 1.6x faster steps on CPU,
+    for a first compile of about 40 s (5-10 s once cached on disk); auto turns it on for runs of 50k tokens or more."""
     trust_remote_code: bool = False
     """Run code shipped with a hub model; off unless you trust it."""
 

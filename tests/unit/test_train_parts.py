@@ -7,7 +7,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 from tests.conftest import chat
 from tunesmith.config import RunConfig, build_config, merge, parse_assignment
@@ -53,12 +52,6 @@ def test_schedule_warms_up_then_decays():
     assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
     assert learning_rate_at(99, 100, 10, 1e-3, "linear") < 2e-5
-
-
-@pytest.fixture(scope="module")
-def tiny_lm(tiny_model):
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from tunesmith.tokenize.pack import collate
 from tunesmith.train.checkpoint import TrainState, save_checkpoint
 from tunesmith.train.events import Event, EventSink, StopFlag
 from tunesmith.train.loss import mean_loss, supervised_loss
+from tunesmith.train.memory import HeapTrimmer
 from tunesmith.train.plan import Plan
 from tunesmith.train.setup import Precision, learning_rate_at, trainable
 
@@ -77,13 +78,14 @@ def train_steps(loop: Loop, state: TrainState) -> str:
     """Run from state.step to the end of the plan; return why it stopped: finished, early_stopping or a signal."""
     plan, config = loop.plan, loop.config
     params = list(trainable(loop.model).values())
+    trimmer = HeapTrimmer()
     for step in range(state.step, plan.total_steps):
         started = time.perf_counter()
         epoch, window = plan.windows[step]
         lr = learning_rate_at(step, plan.total_steps, plan.warmup_steps, plan.learning_rate, config.schedule)
         for group in loop.optimizer.param_groups:
             group["lr"] = lr
-        batches = [collate([loop.train[i] for i in indices], loop.pad_id) for indices in window]
+        batches = [collate([loop.train[i] for i in indices], loop.pad_id, config.max_length) for indices in window]
         supervised = max(1, sum(b.supervised for b in batches))
         loss_sum = 0.0
         for batch in batches:
@@ -100,6 +102,7 @@ def train_steps(loop: Loop, state: TrainState) -> str:
             )
         loop.optimizer.step()
         loop.optimizer.zero_grad(set_to_none=True)
+        trimmer.after_step()
         seconds = time.perf_counter() - started
         tokens = sum(b.real_tokens for b in batches)
         state.step, state.elapsed = step + 1, state.elapsed + seconds

@@ -11,6 +11,7 @@ from transformers import PreTrainedModel
 
 from tunesmith.tokenize.encode import Example
 from tunesmith.tokenize.pack import Batch, collate
+from tunesmith.train.fused_ce import linear_cross_entropy
 
 
 def causal_lm(model: torch.nn.Module) -> PreTrainedModel:
@@ -26,13 +27,24 @@ def supervised_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor,
     next token is learned, which is most of the memory and a good part of the time saved.
     """
     lm = causal_lm(model)
-    device = lm.get_output_embeddings().weight.device
-    ids, labels = batch.input_ids.to(device), batch.labels.to(device)
+    head = lm.get_output_embeddings()
+    ids, labels = batch.input_ids.to(head.weight.device), batch.labels.to(head.weight.device)
     hidden = lm.get_decoder()(input_ids=ids).last_hidden_state
     targets = labels[:, 1:]
     learned = targets >= 0
-    logits = lm.get_output_embeddings()(hidden[:, :-1][learned])
-    return F.cross_entropy(logits.float(), targets[learned], reduction="sum"), int(learned.sum())
+    rows, goal = hidden[:, :-1][learned], targets[learned]
+    if _plain_head(lm, head):
+        return linear_cross_entropy(rows, head.weight, goal), int(learned.sum())
+    logits = head(rows).float()
+    if cap := getattr(lm.config, "final_logit_softcapping", None):
+        logits = torch.tanh(logits / cap) * cap
+    return F.cross_entropy(logits, goal, reduction="sum"), int(learned.sum())
+
+
+def _plain_head(lm: PreTrainedModel, head: torch.nn.Module) -> bool:
+    """True when the head is one bias-free linear layer with nothing after it (Llama, Mistral, Qwen...)."""
+    plain = type(head) is torch.nn.Linear and head.bias is None
+    return plain and not getattr(lm.config, "final_logit_softcapping", None)
 
 
 def mean_loss(

@@ -10,6 +10,7 @@ import torch
 
 from tunesmith.config import (
     AUTO_BATCH_TOKENS,
+    AUTO_COMPILE_MIN_TOKENS,
     AUTO_EVAL_SHARE,
     AUTO_EVALS_PER_RUN,
     AUTO_LEARNING_RATE,
@@ -18,7 +19,7 @@ from tunesmith.config import (
     auto_epochs,
 )
 from tunesmith.tokenize.pack import epoch_batches, ordered_batches
-from tunesmith.train.setup import choose_precision
+from tunesmith.train.setup import choose_precision, compiler_available
 
 Window = tuple[int, list[list[int]]]
 
@@ -58,9 +59,9 @@ def resolve(config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarr
     warmup = config.warmup_steps
     if warmup == "auto":
         warmup = max(1, round(total * AUTO_WARMUP_FRACTION))
+    trained = sum(int(train_lengths[indices].sum()) for _, window in windows[:total] for indices in window)
     every = config.eval_every
     if every == "auto":
-        trained = sum(int(train_lengths[i].sum()) for _, window in windows[:total] for i in window)
         evals = int(AUTO_EVAL_SHARE * trained / max(1, int(eval_lengths.sum())))
         every = math.ceil(total / min(AUTO_EVALS_PER_RUN, max(1, evals)))
     save_every = config.save_every if config.save_every != "auto" else every
@@ -77,10 +78,18 @@ def resolve(config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarr
             "threads": threads,
             "device": str(precision.device),
             "precision": "fp32" if precision.compute == torch.float32 else "bf16",
+            "compile": _compile(config, trained),
         }
     )
     plan = Plan(windows[:total], ordered_batches(eval_lengths, budget), total, warmup, lr, every, save_every)
     return resolved, plan
+
+
+def _compile(config: RunConfig, trained_tokens: int) -> str:
+    """on or off: auto compiles when the run is long enough to pay for compiling and a C++ compiler is there."""
+    if config.compile != "auto":
+        return config.compile
+    return "on" if trained_tokens >= AUTO_COMPILE_MIN_TOKENS and compiler_available() else "off"
 
 
 def held_out_split(count: int, seed: int) -> np.ndarray:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -12,6 +14,7 @@ from peft import LoraConfig, get_peft_model
 from tunesmith.config import RunConfig
 from tunesmith.errors import ConfigError
 from tunesmith.models.load import load_model, pick_device, pick_dtype
+from tunesmith.train.loss import causal_lm
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ def build_model(config: RunConfig, precision: Precision) -> torch.nn.Module:
     model.config.use_cache = False
     if not adapter:
         model.train()
-        return model
+        return compile_layers(model) if config.compile == "on" else model
     targets: str | list[str] = "all-linear" if config.lora.targets == ("all-linear",) else list(config.lora.targets)
     lora = LoraConfig(
         r=config.lora.rank,
@@ -62,7 +65,23 @@ def build_model(config: RunConfig, precision: Precision) -> torch.nn.Module:
     except ValueError as exc:
         raise ConfigError(f"lora.targets: {exc}", hint="use all-linear or names such as q_proj, v_proj") from None
     peft_model.train()
-    return peft_model
+    return compile_layers(peft_model) if config.compile == "on" else peft_model
+
+
+def compiler_available() -> bool:
+    """torch.compile can build kernels here: a C++ compiler for CPU (inductor), or a CUDA device (triton)."""
+    return torch.cuda.is_available() or shutil.which(os.environ.get("CXX", "g++")) is not None
+
+
+def compile_layers(model: torch.nn.Module) -> torch.nn.Module:
+    """Compile each decoder layer in place ("regional" compilation: the layers share one compiled graph).
+
+    Shapes are dynamic, so batches of other lengths do not recompile. Models without a `layers` list run as is.
+    """
+    layers = getattr(causal_lm(model).get_decoder(), "layers", None)
+    for layer in layers if isinstance(layers, torch.nn.ModuleList) else []:
+        layer.compile(dynamic=True)
+    return model
 
 
 def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
