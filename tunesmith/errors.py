@@ -33,3 +33,7 @@ class JobError(TunesmithError):
 
 class TrainingError(TunesmithError):
     """A run cannot go on: the loss or the gradients stopped being finite, or it cannot resume."""
+
+
+class ExportError(TunesmithError):
+    """A run cannot be exported in the format asked for."""

@@ -1,0 +1,175 @@
+"""Export round trips: merged safetensors and GGUF read back by plain transformers with the same logits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+from typer.testing import CliRunner
+
+from tunesmith.cli import app
+from tunesmith.errors import ExportError
+from tunesmith.export.gguf_file import write_gguf
+from tunesmith.export.ollama import modelfile
+from tunesmith.export.run import ExportRequest, export
+
+PROMPT = "<|im_start|>user\nQuestion 3?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _logits(model, tokenizer, text=PROMPT):
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(input_ids=ids).logits[0].float()
+
+
+@pytest.fixture(scope="module")
+def tuned(adapter_runs, adapter_base):
+    """The alpha run as base + adapter (unmerged), fp32: the reference every export must match."""
+    base = AutoModelForCausalLM.from_pretrained(adapter_base, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, adapter_runs["alpha"] / "final").eval()
+    return model, AutoTokenizer.from_pretrained(adapter_base)
+
+
+def test_merged_export_loads_with_plain_transformers_and_equals_base_plus_adapter(adapter_runs, tuned, tmp_path):
+    folder = export(ExportRequest(str(adapter_runs["alpha"]), "merged", "f32", tmp_path / "merged"))
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.chat_template == tuned[1].chat_template
+    assert not (folder / "adapter_config.json").exists() and (folder / "model.safetensors").is_file()
+    reference = _logits(*tuned)
+    assert (_logits(model, tokenizer) - reference).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize(("dtype", "bound"), [("f32", 1e-4), ("f16", 2e-2)])
+def test_gguf_export_reads_back_with_the_merged_logits(adapter_runs, tuned, tmp_path, dtype, bound):
+    folder = export(ExportRequest(str(adapter_runs["alpha"]), "gguf", dtype, tmp_path / dtype))
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf", dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="model.gguf")
+    assert tokenizer(PROMPT).input_ids == tuned[1](PROMPT).input_ids
+    assert tokenizer.chat_template == tuned[1].chat_template
+    assert (_logits(model, tuned[1]) - _logits(*tuned)).abs().max() < bound
+    assert (folder / "Modelfile").read_text().startswith("FROM ./model.gguf\n")
+
+
+def _tiny(kind, tokenizer):
+    common = {"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
+    common |= {"num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512}
+    torch.manual_seed(0)
+    if kind == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=False)).eval()
+    return MistralForCausalLM(MistralConfig(**common, tie_word_embeddings=False)).eval()
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "mistral"])
+def test_gguf_round_trips_other_llama_family_layouts(kind, tokenizer, tmp_path):
+    model = _tiny(kind, tokenizer)
+    write_gguf(model, tokenizer, tmp_path / "m.gguf", "f32", name="tiny")  # transformers reads "mistral" names oddly
+    back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32)
+    assert (_logits(back, tokenizer) - _logits(model, tokenizer)).abs().max() < 1e-4
+
+
+def test_unsupported_architecture_gets_one_line_naming_what_is_supported(tokenizer, tmp_path):
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2))
+    with pytest.raises(ExportError, match="GGUF export supports llama, mistral, qwen2 models; this one is 'gpt2'"):
+        write_gguf(model, tokenizer, tmp_path / "x.gguf", "f32", name="x")
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(adapter_runs, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", str(adapter_runs["alpha"]), "--format", "onnx"])
+    assert result.exit_code == 2 and "format 'onnx' is unknown" in result.output
+    result = runner.invoke(app, ["export", str(tmp_path), "--format", "gguf"])
+    assert result.exit_code == 2 and "is not a run folder" in result.output
+    result = runner.invoke(app, ["export", str(adapter_runs["alpha"]), "--format", "gguf", "--dtype", "bf16"])
+    assert result.exit_code == 2 and "dtype 'bf16' is not available for gguf" in result.output
+
+
+def test_adapter_export_is_the_trained_adapter(adapter_runs, tmp_path):
+    folder = export(ExportRequest(str(adapter_runs["beta"]), "adapter", out=tmp_path / "a"))
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["r"] == 8
+    original = (adapter_runs["beta"] / "final" / "adapter_model.safetensors").read_bytes()
+    assert (folder / "adapter_model.safetensors").read_bytes() == original
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi there"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour.\nJust one."}],
+    [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And 3+3?"},
+    ],
+]
+
+GO_RENDER = """package main
+
+import (
+\t"encoding/json"
+\t"os"
+\t"text/template"
+)
+
+type Message struct {
+\tRole    string `json:"role"`
+\tContent string `json:"content"`
+}
+
+func main() {
+\tsource, _ := os.ReadFile(os.Args[1])
+\tvar conversations [][]Message
+\tjson.NewDecoder(os.Stdin).Decode(&conversations)
+\ttmpl := template.Must(template.New("t").Parse(string(source)))
+\tfor _, messages := range conversations {
+\t\ttmpl.Execute(os.Stdout, map[string]any{"Messages": messages})
+\t\tos.Stdout.WriteString("\\x00")
+\t}
+}
+"""
+
+
+def _template_of(text):
+    return text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+
+
+@pytest.mark.skipif(
+    shutil.which("go") is None, reason="needs Go's text/template (Debian golang-go; .ci/run installs it)"
+)
+def test_modelfile_template_renders_like_the_chat_template(tokenizer, llama3_tokenizer, tmp_path):
+    (tmp_path / "render.go").write_text(GO_RENDER)
+    for tok in (tokenizer, llama3_tokenizer):
+        text = modelfile(tok, "model.gguf")
+        (tmp_path / "template.txt").write_text(_template_of(text))
+        done = subprocess.run(
+            ["go", "run", str(tmp_path / "render.go"), str(tmp_path / "template.txt")],
+            input=json.dumps(CONVERSATIONS),
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tmp_path,
+            env={**os.environ, "GOCACHE": str(tmp_path / "gocache")},
+        )
+        rendered = done.stdout.split("\x00")[:-1]
+        expected = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in CONVERSATIONS]
+        assert rendered == expected
+
+
+def test_modelfile_stops_at_the_end_of_turn_token(tokenizer, llama3_tokenizer):
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile(tokenizer, "model.gguf")
+    assert 'PARAMETER stop "<|eot_id|>"' in modelfile(llama3_tokenizer, "model.gguf")

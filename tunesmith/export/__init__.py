@@ -1,0 +1,1 @@
+"""Export a run: adapter, merged weights, GGUF with an Ollama Modelfile."""

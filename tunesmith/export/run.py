@@ -1,0 +1,80 @@
+"""Export a run's result: its adapter, merged safetensors weights, or a GGUF file with an Ollama Modelfile."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from tunesmith import paths
+from tunesmith.errors import ExportError
+from tunesmith.evaluate.generate import load_generator, result_folder
+from tunesmith.export.gguf_file import write_gguf
+from tunesmith.export.ollama import write_modelfile
+
+Format = Literal["adapter", "merged", "gguf"]
+FORMATS: tuple[Format, ...] = ("adapter", "merged", "gguf")
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+GGUF_NAME = "model.gguf"
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What to export and where."""
+
+    run: str
+    """The run folder (or its final/)."""
+    format: Format = "merged"
+    """adapter: the PEFT adapter as trained; merged: full safetensors weights; gguf: one file for llama.cpp/Ollama."""
+    dtype: str = "f32"
+    """Weights dtype of merged and gguf exports: f32, f16 (or bf16 for merged)."""
+    out: Path | None = None
+    """The folder to write; default RUN/export/FORMAT. An existing folder is replaced only when complete."""
+
+
+def _check(request: ExportRequest) -> Path:
+    final = result_folder(request.run)
+    if final is None:
+        raise ExportError(f"{request.run} is not a run folder", hint="pass a folder made by tunesmith train")
+    if request.format not in FORMATS:
+        raise ExportError(f"format {request.format!r} is unknown", hint=f"use one of {', '.join(FORMATS)}")
+    allowed = ("f32", "f16") if request.format == "gguf" else tuple(DTYPES)
+    if request.dtype not in allowed:
+        raise ExportError(f"dtype {request.dtype!r} is not available for {request.format}", hint=f"use {allowed}")
+    if request.format == "adapter" and not (final / "adapter_config.json").is_file():
+        raise ExportError(f"{request.run} trained every weight, so it has no adapter", hint="use --format merged")
+    return final
+
+
+def _write(request: ExportRequest, final: Path, folder: Path) -> None:
+    if request.format == "adapter":
+        shutil.copytree(final, folder, dirs_exist_ok=True)
+        return
+    generator = load_generator(str(final), device="cpu", dtype="float32")  # merged in fp32, then cast
+    model = generator.model.to(DTYPES[request.dtype])
+    if request.format == "merged":
+        model.save_pretrained(folder)
+        generator.tokenizer.save_pretrained(folder)
+        return
+    write_gguf(model, generator.tokenizer, folder / GGUF_NAME, request.dtype, name=final.parent.name)
+    write_modelfile(generator.tokenizer, folder, GGUF_NAME)
+
+
+def export(request: ExportRequest) -> Path:
+    """Write the export into a temporary folder, then put it in place; returns the folder."""
+    final = _check(request)
+    out = request.out or final.parent / "export" / request.format
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        _write(request, final, tmp)
+        tmp.chmod(0o755)
+        paths.replace_dir_atomic(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
