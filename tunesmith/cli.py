@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.logging import RichHandler
 
-from tunesmith import cli_train
+from tunesmith import cli_export, cli_train
 from tunesmith.cli_common import (
     ColumnsOption,
     FormatOption,
@@ -39,6 +39,8 @@ app.command("generate")(cli_train.generate)
 app.command("chat")(cli_train.chat)
 app.command("compare")(cli_train.compare)
 app.command("eval")(cli_train.evaluate_command)
+app.command("export")(cli_export.export)
+app.command("serve")(cli_export.serve)
 
 
 @app.callback()

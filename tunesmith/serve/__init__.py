@@ -1,0 +1,1 @@
+"""The OpenAI-compatible server: registry of models, dynamic batching engine, HTTP app."""

@@ -1,0 +1,251 @@
+"""The OpenAI-compatible HTTP API: /v1/models, /v1/chat/completions and /v1/completions, streamed or not.
+
+Every error is OpenAI's object, {"error": {"message", "type", "param", "code"}}, with its status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tunesmith.data.schema import Message
+from tunesmith.serve.engine import Engine, Job, Piece, Sampling
+from tunesmith.serve.registry import ModelSet, Served
+from tunesmith.serve.schemas import ChatRequest, CompletionRequest
+
+DEFAULT_MAX_TOKENS = 512
+
+
+class APIError(Exception):
+    """An error answered as OpenAI's error object."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def response(self) -> JSONResponse:
+        kind = {401: "authentication_error", 404: "invalid_request_error", 500: "server_error"}.get(
+            self.status, "invalid_request_error"
+        )
+        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status)
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0]
+    where = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(where) or None
+    missing = first.get("type") == "missing"
+    message = f"{param or 'body'}: {first.get('msg', 'invalid value')}"
+    return APIError(400, message, param, "missing_required_parameter" if missing else "invalid_value").response()
+
+
+def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = "not_found" if exc.status_code == 404 else None
+    return APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", None, code).response()
+
+
+def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return exc.response()
+
+
+class Service:
+    """What the routes share: the models, the engine, the API key."""
+
+    def __init__(self, models: ModelSet, engine: Engine, api_key: str | None) -> None:
+        self.models, self.engine, self.api_key = models, engine, api_key
+
+    def model(self, model_id: str) -> Served:
+        served = self.models.served.get(model_id)
+        if served is None:
+            raise APIError(404, f"The model '{model_id}' does not exist", "model", "model_not_found")
+        return served
+
+    def check_context(self, prompt: list[int], max_tokens: int, param: str) -> None:
+        if len(prompt) + max_tokens > self.models.context:
+            raise APIError(
+                400,
+                f"This model's context is {self.models.context} tokens; the prompt has {len(prompt)} and "
+                f"max_tokens asks for {max_tokens} more. Shorten the prompt or lower max_tokens.",
+                param,
+                "context_length_exceeded",
+            )
+
+    async def authorize(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if self.api_key is not None:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+                return APIError(
+                    401, "Incorrect or missing API key (send Authorization: Bearer KEY)", None, "invalid_api_key"
+                ).response()
+        return await call_next(request)
+
+    def start(self, prompt: list[int], served: Served, sampling: Sampling, n: int) -> asyncio.Queue[Piece]:
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[Piece] = asyncio.Queue()
+        self.engine.submit(Job(prompt, served, sampling, n, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p)))
+        return pieces
+
+
+async def _collect(pieces: asyncio.Queue[Piece], n: int) -> list[Piece]:
+    """The whole of each of n answers: (text, finish, tokens) per row as one Piece."""
+    texts, done = [""] * n, [None] * n
+    while any(d is None for d in done):
+        piece = await pieces.get()
+        texts[piece.row] += piece.text
+        if piece.finish:
+            done[piece.row] = piece  # type: ignore[call-overload]
+    if any(d.finish == "error" for d in done):  # type: ignore[union-attr]
+        raise APIError(500, "generation failed; see the server log", None, "server_error")
+    return [Piece(i, texts[i], d.finish, d.tokens) for i, d in enumerate(done)]  # type: ignore[union-attr]
+
+
+def _usage(prompt: int, answers: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": answers, "total_tokens": prompt + answers}
+
+
+async def _events(
+    pieces: asyncio.Queue[Piece],
+    n: int,
+    chunk: Callable[[Piece], dict[str, Any]],
+    usage: Callable[[int], dict[str, Any]] | None,
+) -> AsyncIterator[str]:
+    finished, tokens = 0, 0
+    while finished < n:
+        piece = await pieces.get()
+        finished, tokens = finished + bool(piece.finish), tokens + piece.tokens
+        yield f"data: {json.dumps(chunk(piece))}\n\n"
+    if usage is not None:
+        yield f"data: {json.dumps(usage(tokens))}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def _sampling(body: ChatRequest | CompletionRequest, max_tokens: int) -> Sampling:
+    return Sampling(max_tokens, body.temperature, body.top_p, body.stops(), body.seed)
+
+
+def _messages(body: ChatRequest) -> tuple[Message, ...]:
+    return tuple(Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages)
+
+
+def create_app(models: ModelSet, engine: Engine, api_key: str | None = None) -> FastAPI:
+    """The FastAPI app; `api_key` (when set) is required on every route."""
+    service = Service(models, engine, api_key)
+    app = FastAPI(title="tunesmith", docs_url=None, redoc_url=None, openapi_url=None)
+    app.middleware("http")(service.authorize)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(APIError, _api_error)
+
+    @app.get("/v1/models")
+    def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [_model_card(s) for s in models.served.values()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    def get_model(model_id: str) -> dict[str, Any]:
+        return _model_card(service.model(model_id))
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatRequest) -> Response | dict[str, Any]:
+        return await _chat(service, body)
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest) -> Response | dict[str, Any]:
+        return await _completion(service, body)
+
+    return app
+
+
+def _model_card(served: Served) -> dict[str, Any]:
+    return {"id": served.id, "object": "model", "created": served.created, "owned_by": "tunesmith"}
+
+
+async def _chat(service: Service, body: ChatRequest) -> Response | dict[str, Any]:
+    served = service.model(body.model)
+    text = served.renderer.prompt(_messages(body))
+    prompt = service.models.tokenizer(text, add_special_tokens=False).input_ids
+    asked = body.max_completion_tokens or body.max_tokens
+    max_tokens = asked or max(1, min(DEFAULT_MAX_TOKENS, service.models.context - len(prompt)))
+    service.check_context(prompt, max_tokens, "max_tokens" if asked else "messages")
+    pieces = service.start(prompt, served, _sampling(body, max_tokens), body.n)
+    ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    head = {"id": ident, "created": created, "model": served.id, "system_fingerprint": None}
+    if body.stream:
+        first = [
+            {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(body.n)
+        ]
+
+        def chunk(p: Piece) -> dict[str, Any]:
+            delta = {"content": p.text} if p.text else {}
+            choice = {"index": p.row, "delta": delta, "finish_reason": p.finish, "logprobs": None}
+            return head | {"object": "chat.completion.chunk", "choices": [choice]}
+
+        def usage(tokens: int) -> dict[str, Any]:
+            return head | {"object": "chat.completion.chunk", "choices": [], "usage": _usage(len(prompt), tokens)}
+
+        opening = f"data: {json.dumps(head | {'object': 'chat.completion.chunk', 'choices': first})}\n\n"
+        wants_usage = body.stream_options is not None and body.stream_options.include_usage
+        return _stream(opening, _events(pieces, body.n, chunk, usage if wants_usage else None))
+    answers = await _collect(pieces, body.n)
+    choices = [
+        {
+            "index": a.row,
+            "message": {"role": "assistant", "content": a.text},
+            "finish_reason": a.finish,
+            "logprobs": None,
+        }
+        for a in answers
+    ]
+    usage = _usage(len(prompt), sum(a.tokens for a in answers))
+    return head | {"object": "chat.completion", "choices": choices, "usage": usage}
+
+
+def _stream(opening: str, events: AsyncIterator[str]) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
+        yield opening
+        async for event in events:
+            yield event
+
+    return StreamingResponse(body(), media_type="text/event-stream")
+
+
+async def _completion(service: Service, body: CompletionRequest) -> Response | dict[str, Any]:
+    served = service.model(body.model)
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if len(prompts) != 1:
+        raise APIError(400, "prompt: send one prompt per request", "prompt", "invalid_value")
+    prompt = service.models.tokenizer(prompts[0]).input_ids
+    service.check_context(prompt, body.max_tokens, "max_tokens")
+    pieces = service.start(prompt, served, _sampling(body, body.max_tokens), body.n)
+    head = {
+        "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": served.id,
+    }
+    if body.stream:
+
+        def chunk(p: Piece) -> dict[str, Any]:
+            return head | {"choices": [{"index": p.row, "text": p.text, "finish_reason": p.finish, "logprobs": None}]}
+
+        def usage(tokens: int) -> dict[str, Any]:
+            return head | {"choices": [], "usage": _usage(len(prompt), tokens)}
+
+        wants_usage = body.stream_options is not None and body.stream_options.include_usage
+        return _stream("", _events(pieces, body.n, chunk, usage if wants_usage else None))
+    answers = await _collect(pieces, body.n)
+    choices = [{"index": a.row, "text": a.text, "finish_reason": a.finish, "logprobs": None} for a in answers]
+    return head | {"choices": choices, "usage": _usage(len(prompt), sum(a.tokens for a in answers))}

@@ -1,0 +1,75 @@
+"""Request bodies in OpenAI's shapes, validated; fields OpenAI has and we do not use are accepted and ignored."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    """Who wrote it; developer is read as system."""
+    content: str | list[dict[str, object]]
+    """Text, or OpenAI's list of content parts (only text parts are used)."""
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+
+
+class StreamOptions(BaseModel):
+    """Options of a streamed response."""
+
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+    """Send a last chunk with the token counts."""
+
+
+class _Sampled(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    """The model id (see GET /v1/models)."""
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    """0 is greedy; higher is more varied."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Sample from the smallest set of tokens whose probability reaches top_p."""
+    n: int = Field(1, ge=1, le=8)
+    """Answers to generate."""
+    stream: bool = False
+    """Send server-sent events as tokens are made."""
+    stream_options: StreamOptions | None = None
+    """include_usage."""
+    stop: str | list[str] | None = None
+    """Up to 4 strings that end an answer."""
+    seed: int | None = None
+    """Makes sampling repeatable."""
+
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(s for s in self.stop if s)
+
+
+class ChatRequest(_Sampled):
+    """POST /v1/chat/completions."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    """The conversation so far."""
+    max_tokens: int | None = Field(None, ge=1)
+    """The longest answer (older name)."""
+    max_completion_tokens: int | None = Field(None, ge=1)
+    """The longest answer."""
+
+
+class CompletionRequest(_Sampled):
+    """POST /v1/completions."""
+
+    prompt: str | list[str]
+    """Text to continue (one prompt; a list of one is accepted)."""
+    max_tokens: int = Field(16, ge=1)
+    """The longest continuation (OpenAI's default is 16)."""
