@@ -1,8 +1,9 @@
-"""Dynamic batching: requests that arrive together are generated together, one forward pass per token for all.
+"""Continuous batching: every running answer advances by one token per forward pass of the whole batch.
 
-A worker thread takes every waiting request (up to `max_batch` rows), generates them as one left-padded batch
-with a KV cache and one adapter per row, and sends each row's text as it is made. Requests that arrive during a
-batch wait for the next one; none is refused.
+A worker thread keeps one batch of rows (left-padded, a KV cache, one adapter per row). Between tokens, waiting
+requests join it (their prompts prefilled on their own, then their cache merged in) while there is room for
+`max_batch` rows, and finished rows leave it; each row's text is sent as it is made. No request is refused: one
+that does not fit waits for rows to finish.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from tunesmith.serve import kv
 from tunesmith.serve.registry import ModelSet, Served
 
 COLLECT_SECONDS = 0.01
-"""After the first request, wait this long for others to join its batch."""
+"""When idle, after the first request, wait this long for others to start with it."""
 
 
 @dataclass(frozen=True)
@@ -90,79 +92,141 @@ def _choose(logits: torch.Tensor, row: _Row) -> int:
     return int(torch.multinomial(probs, 1, generator=row.generator))
 
 
+@dataclass
+class _Batch:
+    """Rows generated together: the cache of every position seen, its mask, and each row's next input token."""
+
+    rows: list[_Row]
+    cache: DynamicCache
+    mask: torch.Tensor
+    next_ids: torch.Tensor
+
+
+def _rows(jobs: list[Job]) -> list[_Row]:
+    rows = []
+    for job in jobs:
+        for index in range(job.n):
+            generator = None
+            if job.sampling.seed is not None:
+                generator = torch.Generator().manual_seed(job.sampling.seed + index)
+            rows.append(_Row(job, index, generator))
+    return rows
+
+
+def _fail(rows: list[_Row], exc: Exception) -> None:
+    for row in rows:
+        if not row.finish:
+            row.finish = "error"
+            row.job.send(Piece(row.index, f"[generation failed: {exc}]", "error"))
+
+
 class Engine:
-    """The worker thread and its queue."""
+    """The worker thread, its queue and the running batch."""
 
     def __init__(self, models: ModelSet, max_batch: int = 8) -> None:
         self.models = models
         self.max_batch = max_batch
         self.waiting: queue.Queue[Job] = queue.Queue()
+        self.held: Job | None = None
         self.thread = threading.Thread(target=self._work, name="tunesmith-engine", daemon=True)
         self.thread.start()
 
     def submit(self, job: Job) -> None:
         self.waiting.put(job)
 
-    def _take(self) -> list[Job]:
-        jobs = [self.waiting.get()]
-        deadline = time.monotonic() + COLLECT_SECONDS
-        while sum(j.n for j in jobs) < self.max_batch:
-            try:
-                jobs.append(self.waiting.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
+    def _next_job(self, timeout: float | None) -> Job | None:
+        if self.held is not None:
+            job, self.held = self.held, None
+            return job
+        try:
+            return self.waiting.get(block=timeout is None or timeout > 0, timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _take(self, running: int) -> list[Job]:
+        """Jobs that fit beside `running` rows; when idle, block for one and wait briefly for company."""
+        idle = running == 0
+        first = self._next_job(None if idle else 0.0)
+        if first is None:
+            return []
+        if not idle and running + first.n > self.max_batch:
+            self.held = first
+            return []
+        jobs, rows = [first], running + first.n
+        deadline = time.monotonic() + (COLLECT_SECONDS if idle else 0.0)
+        while rows < self.max_batch:
+            job = self._next_job(max(0.0, deadline - time.monotonic()))
+            if job is None:
                 break
+            if rows + job.n > self.max_batch:
+                self.held = job
+                break
+            jobs.append(job)
+            rows += job.n
         return jobs
 
     def _work(self) -> None:
+        batch: _Batch | None = None
         while True:
-            jobs = self._take()
+            jobs = self._take(len(batch.rows) if batch else 0)
+            new = _rows(jobs)
             try:
-                self._generate(jobs)
+                with torch.inference_mode():
+                    batch = self._step(batch, new)
             except Exception as exc:  # a failed batch fails its requests, never the server
-                for job in jobs:
-                    for index in range(job.n):
-                        job.send(Piece(index, f"[generation failed: {exc}]", "error"))
+                _fail((batch.rows if batch else []) + new, exc)
+                batch = None
 
-    def _rows(self, jobs: list[Job]) -> list[_Row]:
-        rows = []
-        for job in jobs:
-            for index in range(job.n):
-                generator = None
-                if job.sampling.seed is not None:
-                    generator = torch.Generator().manual_seed(job.sampling.seed + index)
-                rows.append(_Row(job, index, generator))
-        return rows
+    def _step(self, batch: _Batch | None, new: list[_Row]) -> _Batch | None:
+        """Prefill joining rows, or else advance the batch by one token; then let finished rows go."""
+        if new:
+            joining = self._prefill(new)
+            if batch is None:
+                batch = joining
+            else:
+                batch.mask = kv.merge(batch.cache, batch.mask, joining.cache, joining.mask)
+                batch.rows += joining.rows
+                batch.next_ids = torch.cat([batch.next_ids, joining.next_ids])
+        elif batch is not None:
+            self._decode(batch)
+        if batch is None:
+            return None
+        keep = [i for i, row in enumerate(batch.rows) if not row.finish]
+        if not keep:
+            return None
+        if len(keep) < len(batch.rows):
+            batch.mask = kv.keep_rows(batch.cache, batch.mask, keep)
+            batch.rows = [batch.rows[i] for i in keep]
+            batch.next_ids = batch.next_ids[keep]
+        return batch
 
-    def _generate(self, jobs: list[Job]) -> None:
-        rows = self._rows(jobs)
-        model, device = self.models.model, self.models.model.device
+    def _forward(self, rows: list[_Row], ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """Logits of each row's last position; `mask` covers the cache and `ids`."""
+        model = self.models.model
+        extra = {"adapter_names": [r.job.served.adapter for r in rows]} if hasattr(model, "peft_config") else {}
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
+        out = model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, **extra
+        )
+        return out.logits[:, -1]
+
+    def _prefill(self, rows: list[_Row]) -> _Batch:
+        device = self.models.model.device
         longest = max(len(r.job.prompt) for r in rows)
         pad = int(self.models.tokenizer.pad_token_id)
         ids = torch.tensor([[pad] * (longest - len(r.job.prompt)) + r.job.prompt for r in rows], device=device)
-        mask = (
-            torch.arange(longest, device=device)[None]
-            >= torch.tensor([longest - len(r.job.prompt) for r in rows], device=device)[:, None]
-        ).long()
-        extra = {"adapter_names": [r.job.served.adapter for r in rows]} if hasattr(model, "peft_config") else {}
+        starts = torch.tensor([longest - len(r.job.prompt) for r in rows], device=device)
+        mask = (torch.arange(longest, device=device)[None] >= starts[:, None]).long()
         cache = DynamicCache()
-        steps = max(r.job.sampling.max_tokens for r in rows)
-        with torch.inference_mode():
-            for _ in range(steps):
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
-                out = model(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=positions,
-                    past_key_values=cache,
-                    use_cache=True,
-                    **extra,
-                )
-                logits = out.logits[:, -1]
-                chosen = [self._advance(row, logits[i]) for i, row in enumerate(rows)]
-                if all(r.finish for r in rows):
-                    return
-                ids = torch.tensor(chosen, device=device)[:, None]
-                mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
+        logits = self._forward(rows, ids, mask, cache)
+        chosen = [self._advance(row, logits[i]) for i, row in enumerate(rows)]
+        return _Batch(rows, cache, mask, torch.tensor(chosen, device=device)[:, None])
+
+    def _decode(self, batch: _Batch) -> None:
+        mask = torch.cat([batch.mask, torch.ones_like(batch.next_ids)], dim=1)
+        logits = self._forward(batch.rows, batch.next_ids, mask, batch.cache)
+        chosen = [self._advance(row, logits[i]) for i, row in enumerate(batch.rows)]
+        batch.mask, batch.next_ids = mask, torch.tensor(chosen, device=mask.device)[:, None]
 
     def _advance(self, row: _Row, logits: torch.Tensor) -> int:
         """Choose, record and send one token of a row; finished rows just feed padding."""

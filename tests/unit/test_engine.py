@@ -1,0 +1,68 @@
+"""Continuous batching: rows that join a running batch, or leave it, get the answers they would get alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunesmith.serve.engine import Engine, Job, Piece, Sampling, _rows
+from tunesmith.serve.registry import load_models
+
+PROMPTS = {
+    "a": "The weather today is",
+    "b": "Summarise the call: the customer asked about a refund for order 1234 and was told",
+    "c": " ".join(["A long prompt about invoices, payments and the dates they are due."] * 4),
+    "d": "Hi",
+}
+MAX_TOKENS = {"a": 4, "b": 9, "c": 12, "d": 6}
+
+
+@pytest.fixture(scope="module")
+def engine(adapter_base):
+    """The tiny model with large weights: its answers depend on every position it attends to."""
+    return Engine(load_models(str(adapter_base), [], dtype="float32", device="cpu"), max_batch=8)
+
+
+def _jobs(engine: Engine, names: str, answers: dict[str, list[Piece]]) -> list[Job]:
+    served = next(iter(engine.models.served.values()))
+    jobs = []
+    for name in names:
+        prompt = engine.models.tokenizer(PROMPTS[name], add_special_tokens=False).input_ids
+        sampling = Sampling(MAX_TOKENS[name], temperature=0.0, top_p=1.0, stop=(), seed=None)
+        jobs.append(Job(prompt, served, sampling, 1, answers.setdefault(name, []).append))
+    return jobs
+
+
+def _text(pieces: list[Piece]) -> tuple[str, int]:
+    return "".join(p.text for p in pieces), pieces[-1].tokens
+
+
+def _alone(engine: Engine, name: str) -> tuple[str, int]:
+    answers: dict[str, list[Piece]] = {}
+    with torch.inference_mode():
+        batch = engine._step(None, _rows(_jobs(engine, name, answers)))
+        while batch is not None:
+            batch = engine._step(batch, [])
+    return _text(answers[name])
+
+
+def test_rows_joining_and_leaving_a_running_batch_get_their_one_by_one_answers(engine):
+    answers: dict[str, list[Piece]] = {}
+    sizes = []
+    with torch.inference_mode():
+        batch = engine._step(None, _rows(_jobs(engine, "ab", answers)))
+        for _ in range(2):
+            batch = engine._step(batch, [])
+        batch = engine._step(batch, _rows(_jobs(engine, "c", answers)))  # longer than the running rows
+        for _ in range(5):
+            sizes.append(len(batch.rows))
+            batch = engine._step(batch, [])
+        batch = engine._step(batch, _rows(_jobs(engine, "d", answers)))  # shorter than the running rows
+        while batch is not None:
+            sizes.append(len(batch.rows))
+            batch = engine._step(batch, [])
+    assert max(sizes) == 3 and min(sizes) == 1  # a and b left while c ran; d joined; the last row ran alone
+    for name in PROMPTS:
+        text, tokens = _text(answers[name])
+        assert tokens == MAX_TOKENS[name]  # a random model does not say its end-of-turn token this early
+        assert (text, tokens) == _alone(engine, name), name
