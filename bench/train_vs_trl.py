@@ -11,6 +11,9 @@ gradients), plus attention, 12 * layers * hidden * (context seen by the token). 
 passes through, the output head included (tunesmith skips the head where nothing is learned; MFU still counts
 it). The peak is a 2048x2048 fp32 matmul on this machine, measured in the same run.
 
+Tools: tunesmith (its defaults: bf16 autocast where the CPU has AMX, else fp32), tunesmith-fp32, trl (SFTTrainer
+defaults, fp32 on CPU), trl-packing (packing=True), trl-bf16 (bf16=True, autocast).
+
     .venv/bin/python bench/train_vs_trl.py [--repeat 3] [--tools tunesmith,trl,trl-packing] [--json FILE]
 """
 
@@ -35,7 +38,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "call-summaries"
-TOOLS = ("tunesmith", "trl", "trl-packing", "trl-bf16")
+TOOLS = ("tunesmith", "tunesmith-fp32", "trl", "trl-packing", "trl-bf16")
 
 
 def _peak_rss_gb() -> float:
@@ -54,9 +57,10 @@ def _matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 10) -> float:
     return 2 * size**3 / statistics.median(times) / 1e9
 
 
-def _run_tunesmith(args: argparse.Namespace, out: Path) -> dict[str, float]:
+def _run_tunesmith(args: argparse.Namespace, out: Path, precision: str) -> dict[str, float | str]:
     from tunesmith.config import LoraSettings, RunConfig
     from tunesmith.train.run import train
+    from tunesmith.train.setup import choose_precision
 
     config = RunConfig(
         data=str(args.data),
@@ -69,12 +73,19 @@ def _run_tunesmith(args: argparse.Namespace, out: Path) -> dict[str, float]:
         save_every=10**6,
         threads=torch.get_num_threads(),
         batch_tokens=args.batch_tokens or "auto",
+        precision=precision,  # type: ignore[arg-type]
     )
     start = time.perf_counter()
     result = train(config, out / "run")
     train_seconds = time.perf_counter() - start
     (out / "adapter").symlink_to(result.final)
-    return {"tokens": result.state.tokens, "seconds": result.state.elapsed, "train_call_seconds": train_seconds}
+    compute = str(choose_precision(config).compute).removeprefix("torch.")
+    return {
+        "tokens": result.state.tokens,
+        "seconds": result.state.elapsed,
+        "train_call_seconds": train_seconds,
+        "compute": compute,
+    }
 
 
 def _as_prompt_completion(path: Path) -> list[dict[str, object]]:
@@ -115,7 +126,8 @@ def _run_trl(args: argparse.Namespace, out: Path, packing: bool, bf16: bool) -> 
     trainer.train()
     seconds = time.perf_counter() - start
     trainer.model.save_pretrained(out / "adapter")
-    return {"tokens": tokens, "seconds": seconds, "train_call_seconds": seconds}
+    compute = "bfloat16" if bf16 else "float32"
+    return {"tokens": tokens, "seconds": seconds, "train_call_seconds": seconds, "compute": compute}
 
 
 def _eval_loss(args: argparse.Namespace, adapter: Path) -> float:
@@ -170,8 +182,8 @@ def child(args: argparse.Namespace) -> None:
         result = {"lora": lora, "attention": attention}
     elif args.child == "eval":
         result = {"eval_loss": _eval_loss(args, out / "adapter")}
-    elif args.child == "tunesmith":
-        result = _run_tunesmith(args, out)
+    elif args.child in ("tunesmith", "tunesmith-fp32"):
+        result = _run_tunesmith(args, out, "fp32" if args.child == "tunesmith-fp32" else "auto")
     else:
         result = _run_trl(args, out, packing=args.child == "trl-packing", bf16=args.child == "trl-bf16")
     result["peak_rss_gb"] = _peak_rss_gb()
@@ -211,13 +223,16 @@ def main(args: argparse.Namespace) -> None:
                 runs[tool].append(run)
                 print(f"{tool} #{repeat + 1}: " + json.dumps(run), file=sys.stderr, flush=True)
     peak = statistics.median(p["fp32"] for p in peaks)
+    bf16_peak = statistics.median(p["bf16"] for p in peaks)
     per_token = flops["lora"] + flops["attention"]
     table = {}
     for tool in tools:
         speed = _median(runs[tool], "tokens_per_second")
         table[tool] = {
             "tokens_per_second": speed,
+            "compute": runs[tool][0]["compute"],
             "mfu_fp32_peak": speed * per_token / (peak * 1e9),
+            "mfu_own_peak": speed * per_token / ((bf16_peak if runs[tool][0]["compute"] == "bfloat16" else peak) * 1e9),
             "peak_rss_gb": _median(runs[tool], "peak_rss_gb"),
             "eval_loss": _median(runs[tool], "eval_loss"),
             "train_seconds": _median(runs[tool], "seconds"),
@@ -225,7 +240,7 @@ def main(args: argparse.Namespace) -> None:
         }
     report = {
         "machine": {"threads": torch.get_num_threads(), "fp32_gflops": peak},
-        "bf16_gflops": statistics.median(p["bf16"] for p in peaks),
+        "bf16_gflops": bf16_peak,
         "flops_per_token": {"lora_4n": flops["lora"], "attention": flops["attention"]},
         "versions": _versions(),
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -255,13 +270,15 @@ def _print_table(report: dict) -> None:
     ours = table.get("tunesmith")
     print(f"fp32 matmul peak {report['machine']['fp32_gflops']:.0f} GFLOP/s, bf16 {report['bf16_gflops']:.0f}")
     print(
-        "| tool | real tokens/s | MFU (fp32 peak) | peak RSS GB | eval loss | train s | wall s | tunesmith speed-up |"
+        "| tool | matmuls | real tokens/s | MFU (fp32 peak) | MFU (peak of its dtype) | peak RSS GB | eval loss "
+        "| train s | wall s | tunesmith speed-up |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for tool, row in table.items():
         ratio = f"{ours['tokens_per_second'] / row['tokens_per_second']:.2f}x" if ours and tool != "tunesmith" else "-"
         print(
-            f"| {tool} | {row['tokens_per_second']:.0f} | {100 * row['mfu_fp32_peak']:.0f}% | {row['peak_rss_gb']:.2f} "
+            f"| {tool} | {row['compute']} | {row['tokens_per_second']:.0f} | {100 * row['mfu_fp32_peak']:.0f}% "
+            f"| {100 * row['mfu_own_peak']:.0f}% | {row['peak_rss_gb']:.2f} "
             f"| {row['eval_loss']:.4f} | {row['train_seconds']:.1f} | {row['wall_seconds']:.1f} | {ratio} |"
         )
 
