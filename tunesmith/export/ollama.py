@@ -36,7 +36,7 @@ class TurnPieces:
 def _unexpressible(why: str) -> ExportError:
     return ExportError(
         f"the chat template cannot be written as an Ollama TEMPLATE: {why}",
-        hint="export with --format gguf --no-modelfile, or --format merged, and write the template by hand",
+        hint="export with --format merged (safetensors) and write an Ollama template by hand",
     )
 
 

@@ -118,11 +118,15 @@ def _usage(prompt: int, answers: int) -> dict[str, int]:
 
 
 async def _events(
+    opening: str,
     pieces: asyncio.Queue[Piece],
     n: int,
     chunk: Callable[[Piece], dict[str, Any]],
     usage: Callable[[int], dict[str, Any]] | None,
 ) -> AsyncIterator[str]:
+    """Server-sent events: `opening` (when not empty), a chunk per piece, the usage chunk if asked, [DONE]."""
+    if opening:
+        yield opening
     finished, tokens = 0, 0
     while finished < n:
         piece = await pieces.get()
@@ -197,8 +201,8 @@ async def _chat(service: Service, body: ChatRequest) -> Response | dict[str, Any
             return head | {"object": "chat.completion.chunk", "choices": [], "usage": _usage(len(prompt), tokens)}
 
         opening = f"data: {json.dumps(head | {'object': 'chat.completion.chunk', 'choices': first})}\n\n"
-        wants_usage = body.stream_options is not None and body.stream_options.include_usage
-        return _stream(opening, _events(pieces, body.n, chunk, usage if wants_usage else None))
+        events = _events(opening, pieces, body.n, chunk, usage if body.wants_usage() else None)
+        return StreamingResponse(events, media_type="text/event-stream")
     answers = await _collect(pieces, body.n)
     choices = [
         {
@@ -211,15 +215,6 @@ async def _chat(service: Service, body: ChatRequest) -> Response | dict[str, Any
     ]
     usage = _usage(len(prompt), sum(a.tokens for a in answers))
     return head | {"object": "chat.completion", "choices": choices, "usage": usage}
-
-
-def _stream(opening: str, events: AsyncIterator[str]) -> StreamingResponse:
-    async def body() -> AsyncIterator[str]:
-        yield opening
-        async for event in events:
-            yield event
-
-    return StreamingResponse(body(), media_type="text/event-stream")
 
 
 async def _completion(service: Service, body: CompletionRequest) -> Response | dict[str, Any]:
@@ -244,8 +239,8 @@ async def _completion(service: Service, body: CompletionRequest) -> Response | d
         def usage(tokens: int) -> dict[str, Any]:
             return head | {"choices": [], "usage": _usage(len(prompt), tokens)}
 
-        wants_usage = body.stream_options is not None and body.stream_options.include_usage
-        return _stream("", _events(pieces, body.n, chunk, usage if wants_usage else None))
+        events = _events("", pieces, body.n, chunk, usage if body.wants_usage() else None)
+        return StreamingResponse(events, media_type="text/event-stream")
     answers = await _collect(pieces, body.n)
     choices = [{"index": a.row, "text": a.text, "finish_reason": a.finish, "logprobs": None} for a in answers]
     return head | {"choices": choices, "usage": _usage(len(prompt), sum(a.tokens for a in answers))}

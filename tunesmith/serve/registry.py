@@ -89,15 +89,14 @@ def load_models(base: str, runs: list[str], dtype: str = "auto", device: str = "
             )
         finals.append(final)
     model = load_model(base, device=device, dtype=dtype)
-    tokenizer = load_tokenizer(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(base)  # with a pad token
     base_id = _short(base)
     served = {base_id: _served(base_id, BASE_ADAPTER, tokenizer, 0)}
     for i, final in enumerate(finals):
         name = f"run{i}"
-        model = PeftModel.from_pretrained(model, final, adapter_name=name) if i == 0 else model
-        if i:
+        if i == 0:
+            model = PeftModel.from_pretrained(model, final, adapter_name=name)
+        else:
             model.load_adapter(final, adapter_name=name)
         run_id = _run_id(base_id, final)
         served[run_id] = _served(run_id, name, AutoTokenizer.from_pretrained(final), final.stat().st_mtime)

@@ -49,6 +49,10 @@ class _Sampled(BaseModel):
     seed: int | None = None
     """Makes sampling repeatable."""
 
+    def wants_usage(self) -> bool:
+        """A streamed response ends with a usage chunk."""
+        return self.stream_options is not None and self.stream_options.include_usage
+
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()

@@ -38,7 +38,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.empty_like(h)
         wide = torch.promote_types(compute, torch.float32)
         grad_weight = torch.zeros(weight.shape, dtype=wide, device=weight.device) if weight.requires_grad else None
-        total = torch.zeros((), dtype=torch.promote_types(compute, torch.float32), device=hidden.device)
+        total = torch.zeros((), dtype=wide, device=hidden.device)
         for start in range(0, h.shape[0], chunk_rows):
             rows, goal = h[start : start + chunk_rows], targets[start : start + chunk_rows]
             logits, lse, loss = _chunk_loss(rows, w, goal)
