@@ -110,9 +110,9 @@ def test_a_non_finite_loss_stops_at_its_step_and_keeps_the_last_checkpoint(tmp_p
     calls = {"n": 0}
     original = loop_module.supervised_loss
 
-    def poisoned(model, batch):
+    def poisoned(model, batch, compiled=False):
         calls["n"] += 1
-        loss, count = original(model, batch)
+        loss, count = original(model, batch, compiled)
         return (loss * float("nan") if calls["n"] == 3 else loss), count
 
     monkeypatch.setattr(loop_module, "supervised_loss", poisoned)

@@ -15,6 +15,7 @@ from tunesmith.data.formats import FORMATS
 from tunesmith.models import load
 from tunesmith.tokenize.encode import IGNORE, encode
 from tunesmith.tokenize.pack import PAD_MARK, collate, epoch_batches
+from tunesmith.train import memory
 from tunesmith.train import plan as plan_module
 from tunesmith.train.fused_ce import linear_cross_entropy
 from tunesmith.train.loss import supervised_loss
@@ -54,13 +55,13 @@ def test_bucketed_batches_give_each_example_its_one_by_one_logits_and_loss(tiny_
             assert together.item() == pytest.approx(alone, rel=1e-5)
 
 
-@pytest.mark.parametrize("chunk_rows", [3, 512])
-def test_fused_head_loss_and_gradients_equal_the_full_cross_entropy(chunk_rows):
+@pytest.mark.parametrize(("chunk_rows", "compiled"), [(3, False), (512, False), (3, True)])
+def test_fused_head_loss_and_gradients_equal_the_full_cross_entropy(chunk_rows, compiled):
     torch.manual_seed(1)
     hidden = torch.randn(10, 16, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(0, 50, (10,))
-    fused = linear_cross_entropy(hidden, weight, targets, chunk_rows)
+    fused = linear_cross_entropy(hidden, weight, targets, chunk_rows, compiled=compiled)
     (fused * 0.5).backward()
     fused_grads = hidden.grad.clone(), weight.grad.clone()
     hidden.grad, weight.grad = None, None
@@ -95,11 +96,43 @@ def test_compiled_layers_give_the_same_loss_and_gradients(tiny_model, examples, 
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
         model = compile_layers(model) if compiled else model
-        total, count = supervised_loss(model, batch)
+        total, count = supervised_loss(model, batch, compiled=compiled)
         (total / count).backward()
         results.append((total.item(), torch.cat([p.grad.flatten() for p in model.parameters()])))
     assert results[1][0] == pytest.approx(results[0][0], rel=1e-5)
     torch.testing.assert_close(results[1][1], results[0][1], atol=1e-5, rtol=1e-4)
+
+
+def test_bf16_fused_loss_matches_the_plain_loss_under_autocast(tiny_lm, examples, tokenizer):
+    """The compiled softmax step keeps bf16 logits and gradients as the eager one does: same loss, same grads."""
+    batch = collate(examples[:6], tokenizer.pad_token_id)
+    results = []
+    for compiled in (False, True):
+        tiny_lm.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            total, count = supervised_loss(tiny_lm, batch, compiled=compiled)
+        (total / count).backward()
+        results.append((total.item(), torch.cat([p.grad.flatten() for p in tiny_lm.parameters()])))
+    tiny_lm.zero_grad(set_to_none=True)
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-4)
+    torch.testing.assert_close(results[1][1], results[0][1], atol=2e-3, rtol=2e-2)
+
+
+def test_heap_is_trimmed_only_past_the_working_set(monkeypatch):
+    """Resident sizes (GB) at the end of each step: the first REFILL_STEPS measure the working set (the largest),
+    and a trim happens only at a step that ends more than TRIM_SLACK above it."""
+    trims: list[int] = []
+    sizes = iter([1.5, 2.0, 2.2, 2.5, 2.3, 2.0, 2.6])
+    current = {"step": 0}
+    monkeypatch.setattr(memory, "REFILL_STEPS", 2)
+    monkeypatch.setattr(memory, "TRIM_SLACK", int(0.4 * 1e9))
+    monkeypatch.setattr(memory, "resident_bytes", lambda: int(next(sizes) * 1e9))
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda pad: trims.append(current["step"]) or 1)
+    trimmer = memory.HeapTrimmer()
+    for step in range(7):
+        current["step"] = step
+        trimmer.after_step()
+    assert trims == [3, 6]
 
 
 def test_compile_is_chosen_by_run_size_unless_set(monkeypatch):

@@ -3,25 +3,41 @@
 The loss is a sum, so its gradient is known during the forward pass: for each chunk of rows the logits are made,
 turned into (softmax - one-hot), multiplied back through the head, and dropped. Only the gradient with respect to
 the hidden states (rows x hidden) is kept for backward, and the head's own gradient when it is trained. This is
-the idea of Liger's fused linear cross-entropy, in plain PyTorch.
+the idea of Liger's fused linear cross-entropy, in plain PyTorch. Compiled, the softmax step is one pass over the
+logits instead of a dozen, which is most of the head's time on a CPU.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
 
 import torch
 
 CHUNK_ROWS = 512
 
+Kernel = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-def _chunk_loss(
-    rows: torch.Tensor, w: torch.Tensor, goal: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(fp32 logits, log-sum-exp per row, summed loss) of one chunk."""
-    logits = rows @ w.t()
-    logits = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
-    lse = torch.logsumexp(logits, dim=-1)
-    picked = logits.gather(1, goal[:, None]).squeeze(1)
-    return logits, lse, (lse - picked).sum()
+
+def _summed_loss(wide: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-sum-exp per row, summed loss) of fp32-or-wider logits."""
+    lse = torch.logsumexp(wide, dim=-1)
+    return lse, (lse - wide.gather(1, goal[:, None]).squeeze(1)).sum()
+
+
+def softmax_minus_onehot(logits: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss, d loss / d logits) of one chunk: softmax in fp32 or wider, the gradient in the logits' dtype."""
+    wide = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    lse, loss = _summed_loss(wide, goal)
+    grad = (wide - lse[:, None]).exp_()
+    grad[torch.arange(goal.shape[0], device=goal.device), goal] -= 1.0
+    return loss, grad.to(logits.dtype)
+
+
+@functools.cache
+def compiled_kernel() -> Kernel:
+    """softmax_minus_onehot compiled once per process, for any number of rows."""
+    return torch.compile(softmax_minus_onehot, dynamic=True)  # type: ignore[return-value]
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -33,6 +49,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         targets: torch.Tensor,
         compute: torch.dtype,
         chunk_rows: int,
+        kernel: Kernel,
     ) -> torch.Tensor:
         h, w = hidden.to(compute), weight.to(compute)
         grad_hidden = torch.empty_like(h)
@@ -40,14 +57,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros(weight.shape, dtype=wide, device=weight.device) if weight.requires_grad else None
         total = torch.zeros((), dtype=wide, device=hidden.device)
         for start in range(0, h.shape[0], chunk_rows):
-            rows, goal = h[start : start + chunk_rows], targets[start : start + chunk_rows]
-            logits, lse, loss = _chunk_loss(rows, w, goal)
+            rows = h[start : start + chunk_rows]
+            loss, grad_logits = kernel(rows @ w.t(), targets[start : start + chunk_rows])
             total += loss
-            grad_logits = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-            grad_logits[torch.arange(goal.shape[0], device=goal.device), goal] -= 1.0
-            grad_hidden[start : start + chunk_rows] = grad_logits.to(compute) @ w
+            grad_hidden[start : start + chunk_rows] = grad_logits @ w
             if grad_weight is not None:
-                grad_weight += grad_logits.t() @ rows.to(wide)
+                grad_weight += grad_logits.t() @ rows
         ctx.save_for_backward(grad_hidden, grad_weight if grad_weight is not None else torch.empty(0))
         ctx.hidden_dtype, ctx.weight_dtype = hidden.dtype, weight.dtype
         return total
@@ -60,24 +75,33 @@ class _LinearCrossEntropy(torch.autograd.Function):
         scale = grad_output.to(torch.promote_types(grad_output.dtype, torch.float32))
         d_hidden = (grad_hidden.to(scale.dtype) * scale).to(ctx.hidden_dtype)  # type: ignore[attr-defined]
         d_weight = (grad_weight * scale).to(ctx.weight_dtype) if grad_weight.numel() else None  # type: ignore[attr-defined]
-        return d_hidden, d_weight, None, None, None
+        return d_hidden, d_weight, None, None, None, None
 
 
 def linear_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_rows: int = CHUNK_ROWS
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_rows: int = CHUNK_ROWS,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """Sum over rows of cross_entropy(hidden @ weight.T, targets), the softmax in fp32, chunk by chunk.
 
     hidden: [rows, hidden]; weight: [vocab, hidden] (the output head, trained or not); targets: [rows].
-    The matmuls run in the autocast dtype when autocast is on, else in the weight's dtype.
+    The matmuls run in the autocast dtype when autocast is on, else in the weight's dtype (so a trained head's
+    gradient is summed per chunk in that dtype, as autocast does for any linear layer). `compiled` runs the
+    softmax step through torch.compile (it needs a C++ compiler on CPU).
     """
     device = hidden.device.type
     compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
     with torch.autocast(device, enabled=False):
         if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-            return _LinearCrossEntropy.apply(hidden, weight, targets, compute, chunk_rows)  # type: ignore[no-any-return]
+            kernel = compiled_kernel() if compiled else softmax_minus_onehot
+            return _LinearCrossEntropy.apply(hidden, weight, targets, compute, chunk_rows, kernel)  # type: ignore[no-any-return]
         h, w = hidden.to(compute), weight.to(compute)
+        wide = torch.promote_types(compute, torch.float32)
         losses = [
-            _chunk_loss(h[i : i + chunk_rows], w, targets[i : i + chunk_rows])[2] for i in range(0, len(h), chunk_rows)
+            _summed_loss((h[i : i + chunk_rows] @ w.t()).to(wide), targets[i : i + chunk_rows])[1]
+            for i in range(0, len(h), chunk_rows)
         ]
         return torch.stack(losses).sum() if losses else torch.zeros((), device=hidden.device)

@@ -90,7 +90,7 @@ def train_steps(loop: Loop, state: TrainState) -> str:
         loss_sum = 0.0
         for batch in batches:
             with loop.precision.autocast():
-                loss, _ = supervised_loss(loop.model, batch)
+                loss, _ = supervised_loss(loop.model, batch, compiled=config.compile == "on")
             (loss / supervised).backward()
             loss_sum += loss.item()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))

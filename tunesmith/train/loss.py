@@ -20,8 +20,8 @@ def causal_lm(model: torch.nn.Module) -> PreTrainedModel:
     return get_base() if callable(get_base) else model  # type: ignore[return-value]
 
 
-def supervised_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
-    """(sum of token losses in fp32, number of supervised tokens) of one batch.
+def supervised_loss(model: torch.nn.Module, batch: Batch, compiled: bool = False) -> tuple[torch.Tensor, int]:
+    """(sum of token losses in fp32, number of supervised tokens) of one batch; `compiled` compiles the loss step.
 
     Hidden states come from the decoder; the [tokens x vocab] logits are made only for the positions whose
     next token is learned, which is most of the memory and a good part of the time saved.
@@ -34,7 +34,7 @@ def supervised_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor,
     learned = targets >= 0
     rows, goal = hidden[:, :-1][learned], targets[learned]
     if _plain_head(lm, head):
-        return linear_cross_entropy(rows, head.weight, goal), int(learned.sum())
+        return linear_cross_entropy(rows, head.weight, goal, compiled=compiled), int(learned.sum())
     logits = head(rows).float()
     if cap := getattr(lm.config, "final_logit_softcapping", None):
         logits = torch.tanh(logits / cap) * cap

