@@ -119,12 +119,12 @@ def test_bf16_fused_loss_matches_the_plain_loss_under_autocast(tiny_lm, examples
 
 
 def test_heap_is_trimmed_only_past_the_working_set(monkeypatch):
-    """Resident sizes (GB) at the end of each step: the first REFILL_STEPS measure the working set (the largest),
+    """Resident sizes (GB) at the end of each step: the first WORKING_SET_STEPS measure the working set (the largest),
     and a trim happens only at a step that ends more than TRIM_SLACK above it."""
     trims: list[int] = []
     sizes = iter([1.5, 2.0, 2.2, 2.5, 2.3, 2.0, 2.6])
     current = {"step": 0}
-    monkeypatch.setattr(memory, "REFILL_STEPS", 2)
+    monkeypatch.setattr(memory, "WORKING_SET_STEPS", 2)
     monkeypatch.setattr(memory, "TRIM_SLACK", int(0.4 * 1e9))
     monkeypatch.setattr(memory, "resident_bytes", lambda: int(next(sizes) * 1e9))
     monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda pad: trims.append(current["step"]) or 1)

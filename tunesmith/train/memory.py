@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 TRIM_SLACK = 0.4 * 1024**3
 """Bytes the resident set may grow past one step's working set before the heap is trimmed."""
-REFILL_STEPS = 2
+WORKING_SET_STEPS = 2
 """Steps at the start of a run whose resident size measures the working set."""
 
 
@@ -37,7 +37,7 @@ class HeapTrimmer:
     MB every few steps, without bound (from 2.0 to 3.4 GB over the benchmark run). A trim hands everything free
     back, and the steps after it pay by faulting their working set in again (about 0.4 s a step on 2 CPU cores:
     trimming after every step cost 12% of the speed). The working set is the largest resident size at the end of
-    the first REFILL_STEPS steps; only growth past it is trimmed.
+    the first WORKING_SET_STEPS steps; only growth past it is trimmed.
     """
 
     def __init__(self) -> None:
@@ -50,7 +50,7 @@ class HeapTrimmer:
             return
         resident = resident_bytes()
         self._steps += 1
-        if self._steps <= REFILL_STEPS:
+        if self._steps <= WORKING_SET_STEPS:
             self._working_set = max(self._working_set, resident)
         elif resident > self._working_set + TRIM_SLACK:
             self._trim(0)
