@@ -20,7 +20,7 @@ from tunesmith.data.schema import as_dicts
 from tunesmith.evaluate.compare import held_out_prompts
 from tunesmith.evaluate.generate import Generator, Sampling, load_generator
 from tunesmith.evaluate.items import Item
-from tunesmith.evaluate.run import EvalOptions, eval_sampling
+from tunesmith.evaluate.run import EvalOptions, answer_limits
 from tunesmith.models.load import pick_device, pick_dtype
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "call-summaries"
@@ -59,7 +59,9 @@ def main() -> None:
     generator = load_generator(args.model, dtype=args.dtype)
     tokens = "auto" if args.max_new_tokens == "auto" else int(args.max_new_tokens)
     items = [Item(0, p, reference) for p, reference in pairs[: args.prompts]]
-    sampling = eval_sampling(items, generator.tokenizer, EvalOptions(max_new_tokens=tokens))
+    sampling = Sampling(
+        max_new_tokens=max(answer_limits(items, generator.tokenizer, EvalOptions(max_new_tokens=tokens)))
+    )
     generator.generate(prompts[:2], sampling, batch_size=2)  # warm-up
 
     start = time.perf_counter()

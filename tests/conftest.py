@@ -144,3 +144,27 @@ def tiny_lm(tiny_model):
 
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm64(tiny_model):
+    """The tiny model in float64, for exact identities (see tests/numerics.py)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64)
+
+
+def full_cross_entropy(model, batch):
+    """Transformers' causal-LM loss written out: the mean cross-entropy of every next token whose label is learned,
+    from the full logits. (Its own loss function casts the logits to float32; this one keeps the model's dtype,
+    so float64 identities stay float64.)"""
+    import torch.nn.functional as F
+
+    from tunesmith.tokenize.encode import IGNORE
+    from tunesmith.tokenize.pack import PAD_MARK
+
+    labels = batch.labels.clone()
+    labels[labels == PAD_MARK] = IGNORE
+    logits = model(input_ids=batch.input_ids).logits[:, :-1]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)

@@ -43,7 +43,8 @@ class ConsoleProgress:
             self.progress.update(self.task, completed=event.step, info=self._info())
         elif event.kind == "eval" and self.task is not None:
             self.eval_loss = f"{values['eval_loss']:.4f}"
-            self.progress.console.print(f"step {event.step}: held-out loss {self.eval_loss}")
+            when = f"step {event.step}" if event.step else "before training"
+            self.progress.console.print(f"{when}: held-out loss {self.eval_loss}")
             self.progress.update(self.task, info=self._info())
         elif event.kind == "end":
             self.close()

@@ -6,16 +6,18 @@ import json
 from html.parser import HTMLParser
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from tests.conftest import write_jsonl
 from tests.integration.test_train import FIXED, _config, _fixed_answers
 from tunesmith.cli import app
 from tunesmith.data.validate import read_dataset
+from tunesmith.evaluate import run as eval_run
 from tunesmith.evaluate.generate import Sampling, load_generator
 from tunesmith.evaluate.items import GENERAL_QUESTIONS, items_of
 from tunesmith.evaluate.report import evaluate_to_folder
-from tunesmith.evaluate.run import EvalOptions
+from tunesmith.evaluate.run import EvalOptions, evaluate
 from tunesmith.train.run import train
 
 
@@ -83,14 +85,34 @@ def test_the_tuned_model_wins_and_the_report_says_so(fixed_run):
     assert len(rows) == 12 and all(r["winner"] == "tuned" and r["tuned"] == FIXED for r in rows)
 
 
-def test_batched_greedy_answers_equal_one_by_one_in_fp32(fixed_run, tiny_model):
-    generator = load_generator(str(tiny_model), dtype="float32")
+def test_the_held_out_losses_the_run_measured_are_reused_unless_the_data_differs(fixed_run, monkeypatch):
+    computed: list[float] = []
+    original = eval_run._loss
+    monkeypatch.setattr(eval_run, "_loss", lambda *args: computed.append(original(*args)) or computed[-1])
+    evals = [json.loads(x) for x in (fixed_run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+    measured = evaluate(str(fixed_run), EvalOptions(max_new_tokens=2, guard=False))
+    assert (measured.baseline.loss, measured.tuned.loss) == (evals[0]["eval_loss"], evals[-1]["eval_loss"])
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 80 and computed == []
+    held = yaml.safe_load((fixed_run / "config.yaml").read_text())["eval_data"]
+    for options in (EvalOptions(data=held, max_new_tokens=2, guard=False), EvalOptions(limit=5, guard=False)):
+        again = evaluate(str(fixed_run), options)  # other data, or a part of it: computed here
+        assert computed[-2:] == [again.tuned.loss, again.baseline.loss] and again.tuned.loss < again.baseline.loss
+
+
+def test_batched_greedy_answers_equal_one_by_one(fixed_run, tiny_model):
+    # In float64 (its norms in float32), batching moves a logit by about 1e-7 relative at most (tests/numerics.py);
+    # the top two of a random model's 49k logits are that close with a chance of about 1e-5 per token.
+    generator = load_generator(str(tiny_model), dtype="float64")
     prompts = [i.prompt for i in items_of(read_dataset(str(GENERAL_QUESTIONS)).records)[:12]]
     sampling = Sampling(max_new_tokens=12)
     batched = generator.generate(prompts, sampling, batch_size=8)
     single = [generator.generate([p], sampling, batch_size=1)[0] for p in prompts]
     assert [a.text for a in batched] == [a.text for a in single]
     assert all(a.tokens == 12 and not a.stopped for a in batched)  # a random model never says <|im_end|>
+    caps = [3 + i % 4 for i in range(len(prompts))]  # each answer cut at its own length, batched by length
+    capped = generator.generate(prompts, sampling, batch_size=8, limits=caps)
+    assert [a.tokens for a in capped] == caps
+    assert all(single[i].text.startswith(capped[i].text) for i in range(len(prompts)))
 
 
 def test_forgetting_guard_warns_on_a_broken_model(tmp_path, tiny_model):

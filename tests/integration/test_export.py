@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import torch
-from peft import PeftModel
+from safetensors.torch import load_file
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -26,7 +26,7 @@ from tunesmith.cli import app
 from tunesmith.errors import ExportError
 from tunesmith.export.gguf_file import write_gguf
 from tunesmith.export.ollama import modelfile
-from tunesmith.export.run import ExportRequest, export
+from tunesmith.export.run import DTYPES, ExportRequest, export
 
 PROMPT = "<|im_start|>user\nQuestion 3?<|im_end|>\n<|im_start|>assistant\n"
 
@@ -37,32 +37,61 @@ def _logits(model, tokenizer, text=PROMPT):
         return model(input_ids=ids).logits[0].float()
 
 
-@pytest.fixture(scope="module")
-def tuned(adapter_runs, adapter_base):
-    """The alpha run as base + adapter (unmerged), fp32: the reference every export must match."""
-    base = AutoModelForCausalLM.from_pretrained(adapter_base, dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, adapter_runs["alpha"] / "final").eval()
-    return model, AutoTokenizer.from_pretrained(adapter_base)
+def _merged_reference(adapter_run, adapter_base):
+    """The merge done by hand in float64, W + s * B @ A, and the magnitudes it sums, |W| + s * |B| @ |A|."""
+    base = AutoModelForCausalLM.from_pretrained(adapter_base, dtype=torch.float64)
+    config = json.loads((adapter_run / "final" / "adapter_config.json").read_text())
+    scale = config["lora_alpha"] / config["r"]
+    adapter = load_file(adapter_run / "final" / "adapter_model.safetensors")
+    weights = {k: v.clone() for k, v in base.state_dict().items()}
+    magnitudes = {k: v.abs() for k, v in weights.items()}
+    for name, a in adapter.items():
+        if ".lora_A." in name:
+            b = adapter[name.replace(".lora_A.", ".lora_B.")].double()
+            target = name.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+            weights[target] += scale * (b @ a.double())
+            magnitudes[target] += scale * (b.abs() @ a.double().abs())
+    return weights, magnitudes, config["r"]
 
 
-def test_merged_export_loads_with_plain_transformers_and_equals_base_plus_adapter(adapter_runs, tuned, tmp_path):
+def test_merged_export_loads_with_plain_transformers_and_equals_base_plus_adapter(adapter_runs, adapter_base, tmp_path):
     folder = export(ExportRequest(str(adapter_runs["alpha"]), "merged", "f32", tmp_path / "merged"))
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    assert tokenizer.chat_template == tuned[1].chat_template
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(adapter_base).chat_template
     assert not (folder / "adapter_config.json").exists() and (folder / "model.safetensors").is_file()
-    reference = _logits(*tuned)
-    assert (_logits(model, tokenizer) - reference).abs().max() < 1e-4
+    expected, magnitudes, rank = _merged_reference(adapter_runs["alpha"], adapter_base)
+    got = model.state_dict()
+    assert expected.keys() == got.keys()
+    for name, want in expected.items():
+        # merged in float32: B @ A sums r products (gamma_r), then the scaling, the addition to W and the final
+        # cast round once each: within (r + 3) * 2^-24 of the magnitudes summed
+        bound = (rank + 3) * 2.0**-24 * magnitudes[name]
+        assert ((got[name].double() - want).abs() <= bound).all(), name
 
 
-@pytest.mark.parametrize(("dtype", "bound"), [("f32", 1e-4), ("f16", 2e-2)])
-def test_gguf_export_reads_back_with_the_merged_logits(adapter_runs, tuned, tmp_path, dtype, bound):
-    folder = export(ExportRequest(str(adapter_runs["alpha"]), "gguf", dtype, tmp_path / dtype))
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf", dtype=torch.float32)
+def _cast_like_the_file(model, dtype):
+    """The weights a GGUF file of `dtype` holds: matrices in dtype, norms and biases (1-d) kept in float32."""
+    return {name: (w.to(DTYPES[dtype]) if w.ndim == 2 else w).float() for name, w in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_gguf_export_reads_back_with_the_merged_weights_bit_for_bit(adapter_runs, tmp_path, dtype):
+    run = adapter_runs["alpha"]
+    merged = AutoModelForCausalLM.from_pretrained(
+        export(ExportRequest(str(run), "merged", "f32", tmp_path / "merged")), dtype=torch.float32
+    )
+    folder = export(ExportRequest(str(run), "gguf", dtype, tmp_path / dtype))
+    back = AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf", dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="model.gguf")
-    assert tokenizer(PROMPT).input_ids == tuned[1](PROMPT).input_ids
-    assert tokenizer.chat_template == tuned[1].chat_template
-    assert (_logits(model, tuned[1]) - _logits(*tuned)).abs().max() < bound
+    reference = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    assert tokenizer(PROMPT).input_ids == reference(PROMPT).input_ids
+    assert tokenizer.chat_template == reference.chat_template
+    # storing is exact: the file holds the merged weights cast to its dtype, bit for bit, so the logits agree too
+    expected = _cast_like_the_file(merged, dtype)
+    got = back.state_dict()
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(got[name], expected[name]) for name in expected)
     assert (folder / "Modelfile").read_text().startswith("FROM ./model.gguf\n")
 
 
@@ -80,7 +109,9 @@ def test_gguf_round_trips_other_llama_family_layouts(kind, tokenizer, tmp_path):
     model = _tiny(kind, tokenizer)
     write_gguf(model, tokenizer, tmp_path / "m.gguf", "f32", name="tiny")  # transformers reads "mistral" names oddly
     back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32)
-    assert (_logits(back, tokenizer) - _logits(model, tokenizer)).abs().max() < 1e-4
+    expected, got = model.state_dict(), back.state_dict()  # f32 storage is exact: the same bits come back
+    assert all(torch.equal(got[name], expected[name]) for name in expected)
+    assert torch.equal(_logits(back, tokenizer), _logits(model, tokenizer))
 
 
 def test_unsupported_architecture_gets_one_line_naming_what_is_supported(tokenizer, tmp_path):

@@ -189,7 +189,8 @@ def test_early_stopping_ends_the_run_when_the_held_out_loss_stops_improving(tmp_
     result = train(config, tmp_path / "run")
     evals = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     assert result.reason == "early_stopping" and result.final is not None
-    assert result.state.step < 50 * 2 and len(evals) == result.state.step
+    assert result.state.step < 50 * 2 and len(evals) == result.state.step + 1  # and one before the first step
+    assert evals[0]["step"] == 0 and "best_eval_loss" not in evals[0]
     assert min(e["eval_loss"] for e in evals[:-2]) <= min(e["eval_loss"] for e in evals[-2:])
 
 

@@ -19,8 +19,9 @@ MAX_TOKENS = {"a": 4, "b": 9, "c": 12, "d": 6}
 
 @pytest.fixture(scope="module")
 def engine(adapter_base):
-    """The tiny model with large weights: its answers depend on every position it attends to."""
-    return Engine(load_models(str(adapter_base), [], dtype="float32", device="cpu"), max_batch=8)
+    """The tiny model with large weights: its answers depend on every position it attends to. In float64, so that
+    batching cannot flip a greedy choice (see test_batched_greedy_answers_equal_one_by_one)."""
+    return Engine(load_models(str(adapter_base), [], dtype="float64", device="cpu"), max_batch=8)
 
 
 def _jobs(engine: Engine, names: str, answers: dict[str, list[Piece]]) -> list[Job]:

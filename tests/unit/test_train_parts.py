@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import chat
+from tests.conftest import chat, full_cross_entropy
+from tests.numerics import TINY_NORMS, assert_identity, assert_identity_scalar
 from tunesmith.config import RunConfig, build_config, merge, parse_assignment
 from tunesmith.errors import ConfigError
 from tunesmith.tokenize.encode import IGNORE, encode
@@ -66,14 +67,15 @@ def _conversation(i):
     return FORMATS["chat"].parse(chat(i * 37 + 3))
 
 
-def test_supervised_loss_equals_the_full_cross_entropy_over_supervised_tokens(tiny_lm, examples, tokenizer):
+def test_supervised_loss_equals_the_full_cross_entropy_over_supervised_tokens(tiny_lm64, examples, tokenizer):
+    tiny_lm = tiny_lm64
     batch = collate(examples, tokenizer.pad_token_id)
     total, count = supervised_loss(tiny_lm, batch)
     labels = batch.labels.clone()
     labels[labels == PAD_MARK] = IGNORE
-    reference = tiny_lm(input_ids=batch.input_ids, labels=labels).loss
+    reference = full_cross_entropy(tiny_lm, batch)
     assert count == batch.supervised == int((labels[:, 1:] != IGNORE).sum())
-    assert (total / count).item() == pytest.approx(reference.item(), rel=1e-5)
+    assert_identity_scalar((total / count).item(), reference.item(), "loss")
 
 
 def _grads(model, groups, pad_id):
@@ -86,10 +88,11 @@ def _grads(model, groups, pad_id):
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
 
-def test_gradient_accumulation_4x2_equals_8x1(tiny_lm, examples, tokenizer):
+def test_gradient_accumulation_4x2_equals_8x1(tiny_lm64, examples, tokenizer):
+    tiny_lm = tiny_lm64
     whole = _grads(tiny_lm, [examples], tokenizer.pad_token_id)
     halves = _grads(tiny_lm, [examples[:4], examples[4:]], tokenizer.pad_token_id)
-    assert torch.allclose(whole, halves, atol=1e-6, rtol=1e-5)
+    assert_identity(halves, whole, "accumulated gradients", extra=TINY_NORMS)
     assert whole.abs().sum() > 0
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from threading import Thread
 
@@ -78,34 +78,49 @@ class Generator:
         }
 
     def generate(
-        self, conversations: Sequence[Sequence[Message]], sampling: Sampling, batch_size: int = 8
+        self,
+        conversations: Sequence[Sequence[Message]],
+        sampling: Sampling,
+        batch_size: int = 8,
+        limits: Sequence[int] | None = None,
     ) -> list[Answer]:
-        """One answer per conversation, in batches of similar prompt length (left padding, KV cache)."""
-        return self._in_batches([self.renderer.prompt(tuple(c)) for c in conversations], sampling, batch_size, False)
+        """One answer per conversation, in batches of similar prompt length (left padding, KV cache).
+
+        `limits` caps each answer on its own (at most sampling.max_new_tokens); conversations with similar caps
+        are batched together, so that a batch stops at its own longest cap.
+        """
+        texts = [self.renderer.prompt(tuple(c)) for c in conversations]
+        return self._in_batches(texts, sampling, batch_size, False, limits)
 
     def complete(self, texts: Sequence[str], sampling: Sampling, batch_size: int = 8) -> list[Answer]:
         """Continue plain texts (no chat template), as a model trained on documents would."""
-        return self._in_batches(texts, sampling, batch_size, True)
+        return self._in_batches(texts, sampling, batch_size, True, None)
 
-    def _in_batches(self, texts: Sequence[str], sampling: Sampling, batch_size: int, raw: bool) -> list[Answer]:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    def _in_batches(
+        self, texts: Sequence[str], sampling: Sampling, batch_size: int, raw: bool, limits: Sequence[int] | None
+    ) -> list[Answer]:
+        caps = [min(c, sampling.max_new_tokens) for c in limits] if limits else [sampling.max_new_tokens] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: (caps[i], len(texts[i])))
         answers: dict[int, Answer] = {}
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]
-            answers.update(zip(chosen, self._batch([texts[i] for i in chosen], sampling, raw)))
+            longest = replace(sampling, max_new_tokens=max(caps[i] for i in chosen))
+            rows = self._batch([texts[i] for i in chosen], longest, raw)
+            answers.update((i, self._answer(row, caps[i])) for i, row in zip(chosen, rows))
         return [answers[i] for i in range(len(texts))]
 
-    def _batch(self, texts: Sequence[str], sampling: Sampling, raw: bool) -> list[Answer]:
+    def _batch(self, texts: Sequence[str], sampling: Sampling, raw: bool) -> list[list[int]]:
+        """The new token ids of each row."""
         inputs = self._inputs(texts, raw)
         # several rows: a preallocated cache saves concatenating every layer's keys and values at every step
         cache = {"cache_implementation": "static"} if len(texts) > 1 else {}
         with torch.inference_mode():
             out = self.model.generate(**inputs, **self._options(sampling), **cache)
-        return [self._answer(row) for row in out[:, inputs["input_ids"].shape[1] :].tolist()]
+        return out[:, inputs["input_ids"].shape[1] :].tolist()  # type: ignore[no-any-return]
 
-    def _answer(self, ids: list[int]) -> Answer:
-        stops = [at for at, token in enumerate(ids) if token in self.stop_ids]
-        kept = ids[: stops[0] + 1] if stops else ids
+    def _answer(self, ids: list[int], cap: int) -> Answer:
+        stops = [at for at, token in enumerate(ids[:cap]) if token in self.stop_ids]
+        kept = ids[: stops[0] + 1] if stops else ids[:cap]
         text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
         return Answer(text, bool(stops), len(kept))
 

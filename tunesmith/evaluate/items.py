@@ -42,6 +42,8 @@ class HeldOut:
     """Prompts with references (plain texts: the first half, and the words that follow it)."""
     kind: str
     """chat, or text for continued pre-training data."""
+    cut: bool = False
+    """Only the first `limit` examples of the data are used."""
 
 
 def items_of(records: list[tuple[int, Record]]) -> list[Item]:
@@ -95,12 +97,13 @@ def load_held_out(run: Path | None, data: str | None, limit: int | None) -> Held
     errors = [e for e in dataset.errors if e.code != "too_few_examples"]  # a few examples are enough to look at
     if errors:
         raise DataError(str(errors[0]), hint=f"see every problem with: tunesmith data check {source}")
-    records = [(line, r) for line, r in dataset.records if lines is None or line in lines][:limit]
+    chosen = [(line, r) for line, r in dataset.records if lines is None or line in lines]
+    records = chosen[:limit]
     kind = "text" if records and all(isinstance(r, TextDoc) for _, r in records) else "chat"
     items = items_of(records) if kind == "chat" else text_items(records)
     if kind == "chat" and not items:
         raise DataError(f"{source}: no conversation ends with an assistant answer to compare against")
-    return HeldOut(source, records, items, kind)
+    return HeldOut(source, records, items, kind, cut=len(records) < len(chosen))
 
 
 def general_questions() -> list[Item]:

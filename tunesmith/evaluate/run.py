@@ -19,11 +19,13 @@ from tunesmith.evaluate.items import HeldOut, Item, general_questions, load_held
 from tunesmith.evaluate.metrics import DIAGNOSTICS, HIGHER_IS_BETTER, METRICS, choose_metrics, contains
 from tunesmith.tokenize.encode import encode
 from tunesmith.tokenize.pack import ordered_batches
+from tunesmith.train.events import MetricsFile
 from tunesmith.train.loss import mean_loss
 
 TIE = 0.5
 """Scores closer than this (on 0-100) are a tie."""
 GUARD_TOKENS = 32
+MAX_ANSWER_TOKENS = 512
 LOSS_BATCH_TOKENS = 4096
 
 
@@ -40,7 +42,7 @@ class EvalOptions:
     limit: int | None = None
     """Evaluate at most this many examples."""
     max_new_tokens: int | Literal["auto"] = "auto"
-    """The longest answer; auto: a quarter more than the longest reference, at most 512."""
+    """The longest answer; auto: a quarter more than each reference (+8 tokens), at most 512."""
     batch_size: int = 16
     """Prompts generated together (similar lengths, left padding)."""
     guard: bool = True
@@ -85,11 +87,13 @@ class ModelResult:
         }
 
 
-def eval_sampling(items: list[Item], tokenizer: PreTrainedTokenizerBase, options: EvalOptions) -> Sampling:
+def answer_limits(items: list[Item], tokenizer: PreTrainedTokenizerBase, options: EvalOptions) -> list[int]:
+    """The longest answer for each item: max_new_tokens, or auto: a quarter more than its reference (+8), at most
+    512, so that a model that never stops is cut where a good answer would have ended."""
     if options.max_new_tokens != "auto":
-        return Sampling(max_new_tokens=options.max_new_tokens)
-    longest = max((len(tokenizer(i.reference, add_special_tokens=False)["input_ids"]) for i in items), default=64)
-    return Sampling(max_new_tokens=min(512, int(longest * 1.25) + 8))
+        return [options.max_new_tokens] * len(items)
+    lengths = [len(ids) for ids in tokenizer([i.reference for i in items], add_special_tokens=False)["input_ids"]]
+    return [min(MAX_ANSWER_TOKENS, int(n * 1.25) + 8) for n in lengths]
 
 
 def _loss(generator: Generator, held_out: HeldOut, max_length: int) -> float | None:
@@ -100,29 +104,45 @@ def _loss(generator: Generator, held_out: HeldOut, max_length: int) -> float | N
     return mean_loss(generator.model, examples, batches, pad, nullcontext)
 
 
-def _run_model(name: str, base: bool, held_out: HeldOut, metrics: list[str], options: EvalOptions) -> ModelResult:
+def _run_model(
+    name: str, base: bool, held_out: HeldOut, metrics: list[str], options: EvalOptions, known_loss: float | None
+) -> ModelResult:
     generator = load_generator(name, base=base, dtype=options.dtype)
     result = ModelResult(f"{name} (base model)" if base else name)
-    result.loss = _loss(generator, held_out, options.max_length)
+    result.loss = known_loss if known_loss is not None else _loss(generator, held_out, options.max_length)
     if held_out.items:
         prompts = [i.prompt for i in held_out.items]
-        sampling = eval_sampling(held_out.items, generator.tokenizer, options)
+        limits = answer_limits(held_out.items, generator.tokenizer, options)
+        sampling = Sampling(max_new_tokens=max(limits))
         if held_out.kind == "text":
             texts = [p[0].content for p in prompts]
             result.answers = generator.complete(texts, sampling, options.batch_size)
         else:
-            result.answers = generator.generate(prompts, sampling, options.batch_size)
+            result.answers = generator.generate(prompts, sampling, options.batch_size, limits)
         result.scores = {
             m: [METRICS[m](a.text, i.reference) for a, i in zip(result.answers, held_out.items)] for m in metrics
         }
     if options.guard:
         questions = general_questions()
-        sampling = Sampling(max_new_tokens=GUARD_TOKENS)
-        answers = generator.generate([q.prompt for q in questions], sampling, options.batch_size)
+        sampling = Sampling(max_new_tokens=GUARD_TOKENS)  # short prompts and answers: one batch
+        answers = generator.generate([q.prompt for q in questions], sampling, len(questions))
         result.guard = float(np.mean([contains(a.text, q.reference) for a, q in zip(answers, questions)]))
     del generator
     gc.collect()
     return result
+
+
+def _measured_losses(run: Path | None, held_out: HeldOut, options: EvalOptions) -> tuple[float | None, float | None]:
+    """The held-out losses a run measured itself, before its first step (the base model) and at its last (final/),
+    when this evaluation uses the same held-out data in full; (None, None) when they must be computed."""
+    if run is None or options.data is not None or held_out.cut:
+        return None, None
+    rows = MetricsFile(run / "metrics.jsonl").read()
+    evals = {row["step"]: row["eval_loss"] for row in rows if row.get("event") == "eval"}
+    last = max((row["step"] for row in rows if row.get("event") == "step"), default=None)
+    if 0 not in evals or last not in evals:
+        return None, None
+    return evals[0], evals[last]
 
 
 def _winners(tuned: ModelResult, baseline: ModelResult, metric: str) -> list[str]:
@@ -196,11 +216,12 @@ def evaluate(target: str, options: EvalOptions) -> Evaluation:
     held_out = load_held_out(run, options.data, options.limit)
     metrics = list(options.metrics) or choose_metrics([i.reference for i in held_out.items], held_out.kind)
     metrics = [*metrics, *(d for d in DIAGNOSTICS if d not in metrics)] if held_out.items else []
-    tuned = _run_model(target, False, held_out, metrics, options)
+    base_loss, tuned_loss = _measured_losses(run, held_out, options)
+    tuned = _run_model(target, False, held_out, metrics, options, tuned_loss)
     baseline = None
     if options.baseline == "base" and result_folder(target) is not None:  # a run, or a result folder alone
-        baseline = _run_model(target, True, held_out, metrics, options)
+        baseline = _run_model(target, True, held_out, metrics, options, base_loss)
     elif options.baseline not in ("base", "none"):
-        baseline = _run_model(options.baseline, False, held_out, metrics, options)
+        baseline = _run_model(options.baseline, False, held_out, metrics, options, None)
     winners = _winners(tuned, baseline, metrics[0]) if baseline is not None and metrics else []
     return Evaluation(target, held_out, metrics, tuned, baseline, winners, options, run)

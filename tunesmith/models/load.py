@@ -6,7 +6,6 @@ import json
 import logging
 import shutil
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -14,11 +13,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from tunesmith import paths
 from tunesmith.errors import ModelError
+from tunesmith.models import hardware
 from tunesmith.models.registry import ModelSource, resolve
 
 log = logging.getLogger(__name__)
 
 SOURCE_FILE = "tunesmith-source.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+"""Weights dtypes by name; float64 is for exact checks (batching must never change an answer)."""
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -28,24 +30,17 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-@lru_cache(maxsize=1)
-def _cpu_has_amx() -> bool:
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
-    """bf16 where the hardware computes it fast (recent GPUs, CPUs with AMX), else fp32."""
+    """bf16 where the hardware computes it fast (recent GPUs; CPUs whose bf16 matmuls measure at least twice as
+    fast as fp32, e.g. with AMX), else fp32."""
     if dtype != "auto":
         try:
-            return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+            return DTYPES[dtype]
         except KeyError:
-            raise ModelError(f"dtype {dtype!r} is unknown", hint="use auto, float32, bfloat16 or float16") from None
+            raise ModelError(f"dtype {dtype!r} is unknown", hint=f"use auto or one of {', '.join(DTYPES)}") from None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if _cpu_has_amx() else torch.float32
+    return torch.bfloat16 if hardware.cpu_prefers_bf16() else torch.float32
 
 
 def _convert_gguf(source: ModelSource) -> Path:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from tunesmith import paths
 
@@ -64,6 +64,18 @@ class MetricsFile:
             handle.write(json.dumps(event.as_dict()) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every complete line logged so far (a line cut short by a crash is left out)."""
+        if not self.path.is_file():
+            return []
+        rows = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+        return [row for row in rows if isinstance(row, dict)]
 
     def truncate_after(self, step: int) -> None:
         """On resume: forget what was logged after the checkpoint, since those steps run again."""

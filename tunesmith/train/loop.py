@@ -69,6 +69,14 @@ def _evaluate(loop: Loop, state: TrainState) -> bool:
     return patience is not None and state.evals_without_improvement >= patience
 
 
+def _evaluate_base(loop: Loop) -> None:
+    """The held-out loss before the first step: where the loss curve starts, and the base model's loss in reports
+    (a new adapter changes nothing until it is trained)."""
+    loss = held_out_loss(loop)
+    if loss is not None:
+        loop.sink.emit(Event("eval", 0, {"eval_loss": loss}))
+
+
 def _save(loop: Loop, state: TrainState) -> None:
     path = save_checkpoint(loop.run_dir, loop.model, loop.optimizer, state, loop.config.keep_checkpoints)
     loop.sink.emit(Event("checkpoint", state.step, {"path": str(path)}))
@@ -79,6 +87,8 @@ def train_steps(loop: Loop, state: TrainState) -> str:
     plan, config = loop.plan, loop.config
     params = list(trainable(loop.model).values())
     trimmer = HeapTrimmer()
+    if state.step == 0:
+        _evaluate_base(loop)
     for step in range(state.step, plan.total_steps):
         started = time.perf_counter()
         epoch, window = plan.windows[step]
