@@ -168,3 +168,17 @@ def full_cross_entropy(model, batch):
     labels[labels == PAD_MARK] = IGNORE
     logits = model(input_ids=batch.input_ids).logits[:, :-1]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
+
+
+def prose(words: int, seed: int = 0) -> str:
+    """Deterministic sentences, one author's plain text for continued pre-training."""
+    import random
+
+    vocab = "the tenant landlord rent pays month account bank notice repair deposit clause agrees writing days"
+    rng = random.Random(seed)
+    sentences = []
+    while words > 0:
+        n = rng.randint(6, 16)
+        sentences.append(" ".join(rng.choice(vocab.split()) for _ in range(n)).capitalize() + ".")
+        words -= n
+    return " ".join(sentences)

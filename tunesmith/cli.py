@@ -9,7 +9,6 @@ import warnings
 from typing import Annotated
 
 import typer
-from rich.logging import RichHandler
 
 from tunesmith import cli_export, cli_train
 from tunesmith.cli_common import (
@@ -17,8 +16,8 @@ from tunesmith.cli_common import (
     FormatOption,
     MaxLengthOption,
     ModelOption,
+    OneLineLog,
     SuperviseOption,
-    err,
     out,
     parse_columns,
     user_errors,
@@ -52,9 +51,7 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show l
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=err, show_time=False, show_path=False)],
+        level=logging.INFO if verbose else logging.WARNING, format="%(message)s", handlers=[OneLineLog()]
     )
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tunesmith.errors import ConfigError, TunesmithError
 
@@ -21,13 +23,22 @@ MaxLengthOption = Annotated[int, typer.Option("--max-length", help="Longest exam
 SuperviseOption = Annotated[str, typer.Option(help="Which turns are learned: assistant, last or all.")]
 
 
+class OneLineLog(logging.Handler):
+    """Library log records on stderr, one line each ("warning: ..."), never wrapped: they are read by scripts too."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = record.levelname.lower()
+        colour = {"warning": "yellow", "error": "red"}.get(level, "dim")
+        err.print(f"[{colour}]{level}:[/] {escape(self.format(record))}", soft_wrap=True)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Our errors become one line on stderr and exit code 2, never a traceback."""
     try:
         yield
     except TunesmithError as exc:
-        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 

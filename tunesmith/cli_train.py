@@ -154,9 +154,13 @@ def train(
             result = train_run(run_config, run_dir, sink=sink, stop=stop)
     _print_summary(result, log_json)
     if evaluate:
+        from tunesmith.evaluate.items import has_held_out
         from tunesmith.evaluate.run import EvalOptions
 
-        _evaluate_and_print(str(result.run_dir), EvalOptions(limit=QUICK_EVAL_EXAMPLES), None, log_json)
+        if has_held_out(result.run_dir):
+            _evaluate_and_print(str(result.run_dir), EvalOptions(limit=QUICK_EVAL_EXAMPLES), None, log_json)
+        elif not log_json:
+            err.print("[dim]no held-out data (under 20 examples and no --eval): not evaluated[/]")
 
 
 def _print_summary(result: Any, log_json: bool) -> None:

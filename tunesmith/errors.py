@@ -6,13 +6,16 @@ from __future__ import annotations
 class TunesmithError(Exception):
     """Base of every error tunesmith raises on purpose; the CLI prints it on one line and exits 2."""
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str = "", code: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.code = code
+        """A stable code for scripts (e.g. unknown_format), when the error has one."""
 
     def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+        text = f"{self.message} [{self.code}]" if self.code else self.message
+        return f"{text} ({self.hint})" if self.hint else text
 
 
 class DataError(TunesmithError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -46,6 +48,22 @@ def write_text_atomic(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(final_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside `final_dir` to write into; when the block ends it replaces `final_dir` (an older
+    folder of that name goes only then). If the block fails or is interrupted (Ctrl-C too), the temporary folder
+    is removed and `final_dir` is left as it was."""
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final_dir.parent, prefix=f".{final_dir.name}."))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes 0700
+        replace_dir_atomic(tmp, final_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -13,6 +13,7 @@ from tests.conftest import write_jsonl
 from tests.integration.test_train import FIXED, _config, _fixed_answers
 from tunesmith.cli import app
 from tunesmith.data.validate import read_dataset
+from tunesmith.evaluate import report as report_module
 from tunesmith.evaluate import run as eval_run
 from tunesmith.evaluate.generate import Sampling, load_generator
 from tunesmith.evaluate.items import GENERAL_QUESTIONS, items_of
@@ -153,3 +154,24 @@ def test_plain_text_runs_are_scored_by_perplexity_and_style_of_continuations(tmp
     assert evaluation.held_out.items[0].prompt[0].content.startswith("Clause")
     assert evaluation.headline().startswith("perplexity ") and "style similarity" in evaluation.headline()
     assert all(a.tokens <= 8 for a in evaluation.tuned.answers) and html.is_file()
+
+
+def test_ctrl_c_while_writing_a_report_keeps_the_previous_report_whole(fixed_run, tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    evaluate_to_folder(str(fixed_run), EvalOptions(max_new_tokens=2, guard=False, limit=3), out)
+    before = {p.name: p.read_text() for p in out.iterdir()}
+    written = []
+
+    def interrupted(path, text):
+        written.append(path.name)
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        path.write_text(text)
+
+    monkeypatch.setattr(report_module.paths, "write_text_atomic", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_to_folder(str(fixed_run), EvalOptions(max_new_tokens=3, guard=False, limit=4), out)
+    assert written == ["report.json", "samples.jsonl"]
+    assert {p.name: p.read_text() for p in out.iterdir()} == before and [p.name for p in tmp_path.iterdir()] == [
+        "report"
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from typer.testing import CliRunner
 
 from tunesmith.cli import app
 from tunesmith.errors import ExportError
+from tunesmith.export import run as export_run
 from tunesmith.export.gguf_file import write_gguf
 from tunesmith.export.ollama import modelfile
 from tunesmith.export.run import DTYPES, ExportRequest, export
@@ -204,3 +206,26 @@ def test_modelfile_template_renders_like_the_chat_template(tokenizer, llama3_tok
 def test_modelfile_stops_at_the_end_of_turn_token(tokenizer, llama3_tokenizer):
     assert 'PARAMETER stop "<|im_end|>"' in modelfile(tokenizer, "model.gguf")
     assert 'PARAMETER stop "<|eot_id|>"' in modelfile(llama3_tokenizer, "model.gguf")
+
+
+@pytest.mark.parametrize("fault", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_a_full_disk_or_ctrl_c_during_export_keeps_the_previous_export_whole(
+    adapter_runs, tmp_path, monkeypatch, fault
+):
+    out = tmp_path / "exports" / "gguf"
+    export(ExportRequest(str(adapter_runs["alpha"]), "gguf", "f16", out))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def fails(model, tokenizer, path, dtype, name):
+        path.write_bytes(b"half a file")
+        raise fault
+
+    monkeypatch.setattr(export_run, "write_gguf", fails)
+    if isinstance(fault, OSError):
+        with pytest.raises(ExportError, match=r"could not write the export \(No space left on device\); what was"):
+            export(ExportRequest(str(adapter_runs["alpha"]), "gguf", "f32", out))
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            export(ExportRequest(str(adapter_runs["alpha"]), "gguf", "f32", out))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in out.parent.iterdir()] == ["gguf"]  # no temporary folder left

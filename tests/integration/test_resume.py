@@ -1,8 +1,11 @@
-"""Exact resume: kill -9 at a random step, resume, and get the same losses and adapter as an uninterrupted run."""
+"""Exact resume: kill -9 at any moment (mid-checkpoint too), resume, and get the uninterrupted run's losses and
+adapter; damaged checkpoints and a full disk lose nothing."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
 import signal
 import subprocess
@@ -10,10 +13,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file
+import pytest
 
+from bench import kill_trials
+from tests.conftest import chat, write_jsonl
 from tests.integration.test_train import _fixed_answers
+from tunesmith.config import build_config
+from tunesmith.errors import TrainingError
+from tunesmith.train import checkpoint
+from tunesmith.train.run import train
 
 STEPS = 40
 
@@ -44,33 +52,61 @@ def _start_and_wait(command: list[str], run: Path, step: int) -> subprocess.Pope
     return process
 
 
-def _history(run: Path) -> list[tuple[str, int, float]]:
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [(d["event"], d["step"], d.get("loss", d.get("eval_loss"))) for d in lines]
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_model):
+    """The kill trials' run, never interrupted: (data, its run folder)."""
+    root = tmp_path_factory.mktemp("whole")
+    data = write_jsonl(root / "train.jsonl", [chat(i) for i in range(40)])
+    subprocess.run(kill_trials.command(data, tiny_model, root / "whole"), check=True, capture_output=True)
+    return data, root / "whole"
 
 
-def _adapter(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run / "final" / "adapter_model.safetensors"))
+@pytest.mark.parametrize("kind", ["checkpoint", "renamed", "step", "final"])
+def test_kill_9_at_a_chosen_moment_then_resume_equals_an_uninterrupted_run(uninterrupted, tiny_model, tmp_path, kind):
+    """One trial of bench/kill_trials.py per kind of moment; the step and file are drawn at random each time."""
+    data, whole = uninterrupted
+    moment = next(m for m in kill_trials.moments(random.Random(), 5) if m.startswith(kind))
+    trial = kill_trials.run_trial(moment, data, tiny_model, whole, tmp_path / "run")
+    assert trial.killed and trial.same_losses and trial.same_adapter, trial
 
 
-def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_model):
-    data = _fixed_answers(tmp_path / "train.jsonl", n=40)
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    subprocess.run(_command(data, tiny_model, whole), check=True, capture_output=True)
-
-    kill_at = random.Random().randint(4, STEPS - 6)
-    process = _start_and_wait(_command(data, tiny_model, broken), broken, kill_at)
-    process.kill()  # SIGKILL: no chance to save anything
-    process.wait()
-    assert not (broken / "final").exists()
+def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(uninterrupted, tiny_model, tmp_path):
+    data, whole = uninterrupted
+    run = tmp_path / "run"
+    env = {**os.environ, "TUNESMITH_KILL_AT": "logged:14"}
+    subprocess.run(kill_trials.command(data, tiny_model, run), env=env, capture_output=True)
+    latest = sorted((run / "checkpoints").iterdir())[-1]
+    assert latest.name == "step-000012"
+    weights = latest / "optimizer.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # truncated, as by a disk that filled up or a lost write
     resumed = subprocess.run(
-        [sys.executable, "-m", "tunesmith", "train", "--resume", str(broken), "--quiet"], capture_output=True, text=True
+        [sys.executable, "-m", "tunesmith", "train", "--resume", str(run), "--quiet", "--no-eval"],
+        capture_output=True,
+        text=True,
     )
     assert resumed.returncode == 0, resumed.stderr
+    warning = [line for line in resumed.stderr.splitlines() if "damaged" in line]
+    assert len(warning) == 1 and "step-000012" in warning[0] and "optimizer.safetensors has" in warning[0]
+    assert kill_trials.history(run) == kill_trials.history(whole) and kill_trials.same_adapter(run, whole)
 
-    assert _history(broken) == _history(whole), f"killed after step {kill_at}"
-    expected, got = _adapter(whole), _adapter(broken)
-    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previous(tmp_path, tiny_model, monkeypatch):
+    data = write_jsonl(tmp_path / "train.jsonl", [chat(i) for i in range(40)])
+    real = checkpoint.save_file
+    calls = {"n": 0}
+
+    def full_disk(tensors, path):
+        calls["n"] += 1
+        if calls["n"] > 3:  # the first checkpoint (3 safetensors files) is written, the disk fills in the second
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(tensors, path)
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    config = build_config({"data": str(data), "model": str(tiny_model), "batch_tokens": 256, "save_every": 2})
+    with pytest.raises(TrainingError, match=r"step-000004: could not write the checkpoint \(No space left on device\)"):
+        train(config.model_copy(update={"max_steps": 6}), tmp_path / "run")
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == ["step-000002"] and checkpoint.verify(tmp_path / "run" / "checkpoints" / "step-000002") is None
 
 
 def test_sigterm_saves_a_checkpoint_before_exit(tmp_path, tiny_model):

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from tests.conftest import write_jsonl
+from tests.conftest import prose, write_jsonl
 from tunesmith.cli import app
 from tunesmith.config import build_config
 from tunesmith.errors import ConfigError, TrainingError
@@ -203,3 +203,30 @@ def test_log_json_prints_every_event(tmp_path, tiny_model):
     events = [json.loads(line) for line in result.output.splitlines()]
     assert events[0]["event"] == "start" and events[-2]["event"] == "end" and events[-1]["event"] == "evaluation"
     assert sum(e["event"] == "step" for e in events) == 2
+
+
+def test_a_run_too_small_to_hold_examples_out_trains_and_says_it_is_not_evaluated(tmp_path, tiny_model):
+    data = _fixed_answers(tmp_path / "t.jsonl", n=12)
+    args = ["train", "--data", str(data), "--model", str(tiny_model), "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "not evaluated" in result.output and (tmp_path / "run" / "final").is_dir()
+
+
+def test_one_plain_text_file_trains_and_its_held_out_windows_are_evaluated(tmp_path, tiny_model):
+    """A user's collected writing as one 180 KB .txt file, for continued pre-training."""
+    writings = tmp_path / "writings.txt"
+    writings.write_text(prose(27_000), encoding="utf-8")
+    assert 170_000 < writings.stat().st_size < 200_000
+    args = ["train", "--data", str(writings), "--objective", "text", "--model", str(tiny_model), "--max-length", "1024"]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--out", str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "perplexity" in result.output  # the evaluation after training ran on the held-out windows
+    report = json.loads((tmp_path / "run" / "data-report.json").read_text())
+    windows = report["stats"]["train"]["rows"]
+    assert report["stats"]["train"]["examples"] == 1 and windows >= 20
+    held = [json.loads(line)["text"] for line in (tmp_path / "run" / "held-out.jsonl").read_text().splitlines()]
+    assert len(held) == report["held_out"]["windows"] == round(windows * 0.1)
+    assert all(text and text in writings.read_text() for text in held)  # whole windows of the file, as text
+    evaluation = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
+    assert evaluation["kind"] == "text" and evaluation["examples"] == len(held)

@@ -7,7 +7,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import chat, write_jsonl
+from tests.conftest import chat, prose, write_jsonl
 from tunesmith.tokenize.check import check_data
 
 # Twenty faulty lines of many kinds, each with the code it must get.
@@ -122,3 +122,23 @@ def test_no_crash_on_arbitrary_json_lines(tmp_path_factory, tokenizer, lines):
     report = check_data(str(path), tokenizer)
     assert all(e.line > 10 or e.line == 0 for e in report.errors)
     assert report.stats["train"]["examples"] >= 10
+
+
+def test_too_few_counts_what_is_trained_on_conversations_or_windows_of_text(tmp_path, tokenizer):
+    few = check_data(str(write_jsonl(tmp_path / "few.jsonl", [chat(i) for i in range(3)])), tokenizer)
+    assert [(e.line, e.code, e.message) for e in few.errors] == [
+        (0, "too_few_examples", "3 usable examples; at least 10 are needed")
+    ]
+    one_file = tmp_path / "writings.txt"
+    one_file.write_text(prose(6000), encoding="utf-8")  # one text, cut into windows of 256 tokens
+    report = check_data(str(one_file), tokenizer, max_length=256, supervise="all")
+    assert report.ok and report.stats["train"]["examples"] == 1 and report.stats["train"]["rows"] >= 10
+    short = check_data(str(one_file), tokenizer, max_length=4096, supervise="all")
+    assert [e.code for e in short.errors] == ["too_few_examples"]
+    assert "training windows of up to 4096 tokens in 1 texts" in short.errors[0].message
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "a.txt").write_text(prose(6000), encoding="utf-8")
+    long_records = write_jsonl(tmp_path / "long.jsonl", [{"text": prose(2000, seed=i)} for i in range(3)])
+    for source in (folder, long_records):
+        assert check_data(str(source), tokenizer, max_length=256, supervise="all").ok, source

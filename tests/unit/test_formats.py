@@ -54,12 +54,12 @@ def test_encoding_error_names_the_line(tmp_path):
     assert [(e.line, e.code) for e in read_dataset(str(path)).errors] == [(11, "encoding")]
 
 
-def test_empty_file_and_too_few_examples(tmp_path):
+def test_empty_file_is_an_error_and_a_few_examples_read_fine(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
     assert [e.code for e in read_dataset(str(empty)).errors] == ["empty_file"]
-    few = read_dataset(str(write_jsonl(tmp_path / "few.jsonl", GOOD[:3])))
-    assert [(e.line, e.code) for e in few.errors] == [(0, "too_few_examples")]
+    few = read_dataset(str(write_jsonl(tmp_path / "few.jsonl", GOOD[:3])))  # too few to train on: see test_check
+    assert few.errors == [] and len(few.records) == 3
 
 
 def test_no_known_format_is_one_clear_error(tmp_path):
@@ -74,7 +74,7 @@ def test_duplicates_are_warnings_naming_the_first(tmp_path):
 
 def _first(tmp_path, rows, name="d.jsonl"):
     data = read_dataset(str(write_jsonl(tmp_path / name, rows * 10)))
-    assert not [e for e in data.errors if e.code != "too_few_examples"], data.errors
+    assert not data.errors, data.errors
     return data.format, data.records[0][1]
 
 

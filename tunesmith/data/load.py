@@ -15,6 +15,7 @@ from tunesmith.errors import DataError
 
 JSON_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 TABLE_SUFFIXES = {".parquet", ".arrow"}
+TOO_DEEP = "invalid JSON: nested too deeply to be an example"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,8 @@ def _json_lines(path: Path) -> Iterator[Row]:
                 yield Row(number, json.loads(text))
             except json.JSONDecodeError as exc:
                 yield Row(number, code="invalid_json", message=f"invalid JSON: {exc.msg} at column {exc.colno}")
+            except RecursionError:
+                yield Row(number, code="invalid_json", message=TOO_DEEP)
 
 
 def _json_array(path: Path, text: str) -> Iterator[Row]:
@@ -59,6 +62,9 @@ def _json_array(path: Path, text: str) -> Iterator[Row]:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
         yield Row(exc.lineno, code="invalid_json", message=f"invalid JSON: {exc.msg} at column {exc.colno}")
+        return
+    except RecursionError:
+        yield Row(1, code="invalid_json", message=TOO_DEEP)
         return
     if not isinstance(items, list):
         yield Row(1, code="data_type", message="a .json file must hold one array of examples, or use JSON Lines")
@@ -89,6 +95,7 @@ def _csv_rows(path: Path, columns: Mapping[str, str]) -> Iterator[Row]:
         raise DataError(
             f"{path}: column {missing[0]!r} is not in the header ({', '.join(header)})",
             hint="fix --columns, e.g. --columns prompt=question,completion=answer",
+            code="missing_column",
         )
     for row in reader:
         yield Row(reader.line_num, remap(row, columns))
@@ -118,6 +125,7 @@ def _table_rows(source: str, columns: Mapping[str, str]) -> Iterator[Row]:
         raise DataError(
             f"{source}: could not load as a data set ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
             hint="pass a local file or folder, or check the data set id and your network",
+            code="load_failed",
         ) from exc
     for number, row in enumerate(table, start=1):
         yield Row(number, remap(row, columns))
@@ -133,6 +141,10 @@ def read_rows(source: str, columns: Mapping[str, str] | None = None) -> Iterator
     """Rows from a JSONL/JSON/CSV/TXT/parquet file, a folder of them, or a hub data set id."""
     columns = columns or {}
     path = Path(source).expanduser()
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"{source}: a broken or looping symbolic link", hint="point it at a file", code="broken_link")
+    if path.is_dir() and not any(path.iterdir()):
+        raise DataError(f"{source}: the folder is empty", hint="put the data files in it", code="empty_folder")
     if path.is_dir():
         texts = sorted(path.glob("*.txt"))
         if texts and not any(p.suffix in JSON_SUFFIXES | TABLE_SUFFIXES for p in path.iterdir()):
@@ -153,11 +165,15 @@ def read_rows(source: str, columns: Mapping[str, str] | None = None) -> Iterator
         elif suffix in TABLE_SUFFIXES:
             yield from _table_rows(str(path), columns)
         else:
-            raise DataError(f"{source}: unknown file type {suffix!r}", hint="use .jsonl, .json, .csv, .txt or .parquet")
+            raise DataError(
+                f"{source}: unknown file type {suffix!r}",
+                hint="use .jsonl, .json, .csv, .txt or .parquet",
+                code="unknown_file_type",
+            )
     elif "/" in source and not source.startswith((".", "/", "~")) and not Path(source).parent.exists():
         yield from _table_rows(source, columns)
     else:
-        raise DataError(f"{source}: no such file or folder", hint="check the path")
+        raise DataError(f"{source}: no such file or folder", hint="check the path", code="not_found")
 
 
 def source_digest(source: str) -> str:

@@ -10,7 +10,6 @@ from tunesmith.data.load import Row, read_rows
 from tunesmith.data.schema import Record
 from tunesmith.errors import DataError
 
-MIN_EXAMPLES = 10
 DETECT_SAMPLE = 200
 
 
@@ -57,7 +56,9 @@ class Dataset:
 def _choose_format(source: str, rows: list[Row], name: str) -> Format:
     if name != "auto":
         if name not in FORMATS:
-            raise DataError(f"format {name!r} is unknown", hint=f"use auto or one of {', '.join(FORMATS)}")
+            raise DataError(
+                f"format {name!r} is unknown", hint=f"use auto or one of {', '.join(FORMATS)}", code="unknown_format"
+            )
         return FORMATS[name]
     found = detect(r.value for r in rows[:DETECT_SAMPLE] if r.code == "")
     if found is None:
@@ -65,8 +66,15 @@ def _choose_format(source: str, rows: list[Row], name: str) -> Format:
         raise DataError(
             f"{source}: no example has the fields of a known format ({signatures})",
             hint="rename the fields, or map CSV columns with --columns",
+            code="unknown_format",
         )
     return found
+
+
+def _not_an_example(source: str, row: Row) -> Problem:
+    if row.code:
+        return Problem(source, row.line, row.code, row.message)
+    return Problem(source, row.line, "data_type", f"expected a JSON object, got {type(row.value).__name__}")
 
 
 def read_dataset(source: str, *, format: str = "auto", columns: Mapping[str, str] | None = None) -> Dataset:
@@ -74,6 +82,8 @@ def read_dataset(source: str, *, format: str = "auto", columns: Mapping[str, str
     rows = list(read_rows(source, columns))
     if not rows:
         return Dataset(source, "unknown", [], [Problem(source, 0, "empty_file", "the file has no examples")])
+    if not any(isinstance(row.value, dict) for row in rows):  # no example at all: say why line by line
+        return Dataset(source, "unknown", [], [_not_an_example(source, row) for row in rows])
     fmt = _choose_format(source, rows, format)
     records: list[tuple[int, Record]] = []
     errors: list[Problem] = []
@@ -93,12 +103,6 @@ def read_dataset(source: str, *, format: str = "auto", columns: Mapping[str, str
         else:
             first_seen[record] = row.line
         records.append((row.line, record))
-    if len(records) < MIN_EXAMPLES:
-        errors.append(
-            Problem(
-                source, 0, "too_few_examples", f"{len(records)} usable examples; at least {MIN_EXAMPLES} are needed"
-            )
-        )
     return Dataset(source, fmt.name, records, errors, warnings)
 
 

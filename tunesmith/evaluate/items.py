@@ -13,6 +13,7 @@ from tunesmith.data.schema import Message, Record, TextDoc
 from tunesmith.data.validate import read_dataset
 from tunesmith.errors import DataError
 from tunesmith.tokenize.encode import conversation_of
+from tunesmith.train.data import HELD_OUT_TEXTS
 
 GENERAL_QUESTIONS = Path(__file__).with_name("general.jsonl")
 """The forgetting guard: everyday questions with one- or two-word answers, written for tunesmith."""
@@ -77,15 +78,27 @@ def text_items(records: list[tuple[int, Record]]) -> list[Item]:
 
 
 def _held_out_of_run(run: Path) -> tuple[str, set[int] | None]:
-    """The eval data of a run, or its training data and the lines it held out."""
+    """The eval data of a run, the windows of plain text it held out, or its training data and the lines it held
+    out."""
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     if config.get("eval_data"):
         return str(config["eval_data"]), None
+    if (run / HELD_OUT_TEXTS).is_file():
+        return str(run / HELD_OUT_TEXTS), None
     report = json.loads((run / "data-report.json").read_text(encoding="utf-8"))
     held = report.get("held_out", {})
     if not held.get("lines"):
         raise DataError(f"{run}: the run has no held-out data", hint="pass --data with held-out examples")
     return str(held["source"]), set(held["lines"])
+
+
+def has_held_out(run: Path) -> bool:
+    """The run has held-out data of its own to evaluate on (eval data, or examples it held out)."""
+    try:
+        _held_out_of_run(run)
+    except DataError:
+        return False
+    return True
 
 
 def load_held_out(run: Path | None, data: str | None, limit: int | None) -> HeldOut:
@@ -94,9 +107,8 @@ def load_held_out(run: Path | None, data: str | None, limit: int | None) -> Held
         raise DataError("no held-out data: a model that is not a run needs --data", hint="e.g. --data eval.jsonl")
     source, lines = (data, None) if data is not None else _held_out_of_run(run)  # type: ignore[arg-type]
     dataset = read_dataset(source)
-    errors = [e for e in dataset.errors if e.code != "too_few_examples"]  # a few examples are enough to look at
-    if errors:
-        raise DataError(str(errors[0]), hint=f"see every problem with: tunesmith data check {source}")
+    if dataset.errors:
+        raise DataError(str(dataset.errors[0]), hint=f"see every problem with: tunesmith data check {source}")
     chosen = [(line, r) for line, r in dataset.records if lines is None or line in lines]
     records = chosen[:limit]
     kind = "text" if records and all(isinstance(r, TextDoc) for _, r in records) else "chat"

@@ -9,6 +9,7 @@ from typing import Any
 
 from tunesmith import paths
 from tunesmith.data.schema import as_dicts
+from tunesmith.errors import ConfigError
 from tunesmith.evaluate.run import EvalOptions, Evaluation, evaluate
 
 
@@ -60,16 +61,35 @@ def report_dict(evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
+REPORT_FILES = ("report.json", "samples.jsonl", "report.html")
+
+
 def write_report(evaluation: Evaluation, out_dir: Path, run_dir: Path | None) -> Path:
-    """eval/report.json, eval/samples.jsonl and eval/report.html; returns the HTML file."""
+    """eval/report.json, eval/samples.jsonl and eval/report.html, put in place together; returns the HTML file.
+
+    The folder is written aside and renamed into place, so an interrupted or failed write leaves the previous
+    report whole. A folder holding anything but a report is not replaced.
+    """
     from tunesmith.evaluate.html import render_html
 
+    if out_dir.is_dir() and any(p.name not in REPORT_FILES for p in out_dir.iterdir()):
+        raise ConfigError(f"{out_dir} holds other files than a report", hint="choose an empty or new folder")
     report = report_dict(evaluation)
     rows = samples(evaluation)
-    paths.write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2))
-    paths.write_text_atomic(out_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    html = render_html(report, rows, run_dir)
-    paths.write_text_atomic(out_dir / "report.html", html)
+    texts = (
+        json.dumps(report, indent=2),
+        "".join(json.dumps(r) + "\n" for r in rows),
+        render_html(report, rows, run_dir),
+    )
+    try:
+        with paths.atomic_folder(out_dir) as tmp:  # Ctrl-C too
+            for name, text in zip(REPORT_FILES, texts):
+                paths.write_text_atomic(tmp / name, text)
+    except OSError as exc:
+        raise ConfigError(
+            f"{out_dir}: could not write the report ({exc.strerror or exc}); the previous one is kept",
+            hint="free some disk space, or choose another --out",
+        ) from None
     return out_dir / "report.html"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -68,13 +67,12 @@ def export(request: ExportRequest) -> Path:
     """Write the export into a temporary folder, then put it in place; returns the folder."""
     final = _check(request)
     out = request.out or final.parent / "export" / request.format
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        _write(request, final, tmp)
-        tmp.chmod(0o755)
-        paths.replace_dir_atomic(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with paths.atomic_folder(out) as tmp:  # Ctrl-C too: nothing half-written is left behind
+            _write(request, final, tmp)
+    except OSError as exc:
+        raise ExportError(
+            f"{out}: could not write the export ({exc.strerror or exc}); what was there before is kept",
+            hint="free some disk space, or choose another --out",
+        ) from None
     return out

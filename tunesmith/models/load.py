@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -50,18 +48,15 @@ def _convert_gguf(source: ModelSource) -> Path:
         return source.cache_dir
     gguf = Path(source.location)
     log.info("converting %s into %s (once)", gguf, source.cache_dir)
-    source.cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=source.cache_dir.parent, prefix=f".{source.cache_dir.name}."))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        _drop_quantizer(model)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / SOURCE_FILE).write_text(json.dumps({"name": source.name, "gguf": str(gguf)}, indent=2))
-        paths.replace_dir_atomic(tmp, source.cache_dir)
+        with paths.atomic_folder(source.cache_dir) as tmp:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            _drop_quantizer(model)
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / SOURCE_FILE).write_text(json.dumps({"name": source.name, "gguf": str(gguf)}, indent=2))
     except Exception as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ModelError(
             f"model {source.name!r}: could not convert {gguf}: {exc}", hint="is it a llama-family GGUF?"
         ) from exc

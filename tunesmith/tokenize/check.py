@@ -14,6 +14,10 @@ from tunesmith.data.validate import Dataset, Problem, overlap_warnings, read_dat
 from tunesmith.tokenize.encode import Encoded, encode
 from tunesmith.tokenize.render import Supervise
 
+MIN_TRAINING_ROWS = 10
+"""Fewer rows to train on than this is an error (OpenAI's minimum of 10 examples). It counts what is trained on:
+conversations, or for plain text the windows of max_length tokens it is cut into, not files or lines."""
+
 
 @dataclass
 class CheckReport:
@@ -66,6 +70,20 @@ def _length_warnings(source: str, encoded: Encoded, max_length: int) -> list[Pro
                 Problem(source, line, "nothing_trained", "no turn to learn from (all weights 0?): left out")
             )
     return problems
+
+
+def _too_few_rows(dataset: Dataset, encoded: Encoded, max_length: int) -> list[Problem]:
+    rows = len(encoded.examples)
+    if rows >= MIN_TRAINING_ROWS or not dataset.records:
+        return []
+    if dataset.format == "text":
+        message = (
+            f"{rows} training windows of up to {max_length} tokens in {len(dataset.records)} texts; "
+            f"at least {MIN_TRAINING_ROWS} are needed (add text, or lower --max-length)"
+        )
+    else:
+        message = f"{rows} usable examples; at least {MIN_TRAINING_ROWS} are needed"
+    return [Problem(dataset.source, 0, "too_few_examples", message)]
 
 
 def _token_stats(dataset: Dataset, encoded: Encoded) -> dict[str, Any]:
@@ -135,6 +153,7 @@ def prepare_data(
         report.errors += dataset.errors
         report.warnings += dataset.warnings + _length_warnings(dataset.source, encoded, max_length)
         report.stats[name] = _token_stats(dataset, encoded)
+    report.errors += _too_few_rows(sets[0][1], sets[0][2], max_length)
     if eval_source:
         report.warnings += overlap_warnings(sets[0][1], sets[1][1])
     train_stats = report.stats["train"]

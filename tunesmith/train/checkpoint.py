@@ -1,14 +1,17 @@
 """Checkpoints that resume exactly: trainable weights, optimiser moments, RNG states and the run's counters.
 
-Everything is safetensors or JSON. A checkpoint is written into a temporary folder, then renamed, so a
-crash at any moment leaves either the previous checkpoint or the new one, never half of one.
+Everything is safetensors or JSON. A checkpoint is written into a temporary folder, each file flushed to disk and
+listed with its size and sha256 in checksums.json (written last), then renamed: a crash at any moment leaves the
+previous checkpoint or the new one, never half of one. A checkpoint damaged later (a truncated or corrupt file)
+fails its checksums, and resuming falls back to the one before it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +19,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from tunesmith.errors import ConfigError
+from tunesmith import paths
+from tunesmith.errors import ConfigError, TrainingError
+from tunesmith.train import faults
 from tunesmith.train.setup import trainable
 
 PREFIX = "step-"
+CHECKSUMS = "checksums.json"
+"""Written last into a checkpoint: every other file's size and sha256."""
+FILES = ("trainable.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "state.json")
 
 
 @dataclass
@@ -75,31 +83,103 @@ def _rng_tensors() -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _synced(path: Path) -> dict[str, Any]:
+    """Flush a written file to disk; its size and checksum."""
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+    return {"bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_files(tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+    tensors, rest = _optimizer_parts(optimizer)
+    writers = {
+        "trainable.safetensors": lambda path: save_file(
+            {name: p.detach().contiguous().cpu() for name, p in trainable(model).items()}, str(path)
+        ),
+        "optimizer.safetensors": lambda path: save_file(tensors, str(path)),
+        "optimizer.json": lambda path: path.write_text(json.dumps(rest)),
+        "rng.safetensors": lambda path: save_file(_rng_tensors(), str(path)),
+        "state.json": lambda path: path.write_text(json.dumps(asdict(state), indent=2)),
+    }
+    sums = {}
+    for name in FILES:
+        writers[name](tmp / name)
+        sums[name] = _synced(tmp / name)
+        faults.reached("checkpoint", state.step, name)
+    (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=2))
+    _synced(tmp / CHECKSUMS)
+
+
 def save_checkpoint(
     run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState, keep: int
 ) -> Path:
-    """Write checkpoints/step-NNNNNN atomically and keep only the latest `keep`."""
+    """Write checkpoints/step-NNNNNN atomically and keep only the latest `keep`.
+
+    A full disk (or any write error) stops the run with one line; the previous checkpoints stay as they were.
+    """
     root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{state.step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
     try:
-        weights = {name: p.detach().contiguous().cpu() for name, p in trainable(model).items()}
-        save_file(weights, str(tmp / "trainable.safetensors"))
-        tensors, rest = _optimizer_parts(optimizer)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "optimizer.json").write_text(json.dumps(rest))
-        save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with paths.atomic_folder(final) as tmp:
+            _write_files(tmp, model, optimizer, state)
+        _sync_dir(root)
+    except OSError as exc:
+        raise TrainingError(
+            f"{final}: could not write the checkpoint ({exc.strerror or exc}); the previous checkpoints are kept",
+            hint=f"free some disk space, then continue with: tunesmith train --resume {run_dir}",
+        ) from None
+    faults.reached("renamed", state.step)
     for old in checkpoint_dirs(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def verify(folder: Path) -> str | None:
+    """What is wrong with a checkpoint (a missing, truncated or corrupt file), or None when it is whole."""
+    listed = folder / CHECKSUMS
+    if not listed.is_file():  # written before checksums existed: every file must be there
+        missing = [name for name in FILES if not (folder / name).is_file()]
+        return f"{missing[0]} is missing" if missing else None
+    try:
+        sums = json.loads(listed.read_text())
+    except ValueError:
+        return f"{CHECKSUMS} is not valid JSON"
+    for name, expected in sums.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, {expected['bytes']} were written"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest whole checkpoint, and a one-line warning for each newer one that is damaged."""
+    warnings = []
+    for folder in reversed(checkpoint_dirs(run_dir)):
+        problem = verify(folder)
+        if problem is None:
+            return folder, warnings
+        warnings.append(f"{folder} is damaged ({problem}); using the checkpoint before it")
+    return None, warnings
 
 
 def _restore_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:

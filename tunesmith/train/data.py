@@ -13,6 +13,10 @@ from tunesmith.tokenize.check import DataOptions, prepare_data
 from tunesmith.tokenize.encode import Example
 from tunesmith.train.plan import held_out_split
 
+HELD_OUT_TEXTS = "held-out.jsonl"
+"""In a run folder: the windows of plain text held out from training, one {"text"} per line. A document may be cut
+into windows that train and windows that are held out, so the held-out part is kept as text, not as line numbers."""
+
 
 @dataclass(frozen=True)
 class RunData:
@@ -26,6 +30,8 @@ class RunData:
     """Examples for the held-out loss (from the eval data, or split from the training data)."""
     report: dict[str, Any]
     """The data check report, plus where the held-out examples came from."""
+    held_out_texts: list[str] | None = None
+    """The held-out windows as text, when they were split from plain text (written to HELD_OUT_TEXTS)."""
 
     @property
     def pad_id(self) -> int:
@@ -56,4 +62,8 @@ def load_run_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunD
     chosen = set(held_out_split(len(train), config.seed).tolist())
     held_out = [e for i, e in enumerate(train) if i in chosen]
     report["held_out"] = {"source": config.data, "lines": [e.line for e in held_out]}
-    return RunData(tokenizer, [e for i, e in enumerate(train) if i not in chosen], held_out, report)
+    texts = None
+    if held_out and prepared.report.stats["train"]["format"] == "text":
+        texts = [tokenizer.decode(e.input_ids, skip_special_tokens=True) for e in held_out]
+        report["held_out"] = {"source": HELD_OUT_TEXTS, "windows": len(held_out)}
+    return RunData(tokenizer, [e for i, e in enumerate(train) if i not in chosen], held_out, report, texts)

@@ -14,6 +14,7 @@ from tunesmith.config import RunConfig
 from tunesmith.errors import TrainingError
 from tunesmith.tokenize.encode import Example
 from tunesmith.tokenize.pack import collate
+from tunesmith.train import faults
 from tunesmith.train.checkpoint import TrainState, save_checkpoint
 from tunesmith.train.events import Event, EventSink, StopFlag
 from tunesmith.train.loss import mean_loss, supervised_loss
@@ -112,6 +113,7 @@ def train_steps(loop: Loop, state: TrainState) -> str:
             )
         loop.optimizer.step()
         loop.optimizer.zero_grad(set_to_none=True)
+        faults.reached("step", step + 1)
         trimmer.after_step()
         seconds = time.perf_counter() - started
         tokens = sum(b.real_tokens for b in batches)
@@ -120,6 +122,7 @@ def train_steps(loop: Loop, state: TrainState) -> str:
         values = {"epoch": epoch + 1, "loss": loss_sum / supervised, "lr": lr, "grad_norm": grad_norm}
         values |= {"tokens": state.tokens, "tokens_per_second": tokens / seconds, "elapsed": state.elapsed}
         loop.sink.emit(Event("step", state.step, values))
+        faults.reached("logged", state.step)
         last = state.step == plan.total_steps
         early = (state.step % plan.eval_every == 0 or last) and _evaluate(loop, state)
         if state.step % plan.save_every == 0 or last or early or loop.stop:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +21,9 @@ from tunesmith.config import RunConfig, build_config, merge, read_config_file
 from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.models.load import load_tokenizer
 from tunesmith.tokenize.encode import Example
-from tunesmith.train.checkpoint import TrainState, checkpoint_dirs, remove_partial_writes, restore_checkpoint
-from tunesmith.train.data import RunData, load_run_data
+from tunesmith.train import faults
+from tunesmith.train.checkpoint import TrainState, latest_checkpoint, remove_partial_writes, restore_checkpoint
+from tunesmith.train.data import HELD_OUT_TEXTS, RunData, load_run_data
 from tunesmith.train.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
 from tunesmith.train.loop import Loop, train_steps
 from tunesmith.train.manifest import manifest
@@ -62,16 +61,18 @@ def _lengths(examples: list[Example]) -> np.ndarray:
 def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> Path:
     """final/: a PEFT adapter or full safetensors weights, with the tokenizer and chat template."""
     final = run_dir / "final"
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".final."))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        info = {"base_model": config.model, "method": config.method, "objective": config.objective}
-        (tmp / RUN_FILE).write_text(json.dumps(info, indent=2))
-        paths.replace_dir_atomic(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with paths.atomic_folder(final) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            info = {"base_model": config.model, "method": config.method, "objective": config.objective}
+            (tmp / RUN_FILE).write_text(json.dumps(info, indent=2))
+            faults.reached("final", 0)
+    except OSError as exc:
+        raise TrainingError(
+            f"{final}: could not write the result ({exc.strerror or exc}); the last checkpoint is kept",
+            hint=f"free some disk space, then finish with: tunesmith train --resume {run_dir}",
+        ) from None
     return final
 
 
@@ -90,9 +91,11 @@ def _execute(
     optimizer = build_optimizer(model, resolved, plan.learning_rate)
     metrics = MetricsFile(run_dir / "metrics.jsonl")
     remove_partial_writes(run_dir)
-    checkpoints = checkpoint_dirs(run_dir)
-    state = restore_checkpoint(checkpoints[-1], model, optimizer) if checkpoints else TrainState()
-    metrics.truncate_after(state.step)
+    checkpoint, damaged = latest_checkpoint(run_dir)
+    for warning in damaged:
+        log.warning(warning)
+    state = restore_checkpoint(checkpoint, model, optimizer) if checkpoint else TrainState()
+    metrics.truncate_after(state.step if checkpoint else -1)  # from the start: even the step-0 evaluation again
     events = Broadcast([metrics, sink])
     events.emit(
         Event(
@@ -130,6 +133,9 @@ def train(
     resolved, plan = _resolve(config, data)
     run_dir.mkdir(parents=True, exist_ok=True)
     paths.write_text_atomic(run_dir / "data-report.json", json.dumps(data.report, indent=2))
+    if data.held_out_texts is not None:
+        rows = "".join(json.dumps({"text": text}) + "\n" for text in data.held_out_texts)
+        paths.write_text_atomic(run_dir / HELD_OUT_TEXTS, rows)
     paths.write_text_atomic(run_dir / "manifest.json", json.dumps(manifest(resolved, tokenizer, data), indent=2))
     paths.write_text_atomic(run_dir / "config.yaml", resolved.to_yaml())
     return _execute(resolved, plan, run_dir, data, sink or _NullSink(), StopFlag() if stop is None else stop)
