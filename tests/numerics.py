@@ -10,9 +10,15 @@ Three kinds of comparison appear in the suite, each with its bound worked out he
    sums of at most TERMS products; the error of each adds up, so two evaluations differ by at most
    2 * DEPTH * gamma_TERMS relative to the magnitudes involved: `FP64_IDENTITY`. A real bug (padding attended to,
    a token dropped from the loss, a wrong normaliser) moves these values by 1e-4 relative or far more.
+   transformers computes RMS norms in float32 even in a float64 model: `fp32_norm_bound` adds their share where the
+   two sides may order a norm's sum differently (other shapes, inductor's fusion). Greedy answers (batched = one by
+   one, continuous batching = alone) are compared in float64 too: a flip needs two of the 49k logits within about
+   1e-7 of each other.
 
 2. Storage round trips (merged safetensors, GGUF f32/f16). Writing and reading a weight is exact: the file holds the
    same bits. So the weights read back equal the written model's, cast to the file's dtype in PyTorch, bit for bit.
+   The merge itself (W + s * B @ A in float32) is checked per weight against a float64 merge, within (r + 3)
+   roundings of the magnitudes summed.
 
 3. Low-precision paths compared with each other (bf16 autocast eager vs compiled). Both round the same values to
    bf16 at different points; `bf16_rounding_bound` counts the roundings.

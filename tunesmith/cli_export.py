@@ -42,6 +42,7 @@ def serve(
     ] = (None),
     dtype: Annotated[str, Opt(help="auto (bf16 where fast), float32 or bfloat16.")] = "auto",
     max_batch: Annotated[int, Opt(help="The most answers generated together.")] = 8,
+    max_waiting: Annotated[int, Opt(help="Requests that may wait for room; more get 429 (Retry-After).")] = 64,
 ) -> None:
     """Serve a base model and fine-tuned runs behind an OpenAI-compatible API (chat, completions, models)."""
     import uvicorn
@@ -56,4 +57,5 @@ def serve(
     for served in models.served.values():
         out.print(f"serving [bold]{served.id}[/]")
     out.print(f"OpenAI base URL: http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
-    uvicorn.run(create_app(models, Engine(models, max_batch), api_key), host=host, port=port, log_level="warning")
+    engine = Engine(models, max_batch, max_waiting)
+    uvicorn.run(create_app(models, engine, api_key), host=host, port=port, log_level="warning")

@@ -36,12 +36,10 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(adapter_runs, adapter_base):
+def start_server(model, *options: str) -> tuple[subprocess.Popen, str]:
+    """`tunesmith serve` on a free port of 127.0.0.1, once it answers: (process, base URL)."""
     port = _port()
-    command = [sys.executable, "-m", "tunesmith", "serve", "--model", str(adapter_base), "--port", str(port)]
-    command += ["--adapter", str(adapter_runs["alpha"]), "--adapter", str(adapter_runs["beta"]), "--api-key", KEY]
-    command += ["--dtype", "float32"]
+    command = [sys.executable, "-m", "tunesmith", "serve", "--model", str(model), "--port", str(port), *options]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
@@ -49,9 +47,16 @@ def server(adapter_runs, adapter_base):
             pytest.fail(f"server exited: {process.stderr.read()}")
         try:
             _http("GET", f"{url}/v1/models")
-            break
+            return process, url
         except OSError:
             time.sleep(0.25)
+    pytest.fail("the server did not answer in 60 s")
+
+
+@pytest.fixture(scope="module")
+def server(adapter_runs, adapter_base):
+    adapters = ["--adapter", str(adapter_runs["alpha"]), "--adapter", str(adapter_runs["beta"])]
+    process, url = start_server(adapter_base, *adapters, "--api-key", KEY, "--dtype", "float32")
     yield url
     process.terminate()
     process.wait(timeout=30)

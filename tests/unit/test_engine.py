@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import queue
+
 import pytest
 import torch
 
-from tunesmith.serve.engine import Engine, Job, Piece, Sampling, _rows
+from tunesmith.serve.engine import Busy, Engine, Job, Piece, Sampling, _rows
 from tunesmith.serve.registry import load_models
 
 PROMPTS = {
@@ -67,3 +69,28 @@ def test_rows_joining_and_leaving_a_running_batch_get_their_one_by_one_answers(e
         text, tokens = _text(answers[name])
         assert tokens == MAX_TOKENS[name]  # a random model does not say its end-of-turn token this early
         assert (text, tokens) == _alone(engine, name), name
+
+
+def test_a_cancelled_request_leaves_the_batch_at_the_next_token_and_the_others_go_on(engine):
+    answers: dict[str, list[Piece]] = {}
+    with torch.inference_mode():
+        jobs = _jobs(engine, "bc", answers)
+        batch = engine._step(None, _rows(jobs))
+        batch = engine._step(batch, [])
+        jobs[0].cancelled.set()  # b's client went away
+        batch = engine._step(batch, [])
+        assert [row.job for row in batch.rows] == [jobs[1]]
+        while batch is not None:
+            batch = engine._step(batch, [])
+    assert not answers["b"][-1].finish  # b never got a last piece: nobody was listening
+    assert _text(answers["c"]) == _alone(engine, "c")
+
+
+def test_a_full_queue_refuses_instead_of_growing():
+    idle = Engine.__new__(Engine)  # the queue alone, without a worker thread taking from it
+    idle.waiting = queue.Queue(maxsize=2)
+    job = Job([1, 2], None, Sampling(4, 0.0, 1.0, (), None), 1, lambda piece: None)  # type: ignore[arg-type]
+    idle.submit(job)
+    idle.submit(job)
+    with pytest.raises(Busy):
+        idle.submit(job)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,13 +18,22 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as ASGIMessage
 
 from tunesmith.data.schema import Message
-from tunesmith.serve.engine import Engine, Job, Piece, Sampling
+from tunesmith.serve.engine import Busy, Engine, Job, Piece, Sampling
 from tunesmith.serve.registry import ModelSet, Served
 from tunesmith.serve.schemas import ChatRequest, CompletionRequest
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MAX_TOKENS = 512
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Largest request body; more is refused with 413 before it is read into memory (a context's worth of text is far
+less)."""
+RETRY_AFTER_SECONDS = 2
+"""What a 429 asks a client to wait: about the time a batch of short answers takes to make room."""
 
 
 class APIError(Exception):
@@ -34,11 +44,60 @@ class APIError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
     def response(self) -> JSONResponse:
-        kind = {401: "authentication_error", 404: "invalid_request_error", 500: "server_error"}.get(
+        kind = {401: "authentication_error", 429: "rate_limit_error", 500: "server_error"}.get(
             self.status, "invalid_request_error"
         )
         body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status)
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if self.status == 429 else None
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes is answered 413, declared (Content-Length) or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit():
+            await _error(400, "Content-Length must be a number", "invalid_value")(scope, receive, send)
+            return
+        if int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen, refused = 0, False
+
+        async def counted() -> ASGIMessage:
+            nonlocal seen, refused
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit and not refused:  # streamed past the limit: answer now, the app sees a hang-up
+                refused = True
+                await self._refuse(scope, receive, send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def unless_refused(message: ASGIMessage) -> None:
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, unless_refused)
+        except Exception:
+            if not refused:
+                raise
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"The request body is over {self.limit // (1024 * 1024)} MB"
+        await _error(413, message, "request_too_large")(scope, receive, send)
+
+
+def _error(status: int, message: str, code: str) -> JSONResponse:
+    return APIError(status, message, None, code).response()
 
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -60,6 +119,11 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
 def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
     return exc.response()
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return APIError(500, "The server failed on this request; see its log", None, "server_error").response()
 
 
 class Service:
@@ -93,21 +157,32 @@ class Service:
                 ).response()
         return await call_next(request)
 
-    def start(self, prompt: list[int], served: Served, sampling: Sampling, n: int) -> asyncio.Queue[Piece]:
+    def start(self, prompt: list[int], served: Served, sampling: Sampling, n: int) -> tuple[asyncio.Queue[Piece], Job]:
+        """Queue a request with the engine: its pieces arrive on the queue; a full engine is a 429."""
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[Piece] = asyncio.Queue()
-        self.engine.submit(Job(prompt, served, sampling, n, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p)))
-        return pieces
+        job = Job(prompt, served, sampling, n, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
+        try:
+            self.engine.submit(job)
+        except Busy:
+            raise APIError(
+                429, "The server is busy: too many requests wait already. Retry after a moment.", None, "rate_limited"
+            ) from None
+        return pieces, job
 
 
-async def _collect(pieces: asyncio.Queue[Piece], n: int) -> list[Piece]:
-    """The whole of each of n answers: (text, finish, tokens) per row as one Piece."""
+async def _collect(pieces: asyncio.Queue[Piece], job: Job) -> list[Piece]:
+    """The whole of each of the job's n answers: (text, finish, tokens) per row as one Piece."""
+    n = job.n
     texts, done = [""] * n, [None] * n
-    while any(d is None for d in done):
-        piece = await pieces.get()
-        texts[piece.row] += piece.text
-        if piece.finish:
-            done[piece.row] = piece  # type: ignore[call-overload]
+    try:
+        while any(d is None for d in done):
+            piece = await pieces.get()
+            texts[piece.row] += piece.text
+            if piece.finish:
+                done[piece.row] = piece  # type: ignore[call-overload]
+    finally:
+        job.cancelled.set()  # finished, or the request was dropped: its rows leave the batch
     if any(d.finish == "error" for d in done):  # type: ignore[union-attr]
         raise APIError(500, "generation failed; see the server log", None, "server_error")
     return [Piece(i, texts[i], d.finish, d.tokens) for i, d in enumerate(done)]  # type: ignore[union-attr]
@@ -120,21 +195,27 @@ def _usage(prompt: int, answers: int) -> dict[str, int]:
 async def _events(
     opening: str,
     pieces: asyncio.Queue[Piece],
-    n: int,
+    job: Job,
     chunk: Callable[[Piece], dict[str, Any]],
     usage: Callable[[int], dict[str, Any]] | None,
 ) -> AsyncIterator[str]:
-    """Server-sent events: `opening` (when not empty), a chunk per piece, the usage chunk if asked, [DONE]."""
-    if opening:
-        yield opening
-    finished, tokens = 0, 0
-    while finished < n:
-        piece = await pieces.get()
-        finished, tokens = finished + bool(piece.finish), tokens + piece.tokens
-        yield f"data: {json.dumps(chunk(piece))}\n\n"
-    if usage is not None:
-        yield f"data: {json.dumps(usage(tokens))}\n\n"
-    yield "data: [DONE]\n\n"
+    """Server-sent events: `opening` (when not empty), a chunk per piece, the usage chunk if asked, [DONE].
+
+    A client that disconnects closes this generator: the job is cancelled and its rows free their batch slots.
+    """
+    try:
+        if opening:
+            yield opening
+        finished, tokens = 0, 0
+        while finished < job.n:
+            piece = await pieces.get()
+            finished, tokens = finished + bool(piece.finish), tokens + piece.tokens
+            yield f"data: {json.dumps(chunk(piece))}\n\n"
+        if usage is not None:
+            yield f"data: {json.dumps(usage(tokens))}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        job.cancelled.set()
 
 
 def _sampling(body: ChatRequest | CompletionRequest, max_tokens: int) -> Sampling:
@@ -150,9 +231,11 @@ def create_app(models: ModelSet, engine: Engine, api_key: str | None = None) -> 
     service = Service(models, engine, api_key)
     app = FastAPI(title="tunesmith", docs_url=None, redoc_url=None, openapi_url=None)
     app.middleware("http")(service.authorize)
+    app.add_middleware(BodyLimit)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(Exception, _unexpected)
 
     @app.get("/v1/models")
     def list_models() -> dict[str, Any]:
@@ -184,7 +267,7 @@ async def _chat(service: Service, body: ChatRequest) -> Response | dict[str, Any
     asked = body.max_completion_tokens or body.max_tokens
     max_tokens = asked or max(1, min(DEFAULT_MAX_TOKENS, service.models.context - len(prompt)))
     service.check_context(prompt, max_tokens, "max_tokens" if asked else "messages")
-    pieces = service.start(prompt, served, _sampling(body, max_tokens), body.n)
+    pieces, job = service.start(prompt, served, _sampling(body, max_tokens), body.n)
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     head = {"id": ident, "created": created, "model": served.id, "system_fingerprint": None}
     if body.stream:
@@ -201,9 +284,9 @@ async def _chat(service: Service, body: ChatRequest) -> Response | dict[str, Any
             return head | {"object": "chat.completion.chunk", "choices": [], "usage": _usage(len(prompt), tokens)}
 
         opening = f"data: {json.dumps(head | {'object': 'chat.completion.chunk', 'choices': first})}\n\n"
-        events = _events(opening, pieces, body.n, chunk, usage if body.wants_usage() else None)
+        events = _events(opening, pieces, job, chunk, usage if body.wants_usage() else None)
         return StreamingResponse(events, media_type="text/event-stream")
-    answers = await _collect(pieces, body.n)
+    answers = await _collect(pieces, job)
     choices = [
         {
             "index": a.row,
@@ -224,7 +307,7 @@ async def _completion(service: Service, body: CompletionRequest) -> Response | d
         raise APIError(400, "prompt: send one prompt per request", "prompt", "invalid_value")
     prompt = service.models.tokenizer(prompts[0]).input_ids
     service.check_context(prompt, body.max_tokens, "max_tokens")
-    pieces = service.start(prompt, served, _sampling(body, body.max_tokens), body.n)
+    pieces, job = service.start(prompt, served, _sampling(body, body.max_tokens), body.n)
     head = {
         "id": f"cmpl-{uuid.uuid4().hex[:24]}",
         "object": "text_completion",
@@ -239,8 +322,8 @@ async def _completion(service: Service, body: CompletionRequest) -> Response | d
         def usage(tokens: int) -> dict[str, Any]:
             return head | {"choices": [], "usage": _usage(len(prompt), tokens)}
 
-        events = _events("", pieces, body.n, chunk, usage if body.wants_usage() else None)
+        events = _events("", pieces, job, chunk, usage if body.wants_usage() else None)
         return StreamingResponse(events, media_type="text/event-stream")
-    answers = await _collect(pieces, body.n)
+    answers = await _collect(pieces, job)
     choices = [{"index": a.row, "text": a.text, "finish_reason": a.finish, "logprobs": None} for a in answers]
     return head | {"choices": choices, "usage": _usage(len(prompt), sum(a.tokens for a in answers))}

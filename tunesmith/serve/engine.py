@@ -2,8 +2,9 @@
 
 A worker thread keeps one batch of rows (left-padded, a KV cache, one adapter per row). Between tokens, waiting
 requests join it (their prompts prefilled on their own, then their cache merged in) while there is room for
-`max_batch` rows, and finished rows leave it; each row's text is sent as it is made. No request is refused: one
-that does not fit waits for rows to finish.
+`max_batch` rows, and finished rows leave it; each row's text is sent as it is made. A request that does not fit
+waits for rows to finish; at most `max_waiting` wait, and one more is refused (`Busy`) instead of queueing without
+bound. A cancelled request (its client went away) leaves the batch at the next token.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ class Job:
     """Answers wanted."""
     send: Callable[[Piece], None]
     """Receives pieces; must not block."""
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    """Set when nobody wants the answer any more: its rows stop at the next token."""
+
+
+class Busy(Exception):
+    """The engine's queue is full: the request was not taken."""
 
 
 @dataclass
@@ -123,16 +130,20 @@ def _fail(rows: list[_Row], exc: Exception) -> None:
 class Engine:
     """The worker thread, its queue and the running batch."""
 
-    def __init__(self, models: ModelSet, max_batch: int = 8) -> None:
+    def __init__(self, models: ModelSet, max_batch: int = 8, max_waiting: int = 64) -> None:
         self.models = models
         self.max_batch = max_batch
-        self.waiting: queue.Queue[Job] = queue.Queue()
+        self.waiting: queue.Queue[Job] = queue.Queue(maxsize=max_waiting)
         self.held: Job | None = None
         self.thread = threading.Thread(target=self._work, name="tunesmith-engine", daemon=True)
         self.thread.start()
 
     def submit(self, job: Job) -> None:
-        self.waiting.put(job)
+        """Queue a request; Busy when `max_waiting` requests already wait."""
+        try:
+            self.waiting.put_nowait(job)
+        except queue.Full:
+            raise Busy from None
 
     def _next_job(self, timeout: float | None) -> Job | None:
         if self.held is not None:
@@ -169,7 +180,7 @@ class Engine:
         batch: _Batch | None = None
         while True:
             jobs = self._take(len(batch.rows) if batch else 0)
-            new = _rows(jobs)
+            new = _rows([job for job in jobs if not job.cancelled.is_set()])
             try:
                 with torch.inference_mode():
                     batch = self._step(batch, new)
@@ -191,6 +202,9 @@ class Engine:
             self._decode(batch)
         if batch is None:
             return None
+        for row in batch.rows:
+            if row.job.cancelled.is_set() and not row.finish:
+                row.finish = "cancelled"
         keep = [i for i, row in enumerate(batch.rows) if not row.finish]
         if not keep:
             return None

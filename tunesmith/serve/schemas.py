@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_STOPS = 4
+"""OpenAI's limit on stop strings."""
+
 
 class ChatMessage(BaseModel):
     """One message of a conversation."""
@@ -44,7 +47,7 @@ class _Sampled(BaseModel):
     """Send server-sent events as tokens are made."""
     stream_options: StreamOptions | None = None
     """include_usage."""
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, max_length=MAX_STOPS)
     """Up to 4 strings that end an answer."""
     seed: int | None = None
     """Makes sampling repeatable."""
