@@ -11,8 +11,8 @@ gradients), plus attention, 12 * layers * hidden * (context seen by the token). 
 passes through, the output head included (tunesmith skips the head where nothing is learned; MFU still counts
 it). The peak is a 2048x2048 fp32 matmul on this machine, measured in the same run.
 
-Tools: tunesmith (its defaults: bf16 autocast where the CPU has AMX, else fp32), tunesmith-fp32, trl (SFTTrainer
-defaults, fp32 on CPU), trl-packing (packing=True), trl-bf16 (bf16=True, autocast).
+Tools: tunesmith (its defaults: bf16 autocast where bf16 matmuls measure >= 2x fp32, else fp32), tunesmith-fp32,
+trl (SFTTrainer defaults, fp32 on CPU), trl-packing (packing=True), trl-bf16 (bf16=True, autocast).
 
     .venv/bin/python bench/train_vs_trl.py [--repeat 3] [--tools tunesmith,trl,trl-packing] [--json FILE]
 """
