@@ -61,9 +61,10 @@ def load_run_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunD
         return RunData(tokenizer, train, prepared.eval.examples, report)
     chosen = set(held_out_split(len(train), config.seed).tolist())
     held_out = [e for i, e in enumerate(train) if i in chosen]
-    report["held_out"] = {"source": config.data, "lines": [e.line for e in held_out]}
     texts = None
     if held_out and prepared.report.stats["train"]["format"] == "text":
         texts = [tokenizer.decode(e.input_ids, skip_special_tokens=True) for e in held_out]
         report["held_out"] = {"source": HELD_OUT_TEXTS, "windows": len(held_out)}
+    else:
+        report["held_out"] = {"source": config.data, "lines": [e.line for e in held_out]}
     return RunData(tokenizer, [e for i, e in enumerate(train) if i not in chosen], held_out, report, texts)
