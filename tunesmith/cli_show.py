@@ -69,7 +69,7 @@ def print_check_report(console: Console, report: CheckReport) -> None:
     verdict = (
         "[bold green]OK[/]: ready to train"
         if report.ok
-        else f"[bold red]{len(report.errors)} errors[/]: fix them first"
+        else f"[bold red]{report.error_count:,} errors[/]: fix them first"
     )
     console.print(verdict)
 

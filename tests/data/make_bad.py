@@ -118,7 +118,7 @@ FILES: dict[str, tuple[bytes, int, str]] = {
     "unknown_type.xml": (b"<messages/>", 0, "unknown_file_type"),
     "missing_column.csv": (b"prompt,answer\nP1,A1\nP2,A2\n", 0, "unknown_format"),
     "short_row.csv": (b"prompt,completion\nP1,C1\nP2\nP3,C3\n", 3, "missing_field"),
-    "latin1.csv": ("prompt,completion\ncafé,crème\n".encode("latin-1"), 1, "encoding"),
+    "latin1.csv": ("prompt,completion\ncafé,crème\n".encode("latin-1"), 2, "encoding"),
     "wrong_schema.parquet": (_parquet({"a": [1, 2], "b": ["x", "y"]}), 0, "unknown_format"),
     "messages_as_string.parquet": (_parquet({"messages": ["hi", "there"]}), 1, "missing_messages_list"),
 }

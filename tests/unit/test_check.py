@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import chat, prose, write_jsonl
+from tunesmith.data import validate
+from tunesmith.data.digests import repeats
 from tunesmith.tokenize.check import check_data
 
 # Twenty faulty lines of many kinds, each with the code it must get.
@@ -95,9 +98,29 @@ def test_overlap_and_length_warnings(tmp_path, tokenizer):
 def test_report_json_shape(tmp_path, tokenizer):
     report = check_data(str(write_jsonl(tmp_path / "d.jsonl", [chat(i) for i in range(9)] + ["{"])), tokenizer)
     data = json.loads(json.dumps(report.as_dict()))
-    assert set(data) == {"errors", "warnings", "stats"}
+    assert set(data) == {"errors", "warnings", "stats", "error_count"}
     assert {"line": 10, "code": "invalid_json"}.items() <= data["errors"][0].items()
     assert data["errors"][1]["code"] == "too_few_examples"
+    assert data["error_count"] == 2 and data["stats"]["train"]["errors"] == 1
+
+
+def test_problems_past_the_limit_are_counted_not_listed(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setattr(validate, "PROBLEM_LIMIT", 5)
+    rows = [chat(i) for i in range(12)] + ["{"] * 8 + [chat(3)] * 7
+    report = check_data(str(write_jsonl(tmp_path / "d.jsonl", rows)), tokenizer)
+    errors = [(p.line, p.code) for p in report.errors]
+    assert errors == [
+        (13, "invalid_json"),
+        (14, "invalid_json"),
+        (15, "invalid_json"),
+        (16, "invalid_json"),
+        (17, "invalid_json"),
+        (0, "not_listed"),
+    ]
+    assert "3 more" in report.errors[-1].message and report.error_count == 8
+    assert [(p.line, p.code) for p in report.warnings][-1] == (0, "not_listed")
+    assert [p.message for p in report.warnings[:5]] == ["repeats line 4 exactly"] * 5
+    assert report.stats["train"]["warnings"] == 7 and report.stats["train"]["examples"] == 19
 
 
 JSON = st.recursive(
@@ -142,3 +165,25 @@ def test_too_few_counts_what_is_trained_on_conversations_or_windows_of_text(tmp_
     long_records = write_jsonl(tmp_path / "long.jsonl", [{"text": prose(2000, seed=i)} for i in range(3)])
     for source in (folder, long_records):
         assert check_data(str(source), tokenizer, max_length=256, supervise="all").ok, source
+
+
+def test_a_check_in_small_chunks_reports_what_one_pass_reports(tmp_path, tokenizer, monkeypatch):
+    rows = [chat(i) for i in range(30)] + ["{", [1]] + [chat(2), chat(29)] + [c for c, _ in TWENTY_FAULTS[:6]]
+    train = str(write_jsonl(tmp_path / "t.jsonl", rows))
+    held_out = str(write_jsonl(tmp_path / "e.jsonl", [chat(40), chat(7), chat(41)]))
+    whole = check_data(train, tokenizer, eval_source=held_out, max_length=40).as_dict()
+    monkeypatch.setattr(validate, "CHUNK", 3)
+    monkeypatch.setattr(validate, "DETECT_SAMPLE", 2)
+    assert check_data(train, tokenizer, eval_source=held_out, max_length=40).as_dict() == whole
+    assert {(w["line"], w["code"]) for w in whole["warnings"]} >= {
+        (33, "duplicate"),
+        (34, "duplicate"),
+        (2, "eval_overlap"),
+    }
+
+
+@given(st.lists(st.integers(0, 5), max_size=40))
+def test_repeats_pairs_each_later_copy_with_the_first(values):
+    keys = np.array(values, dtype=np.uint64)
+    expected = [(i, values.index(v)) for i, v in enumerate(values) if values.index(v) < i]
+    assert repeats(keys) == expected

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tunesmith.errors import DataError
 
@@ -83,22 +82,36 @@ def _json_file(path: Path) -> Iterator[Row]:
         yield from _json_lines(path)
 
 
+class _BadLine(Exception):
+    def __init__(self, row: Row) -> None:
+        self.row = row
+
+
+def _decoded_lines(handle: IO[bytes]) -> Iterator[str]:
+    """The lines of a file as text, for the csv module; a line that is not UTF-8 stops the reading with its row."""
+    for number, raw in enumerate(handle, start=1):
+        text, bad = _decode(raw, number)
+        if bad is not None:
+            raise _BadLine(bad)
+        yield text or ""
+
+
 def _csv_rows(path: Path, columns: Mapping[str, str]) -> Iterator[Row]:
-    text, bad = _decode(path.read_bytes(), 1)
-    if bad is not None:
-        yield bad
-        return
-    reader = csv.DictReader(io.StringIO(text or ""))
-    header = reader.fieldnames or []
-    missing = [c for c in columns.values() if c not in header]
-    if missing:
-        raise DataError(
-            f"{path}: column {missing[0]!r} is not in the header ({', '.join(header)})",
-            hint="fix --columns, e.g. --columns prompt=question,completion=answer",
-            code="missing_column",
-        )
-    for row in reader:
-        yield Row(reader.line_num, remap(row, columns))
+    with path.open("rb") as handle:
+        reader = csv.DictReader(_decoded_lines(handle))
+        try:
+            header = reader.fieldnames or []
+            missing = [c for c in columns.values() if c not in header]
+            if missing:
+                raise DataError(
+                    f"{path}: column {missing[0]!r} is not in the header ({', '.join(header)})",
+                    hint="fix --columns, e.g. --columns prompt=question,completion=answer",
+                    code="missing_column",
+                )
+            for row in reader:
+                yield Row(reader.line_num, remap(row, columns))
+        except _BadLine as exc:
+            yield exc.row
 
 
 def remap(row: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str, Any]:

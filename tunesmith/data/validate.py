@@ -1,16 +1,23 @@
-"""Read a data source into records and find what is wrong with it, line by line."""
+"""Read a data source into records and find what is wrong with it, line by line, in one streaming pass."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from tunesmith.data.digests import Digests
 from tunesmith.data.formats import FORMATS, Format, RecordError, detect
 from tunesmith.data.load import Row, read_rows
 from tunesmith.data.schema import Record
 from tunesmith.errors import DataError
 
 DETECT_SAMPLE = 200
+"""The format is detected from the first this many JSON objects."""
+PROBLEM_LIMIT = 1000
+"""Errors (and warnings) listed per data set with their line; more are counted, so memory stays bounded."""
+CHUNK = 2048
+"""Records handed out at a time: a large file is never held whole."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,30 +44,35 @@ class Problem:
         return {"file": self.file, "line": self.line, "code": self.code, "message": self.message}
 
 
-@dataclass(frozen=True)
-class Dataset:
-    """The usable records of a source, with the line each came from, and what was wrong."""
+class Problems:
+    """The errors or the warnings of one data set: the first PROBLEM_LIMIT listed, every one counted."""
 
-    source: str
-    """The file, folder or hub id read."""
-    format: str
-    """The detected (or given) format name."""
-    records: list[tuple[int, Record]]
-    """(line, record) for every line that parsed."""
-    errors: list[Problem] = field(default_factory=list)
-    """Lines that could not be used, and file-level errors."""
-    warnings: list[Problem] = field(default_factory=list)
-    """Usable but suspicious lines."""
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.listed: list[Problem] = []
+        self.total = 0
+
+    def add(self, problem: Problem) -> None:
+        self.total += 1
+        if len(self.listed) < PROBLEM_LIMIT:
+            self.listed.append(problem)
+
+    def listing(self) -> list[Problem]:
+        """In line order, and a last line saying how many more there are when some were not listed."""
+        out = sorted(self.listed, key=lambda p: p.line)
+        if self.total > len(out):
+            out.append(Problem(self.source, 0, "not_listed", f"{self.total - len(out):,} more like these, not listed"))
+        return out
 
 
-def _choose_format(source: str, rows: list[Row], name: str) -> Format:
+def _choose_format(source: str, objects: list[Any], name: str) -> Format:
     if name != "auto":
         if name not in FORMATS:
             raise DataError(
                 f"format {name!r} is unknown", hint=f"use auto or one of {', '.join(FORMATS)}", code="unknown_format"
             )
         return FORMATS[name]
-    found = detect(r.value for r in rows[:DETECT_SAMPLE] if r.code == "")
+    found = detect(objects)
     if found is None:
         signatures = "; ".join(f"{f.name}: {'/'.join(f.keys)}" for f in FORMATS.values())
         raise DataError(
@@ -77,40 +89,97 @@ def _not_an_example(source: str, row: Row) -> Problem:
     return Problem(source, row.line, "data_type", f"expected a JSON object, got {type(row.value).__name__}")
 
 
+class RecordReader:
+    """One pass over a source: the format detected from its first objects, every row parsed, the records handed
+    out in chunks and let go; errors, duplicates (by digest) and counts kept."""
+
+    def __init__(self, source: str, *, format: str = "auto", columns: Mapping[str, str] | None = None) -> None:
+        self.source = source
+        self.format = "unknown"
+        """The detected (or given) format name, once the first chunk is out."""
+        self.records = 0
+        """Records parsed so far."""
+        self.errors = Problems(source)
+        self.warnings = Problems(source)
+        self.digests = Digests()
+        self._format = format
+        self._columns = columns
+
+    def chunks(self) -> Iterator[list[tuple[int, Record]]]:
+        """(line, record) lists of up to about CHUNK records in reading order; duplicates are warned of at the end.
+        Rows that are not objects are errors at once; objects wait only until the format is known."""
+        head: list[Row] = []
+        fmt: Format | None = None
+        chunk: list[tuple[int, Record]] = []
+        empty = True
+        for row in read_rows(self.source, self._columns):
+            empty = False
+            if row.code or not isinstance(row.value, dict):
+                self.errors.add(_not_an_example(self.source, row))
+                continue
+            head.append(row)
+            if fmt is None and len(head) < DETECT_SAMPLE:
+                continue
+            fmt = fmt or self._detect(head)
+            chunk += self._parse(fmt, head)
+            head = []
+            if len(chunk) >= CHUNK:
+                yield chunk
+                chunk = []
+        if head:
+            chunk += self._parse(fmt or self._detect(head), head)
+        if chunk:
+            yield chunk
+        if empty:
+            self.errors.add(Problem(self.source, 0, "empty_file", "the file has no examples"))
+        for line, first in self.digests.repeats():
+            self.warnings.add(Problem(self.source, line, "duplicate", f"repeats line {first} exactly"))
+
+    def _detect(self, head: list[Row]) -> Format:
+        fmt = _choose_format(self.source, [r.value for r in head], self._format)
+        self.format = fmt.name
+        return fmt
+
+    def _parse(self, fmt: Format, rows: list[Row]) -> list[tuple[int, Record]]:
+        out = []
+        for row in rows:
+            try:
+                record = fmt.parse(row.value)
+            except RecordError as exc:
+                self.errors.add(Problem(self.source, row.line, exc.code, exc.message))
+                continue
+            self.digests.add(row.line, record)
+            out.append((row.line, record))
+        self.records += len(out)
+        return out
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The usable records of a source, with the line each came from, and what was wrong."""
+
+    source: str
+    """The file, folder or hub id read."""
+    format: str
+    """The detected (or given) format name."""
+    records: list[tuple[int, Record]]
+    """(line, record) for every line that parsed."""
+    errors: list[Problem] = field(default_factory=list)
+    """Lines that could not be used, and file-level errors."""
+    warnings: list[Problem] = field(default_factory=list)
+    """Usable but suspicious lines."""
+
+
 def read_dataset(source: str, *, format: str = "auto", columns: Mapping[str, str] | None = None) -> Dataset:
-    """Read every row, detect the format, parse each row; errors and duplicate warnings carry line numbers."""
-    rows = list(read_rows(source, columns))
-    if not rows:
-        return Dataset(source, "unknown", [], [Problem(source, 0, "empty_file", "the file has no examples")])
-    if not any(isinstance(row.value, dict) for row in rows):  # no example at all: say why line by line
-        return Dataset(source, "unknown", [], [_not_an_example(source, row) for row in rows])
-    fmt = _choose_format(source, rows, format)
-    records: list[tuple[int, Record]] = []
-    errors: list[Problem] = []
-    warnings: list[Problem] = []
-    first_seen: dict[Record, int] = {}
-    for row in rows:
-        if row.code:
-            errors.append(Problem(source, row.line, row.code, row.message))
-            continue
-        try:
-            record = fmt.parse(row.value)
-        except RecordError as exc:
-            errors.append(Problem(source, row.line, exc.code, exc.message))
-            continue
-        if record in first_seen:
-            warnings.append(Problem(source, row.line, "duplicate", f"repeats line {first_seen[record]} exactly"))
-        else:
-            first_seen[record] = row.line
-        records.append((row.line, record))
-    return Dataset(source, fmt.name, records, errors, warnings)
+    """Every record of a source in memory, for small sets (held-out data, samples); see RecordReader."""
+    reader = RecordReader(source, format=format, columns=columns)
+    records = [record for chunk in reader.chunks() for record in chunk]
+    return Dataset(source, reader.format, records, reader.errors.listing(), reader.warnings.listing())
 
 
-def overlap_warnings(train: Dataset, eval_set: Dataset) -> list[Problem]:
+def overlap_warnings(train: RecordReader, eval_set: RecordReader) -> list[Problem]:
     """Eval examples that also appear in the training data: their scores would flatter the model."""
-    seen = {record: line for line, record in train.records}
     return [
-        Problem(eval_set.source, line, "eval_overlap", f"also in the training data ({train.source}:{seen[record]})")
-        for line, record in eval_set.records
-        if record in seen
+        Problem(eval_set.source, line, "eval_overlap", f"also in the training data ({train.source}:{first})")
+        for line, first in eval_set.digests.also_in(train.digests)
     ]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from array import array
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,9 +11,9 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config import auto_epochs
-from tunesmith.data.validate import Dataset, Problem, overlap_warnings, read_dataset
-from tunesmith.tokenize.encode import Encoded, encode
-from tunesmith.tokenize.render import Supervise
+from tunesmith.data.validate import Problem, RecordReader, overlap_warnings
+from tunesmith.tokenize.encode import Encoded, Example, conversation_of, encode
+from tunesmith.tokenize.render import ChatRenderer, Supervise
 
 MIN_TRAINING_ROWS = 10
 """Fewer rows to train on than this is an error (OpenAI's minimum of 10 examples). It counts what is trained on:
@@ -29,6 +30,8 @@ class CheckReport:
     """Duplicates, overlap, examples too long for max_length."""
     stats: dict[str, Any] = field(default_factory=dict)
     """Per data set: format, examples, token statistics; for training: epochs and the estimated time."""
+    error_count: int = 0
+    """Every error, also those past the PROBLEM_LIMIT listed per data set."""
 
     @property
     def ok(self) -> bool:
@@ -40,68 +43,89 @@ class CheckReport:
             "errors": [p.as_dict() for p in self.errors],
             "warnings": [p.as_dict() for p in self.warnings],
             "stats": self.stats,
+            "error_count": self.error_count,
         }
 
 
-def _length_warnings(source: str, encoded: Encoded, max_length: int) -> list[Problem]:
-    problems = [
-        Problem(
+def _length_warnings(source: str, encoded: Encoded, max_length: int) -> Iterator[Problem]:
+    for line, length in encoded.truncated:
+        yield Problem(
             source,
             line,
             "supervised_cut",
             f"{length} tokens under the model's template, over max_length {max_length}: "
             "trained up to the last whole answer that fits, later turns are cut",
         )
-        for line, length in encoded.truncated
-    ]
     for line, length in encoded.dropped:
         if length > max_length:
-            problems.append(
-                Problem(
-                    source,
-                    line,
-                    "too_long",
-                    f"{length} tokens under the model's template, over max_length {max_length}, "
-                    "and no whole answer fits: left out (raise --max-length or shorten it)",
-                )
+            yield Problem(
+                source,
+                line,
+                "too_long",
+                f"{length} tokens under the model's template, over max_length {max_length}, "
+                "and no whole answer fits: left out (raise --max-length or shorten it)",
             )
         else:
-            problems.append(
-                Problem(source, line, "nothing_trained", "no turn to learn from (all weights 0?): left out")
-            )
-    return problems
+            yield Problem(source, line, "nothing_trained", "no turn to learn from (all weights 0?): left out")
 
 
-def _too_few_rows(dataset: Dataset, encoded: Encoded, max_length: int) -> list[Problem]:
-    rows = len(encoded.examples)
-    if rows >= MIN_TRAINING_ROWS or not dataset.records:
+@dataclass
+class Tally:
+    """The token statistics of a data set, summed chunk by chunk so that its examples need not be kept."""
+
+    lengths: array[int] = field(default_factory=lambda: array("q"))
+    """Token length of every record before truncation (texts: per document)."""
+    rows: int = 0
+    """Rows to train on (plain text: windows)."""
+    tokens: int = 0
+    """Tokens in those rows."""
+    supervised: int = 0
+    """Tokens learned."""
+    truncated: int = 0
+    """Records cut to max_length."""
+    left_out: int = 0
+    """Records with nothing left to learn within max_length."""
+
+    def add(self, encoded: Encoded) -> None:
+        self.lengths.extend(encoded.full_lengths.values())
+        self.rows += len(encoded.examples)
+        self.tokens += sum(len(e.input_ids) for e in encoded.examples)
+        self.supervised += sum(e.supervised for e in encoded.examples)
+        self.truncated += len(encoded.truncated)
+        self.left_out += len(encoded.dropped)
+
+
+def _too_few_rows(reader: RecordReader, tally: Tally, max_length: int) -> list[Problem]:
+    if tally.rows >= MIN_TRAINING_ROWS or not reader.records:
         return []
-    if dataset.format == "text":
+    if reader.format == "text":
         message = (
-            f"{rows} training windows of up to {max_length} tokens in {len(dataset.records)} texts; "
+            f"{tally.rows} training windows of up to {max_length} tokens in {reader.records} texts; "
             f"at least {MIN_TRAINING_ROWS} are needed (add text, or lower --max-length)"
         )
     else:
-        message = f"{rows} usable examples; at least {MIN_TRAINING_ROWS} are needed"
-    return [Problem(dataset.source, 0, "too_few_examples", message)]
+        message = f"{tally.rows} usable examples; at least {MIN_TRAINING_ROWS} are needed"
+    return [Problem(reader.source, 0, "too_few_examples", message)]
 
 
-def _token_stats(dataset: Dataset, encoded: Encoded) -> dict[str, Any]:
-    lengths = np.array(list(encoded.full_lengths.values()) or [0])
+def _token_stats(reader: RecordReader, tally: Tally) -> dict[str, Any]:
+    lengths = np.frombuffer(tally.lengths, dtype=np.int64) if tally.lengths else np.zeros(1, dtype=np.int64)
     p10, p50, p90 = (int(v) for v in np.percentile(lengths, [10, 50, 90]))
     return {
-        "file": dataset.source,
-        "format": dataset.format,
-        "examples": len(dataset.records),
-        "rows": len(encoded.examples),
-        "tokens": int(sum(len(e.input_ids) for e in encoded.examples)),
-        "supervised_tokens": int(sum(e.supervised for e in encoded.examples)),
+        "file": reader.source,
+        "format": reader.format,
+        "examples": reader.records,
+        "rows": tally.rows,
+        "tokens": tally.tokens,
+        "supervised_tokens": tally.supervised,
         "length_p10": p10,
         "length_p50": p50,
         "length_p90": p90,
         "length_max": int(lengths.max()),
-        "truncated": len(encoded.truncated),
-        "left_out": len(encoded.dropped),
+        "truncated": tally.truncated,
+        "left_out": tally.left_out,
+        "errors": reader.errors.total,
+        "warnings": reader.warnings.total,
     }
 
 
@@ -118,9 +142,23 @@ class DataOptions:
     supervise: Supervise = "assistant"
     """Which turns are learned."""
 
-    def read(self, source: str, tokenizer: PreTrainedTokenizerBase) -> tuple[Dataset, Encoded]:
-        dataset = read_dataset(source, format=self.format, columns=self.columns)
-        return dataset, encode(dataset.records, tokenizer, max_length=self.max_length, supervise=self.supervise)
+    def read(
+        self, source: str, tokenizer: PreTrainedTokenizerBase, *, keep: bool
+    ) -> tuple[RecordReader, Tally, Encoded]:
+        """One streaming pass: the reader's problems, the tally, and the examples themselves when `keep`."""
+        reader = RecordReader(source, format=self.format, columns=self.columns)
+        tally, kept = Tally(), Encoded()
+        renderer: ChatRenderer | None = None
+        for chunk in reader.chunks():
+            if renderer is None and any(conversation_of(r) is not None for _, r in chunk):
+                renderer = ChatRenderer(tokenizer, self.supervise)
+            encoded = encode(chunk, tokenizer, max_length=self.max_length, renderer=renderer)
+            tally.add(encoded)
+            for problem in _length_warnings(source, encoded, self.max_length):
+                reader.warnings.add(problem)
+            if keep:
+                kept.examples += encoded.examples
+        return reader, tally, kept
 
 
 @dataclass(frozen=True)
@@ -129,9 +167,9 @@ class Prepared:
 
     report: CheckReport
     """Errors, warnings and statistics."""
-    train: Encoded
-    """The training examples."""
-    eval: Encoded | None
+    train: list[Example]
+    """The training examples (empty when not kept)."""
+    eval: list[Example] | None
     """The held-out examples, when an eval source was given."""
 
 
@@ -142,27 +180,30 @@ def prepare_data(
     *,
     eval_source: str | None = None,
     tokens_per_second: float | None = None,
+    keep: bool = True,
 ) -> Prepared:
-    """Read, parse and tokenise the training (and eval) data under the model's real tokenizer and template."""
-    max_length = options.max_length
+    """Read, parse and tokenise the training (and eval) data under the model's real tokenizer and template, in one
+    streaming pass each; `keep=False` (a check) keeps statistics and the listed problems, not the examples."""
     report = CheckReport()
-    sets: list[tuple[str, Dataset, Encoded]] = [("train", *options.read(train, tokenizer))]
+    sets = {"train": options.read(train, tokenizer, keep=keep)}
     if eval_source:
-        sets.append(("eval", *options.read(eval_source, tokenizer)))
-    for name, dataset, encoded in sets:
-        report.errors += dataset.errors
-        report.warnings += dataset.warnings + _length_warnings(dataset.source, encoded, max_length)
-        report.stats[name] = _token_stats(dataset, encoded)
-    report.errors += _too_few_rows(sets[0][1], sets[0][2], max_length)
+        sets["eval"] = options.read(eval_source, tokenizer, keep=keep)
+    for name, (reader, tally, _) in sets.items():
+        report.errors += reader.errors.listing()
+        report.warnings += reader.warnings.listing()
+        report.stats[name] = _token_stats(reader, tally)
+    reader, tally, kept = sets["train"]
+    too_few = _too_few_rows(reader, tally, options.max_length)
+    report.errors += too_few
+    report.error_count = sum(reader.errors.total for reader, _, _ in sets.values()) + len(too_few)
     if eval_source:
-        report.warnings += overlap_warnings(sets[0][1], sets[1][1])
-    train_stats = report.stats["train"]
-    epochs = auto_epochs(train_stats["rows"])
-    report.stats["training"] = {"epochs": epochs, "max_length": max_length, "tokens": train_stats["tokens"] * epochs}
+        report.warnings += overlap_warnings(reader, sets["eval"][0])
+    epochs = auto_epochs(tally.rows)
+    report.stats["training"] = {"epochs": epochs, "max_length": options.max_length, "tokens": tally.tokens * epochs}
     if tokens_per_second:
         report.stats["training"]["tokens_per_second"] = round(tokens_per_second, 1)
-        report.stats["training"]["estimated_seconds"] = round(train_stats["tokens"] * epochs / tokens_per_second, 1)
-    return Prepared(report, sets[0][2], sets[1][2] if eval_source else None)
+        report.stats["training"]["estimated_seconds"] = round(tally.tokens * epochs / tokens_per_second, 1)
+    return Prepared(report, kept.examples, sets["eval"][2].examples if eval_source else None)
 
 
 def check_data(
@@ -178,4 +219,7 @@ def check_data(
 ) -> CheckReport:
     """Everything wrong with a data set and what training on it would cost (see `prepare_data`)."""
     options = DataOptions(format=format, columns=columns, max_length=max_length, supervise=supervise)
-    return prepare_data(train, tokenizer, options, eval_source=eval_source, tokens_per_second=tokens_per_second).report
+    prepared = prepare_data(
+        train, tokenizer, options, eval_source=eval_source, tokens_per_second=tokens_per_second, keep=False
+    )
+    return prepared.report

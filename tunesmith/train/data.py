@@ -46,9 +46,9 @@ def load_run_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunD
         supervise="all" if config.objective == "text" else config.supervise,
     )
     prepared = prepare_data(config.data, tokenizer, options, eval_source=config.eval_data)
-    errors = prepared.report.errors
+    errors, count = prepared.report.errors, prepared.report.error_count
     if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        more = f" (and {count - 1:,} more)" if count > 1 else ""
         raise DataError(f"{errors[0]}{more}", hint=f"see every problem with: tunesmith data check {config.data}")
     if config.objective == "sft" and prepared.report.stats["train"]["format"] == "text":
         raise ConfigError(
@@ -56,9 +56,9 @@ def load_run_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunD
             hint="use --objective text for continued pre-training, or give conversations",
         )
     report = prepared.report.as_dict()
-    train = prepared.train.examples
+    train = prepared.train
     if prepared.eval is not None:
-        return RunData(tokenizer, train, prepared.eval.examples, report)
+        return RunData(tokenizer, train, prepared.eval, report)
     chosen = set(held_out_split(len(train), config.seed).tolist())
     held_out = [e for i, e in enumerate(train) if i in chosen]
     texts = None
