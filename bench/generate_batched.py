@@ -18,9 +18,9 @@ import torch
 
 from tunesmith.data.schema import as_dicts
 from tunesmith.evaluate.compare import held_out_prompts
+from tunesmith.evaluate.evaluation import EvalOptions, answer_limits
 from tunesmith.evaluate.generate import Generator, Sampling, load_generator
 from tunesmith.evaluate.items import Item
-from tunesmith.evaluate.run import EvalOptions, answer_limits
 from tunesmith.models.load import pick_device, pick_dtype
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "call-summaries"

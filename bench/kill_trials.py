@@ -114,7 +114,7 @@ def main() -> None:
 
     from tests.conftest import chat, make_tiny_model, write_jsonl
     from tunesmith.models.load import load_tokenizer
-    from tunesmith.models.registry import DEFAULT_MODEL
+    from tunesmith.models.sources import DEFAULT_MODEL
 
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     with tempfile.TemporaryDirectory() as folder:

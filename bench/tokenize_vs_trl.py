@@ -29,7 +29,7 @@ from trl import SFTConfig, SFTTrainer
 
 from tunesmith.data.validate import read_dataset
 from tunesmith.models.load import load_tokenizer
-from tunesmith.models.registry import DEFAULT_MODEL
+from tunesmith.models.sources import DEFAULT_MODEL
 from tunesmith.tokenize.encode import encode
 
 GENERATION_TEMPLATE = (

@@ -59,7 +59,7 @@ def _matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 10) -> float:
 
 def _run_tunesmith(args: argparse.Namespace, out: Path, precision: str) -> dict[str, float | str]:
     from tunesmith.config import LoraSettings, RunConfig
-    from tunesmith.train.run import train
+    from tunesmith.train.runner import train
     from tunesmith.train.setup import choose_precision
 
     config = RunConfig(
@@ -102,7 +102,7 @@ def _run_trl(args: argparse.Namespace, out: Path, packing: bool, bf16: bool) -> 
     from trl import SFTConfig, SFTTrainer
 
     from tunesmith.models.load import local_path
-    from tunesmith.models.registry import DEFAULT_MODEL
+    from tunesmith.models.sources import DEFAULT_MODEL
 
     dataset = datasets.Dataset.from_list(_as_prompt_completion(args.data))
     config = SFTConfig(
@@ -136,8 +136,8 @@ def _eval_loss(args: argparse.Namespace, adapter: Path) -> float:
 
     from tunesmith.config import RunConfig
     from tunesmith.models.load import load_model, load_tokenizer
-    from tunesmith.models.registry import DEFAULT_MODEL
-    from tunesmith.tokenize.pack import ordered_batches
+    from tunesmith.models.sources import DEFAULT_MODEL
+    from tunesmith.tokenize.batches import ordered_batches
     from tunesmith.train.data import load_run_data
     from tunesmith.train.loss import mean_loss
     from tunesmith.train.setup import Precision
@@ -157,7 +157,7 @@ def _model_flops_per_token(args: argparse.Namespace) -> tuple[float, float]:
     """(4N for LoRA training, attention FLOPs per real token of the training set)."""
     from tunesmith.config import RunConfig
     from tunesmith.models.load import load_model, load_tokenizer
-    from tunesmith.models.registry import DEFAULT_MODEL
+    from tunesmith.models.sources import DEFAULT_MODEL
     from tunesmith.train.data import load_run_data
 
     model = load_model(DEFAULT_MODEL, dtype="float32")

@@ -27,7 +27,7 @@ LLAMA3_TEMPLATE = (
 def tokenizer():
     """The embedded default model's tokenizer (ChatML template, pad == eos == <|im_end|>)."""
     from tunesmith.models.load import load_tokenizer
-    from tunesmith.models.registry import DEFAULT_MODEL
+    from tunesmith.models.sources import DEFAULT_MODEL
 
     return load_tokenizer(DEFAULT_MODEL)
 
@@ -120,7 +120,7 @@ def adapter_base(tmp_path_factory, tokenizer) -> Path:
 def adapter_runs(tmp_path_factory, adapter_base) -> dict[str, Path]:
     """Two LoRA runs on adapter_base, each tuned to give one fixed answer (ADAPTER_ANSWERS)."""
     from tunesmith.config import build_config
-    from tunesmith.train.run import train
+    from tunesmith.train.runner import train
 
     root = tmp_path_factory.mktemp("adapters")
     runs = {}
@@ -161,8 +161,8 @@ def full_cross_entropy(model, batch):
     so float64 identities stay float64.)"""
     import torch.nn.functional as F
 
+    from tunesmith.tokenize.batches import PAD_MARK
     from tunesmith.tokenize.encode import IGNORE
-    from tunesmith.tokenize.pack import PAD_MARK
 
     labels = batch.labels.clone()
     labels[labels == PAD_MARK] = IGNORE

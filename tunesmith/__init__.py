@@ -11,14 +11,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "check_data": "tunesmith.tokenize.check",
+    "check_data": "tunesmith.check",
     "read_dataset": "tunesmith.data.validate",
     "encode": "tunesmith.tokenize.encode",
     "load_model": "tunesmith.models.load",
     "load_tokenizer": "tunesmith.models.load",
     "RunConfig": "tunesmith.config",
-    "train": "tunesmith.train.run",
-    "resume": "tunesmith.train.run",
+    "train": "tunesmith.train.runner",
+    "resume": "tunesmith.train.runner",
     "load_generator": "tunesmith.evaluate.generate",
 }
 __all__ = [*_PUBLIC, "__version__"]

@@ -22,7 +22,7 @@ from tunesmith.cli_common import (
     parse_columns,
     user_errors,
 )
-from tunesmith.models.registry import DEFAULT_MODEL
+from tunesmith.models.sources import DEFAULT_MODEL
 
 app = typer.Typer(
     help="Fine-tune a language model on your data, see whether it helped, export and serve it.",
@@ -68,9 +68,9 @@ def data_check(
     estimate: Annotated[bool, typer.Option(help="Measure this machine's speed to estimate training time.")] = True,
 ) -> None:
     """Find every problem in a data set and what training on it would cost, before spending compute."""
+    from tunesmith.check import check_data
     from tunesmith.cli_show import print_check_report
     from tunesmith.models.load import load_tokenizer
-    from tunesmith.tokenize.check import check_data
     from tunesmith.train.throughput import training_tokens_per_second
 
     with user_errors():

@@ -21,7 +21,7 @@ def export(
     out_dir: Annotated[Path | None, Opt("--out", help="Folder to write (default: RUN/export/FORMAT).")] = None,
 ) -> None:
     """Export a run: its adapter, merged weights any transformers code loads, or GGUF for llama.cpp and Ollama."""
-    from tunesmith.export.run import ExportRequest, export
+    from tunesmith.export.writer import ExportRequest, export
 
     with user_errors():
         folder = export(ExportRequest(run, format, dtype, out_dir))  # type: ignore[arg-type]
@@ -49,7 +49,7 @@ def serve(
 
     from tunesmith.serve.app import create_app
     from tunesmith.serve.engine import Engine
-    from tunesmith.serve.registry import default_base, load_models
+    from tunesmith.serve.loaded import default_base, load_models
 
     with user_errors():
         runs = adapter or []

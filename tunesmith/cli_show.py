@@ -7,12 +7,12 @@ from rich.table import Table
 from rich.text import Text
 from transformers import PreTrainedTokenizerBase
 
+from tunesmith.check import CheckReport
 from tunesmith.data.validate import Problem
 from tunesmith.models.load import cached_models
-from tunesmith.models.registry import EMBEDDED
-from tunesmith.tokenize.check import CheckReport
+from tunesmith.models.sources import EMBEDDED
 from tunesmith.tokenize.encode import Example
-from tunesmith.tokenize.inspect import pieces
+from tunesmith.tokenize.marks import marks
 
 STAT_LABELS = {
     "format": "format",
@@ -77,8 +77,8 @@ def print_check_report(console: Console, report: CheckReport) -> None:
 def print_example(console: Console, source: str, example: Example, tokenizer: PreTrainedTokenizerBase) -> None:
     """One example with trained text highlighted and masked text dim."""
     text = Text()
-    for piece in pieces(example, tokenizer):
-        text.append(piece.text, style="bold black on green" if piece.trained else "dim")
+    for mark in marks(example, tokenizer):
+        text.append(mark.text, style="bold black on green" if mark.trained else "dim")
     console.rule(f"{source}:{example.line}  {len(example.input_ids)} tokens, {example.supervised} trained")
     console.print(text)
     console.print(Text.assemble(("trained", "bold black on green"), "  ", ("masked", "dim")))

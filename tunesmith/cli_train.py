@@ -128,8 +128,8 @@ def train(
     """Fine-tune a model on your data: LoRA, DoRA or full; answers (sft) or plain text."""
     from tunesmith import paths
     from tunesmith.config import build_config, merge, read_config_file
-    from tunesmith.train.run import resume as resume_run
-    from tunesmith.train.run import train as train_run
+    from tunesmith.train.runner import resume as resume_run
+    from tunesmith.train.runner import train as train_run
 
     flags = {
         "data": data, "eval_data": eval_data, "model": model, "method": method, "objective": objective,
@@ -154,8 +154,8 @@ def train(
             result = train_run(run_config, run_dir, sink=sink, stop=stop)
     _print_summary(result, log_json)
     if evaluate:
+        from tunesmith.evaluate.evaluation import EvalOptions
         from tunesmith.evaluate.items import has_held_out
-        from tunesmith.evaluate.run import EvalOptions
 
         if has_held_out(result.run_dir):
             _evaluate_and_print(str(result.run_dir), EvalOptions(limit=QUICK_EVAL_EXAMPLES), None, log_json)
@@ -280,7 +280,7 @@ def evaluate_command(
     out_dir: Annotated[Path | None, Opt("--out", help="Report folder (default: RUN/eval).")] = None,
 ) -> None:
     """Did fine-tuning help? Held-out loss, answers and task metrics of the tuned model and a baseline."""
-    from tunesmith.evaluate.run import EvalOptions
+    from tunesmith.evaluate.evaluation import EvalOptions
 
     with user_errors():
         options = EvalOptions(

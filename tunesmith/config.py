@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunesmith.errors import ConfigError
-from tunesmith.models.registry import DEFAULT_MODEL
+from tunesmith.models.sources import DEFAULT_MODEL
 
 MIN_TARGET_EXAMPLES = 100
 MAX_TARGET_EXAMPLES = 25_000

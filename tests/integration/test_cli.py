@@ -11,7 +11,7 @@ from tests.unit.test_check import TWENTY_FAULTS
 from tunesmith.cli import app
 from tunesmith.data.schema import Conversation, Message
 from tunesmith.tokenize.encode import encode
-from tunesmith.tokenize.inspect import pieces
+from tunesmith.tokenize.marks import marks
 
 runner = CliRunner()
 
@@ -63,7 +63,7 @@ def test_show_marks_each_end_of_turn_trained(tmp_path, tokenizer):
         )
     )
     example = encode([(1, conversation)], tokenizer, max_length=512).examples[0]
-    trained = [p.text for p in pieces(example, tokenizer) if p.trained]
+    trained = [p.text for p in marks(example, tokenizer) if p.trained]
     assert trained == ["Hello!<|im_end|>", "Goodbye!<|im_end|>"]
     path = write_jsonl(tmp_path / "d.jsonl", [chat(i) for i in range(3)])
     result = runner.invoke(app, ["data", "show", str(path), "-n", "2"], env={"COLUMNS": "200"})

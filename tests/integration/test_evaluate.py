@@ -13,13 +13,13 @@ from tests.conftest import write_jsonl
 from tests.integration.test_train import FIXED, _config, _fixed_answers
 from tunesmith.cli import app
 from tunesmith.data.validate import read_dataset
+from tunesmith.evaluate import evaluation as eval_run
 from tunesmith.evaluate import report as report_module
-from tunesmith.evaluate import run as eval_run
+from tunesmith.evaluate.evaluation import EvalOptions, evaluate
 from tunesmith.evaluate.generate import Sampling, load_generator
 from tunesmith.evaluate.items import GENERAL_QUESTIONS, items_of
 from tunesmith.evaluate.report import evaluate_to_folder
-from tunesmith.evaluate.run import EvalOptions, evaluate
-from tunesmith.train.run import train
+from tunesmith.train.runner import train
 
 
 class _Page(HTMLParser):

@@ -25,10 +25,10 @@ from typer.testing import CliRunner
 
 from tunesmith.cli import app
 from tunesmith.errors import ExportError
-from tunesmith.export import run as export_run
+from tunesmith.export import writer as export_run
 from tunesmith.export.gguf_file import write_gguf
 from tunesmith.export.ollama import modelfile
-from tunesmith.export.run import DTYPES, ExportRequest, export
+from tunesmith.export.writer import DTYPES, ExportRequest, export
 
 PROMPT = "<|im_start|>user\nQuestion 3?<|im_end|>\n<|im_start|>assistant\n"
 

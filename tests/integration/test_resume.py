@@ -21,7 +21,7 @@ from tests.integration.test_train import _fixed_answers
 from tunesmith.config import build_config
 from tunesmith.errors import TrainingError
 from tunesmith.train import checkpoint
-from tunesmith.train.run import train
+from tunesmith.train.runner import train
 
 STEPS = 40
 

@@ -16,7 +16,7 @@ from tunesmith.cli import app
 from tunesmith.config import build_config
 from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.train import loop as loop_module
-from tunesmith.train.run import resume, train
+from tunesmith.train.runner import resume, train
 
 FIXED = "The answer is always blue."
 
@@ -65,14 +65,14 @@ def test_lora_trains_every_adapter_weight_and_no_base_weight(tmp_path, tiny_mode
     seen = {}
     original = loop_module.train_steps
 
-    def spy(loop, state):
-        seen["before"] = {n: p.detach().clone() for n, p in loop.model.named_parameters()}
-        reason = original(loop, state)
-        seen["after"] = {n: p.detach().clone() for n, p in loop.model.named_parameters()}
-        seen["trainable"] = {n for n, p in loop.model.named_parameters() if p.requires_grad}
+    def spy(run, state):
+        seen["before"] = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+        reason = original(run, state)
+        seen["after"] = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+        seen["trainable"] = {n for n, p in run.model.named_parameters() if p.requires_grad}
         return reason
 
-    monkeypatch.setattr("tunesmith.train.run.train_steps", spy)
+    monkeypatch.setattr("tunesmith.train.runner.train_steps", spy)
     train(_config(_fixed_answers(tmp_path / "t.jsonl"), tiny_model, max_steps=3), tmp_path / "run")
     before, after, trainable = seen["before"], seen["after"], seen["trainable"]
     assert trainable and all("lora_" in n for n in trainable)

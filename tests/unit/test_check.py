@@ -9,9 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import chat, prose, write_jsonl
+from tunesmith.check import check_data
 from tunesmith.data import validate
 from tunesmith.data.digests import repeats
-from tunesmith.tokenize.check import check_data
 
 # Twenty faulty lines of many kinds, each with the code it must get.
 TWENTY_FAULTS = [

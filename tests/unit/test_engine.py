@@ -7,8 +7,8 @@ import queue
 import pytest
 import torch
 
-from tunesmith.serve.engine import Busy, Engine, Job, Piece, Sampling, _rows
-from tunesmith.serve.registry import load_models
+from tunesmith.serve.engine import Busy, Delta, Engine, Job, RequestSampling, _rows
+from tunesmith.serve.loaded import load_models
 
 PROMPTS = {
     "a": "The weather today is",
@@ -26,22 +26,22 @@ def engine(adapter_base):
     return Engine(load_models(str(adapter_base), [], dtype="float64", device="cpu"), max_batch=8)
 
 
-def _jobs(engine: Engine, names: str, answers: dict[str, list[Piece]]) -> list[Job]:
+def _jobs(engine: Engine, names: str, answers: dict[str, list[Delta]]) -> list[Job]:
     served = next(iter(engine.models.served.values()))
     jobs = []
     for name in names:
         prompt = engine.models.tokenizer(PROMPTS[name], add_special_tokens=False).input_ids
-        sampling = Sampling(MAX_TOKENS[name], temperature=0.0, top_p=1.0, stop=(), seed=None)
+        sampling = RequestSampling(MAX_TOKENS[name], temperature=0.0, top_p=1.0, stop=(), seed=None)
         jobs.append(Job(prompt, served, sampling, 1, answers.setdefault(name, []).append))
     return jobs
 
 
-def _text(pieces: list[Piece]) -> tuple[str, int]:
+def _text(pieces: list[Delta]) -> tuple[str, int]:
     return "".join(p.text for p in pieces), pieces[-1].tokens
 
 
 def _alone(engine: Engine, name: str) -> tuple[str, int]:
-    answers: dict[str, list[Piece]] = {}
+    answers: dict[str, list[Delta]] = {}
     with torch.inference_mode():
         batch = engine._step(None, _rows(_jobs(engine, name, answers)))
         while batch is not None:
@@ -50,7 +50,7 @@ def _alone(engine: Engine, name: str) -> tuple[str, int]:
 
 
 def test_rows_joining_and_leaving_a_running_batch_get_their_one_by_one_answers(engine):
-    answers: dict[str, list[Piece]] = {}
+    answers: dict[str, list[Delta]] = {}
     sizes = []
     with torch.inference_mode():
         batch = engine._step(None, _rows(_jobs(engine, "ab", answers)))
@@ -72,7 +72,7 @@ def test_rows_joining_and_leaving_a_running_batch_get_their_one_by_one_answers(e
 
 
 def test_a_cancelled_request_leaves_the_batch_at_the_next_token_and_the_others_go_on(engine):
-    answers: dict[str, list[Piece]] = {}
+    answers: dict[str, list[Delta]] = {}
     with torch.inference_mode():
         jobs = _jobs(engine, "bc", answers)
         batch = engine._step(None, _rows(jobs))
@@ -89,7 +89,7 @@ def test_a_cancelled_request_leaves_the_batch_at_the_next_token_and_the_others_g
 def test_a_full_queue_refuses_instead_of_growing():
     idle = Engine.__new__(Engine)  # the queue alone, without a worker thread taking from it
     idle.waiting = queue.Queue(maxsize=2)
-    job = Job([1, 2], None, Sampling(4, 0.0, 1.0, (), None), 1, lambda piece: None)  # type: ignore[arg-type]
+    job = Job([1, 2], None, RequestSampling(4, 0.0, 1.0, (), None), 1, lambda piece: None)  # type: ignore[arg-type]
     idle.submit(job)
     idle.submit(job)
     with pytest.raises(Busy):

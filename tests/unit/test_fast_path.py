@@ -16,8 +16,8 @@ from tests.numerics import TINY_NORMS, assert_identity, assert_identity_scalar, 
 from tunesmith.config import RunConfig
 from tunesmith.data.formats import FORMATS
 from tunesmith.models import hardware
+from tunesmith.tokenize.batches import collate, epoch_batches
 from tunesmith.tokenize.encode import encode
-from tunesmith.tokenize.pack import collate, epoch_batches
 from tunesmith.train import memory
 from tunesmith.train import plan as plan_module
 from tunesmith.train.fused_ce import linear_cross_entropy

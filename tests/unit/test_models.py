@@ -10,7 +10,7 @@ import torch
 from tests.conftest import make_tiny_model
 from tunesmith.errors import ModelError
 from tunesmith.models.load import load_model, load_tokenizer, pick_dtype
-from tunesmith.models.registry import DEFAULT_MODEL, resolve
+from tunesmith.models.sources import DEFAULT_MODEL, resolve
 
 
 def test_local_folder_loads(tmp_path, tokenizer):
@@ -56,7 +56,7 @@ def test_default_model_loads_fast_from_its_cache(tokenizer):
 
 @pytest.mark.slow
 def test_a_gguf_file_is_converted_once_and_loads(tokenizer):
-    from tunesmith.models.registry import EMBEDDED, embedded_gguf_path
+    from tunesmith.models.sources import EMBEDDED, embedded_gguf_path
 
     gguf = embedded_gguf_path(EMBEDDED[DEFAULT_MODEL])  # stands in for any .gguf file a user passes
     source = resolve(str(gguf))

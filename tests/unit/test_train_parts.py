@@ -12,8 +12,8 @@ from tests.conftest import chat, full_cross_entropy
 from tests.numerics import TINY_NORMS, assert_identity, assert_identity_scalar
 from tunesmith.config import RunConfig, build_config, merge, parse_assignment
 from tunesmith.errors import ConfigError
+from tunesmith.tokenize.batches import PAD_MARK, collate, epoch_batches
 from tunesmith.tokenize.encode import IGNORE, encode
-from tunesmith.tokenize.pack import PAD_MARK, collate, epoch_batches
 from tunesmith.train.loss import supervised_loss
 from tunesmith.train.plan import held_out_split, resolve
 from tunesmith.train.setup import learning_rate_at

@@ -19,7 +19,7 @@ from tunesmith.data.schema import Message
 from tunesmith.errors import ModelError
 from tunesmith.models.load import load_model, load_tokenizer
 from tunesmith.tokenize.render import ChatRenderer
-from tunesmith.train.run import RUN_FILE
+from tunesmith.train.runner import RUN_FILE
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 from tunesmith import paths
 from tunesmith.data.schema import as_dicts
 from tunesmith.errors import ConfigError
-from tunesmith.evaluate.run import EvalOptions, Evaluation, evaluate
+from tunesmith.evaluate.evaluation import EvalOptions, Evaluation, evaluate
 
 
 def samples(evaluation: Evaluation) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from tunesmith import paths
 from tunesmith.errors import ModelError
 from tunesmith.models import hardware
-from tunesmith.models.registry import ModelSource, resolve
+from tunesmith.models.sources import ModelSource, resolve
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
 from tunesmith.data.schema import Message
-from tunesmith.serve.engine import Busy, Engine, Job, Piece, Sampling
-from tunesmith.serve.registry import ModelSet, Served
+from tunesmith.serve.engine import Busy, Delta, Engine, Job, RequestSampling
+from tunesmith.serve.loaded import ModelSet, Served
 from tunesmith.serve.schemas import ChatRequest, CompletionRequest
 
 log = logging.getLogger(__name__)
@@ -157,10 +157,12 @@ class Service:
                 ).response()
         return await call_next(request)
 
-    def start(self, prompt: list[int], served: Served, sampling: Sampling, n: int) -> tuple[asyncio.Queue[Piece], Job]:
+    def start(
+        self, prompt: list[int], served: Served, sampling: RequestSampling, n: int
+    ) -> tuple[asyncio.Queue[Delta], Job]:
         """Queue a request with the engine: its pieces arrive on the queue; a full engine is a 429."""
         loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[Piece] = asyncio.Queue()
+        pieces: asyncio.Queue[Delta] = asyncio.Queue()
         job = Job(prompt, served, sampling, n, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
         try:
             self.engine.submit(job)
@@ -171,8 +173,8 @@ class Service:
         return pieces, job
 
 
-async def _collect(pieces: asyncio.Queue[Piece], job: Job) -> list[Piece]:
-    """The whole of each of the job's n answers: (text, finish, tokens) per row as one Piece."""
+async def _collect(pieces: asyncio.Queue[Delta], job: Job) -> list[Delta]:
+    """The whole of each of the job's n answers: (text, finish, tokens) per row as one Delta."""
     n = job.n
     texts, done = [""] * n, [None] * n
     try:
@@ -185,7 +187,7 @@ async def _collect(pieces: asyncio.Queue[Piece], job: Job) -> list[Piece]:
         job.cancelled.set()  # finished, or the request was dropped: its rows leave the batch
     if any(d.finish == "error" for d in done):  # type: ignore[union-attr]
         raise APIError(500, "generation failed; see the server log", None, "server_error")
-    return [Piece(i, texts[i], d.finish, d.tokens) for i, d in enumerate(done)]  # type: ignore[union-attr]
+    return [Delta(i, texts[i], d.finish, d.tokens) for i, d in enumerate(done)]  # type: ignore[union-attr]
 
 
 def _usage(prompt: int, answers: int) -> dict[str, int]:
@@ -194,9 +196,9 @@ def _usage(prompt: int, answers: int) -> dict[str, int]:
 
 async def _events(
     opening: str,
-    pieces: asyncio.Queue[Piece],
+    pieces: asyncio.Queue[Delta],
     job: Job,
-    chunk: Callable[[Piece], dict[str, Any]],
+    chunk: Callable[[Delta], dict[str, Any]],
     usage: Callable[[int], dict[str, Any]] | None,
 ) -> AsyncIterator[str]:
     """Server-sent events: `opening` (when not empty), a chunk per piece, the usage chunk if asked, [DONE].
@@ -218,8 +220,8 @@ async def _events(
         job.cancelled.set()
 
 
-def _sampling(body: ChatRequest | CompletionRequest, max_tokens: int) -> Sampling:
-    return Sampling(max_tokens, body.temperature, body.top_p, body.stops(), body.seed)
+def _sampling(body: ChatRequest | CompletionRequest, max_tokens: int) -> RequestSampling:
+    return RequestSampling(max_tokens, body.temperature, body.top_p, body.stops(), body.seed)
 
 
 def _messages(body: ChatRequest) -> tuple[Message, ...]:
@@ -275,7 +277,7 @@ async def _chat(service: Service, body: ChatRequest) -> Response | dict[str, Any
             {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(body.n)
         ]
 
-        def chunk(p: Piece) -> dict[str, Any]:
+        def chunk(p: Delta) -> dict[str, Any]:
             delta = {"content": p.text} if p.text else {}
             choice = {"index": p.row, "delta": delta, "finish_reason": p.finish, "logprobs": None}
             return head | {"object": "chat.completion.chunk", "choices": [choice]}
@@ -316,7 +318,7 @@ async def _completion(service: Service, body: CompletionRequest) -> Response | d
     }
     if body.stream:
 
-        def chunk(p: Piece) -> dict[str, Any]:
+        def chunk(p: Delta) -> dict[str, Any]:
             return head | {"choices": [{"index": p.row, "text": p.text, "finish_reason": p.finish, "logprobs": None}]}
 
         def usage(tokens: int) -> dict[str, Any]:

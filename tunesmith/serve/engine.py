@@ -19,14 +19,14 @@ import torch
 from transformers import DynamicCache
 
 from tunesmith.serve import kv
-from tunesmith.serve.registry import ModelSet, Served
+from tunesmith.serve.loaded import ModelSet, Served
 
 COLLECT_SECONDS = 0.01
 """When idle, after the first request, wait this long for others to start with it."""
 
 
 @dataclass(frozen=True)
-class Sampling:
+class RequestSampling:
     """How one request chooses tokens."""
 
     max_tokens: int
@@ -42,7 +42,7 @@ class Sampling:
 
 
 @dataclass(frozen=True)
-class Piece:
+class Delta:
     """What a row sends: new text, and at the end why it stopped and how many tokens it made."""
 
     row: int
@@ -63,11 +63,11 @@ class Job:
     """Prompt token ids."""
     served: Served
     """Which model id (adapter) answers."""
-    sampling: Sampling
+    sampling: RequestSampling
     """How tokens are chosen."""
     n: int
     """Answers wanted."""
-    send: Callable[[Piece], None]
+    send: Callable[[Delta], None]
     """Receives pieces; must not block."""
     cancelled: threading.Event = field(default_factory=threading.Event)
     """Set when nobody wants the answer any more: its rows stop at the next token."""
@@ -124,7 +124,7 @@ def _fail(rows: list[_Row], exc: Exception) -> None:
     for row in rows:
         if not row.finish:
             row.finish = "error"
-            row.job.send(Piece(row.index, f"[generation failed: {exc}]", "error"))
+            row.job.send(Delta(row.index, f"[generation failed: {exc}]", "error"))
 
 
 class Engine:
@@ -269,5 +269,5 @@ class Engine:
                 return
         if len(text) > row.sent or row.finish:
             tokens = len(row.ids) + (1 if row.finish == "stop" and not stops else 0)
-            row.job.send(Piece(row.index, text[row.sent :], row.finish, tokens if row.finish else 0))
+            row.job.send(Delta(row.index, text[row.sent :], row.finish, tokens if row.finish else 0))
             row.sent = max(row.sent, len(text))

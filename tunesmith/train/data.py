@@ -7,9 +7,9 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from tunesmith.check import DataOptions, prepare_data
 from tunesmith.config import RunConfig
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.tokenize.check import DataOptions, prepare_data
 from tunesmith.tokenize.encode import Example
 from tunesmith.train.plan import held_out_split
 

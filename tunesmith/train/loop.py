@@ -1,4 +1,4 @@
-"""The training loop. Reads top to bottom: batches in, loss, backward, clip, step, report, evaluate, save."""
+"""The training run. Reads top to bottom: batches in, loss, backward, clip, step, report, evaluate, save."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import TrainingError
+from tunesmith.tokenize.batches import collate
 from tunesmith.tokenize.encode import Example
-from tunesmith.tokenize.pack import collate
 from tunesmith.train import faults
 from tunesmith.train.checkpoint import TrainState, save_checkpoint
 from tunesmith.train.events import Event, EventSink, StopFlag
@@ -24,7 +24,7 @@ from tunesmith.train.setup import Precision, learning_rate_at, trainable
 
 
 @dataclass(frozen=True)
-class Loop:
+class LoopInputs:
     """What one run's loop works with; `config` and `plan` have every auto value filled in."""
 
     model: torch.nn.Module
@@ -51,57 +51,57 @@ class Loop:
     """The run folder."""
 
 
-def held_out_loss(loop: Loop) -> float | None:
+def held_out_loss(run: LoopInputs) -> float | None:
     """Mean loss per supervised token on the held-out examples."""
-    return mean_loss(loop.model, loop.held_out, loop.plan.eval_batches, loop.pad_id, loop.precision.autocast)
+    return mean_loss(run.model, run.held_out, run.plan.eval_batches, run.pad_id, run.precision.autocast)
 
 
-def _evaluate(loop: Loop, state: TrainState) -> bool:
+def _evaluate(run: LoopInputs, state: TrainState) -> bool:
     """Log the held-out loss; True when early stopping says to stop."""
-    loss = held_out_loss(loop)
+    loss = held_out_loss(run)
     if loss is None:
         return False
     if state.best_eval_loss is None or loss < state.best_eval_loss:
         state.best_eval_loss, state.evals_without_improvement = loss, 0
     else:
         state.evals_without_improvement += 1
-    loop.sink.emit(Event("eval", state.step, {"eval_loss": loss, "best_eval_loss": state.best_eval_loss}))
-    patience = loop.config.early_stopping
+    run.sink.emit(Event("eval", state.step, {"eval_loss": loss, "best_eval_loss": state.best_eval_loss}))
+    patience = run.config.early_stopping
     return patience is not None and state.evals_without_improvement >= patience
 
 
-def _evaluate_base(loop: Loop) -> None:
+def _evaluate_base(run: LoopInputs) -> None:
     """The held-out loss before the first step: where the loss curve starts, and the base model's loss in reports
     (a new adapter changes nothing until it is trained)."""
-    loss = held_out_loss(loop)
+    loss = held_out_loss(run)
     if loss is not None:
-        loop.sink.emit(Event("eval", 0, {"eval_loss": loss}))
+        run.sink.emit(Event("eval", 0, {"eval_loss": loss}))
 
 
-def _save(loop: Loop, state: TrainState) -> None:
-    path = save_checkpoint(loop.run_dir, loop.model, loop.optimizer, state, loop.config.keep_checkpoints)
-    loop.sink.emit(Event("checkpoint", state.step, {"path": str(path)}))
+def _save(run: LoopInputs, state: TrainState) -> None:
+    path = save_checkpoint(run.run_dir, run.model, run.optimizer, state, run.config.keep_checkpoints)
+    run.sink.emit(Event("checkpoint", state.step, {"path": str(path)}))
 
 
-def train_steps(loop: Loop, state: TrainState) -> str:
+def train_steps(run: LoopInputs, state: TrainState) -> str:
     """Run from state.step to the end of the plan; return why it stopped: finished, early_stopping or a signal."""
-    plan, config = loop.plan, loop.config
-    params = list(trainable(loop.model).values())
+    plan, config = run.plan, run.config
+    params = list(trainable(run.model).values())
     trimmer = HeapTrimmer()
     if state.step == 0:
-        _evaluate_base(loop)
+        _evaluate_base(run)
     for step in range(state.step, plan.total_steps):
         started = time.perf_counter()
         epoch, window = plan.windows[step]
         lr = learning_rate_at(step, plan.total_steps, plan.warmup_steps, plan.learning_rate, config.schedule)
-        for group in loop.optimizer.param_groups:
+        for group in run.optimizer.param_groups:
             group["lr"] = lr
-        batches = [collate([loop.train[i] for i in indices], loop.pad_id, config.max_length) for indices in window]
+        batches = [collate([run.train[i] for i in indices], run.pad_id, config.max_length) for indices in window]
         supervised = max(1, sum(b.supervised for b in batches))
         loss_sum = 0.0
         for batch in batches:
-            with loop.precision.autocast():
-                loss, _ = supervised_loss(loop.model, batch, compiled=config.compile == "on")
+            with run.precision.autocast():
+                loss, _ = supervised_loss(run.model, batch, compiled=config.compile == "on")
             (loss / supervised).backward()
             loss_sum += loss.item()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
@@ -111,8 +111,8 @@ def train_steps(loop: Loop, state: TrainState) -> str:
                 f"stopped before updating the weights",
                 hint="lower the learning rate or check the data; the last checkpoint is kept",
             )
-        loop.optimizer.step()
-        loop.optimizer.zero_grad(set_to_none=True)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
         faults.reached("step", step + 1)
         trimmer.after_step()
         seconds = time.perf_counter() - started
@@ -121,14 +121,14 @@ def train_steps(loop: Loop, state: TrainState) -> str:
         state.tokens, state.supervised_tokens = state.tokens + tokens, state.supervised_tokens + supervised
         values = {"epoch": epoch + 1, "loss": loss_sum / supervised, "lr": lr, "grad_norm": grad_norm}
         values |= {"tokens": state.tokens, "tokens_per_second": tokens / seconds, "elapsed": state.elapsed}
-        loop.sink.emit(Event("step", state.step, values))
+        run.sink.emit(Event("step", state.step, values))
         faults.reached("logged", state.step)
         last = state.step == plan.total_steps
-        early = (state.step % plan.eval_every == 0 or last) and _evaluate(loop, state)
-        if state.step % plan.save_every == 0 or last or early or loop.stop:
-            _save(loop, state)
+        early = (state.step % plan.eval_every == 0 or last) and _evaluate(run, state)
+        if state.step % plan.save_every == 0 or last or early or run.stop:
+            _save(run, state)
         if early:
             return "early_stopping"
-        if loop.stop:
-            return loop.stop.reason or "stopped"
+        if run.stop:
+            return run.stop.reason or "stopped"
     return "finished"

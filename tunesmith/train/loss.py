@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+from tunesmith.tokenize.batches import Batch, collate
 from tunesmith.tokenize.encode import Example
-from tunesmith.tokenize.pack import Batch, collate
 from tunesmith.train.fused_ce import linear_cross_entropy
 
 

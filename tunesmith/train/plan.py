@@ -18,7 +18,7 @@ from tunesmith.config import (
     RunConfig,
     auto_epochs,
 )
-from tunesmith.tokenize.pack import epoch_batches, ordered_batches
+from tunesmith.tokenize.batches import epoch_batches, ordered_batches
 from tunesmith.train.setup import choose_precision, compiler_available
 
 Window = tuple[int, list[list[int]]]

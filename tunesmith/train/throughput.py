@@ -10,8 +10,8 @@ import torch
 
 from tunesmith import paths
 from tunesmith.config import RunConfig
+from tunesmith.tokenize.batches import collate
 from tunesmith.tokenize.encode import Example
-from tunesmith.tokenize.pack import collate
 from tunesmith.train.loss import supervised_loss
 from tunesmith.train.setup import build_model, build_optimizer, choose_precision
 

@@ -10,7 +10,7 @@ from tunesmith.tokenize.encode import IGNORE, Example
 
 
 @dataclass(frozen=True, slots=True)
-class Piece:
+class Mark:
     """A run of consecutive tokens that are all trained or all masked."""
 
     text: str
@@ -21,7 +21,7 @@ class Piece:
     """How many tokens the run has."""
 
 
-def pieces(example: Example, tokenizer: PreTrainedTokenizerBase) -> list[Piece]:
+def marks(example: Example, tokenizer: PreTrainedTokenizerBase) -> list[Mark]:
     """The example as alternating runs of masked and trained text."""
     runs: list[tuple[bool, list[int]]] = []
     for token, label in zip(example.input_ids.tolist(), example.labels.tolist()):
@@ -30,4 +30,4 @@ def pieces(example: Example, tokenizer: PreTrainedTokenizerBase) -> list[Piece]:
             runs[-1][1].append(token)
         else:
             runs.append((trained, [token]))
-    return [Piece(tokenizer.decode(ids), trained, len(ids)) for trained, ids in runs]
+    return [Mark(tokenizer.decode(ids), trained, len(ids)) for trained, ids in runs]

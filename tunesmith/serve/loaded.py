@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from tunesmith.errors import ModelError
 from tunesmith.evaluate.generate import base_model_of, result_folder
 from tunesmith.models.load import load_model, load_tokenizer
-from tunesmith.models.registry import DEFAULT_MODEL
+from tunesmith.models.sources import DEFAULT_MODEL
 from tunesmith.tokenize.render import ChatRenderer
 
 BASE_ADAPTER = "__base__"

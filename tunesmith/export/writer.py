@@ -15,8 +15,8 @@ from tunesmith.evaluate.generate import load_generator, result_folder
 from tunesmith.export.gguf_file import write_gguf
 from tunesmith.export.ollama import write_modelfile
 
-Format = Literal["adapter", "merged", "gguf"]
-FORMATS: tuple[Format, ...] = ("adapter", "merged", "gguf")
+ExportFormat = Literal["adapter", "merged", "gguf"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("adapter", "merged", "gguf")
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 GGUF_NAME = "model.gguf"
 
@@ -27,7 +27,7 @@ class ExportRequest:
 
     run: str
     """The run folder (or its final/)."""
-    format: Format = "merged"
+    format: ExportFormat = "merged"
     """adapter: the PEFT adapter as trained; merged: full safetensors weights; gguf: one file for llama.cpp/Ollama."""
     dtype: str = "f32"
     """Weights dtype of merged and gguf exports: f32, f16 (or bf16 for merged)."""
@@ -39,8 +39,8 @@ def _check(request: ExportRequest) -> Path:
     final = result_folder(request.run)
     if final is None:
         raise ExportError(f"{request.run} is not a run folder", hint="pass a folder made by tunesmith train")
-    if request.format not in FORMATS:
-        raise ExportError(f"format {request.format!r} is unknown", hint=f"use one of {', '.join(FORMATS)}")
+    if request.format not in EXPORT_FORMATS:
+        raise ExportError(f"format {request.format!r} is unknown", hint=f"use one of {', '.join(EXPORT_FORMATS)}")
     allowed = ("f32", "f16") if request.format == "gguf" else tuple(DTYPES)
     if request.dtype not in allowed:
         raise ExportError(f"dtype {request.dtype!r} is not available for {request.format}", hint=f"use {allowed}")

@@ -25,7 +25,7 @@ from tunesmith.train import faults
 from tunesmith.train.checkpoint import TrainState, latest_checkpoint, remove_partial_writes, restore_checkpoint
 from tunesmith.train.data import HELD_OUT_TEXTS, RunData, load_run_data
 from tunesmith.train.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
-from tunesmith.train.loop import Loop, train_steps
+from tunesmith.train.loop import LoopInputs, train_steps
 from tunesmith.train.manifest import manifest
 from tunesmith.train.plan import Plan, resolve
 from tunesmith.train.setup import build_model, build_optimizer, choose_precision
@@ -111,10 +111,10 @@ def _execute(
             },
         )
     )
-    loop = Loop(
+    inputs = LoopInputs(
         model, optimizer, resolved, plan, data.train, data.held_out, data.pad_id, precision, events, stop, run_dir
     )
-    reason = train_steps(loop, state)
+    reason = train_steps(inputs, state)
     final = _save_final(run_dir, model, data.tokenizer, resolved) if reason in ("finished", "early_stopping") else None
     events.emit(Event("end", state.step, {"reason": reason, "final": str(final) if final else None}))
     return TrainResult(run_dir, reason, final, state)

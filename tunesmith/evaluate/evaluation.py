@@ -17,8 +17,8 @@ from tunesmith.errors import ConfigError
 from tunesmith.evaluate.generate import Answer, Generator, Sampling, load_generator, result_folder, run_folder
 from tunesmith.evaluate.items import HeldOut, Item, general_questions, load_held_out
 from tunesmith.evaluate.metrics import DIAGNOSTICS, HIGHER_IS_BETTER, METRICS, choose_metrics, contains
+from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.encode import encode
-from tunesmith.tokenize.pack import ordered_batches
 from tunesmith.train.events import MetricsFile
 from tunesmith.train.loss import mean_loss
 
