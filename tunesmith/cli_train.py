@@ -156,8 +156,9 @@ def train(
     if evaluate:
         from tunesmith.evaluate.evaluation import EvalOptions
         from tunesmith.evaluate.items import has_held_out
+        from tunesmith.runs import RunFolder
 
-        if has_held_out(result.run_dir):
+        if has_held_out(RunFolder(result.run_dir)):
             _evaluate_and_print(str(result.run_dir), EvalOptions(limit=QUICK_EVAL_EXAMPLES), None, log_json)
         elif not log_json:
             err.print("[dim]no held-out data (under 20 examples and no --eval): not evaluated[/]")
@@ -305,8 +306,9 @@ def compare(
     from tunesmith.errors import DataError
     from tunesmith.evaluate.compare import Sample, from_samples_file, side_by_side
     from tunesmith.evaluate.generate import Sampling
+    from tunesmith.runs import RunFolder
 
-    samples_file = Path(run) / "eval" / "samples.jsonl"
+    samples_file = RunFolder(Path(run)).samples
     with user_errors():
         if data is None and samples_file.is_file():
             samples: list[Sample] = from_samples_file(samples_file, n)

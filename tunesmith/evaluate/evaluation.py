@@ -14,12 +14,12 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.errors import ConfigError
-from tunesmith.evaluate.generate import Answer, Generator, Sampling, load_generator, result_folder, run_folder
+from tunesmith.evaluate.generate import Answer, Generator, Sampling, load_generator
 from tunesmith.evaluate.items import HeldOut, Item, general_questions, load_held_out
 from tunesmith.evaluate.metrics import DIAGNOSTICS, HIGHER_IS_BETTER, METRICS, choose_metrics, contains
+from tunesmith.runs import RunFolder, result_folder, run_of
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.encode import encode
-from tunesmith.train.events import MetricsFile
 from tunesmith.train.loss import mean_loss
 
 TIE = 0.5
@@ -132,12 +132,14 @@ def _run_model(
     return result
 
 
-def _measured_losses(run: Path | None, held_out: HeldOut, options: EvalOptions) -> tuple[float | None, float | None]:
+def _measured_losses(
+    run: RunFolder | None, held_out: HeldOut, options: EvalOptions
+) -> tuple[float | None, float | None]:
     """The held-out losses a run measured itself, before its first step (the base model) and at its last (final/),
     when this evaluation uses the same held-out data in full; (None, None) when they must be computed."""
     if run is None or options.data is not None or held_out.cut:
         return None, None
-    rows = MetricsFile(run / "metrics.jsonl").read()
+    rows = run.read_metrics()
     evals = {row["step"]: row["eval_loss"] for row in rows if row.get("event") == "eval"}
     last = max((row["step"] for row in rows if row.get("event") == "step"), default=None)
     if 0 not in evals or last not in evals:
@@ -212,7 +214,7 @@ class Evaluation:
 
 def evaluate(target: str, options: EvalOptions) -> Evaluation:
     """Evaluate a run (against its base model by default) or a plain model on held-out data."""
-    run = run_folder(target)
+    run = run_of(target)
     held_out = load_held_out(run, options.data, options.limit)
     metrics = list(options.metrics) or choose_metrics([i.reference for i in held_out.items], held_out.kind)
     metrics = [*metrics, *(d for d in DIAGNOSTICS if d not in metrics)] if held_out.items else []
@@ -224,4 +226,4 @@ def evaluate(target: str, options: EvalOptions) -> Evaluation:
     elif options.baseline not in ("base", "none"):
         baseline = _run_model(options.baseline, False, held_out, metrics, options, None)
     winners = _winners(tuned, baseline, metrics[0]) if baseline is not None and metrics else []
-    return Evaluation(target, held_out, metrics, tuned, baseline, winners, options, run)
+    return Evaluation(target, held_out, metrics, tuned, baseline, winners, options, run.root if run else None)

@@ -5,21 +5,16 @@ Prompts are batched with left padding and a KV cache; every sequence stops at th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from threading import Thread
 
 import torch
-from peft import PeftModel
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
 
 from tunesmith.data.schema import Message
-from tunesmith.errors import ModelError
-from tunesmith.models.load import load_model, load_tokenizer
+from tunesmith.models.load import load_for_inference
 from tunesmith.tokenize.render import ChatRenderer
-from tunesmith.train.runner import RUN_FILE
 
 
 @dataclass(frozen=True)
@@ -141,45 +136,8 @@ def _generate_into(
         model.generate(**inputs, **options, streamer=streamer)
 
 
-def result_folder(name: str) -> Path | None:
-    """final/ of a run folder, or a run's final/ given directly; None for anything else."""
-    path = Path(name).expanduser()
-    if (path / "config.yaml").is_file() and (path / "metrics.jsonl").exists():
-        if not (path / "final").is_dir():
-            raise ModelError(f"{path} has no final/ yet", hint=f"finish it with: tunesmith train --resume {path}")
-        return path / "final"
-    return path if (path / RUN_FILE).is_file() else None
-
-
-def run_folder(name: str) -> Path | None:
-    """The run folder that `name` points at (the run itself or its final/), None for a plain model."""
-    final = result_folder(name)
-    return final.parent if final is not None and final.name == "final" else None
-
-
-def base_model_of(final: Path) -> str:
-    """The model a run started from."""
-    return str(json.loads((final / RUN_FILE).read_text())["base_model"])
-
-
 def load_generator(name: str, *, device: str = "auto", dtype: str = "auto", base: bool = False) -> Generator:
     """A model by name (short name, hub id, folder, .gguf) or a run; base=True takes a run's base model."""
-    final = result_folder(name)
-    if final is None:
-        model, tokenizer = load_model(name, device=device, dtype=dtype), load_tokenizer(name)
-    elif base:
-        base_name = base_model_of(final)
-        model, tokenizer = load_model(base_name, device=device, dtype=dtype), AutoTokenizer.from_pretrained(final)
-    elif (final / "adapter_config.json").is_file():
-        # merged for inference: plain layers run as fast as the base model's (the adapter files are unchanged)
-        adapted = PeftModel.from_pretrained(load_model(base_model_of(final), device=device, dtype=dtype), final)
-        model = adapted.merge_and_unload()
-        tokenizer = AutoTokenizer.from_pretrained(final)
-    else:
-        model = load_model(str(final), device=device, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(final)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model.eval()
+    model, tokenizer = load_for_inference(name, device=device, dtype=dtype, base=base)
     renderer = ChatRenderer(tokenizer)
     return Generator(model, tokenizer, renderer, renderer.stop_token_ids())

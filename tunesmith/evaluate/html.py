@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from html import escape
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from tunesmith.runs import RunFolder
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
@@ -25,21 +23,20 @@ pre{background:#f6f6f6;padding:.6rem}
 """
 
 
-def _png(figure: plt.Figure) -> str:
+def _png(figure: Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
 def _loss_plot(run_dir: Path) -> str:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
+    lines = RunFolder(run_dir).read_metrics()
+    if not lines:
         return ""
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     steps = [(d["step"], d["loss"]) for d in lines if d["event"] == "step"]
     evals = [(d["step"], d["eval_loss"]) for d in lines if d["event"] == "eval"]
-    figure, axes = plt.subplots(figsize=(5.5, 3.2))
+    figure = Figure(figsize=(5.5, 3.2))
+    axes = figure.subplots()
     if steps:
         axes.plot(*zip(*steps), label="training loss")
     if evals:
@@ -56,7 +53,8 @@ def _metric_plot(report: dict[str, Any]) -> str:
     names = [m for m in report["metrics"] if m in report["tuned"]["metrics"]]
     if not names:
         return ""
-    figure, axes = plt.subplots(figsize=(5.5, 3.2))
+    figure = Figure(figsize=(5.5, 3.2))
+    axes = figure.subplots()
     x = range(len(names))
     if report["baseline"]:
         axes.bar([i - 0.2 for i in x], [report["baseline"]["metrics"][n] for n in names], 0.4, label="base")
@@ -71,7 +69,8 @@ def _delta_plot(rows: list[dict[str, Any]], metric: str | None) -> str:
     if metric is None or not rows or "baseline_scores" not in rows[0]:
         return ""
     deltas = sorted(r["tuned_scores"][metric] - r["baseline_scores"][metric] for r in rows)
-    figure, axes = plt.subplots(figsize=(5.5, 3.2))
+    figure = Figure(figsize=(5.5, 3.2))
+    axes = figure.subplots()
     axes.bar(range(len(deltas)), deltas, color=["#a12622" if d < 0 else "#17692f" for d in deltas])
     axes.axhline(0, color="black", linewidth=0.8)
     axes.set_xlabel("held-out example (sorted)")
@@ -136,10 +135,10 @@ def _run_files(run_dir: Path | None) -> str:
     if run_dir is None:
         return ""
     parts = []
-    for name in ("config.yaml", "data-report.json"):
-        path = run_dir / name
+    run = RunFolder(run_dir)
+    for path in (run.config, run.data_report):
         if path.is_file():
-            parts.append(f"<h3>{name}</h3><pre>{escape(path.read_text()[:20000])}</pre>")
+            parts.append(f"<h3>{path.name}</h3><pre>{escape(path.read_text()[:20000])}</pre>")
     return "<h2>The run</h2>" + "".join(parts)
 
 

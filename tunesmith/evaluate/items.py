@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from tunesmith.data.schema import Message, Record, TextDoc
 from tunesmith.data.validate import read_dataset
 from tunesmith.errors import DataError
+from tunesmith.runs import RunFolder
 from tunesmith.tokenize.encode import conversation_of
-from tunesmith.train.data import HELD_OUT_TEXTS
 
 GENERAL_QUESTIONS = Path(__file__).with_name("general.jsonl")
 """The forgetting guard: everyday questions with one- or two-word answers, written for tunesmith."""
@@ -77,22 +74,22 @@ def text_items(records: list[tuple[int, Record]]) -> list[Item]:
     return items
 
 
-def _held_out_of_run(run: Path) -> tuple[str, set[int] | None]:
+def _held_out_of_run(run: RunFolder) -> tuple[str, set[int] | None]:
     """The eval data of a run, the windows of plain text it held out, or its training data and the lines it held
     out."""
-    config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    config = run.read_config()
     if config.get("eval_data"):
         return str(config["eval_data"]), None
-    if (run / HELD_OUT_TEXTS).is_file():
-        return str(run / HELD_OUT_TEXTS), None
-    report = json.loads((run / "data-report.json").read_text(encoding="utf-8"))
+    if run.held_out_texts.is_file():
+        return str(run.held_out_texts), None
+    report = run.read_data_report()
     held = report.get("held_out", {})
     if not held.get("lines"):
-        raise DataError(f"{run}: the run has no held-out data", hint="pass --data with held-out examples")
+        raise DataError(f"{run.root}: the run has no held-out data", hint="pass --data with held-out examples")
     return str(held["source"]), set(held["lines"])
 
 
-def has_held_out(run: Path) -> bool:
+def has_held_out(run: RunFolder) -> bool:
     """The run has held-out data of its own to evaluate on (eval data, or examples it held out)."""
     try:
         _held_out_of_run(run)
@@ -101,7 +98,7 @@ def has_held_out(run: Path) -> bool:
     return True
 
 
-def load_held_out(run: Path | None, data: str | None, limit: int | None) -> HeldOut:
+def load_held_out(run: RunFolder | None, data: str | None, limit: int | None) -> HeldOut:
     """--data when given, else the run's eval data or the lines it held out; at most `limit` examples."""
     if data is None and run is None:
         raise DataError("no held-out data: a model that is not a run needs --data", hint="e.g. --data eval.jsonl")

@@ -11,6 +11,7 @@ from tunesmith import paths
 from tunesmith.data.schema import as_dicts
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.evaluation import EvalOptions, Evaluation, evaluate
+from tunesmith.runs import REPORT_FILES, RunFolder
 
 
 def samples(evaluation: Evaluation) -> list[dict[str, Any]]:
@@ -61,9 +62,6 @@ def report_dict(evaluation: Evaluation) -> dict[str, Any]:
     }
 
 
-REPORT_FILES = ("report.json", "samples.jsonl", "report.html")
-
-
 def write_report(evaluation: Evaluation, out_dir: Path, run_dir: Path | None) -> Path:
     """eval/report.json, eval/samples.jsonl and eval/report.html, put in place together; returns the HTML file.
 
@@ -90,7 +88,7 @@ def write_report(evaluation: Evaluation, out_dir: Path, run_dir: Path | None) ->
             f"{out_dir}: could not write the report ({exc.strerror or exc}); the previous one is kept",
             hint="free some disk space, or choose another --out",
         ) from None
-    return out_dir / "report.html"
+    return out_dir / REPORT_FILES[-1]
 
 
 def evaluate_to_folder(target: str, options: EvalOptions, out_dir: Path | None = None) -> tuple[Evaluation, Path]:
@@ -99,5 +97,5 @@ def evaluate_to_folder(target: str, options: EvalOptions, out_dir: Path | None =
     run_dir = evaluation.run_dir
     if out_dir is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out_dir = run_dir / "eval" if run_dir is not None else paths.home() / "evals" / stamp
+        out_dir = RunFolder(run_dir).eval if run_dir is not None else paths.home() / "evals" / stamp
     return evaluation, write_report(evaluation, out_dir, run_dir)

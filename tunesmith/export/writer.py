@@ -11,9 +11,10 @@ import torch
 
 from tunesmith import paths
 from tunesmith.errors import ExportError
-from tunesmith.evaluate.generate import load_generator, result_folder
 from tunesmith.export.gguf_file import write_gguf
 from tunesmith.export.ollama import write_modelfile
+from tunesmith.models.load import load_for_inference
+from tunesmith.runs import RunFolder, is_adapter, result_folder
 
 ExportFormat = Literal["adapter", "merged", "gguf"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = ("adapter", "merged", "gguf")
@@ -44,7 +45,7 @@ def _check(request: ExportRequest) -> Path:
     allowed = ("f32", "f16") if request.format == "gguf" else tuple(DTYPES)
     if request.dtype not in allowed:
         raise ExportError(f"dtype {request.dtype!r} is not available for {request.format}", hint=f"use {allowed}")
-    if request.format == "adapter" and not (final / "adapter_config.json").is_file():
+    if request.format == "adapter" and not is_adapter(final):
         raise ExportError(f"{request.run} trained every weight, so it has no adapter", hint="use --format merged")
     return final
 
@@ -53,20 +54,20 @@ def _write(request: ExportRequest, final: Path, folder: Path) -> None:
     if request.format == "adapter":
         shutil.copytree(final, folder, dirs_exist_ok=True)
         return
-    generator = load_generator(str(final), device="cpu", dtype="float32")  # merged in fp32, then cast
-    model = generator.model.to(DTYPES[request.dtype])
+    model, tokenizer = load_for_inference(str(final), device="cpu", dtype="float32")  # merged in fp32, then cast
+    model = model.to(DTYPES[request.dtype])
     if request.format == "merged":
         model.save_pretrained(folder)
-        generator.tokenizer.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
         return
-    write_gguf(model, generator.tokenizer, folder / GGUF_NAME, request.dtype, name=final.parent.name)
-    write_modelfile(generator.tokenizer, folder, GGUF_NAME)
+    write_gguf(model, tokenizer, folder / GGUF_NAME, request.dtype, name=final.parent.name)
+    write_modelfile(tokenizer, folder, GGUF_NAME)
 
 
 def export(request: ExportRequest) -> Path:
     """Write the export into a temporary folder, then put it in place; returns the folder."""
     final = _check(request)
-    out = request.out or final.parent / "export" / request.format
+    out = request.out or RunFolder(final.parent).export(request.format)
     try:
         with paths.atomic_folder(out) as tmp:  # Ctrl-C too: nothing half-written is left behind
             _write(request, final, tmp)

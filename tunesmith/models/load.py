@@ -7,9 +7,10 @@ import logging
 from pathlib import Path
 
 import torch
+from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from tunesmith import paths
+from tunesmith import paths, runs
 from tunesmith.errors import ModelError
 from tunesmith.models import hardware
 from tunesmith.models.sources import ModelSource, resolve
@@ -98,6 +99,11 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedT
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
+    return _with_pad(tokenizer)
+
+
+def _with_pad(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Batches need a pad token: eos stands in when the tokenizer has none (labels mask the padding)."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -116,6 +122,29 @@ def load_model(
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
     return model.to(target)
+
+
+def load_for_inference(
+    name: str, *, device: str = "auto", dtype: str = "auto", base: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model by name (short name, hub id, folder, .gguf) or a run's result, in eval mode, with the tokenizer it was
+    trained with. An adapter is merged into its base, so its layers run as fast as the base model's (the adapter
+    files are unchanged); base=True takes the run's base model instead."""
+    final = runs.result_folder(name)
+    if final is None:
+        model, tokenizer = load_model(name, device=device, dtype=dtype), load_tokenizer(name)
+    else:
+        tokenizer = _with_pad(AutoTokenizer.from_pretrained(final))
+        base_model = runs.base_model_of(final)
+        if base:
+            model = load_model(base_model, device=device, dtype=dtype)
+        elif runs.is_adapter(final):
+            adapted = PeftModel.from_pretrained(load_model(base_model, device=device, dtype=dtype), final)
+            model = adapted.merge_and_unload()
+        else:
+            model = load_model(str(final), device=device, dtype=dtype)
+    model.eval()
+    return model, tokenizer
 
 
 def cached_models() -> list[Path]:

@@ -15,9 +15,9 @@ from peft import PeftModel
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.errors import ModelError
-from tunesmith.evaluate.generate import base_model_of, result_folder
 from tunesmith.models.load import load_model, load_tokenizer
 from tunesmith.models.sources import DEFAULT_MODEL
+from tunesmith.runs import base_model_of, is_adapter, result_folder
 from tunesmith.tokenize.render import ChatRenderer
 
 BASE_ADAPTER = "__base__"
@@ -78,7 +78,7 @@ def load_models(base: str, runs: list[str], dtype: str = "auto", device: str = "
     finals = []
     for run in runs:
         final = result_folder(run)
-        if final is None or not (final / "adapter_config.json").is_file():
+        if final is None or not is_adapter(final):
             raise ModelError(
                 f"--adapter {run}: not a LoRA or DoRA run folder", hint="pass a folder from tunesmith train"
             )

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from tunesmith import paths
 from tunesmith.errors import ConfigError, TrainingError
+from tunesmith.runs import RunFolder
 from tunesmith.train import faults
 from tunesmith.train.setup import trainable
 
@@ -50,7 +51,7 @@ class TrainState:
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
     """Finished checkpoints, oldest first."""
-    root = run_dir / "checkpoints"
+    root = RunFolder(run_dir).checkpoints
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
@@ -58,7 +59,7 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 def remove_partial_writes(run_dir: Path) -> None:
     """Temporary folders left by a crash in the middle of writing a checkpoint or final/."""
-    for folder in [*run_dir.glob(".final.*"), *(run_dir / "checkpoints").glob(f".{PREFIX}*")]:
+    for folder in [*run_dir.glob(".final.*"), *RunFolder(run_dir).checkpoints.glob(f".{PREFIX}*")]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -133,7 +134,7 @@ def save_checkpoint(
 
     A full disk (or any write error) stops the run with one line; the previous checkpoints stay as they were.
     """
-    root = run_dir / "checkpoints"
+    root = RunFolder(run_dir).checkpoints
     final = root / f"{PREFIX}{state.step:06d}"
     try:
         with paths.atomic_folder(final) as tmp:

@@ -10,12 +10,9 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.check import DataOptions, prepare_data
 from tunesmith.config import RunConfig
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.runs import HELD_OUT_TEXTS
 from tunesmith.tokenize.encode import Example
 from tunesmith.train.plan import held_out_split
-
-HELD_OUT_TEXTS = "held-out.jsonl"
-"""In a run folder: the windows of plain text held out from training, one {"text"} per line. A document may be cut
-into windows that train and windows that are held out, so the held-out part is kept as text, not as line numbers."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from tunesmith import paths
+from tunesmith.runs import read_json_lines
 
 EventKind = Literal["start", "step", "eval", "checkpoint", "end"]
 
@@ -67,15 +68,7 @@ class MetricsFile:
 
     def read(self) -> list[dict[str, Any]]:
         """Every complete line logged so far (a line cut short by a crash is left out)."""
-        if not self.path.is_file():
-            return []
-        rows = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-        return [row for row in rows if isinstance(row, dict)]
+        return read_json_lines(self.path)
 
     def truncate_after(self, step: int) -> None:
         """On resume: forget what was logged after the checkpoint, since those steps run again."""

@@ -20,10 +20,11 @@ from tunesmith import paths
 from tunesmith.config import RunConfig, build_config, merge, read_config_file
 from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.models.load import load_tokenizer
+from tunesmith.runs import RunFolder, write_run_file
 from tunesmith.tokenize.encode import Example
 from tunesmith.train import faults
 from tunesmith.train.checkpoint import TrainState, latest_checkpoint, remove_partial_writes, restore_checkpoint
-from tunesmith.train.data import HELD_OUT_TEXTS, RunData, load_run_data
+from tunesmith.train.data import RunData, load_run_data
 from tunesmith.train.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
 from tunesmith.train.loop import LoopInputs, train_steps
 from tunesmith.train.manifest import manifest
@@ -31,8 +32,6 @@ from tunesmith.train.plan import Plan, resolve
 from tunesmith.train.setup import build_model, build_optimizer, choose_precision
 
 log = logging.getLogger(__name__)
-
-RUN_FILE = "tunesmith-run.json"
 
 
 @dataclass(frozen=True)
@@ -60,13 +59,12 @@ def _lengths(examples: list[Example]) -> np.ndarray:
 
 def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> Path:
     """final/: a PEFT adapter or full safetensors weights, with the tokenizer and chat template."""
-    final = run_dir / "final"
+    final = RunFolder(run_dir).final
     try:
         with paths.atomic_folder(final) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            info = {"base_model": config.model, "method": config.method, "objective": config.objective}
-            (tmp / RUN_FILE).write_text(json.dumps(info, indent=2))
+            write_run_file(tmp, config.model, config.method, config.objective)
             faults.reached("final", 0)
     except OSError as exc:
         raise TrainingError(
@@ -89,7 +87,7 @@ def _execute(
     precision = choose_precision(resolved)
     model = build_model(resolved, precision)
     optimizer = build_optimizer(model, resolved, plan.learning_rate)
-    metrics = MetricsFile(run_dir / "metrics.jsonl")
+    metrics = MetricsFile(RunFolder(run_dir).metrics)
     remove_partial_writes(run_dir)
     checkpoint, damaged = latest_checkpoint(run_dir)
     for warning in damaged:
@@ -132,12 +130,13 @@ def train(
     data = load_run_data(config, tokenizer)
     resolved, plan = _resolve(config, data)
     run_dir.mkdir(parents=True, exist_ok=True)
-    paths.write_text_atomic(run_dir / "data-report.json", json.dumps(data.report, indent=2))
+    run = RunFolder(run_dir)
+    paths.write_text_atomic(run.data_report, json.dumps(data.report, indent=2))
     if data.held_out_texts is not None:
         rows = "".join(json.dumps({"text": text}) + "\n" for text in data.held_out_texts)
-        paths.write_text_atomic(run_dir / HELD_OUT_TEXTS, rows)
-    paths.write_text_atomic(run_dir / "manifest.json", json.dumps(manifest(resolved, tokenizer, data), indent=2))
-    paths.write_text_atomic(run_dir / "config.yaml", resolved.to_yaml())
+        paths.write_text_atomic(run.held_out_texts, rows)
+    paths.write_text_atomic(run.manifest, json.dumps(manifest(resolved, tokenizer, data), indent=2))
+    paths.write_text_atomic(run.config, resolved.to_yaml())
     return _execute(resolved, plan, run_dir, data, sink or _NullSink(), StopFlag() if stop is None else stop)
 
 
@@ -155,7 +154,8 @@ def resume(
     stop: StopFlag | None = None,
 ) -> TrainResult:
     """Continue a run from its latest checkpoint; a changed config or data refuses unless `force`."""
-    config_file = run_dir / "config.yaml"
+    run = RunFolder(run_dir)
+    config_file = run.config
     if not config_file.is_file():
         raise ConfigError(f"{run_dir}: no config.yaml, so it is not a run folder", hint="pass the folder of a run")
     stored = build_config(read_config_file(config_file), str(config_file))
@@ -168,7 +168,7 @@ def resume(
         )
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     data = load_run_data(config, tokenizer)
-    before = json.loads((run_dir / "manifest.json").read_text())["data"]
+    before = run.read_manifest()["data"]
     current = manifest(config, tokenizer, data)
     now = current["data"]
     if before != now and not force:
@@ -178,6 +178,6 @@ def resume(
         )
     if changed or before != now:
         paths.write_text_atomic(config_file, config.to_yaml())
-        paths.write_text_atomic(run_dir / "manifest.json", json.dumps(current, indent=2))
+        paths.write_text_atomic(run.manifest, json.dumps(current, indent=2))
     resolved, plan = _resolve(config, data)  # config.yaml holds resolved values: this only rebuilds the plan
     return _execute(resolved, plan, run_dir, data, sink or _NullSink(), StopFlag() if stop is None else stop)

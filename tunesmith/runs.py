@@ -1,0 +1,148 @@
+"""The run folder: the one artifact that train, evaluate, export, serve (and jobs) share. Its layout and its readers
+live here and nowhere else.
+
+    runs/<name>/
+      config.yaml          the resolved settings, every "auto" filled in
+      manifest.json        data, tokenizer and template hashes, versions, machine
+      data-report.json     the data check of the train and eval sets, and what was held out
+      held-out.jsonl       plain-text runs only: the held-out windows, as text
+      metrics.jsonl        one line per logged step and per evaluation
+      checkpoints/step-NNNNNN/
+      final/               adapter or weights, tokenizer, chat template, tunesmith-run.json
+      eval/                report.json, samples.jsonl, report.html
+      export/<format>/
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunesmith.errors import ModelError
+
+RUN_FILE = "tunesmith-run.json"
+"""In final/: the base model, method and objective of the run, so that final/ can be used on its own."""
+ADAPTER_FILE = "adapter_config.json"
+"""In final/ (or any model folder): present when it holds a PEFT adapter rather than full weights."""
+HELD_OUT_TEXTS = "held-out.jsonl"
+"""In the run folder: the windows of plain text held out from training, one {"text"} per line. A document may be cut
+into windows that train and windows that are held out, so they are kept as text, not as line numbers."""
+REPORT_FILES = ("report.json", "samples.jsonl", "report.html")
+"""What an evaluation writes into eval/, nothing else."""
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder, and readers for what training wrote there."""
+
+    root: Path
+    """The run folder itself."""
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def data_report(self) -> Path:
+        return self.root / "data-report.json"
+
+    @property
+    def held_out_texts(self) -> Path:
+        return self.root / HELD_OUT_TEXTS
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "final"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def samples(self) -> Path:
+        """eval/samples.jsonl: base and tuned answers of the last evaluation."""
+        return self.eval / REPORT_FILES[1]
+
+    def export(self, format: str) -> Path:
+        return self.root / "export" / format
+
+    def is_run(self) -> bool:
+        """Training started here (config.yaml and metrics.jsonl exist), finished or not."""
+        return self.config.is_file() and self.metrics.exists()
+
+    def read_config(self) -> dict[str, Any]:
+        """config.yaml as written (validate it with config.build_config)."""
+        values = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        return values if isinstance(values, dict) else {}
+
+    def read_manifest(self) -> dict[str, Any]:
+        return dict(json.loads(self.manifest.read_text(encoding="utf-8")))
+
+    def read_data_report(self) -> dict[str, Any]:
+        return dict(json.loads(self.data_report.read_text(encoding="utf-8")))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Every complete line of metrics.jsonl (a line cut short by a crash is left out)."""
+        return read_json_lines(self.metrics)
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON Lines file written by tunesmith; a missing file is empty, a broken line skipped."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return [row for row in rows if isinstance(row, dict)]
+
+
+def result_folder(name: str) -> Path | None:
+    """final/ of a run folder, or a run's final/ given directly; None for anything else (e.g. a model)."""
+    path = Path(name).expanduser()
+    run = RunFolder(path)
+    if run.is_run():
+        if not run.final.is_dir():
+            raise ModelError(f"{path} has no final/ yet", hint=f"finish it with: tunesmith train --resume {path}")
+        return run.final
+    return path if (path / RUN_FILE).is_file() else None
+
+
+def run_of(name: str) -> RunFolder | None:
+    """The run that `name` points at (the run folder itself or its final/), None for a plain model."""
+    final = result_folder(name)
+    return RunFolder(final.parent) if final is not None and final.name == "final" else None
+
+
+def write_run_file(final: Path, base_model: str, method: str, objective: str) -> None:
+    """final/tunesmith-run.json: what `base_model_of` reads back."""
+    info = {"base_model": base_model, "method": method, "objective": objective}
+    (final / RUN_FILE).write_text(json.dumps(info, indent=2))
+
+
+def base_model_of(final: Path) -> str:
+    """The model a run started from."""
+    return str(json.loads((final / RUN_FILE).read_text())["base_model"])
+
+
+def is_adapter(final: Path) -> bool:
+    """The folder holds a PEFT adapter (LoRA, DoRA), not full weights."""
+    return (final / ADAPTER_FILE).is_file()
