@@ -26,7 +26,7 @@ AUTO_EVALS_PER_RUN = 5
 AUTO_EVAL_SHARE = 0.3
 """Held-out evaluations (forward only, about a third of a training step per token) cost at most ~10% of a run."""
 AUTO_COMPILE_MIN_TOKENS = 50_000
-"""Trained tokens from which compiling (about 25 s cold, 3-5 s cached, on 2 CPU cores) pays for itself."""
+"""Trained tokens from which compiling pays for itself (see RunConfig.compile)."""
 
 Auto = Literal["auto"]
 
@@ -115,8 +115,9 @@ class RunConfig(_Frozen):
     threads: int | Auto = "auto"
     """CPU threads; auto is torch's default (the physical cores)."""
     compile: Literal["auto", "on", "off"] = "auto"
-    """torch.compile each decoder layer (fused kernels, fewer stored activations): about 1.6x faster steps on CPU,
-    for a first compile of about 40 s (5-10 s once cached on disk); auto turns it on for runs of 50k tokens or more."""
+    """torch.compile each decoder layer (fused kernels, fewer stored activations): up to 1.6x faster steps on CPU
+    (1.0-1.3x without AMX), for a first step about 30 s longer on 2 cores (a few seconds once cached on disk);
+    auto turns it on for runs of 50k tokens or more."""
     trust_remote_code: bool = False
     """Run code shipped with a hub model; off unless you trust it."""
 

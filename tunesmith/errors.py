@@ -30,10 +30,6 @@ class ModelError(TunesmithError):
     """A model or tokenizer cannot be found or loaded."""
 
 
-class JobError(TunesmithError):
-    """A fine-tuning job cannot be created, run or changed."""
-
-
 class TrainingError(TunesmithError):
     """A run cannot go on: the loss or the gradients stopped being finite, or it cannot resume."""
 

@@ -25,16 +25,6 @@ def runs_dir() -> Path:
     return home() / "runs"
 
 
-def files_dir() -> Path:
-    """Files uploaded through the API, stored under their ids."""
-    return home() / "files"
-
-
-def database_path() -> Path:
-    """The jobs database."""
-    return home() / "tunesmith.db"
-
-
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file so that a reader sees the old content or the new, never a half."""
     path.parent.mkdir(parents=True, exist_ok=True)

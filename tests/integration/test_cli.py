@@ -6,8 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from tests.conftest import chat, write_jsonl
-from tests.unit.test_check import TWENTY_FAULTS
+from tests.conftest import TWENTY_FAULTS, chat, write_jsonl
 from tunesmith.cli import app
 from tunesmith.data.schema import Conversation, Message
 from tunesmith.tokenize.encode import encode
@@ -80,7 +79,7 @@ def test_models_list_shows_default(tokenizer):
 def test_show_highlights_the_end_of_turn_tokens(tokenizer):
     from rich.console import Console
 
-    from tunesmith.cli_show import print_example
+    from tunesmith.cli.show import print_example
 
     conversation = Conversation((Message("user", "Hi"), Message("assistant", "Hello!")))
     example = encode([(1, conversation)], tokenizer, max_length=512).examples[0]

@@ -8,46 +8,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import chat, prose, write_jsonl
+from tests.conftest import TWENTY_FAULTS, chat, prose, write_jsonl
 from tunesmith.check import check_data
 from tunesmith.data import validate
 from tunesmith.data.digests import repeats
-
-# Twenty faulty lines of many kinds, each with the code it must get.
-TWENTY_FAULTS = [
-    ("[1, 2]", "data_type"),
-    ('"just a string"', "data_type"),
-    ({"msgs": []}, "missing_messages_list"),
-    ({"messages": "hello"}, "missing_messages_list"),
-    ({"messages": []}, "missing_messages_list"),
-    ({"messages": [{"content": "q"}, {"role": "assistant", "content": "a"}]}, "message_missing_key"),
-    ({"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}, "message_missing_key"),
-    (
-        {"messages": [{"role": "user", "content": "q", "x": 1}, {"role": "assistant", "content": "a"}]},
-        "message_unrecognized_key",
-    ),
-    (
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "tool_calls": []}]},
-        "message_unrecognized_key",
-    ),
-    ({"messages": [{"role": "asistant", "content": "q"}]}, "unrecognized_role"),
-    ({"messages": [{"role": "tool", "content": "q"}, {"role": "assistant", "content": "a"}]}, "unrecognized_role"),
-    ({"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]}, "missing_content"),
-    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]}, "missing_content"),
-    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}, "missing_content"),
-    ({"messages": [{"role": "user", "content": "q"}]}, "example_missing_assistant_message"),
-    (
-        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]},
-        "example_missing_assistant_message",
-    ),
-    (
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0.5}]},
-        "invalid_weight",
-    ),
-    ('{"messages": [', "invalid_json"),
-    ("{'messages': []}", "invalid_json"),
-    ('{"messages": []} trailing', "invalid_json"),
-]
 
 
 def test_twenty_mixed_faults_each_reported_with_line_and_code_and_nothing_else(tmp_path, tokenizer):

@@ -10,6 +10,7 @@ from typing import Any
 from tunesmith.data.schema import ROLES, Conversation, Message, PreferencePair, Record, TextDoc
 
 CHAT_MESSAGE_KEYS = ("role", "content", "name", "weight")
+SHAREGPT_TURN_KEYS = ("from", "value", "weight")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
@@ -34,9 +35,14 @@ class Format:
     """Object -> record, raising RecordError."""
 
 
+def not_an_object(value: Any) -> RecordError:
+    """The error of a line whose value is not a JSON object."""
+    return RecordError("data_type", f"expected a JSON object, got {type(value).__name__}")
+
+
 def _require_dict(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict):
-        raise RecordError("data_type", f"expected a JSON object, got {type(obj).__name__}")
+        raise not_an_object(obj)
     return obj
 
 
@@ -53,19 +59,24 @@ def _string(obj: dict[str, Any], key: str, *, required: bool = True) -> str:
     return value
 
 
-def _chat_message(index: int, raw: Any) -> Message:
-    where = f"message {index + 1}"
+def _turn_object(raw: Any, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A message as an object holding its first two keys and no key outside `keys`."""
     if not isinstance(raw, dict):
-        raise RecordError("data_type", f"{where} must be an object with role and content")
-    for key in ("role", "content"):
+        raise RecordError("data_type", f"{where} must be an object with {keys[0]} and {keys[1]}")
+    for key in keys[:2]:
         if key not in raw:
             raise RecordError("message_missing_key", f"{where} has no {key!r}")
-    unknown = [k for k in raw if k not in CHAT_MESSAGE_KEYS]
+    unknown = [k for k in raw if k not in keys]
     if unknown:
         raise RecordError(
-            "message_unrecognized_key",
-            f"{where} has unrecognized key {unknown[0]!r}; expected only {', '.join(CHAT_MESSAGE_KEYS)}",
+            "message_unrecognized_key", f"{where} has unrecognized key {unknown[0]!r}; expected only {', '.join(keys)}"
         )
+    return raw
+
+
+def _chat_message(index: int, raw: Any) -> Message:
+    where = f"message {index + 1}"
+    raw = _turn_object(raw, where, CHAT_MESSAGE_KEYS)
     role = raw["role"]
     if role not in ROLES:
         raise RecordError("unrecognized_role", f"{where} has role {role!r}; expected one of {', '.join(ROLES)}")
@@ -130,14 +141,7 @@ def parse_alpaca(obj: Any) -> Record:
 
 def _sharegpt_message(index: int, raw: Any) -> Message:
     where = f"turn {index + 1}"
-    if not isinstance(raw, dict):
-        raise RecordError("data_type", f"{where} must be an object with from and value")
-    for key in ("from", "value"):
-        if key not in raw:
-            raise RecordError("message_missing_key", f"{where} has no {key!r}")
-    unknown = [k for k in raw if k not in ("from", "value", "weight")]
-    if unknown:
-        raise RecordError("message_unrecognized_key", f"{where} has unrecognized key {unknown[0]!r}")
+    raw = _turn_object(raw, where, SHAREGPT_TURN_KEYS)
     role = SHAREGPT_ROLES.get(raw["from"])
     if role is None:
         raise RecordError(

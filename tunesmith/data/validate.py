@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.data.digests import Digests
-from tunesmith.data.formats import FORMATS, Format, RecordError, detect
+from tunesmith.data.formats import FORMATS, Format, RecordError, detect, not_an_object
 from tunesmith.data.load import Row, read_rows
 from tunesmith.data.schema import Record
 from tunesmith.errors import DataError
@@ -86,7 +86,8 @@ def _choose_format(source: str, objects: list[Any], name: str) -> Format:
 def _not_an_example(source: str, row: Row) -> Problem:
     if row.code:
         return Problem(source, row.line, row.code, row.message)
-    return Problem(source, row.line, "data_type", f"expected a JSON object, got {type(row.value).__name__}")
+    error = not_an_object(row.value)
+    return Problem(source, row.line, error.code, error.message)
 
 
 class RecordReader:
@@ -168,6 +169,12 @@ class Dataset:
     """Lines that could not be used, and file-level errors."""
     warnings: list[Problem] = field(default_factory=list)
     """Usable but suspicious lines."""
+
+
+def data_error(problems: list[Problem], count: int, source: str) -> DataError:
+    """The error to stop on: the first problem, how many more there are, and where to see them all."""
+    more = f" (and {count - 1:,} more)" if count > 1 else ""
+    return DataError(f"{problems[0]}{more}", hint=f"see every problem with: tunesmith data check {source}")
 
 
 def read_dataset(source: str, *, format: str = "auto", columns: Mapping[str, str] | None = None) -> Dataset:

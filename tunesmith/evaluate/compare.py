@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.data.schema import Message
-from tunesmith.data.validate import read_dataset
-from tunesmith.errors import DataError
 from tunesmith.evaluate.generate import Sampling, load_generator
-from tunesmith.evaluate.items import items_of
+from tunesmith.evaluate.items import load_held_out
 
 
 @dataclass(frozen=True)
@@ -30,9 +28,7 @@ class Sample:
 
 def held_out_prompts(source: str, n: int) -> list[tuple[tuple[Message, ...], str]]:
     """(prompt, reference answer) of the first n conversations that end with an assistant turn."""
-    items = items_of(read_dataset(source).records)[:n]
-    if not items:
-        raise DataError(f"{source}: no conversation ends with an assistant answer to compare against")
+    items = load_held_out(None, source, n).items
     return [(item.prompt, item.reference) for item in items]
 
 

@@ -55,8 +55,8 @@ class Generator:
     """End-of-turn and eos token ids."""
 
     def _inputs(self, texts: Sequence[str], raw: bool = False) -> dict[str, torch.Tensor]:
-        """Left-padded ids; chat prompts already hold their special tokens, raw text gets the tokenizer's own."""
-        self.tokenizer.padding_side = "left"
+        """Left-padded ids (see load_generator); chat prompts already hold their special tokens, raw text gets the
+        tokenizer's own."""
         batch = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=raw)
         return {k: v.to(self.model.device) for k, v in batch.items()}
 
@@ -139,5 +139,6 @@ def _generate_into(
 def load_generator(name: str, *, device: str = "auto", dtype: str = "auto", base: bool = False) -> Generator:
     """A model by name (short name, hub id, folder, .gguf) or a run; base=True takes a run's base model."""
     model, tokenizer = load_for_inference(name, device=device, dtype=dtype, base=base)
+    tokenizer.padding_side = "left"  # a generator's own tokenizer: prompts end where the answers start
     renderer = ChatRenderer(tokenizer)
     return Generator(model, tokenizer, renderer, renderer.stop_token_ids())

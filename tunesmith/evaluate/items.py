@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.data.schema import Message, Record, TextDoc
-from tunesmith.data.validate import read_dataset
+from tunesmith.data.validate import data_error, read_dataset
 from tunesmith.errors import DataError
 from tunesmith.runs import RunFolder
 from tunesmith.tokenize.encode import conversation_of
@@ -105,7 +105,7 @@ def load_held_out(run: RunFolder | None, data: str | None, limit: int | None) ->
     source, lines = (data, None) if data is not None else _held_out_of_run(run)  # type: ignore[arg-type]
     dataset = read_dataset(source)
     if dataset.errors:
-        raise DataError(str(dataset.errors[0]), hint=f"see every problem with: tunesmith data check {source}")
+        raise data_error(dataset.errors, len(dataset.errors), source)
     chosen = [(line, r) for line, r in dataset.records if lines is None or line in lines]
     records = chosen[:limit]
     kind = "text" if records and all(isinstance(r, TextDoc) for _, r in records) else "chat"

@@ -24,15 +24,6 @@ _PROBES: tuple[tuple[str, ...], ...] = (
     ("user", "assistant"),
 )
 
-FALLBACK_TEMPLATE = (
-    "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
-    "{% elif m['role'] == 'user' %}### User:\n{{ m['content'] }}\n\n"
-    "{% else %}### Assistant:\n{{ m['content'] }}{{ eos_token }}\n\n{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}### Assistant:\n{% endif %}"
-)
-"""Used for tokenizers that have no chat template (base models)."""
-
 
 def jinja(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], generate: bool = False) -> str:
     """The reference rendering: the model's own template."""

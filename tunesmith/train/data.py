@@ -9,7 +9,8 @@ from transformers import PreTrainedTokenizerBase
 
 from tunesmith.check import DataOptions, prepare_data
 from tunesmith.config import RunConfig
-from tunesmith.errors import ConfigError, DataError
+from tunesmith.data.validate import data_error
+from tunesmith.errors import ConfigError
 from tunesmith.runs import HELD_OUT_TEXTS
 from tunesmith.tokenize.encode import Example
 from tunesmith.train.plan import held_out_split
@@ -43,10 +44,8 @@ def load_run_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunD
         supervise="all" if config.objective == "text" else config.supervise,
     )
     prepared = prepare_data(config.data, tokenizer, options, eval_source=config.eval_data)
-    errors, count = prepared.report.errors, prepared.report.error_count
-    if errors:
-        more = f" (and {count - 1:,} more)" if count > 1 else ""
-        raise DataError(f"{errors[0]}{more}", hint=f"see every problem with: tunesmith data check {config.data}")
+    if prepared.report.errors:
+        raise data_error(prepared.report.errors, prepared.report.error_count, config.data)
     if config.objective == "sft" and prepared.report.stats["train"]["format"] == "text":
         raise ConfigError(
             f"{config.data}: plain text has no answers to learn with objective sft",

@@ -29,7 +29,7 @@ from tunesmith.train.events import Broadcast, Event, EventSink, MetricsFile, Sto
 from tunesmith.train.loop import LoopInputs, train_steps
 from tunesmith.train.manifest import manifest
 from tunesmith.train.plan import Plan, resolve
-from tunesmith.train.setup import build_model, build_optimizer, choose_precision
+from tunesmith.train.setup import build_model, build_optimizer, choose_precision, compiler_settings
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ def _execute(
     inputs = LoopInputs(
         model, optimizer, resolved, plan, data.train, data.held_out, data.pad_id, precision, events, stop, run_dir
     )
-    reason = train_steps(inputs, state)
+    with compiler_settings():
+        reason = train_steps(inputs, state)
     final = _save_final(run_dir, model, data.tokenizer, resolved) if reason in ("finished", "early_stopping") else None
     events.emit(Event("end", state.step, {"reason": reason, "final": str(final) if final else None}))
     return TrainResult(run_dir, reason, final, state)

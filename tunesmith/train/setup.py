@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -79,21 +80,32 @@ def compiler_available() -> bool:
     return torch.cuda.is_available() or shutil.which(os.environ.get("CXX", "g++")) is not None
 
 
+@contextmanager
+def compiler_settings() -> Iterator[None]:
+    """The torch compiler's settings for a run, set for its duration only (they are process-wide in torch).
+
+    Python floats in the layers (norm epsilons, adapter scales) are compiled in as constants: left symbolic,
+    inductor restarts the first compile for them, which cost 4.5 s here. The partitioner may recompute cheap
+    operations in backward instead of keeping their outputs (ACTIVATION_MEMORY_BUDGET).
+    """
+    with (
+        torch._dynamo.config.patch(specialize_float=True),
+        torch._functorch.config.patch(activation_memory_budget=ACTIVATION_MEMORY_BUDGET),
+    ):
+        yield
+
+
 def compile_layers(model: torch.nn.Module) -> torch.nn.Module:
     """Compile each decoder layer in place ("regional" compilation: the layers share one compiled graph).
 
-    Shapes are dynamic, so batches of other lengths do not recompile. Python floats in the layers (norm epsilons,
-    adapter scales) are compiled in as constants: left symbolic, inductor restarts the first compile for them,
-    which cost 4.5 s here. The first layer's input is made to require a gradient like every other layer's, so it
-    does not compile a graph of its own. The partitioner may recompute cheap operations in backward instead of
-    keeping their outputs (ACTIVATION_MEMORY_BUDGET). Models without a `layers` list run as is.
+    Shapes are dynamic, so batches of other lengths do not recompile. The first layer's input is made to require a
+    gradient like every other layer's, so it does not compile a graph of its own. Compiling happens at the first
+    call: make it under `compiler_settings()`. Models without a `layers` list run as is.
     """
     lm = causal_lm(model)
     layers = getattr(lm.get_decoder(), "layers", None)
     if not isinstance(layers, torch.nn.ModuleList):
         return model
-    torch._dynamo.config.specialize_float = True
-    torch._functorch.config.activation_memory_budget = ACTIVATION_MEMORY_BUDGET
     lm.enable_input_require_grads()
     for layer in layers:
         layer.compile(dynamic=True)

@@ -11,16 +11,20 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tunesmith.cli.settings import doc
 from tunesmith.errors import ConfigError, TunesmithError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
-ModelOption = Annotated[str, typer.Option("--model", "-m", help="Short name, hub id, local folder or .gguf file.")]
-FormatOption = Annotated[str, typer.Option(help="Input format, or auto to detect it per file.")]
+# options of other commands that mean what a training setting means: its docstring is their help
+ModelOption = Annotated[str, typer.Option("--model", "-m", help=doc("model"))]
+FormatOption = Annotated[str, typer.Option(help=doc("format"))]
 ColumnsOption = Annotated[str, typer.Option(help="Map fields to CSV/table columns: prompt=question,completion=answer")]
-MaxLengthOption = Annotated[int, typer.Option("--max-length", help="Longest example in tokens.")]
-SuperviseOption = Annotated[str, typer.Option(help="Which turns are learned: assistant, last or all.")]
+MaxLengthOption = Annotated[int, typer.Option("--max-length", help=doc("max_length"))]
+SuperviseOption = Annotated[str, typer.Option(help=doc("supervise"))]
+RunOrModel = Annotated[str, typer.Argument(help="A run folder, or a model: short name, hub id, folder, .gguf.")]
+MaxTokens = Annotated[int, typer.Option("--max-tokens", help="The longest answer, in tokens.")]
 
 
 class OneLineLog(logging.Handler):

@@ -1,0 +1,106 @@
+"""`tunesmith train`: settings from RunConfig's fields, progress on the terminal, the result, a quick evaluation."""
+
+from __future__ import annotations
+
+import signal
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+from tunesmith.cli.common import err, out, user_errors
+from tunesmith.cli.evaluate import QUICK_EVAL_EXAMPLES, evaluate_and_print
+from tunesmith.train.events import EventSink, StopFlag
+
+Opt = typer.Option
+
+
+def _on_signal(stop: StopFlag, signum: int, frame: FrameType | None) -> None:
+    if stop:
+        raise KeyboardInterrupt  # a second signal stops at once
+    stop.request(signal.Signals(signum).name)
+
+
+def _stop_on_signals() -> StopFlag:
+    stop = StopFlag()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, partial(_on_signal, stop))
+    return stop
+
+
+def _overrides(given: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    from tunesmith.config import parse_assignment
+
+    return {**given, **dict(parse_assignment(text) for text in assignments)}
+
+
+def _sink(quiet: bool, log_json: bool) -> EventSink | None:
+    from tunesmith.cli.progress import ConsoleProgress, JsonLines
+
+    if log_json:
+        return JsonLines(out)
+    return None if quiet else ConsoleProgress(err)
+
+
+def train(
+    given: dict[str, Any],
+    config: Annotated[Path | None, Opt("--config", "-c", help="YAML file of settings; options override it.")] = None,
+    out_dir: Annotated[Path | None, Opt("--out", help="Run folder (default: TUNESMITH_HOME/runs/<time>).")] = None,
+    resume: Annotated[Path | None, Opt(help="Continue this run folder from its latest checkpoint.")] = None,
+    force: Annotated[bool, Opt(help="Resume even though the settings or the data changed.")] = False,
+    set_values: Annotated[
+        list[str] | None, Opt("--set", help="Any setting as field=value (YAML), e.g. lora.targets=\\[q_proj]")
+    ] = None,
+    evaluate: Annotated[bool, Opt("--eval-report/--no-eval", help="Evaluate base vs tuned at the end.")] = True,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="Print only the result.")] = False,
+    log_json: Annotated[bool, Opt("--log-json", help="Print every event as a JSON line.")] = False,
+) -> None:
+    """Fine-tune a model on your data: LoRA, DoRA or full; answers (sft) or plain text."""
+    from tunesmith import paths
+    from tunesmith.config import build_config, merge, read_config_file
+    from tunesmith.train.runner import resume as resume_run
+    from tunesmith.train.runner import train as train_run
+
+    sink = _sink(quiet, log_json)
+    stop = _stop_on_signals()
+    with user_errors():
+        overrides = _overrides(given, set_values or [])
+        if resume is not None:
+            result = resume_run(resume, overrides=overrides, force=force, sink=sink, stop=stop)
+        else:
+            settings = merge(read_config_file(config) if config else {}, overrides)
+            run_config = build_config(settings, str(config) if config else "command line")
+            run_dir = out_dir or paths.runs_dir() / datetime.now().strftime("%Y%m%d-%H%M%S")
+            result = train_run(run_config, run_dir, sink=sink, stop=stop)
+    _print_summary(result, log_json)
+    if evaluate:
+        from tunesmith.evaluate.evaluation import EvalOptions
+        from tunesmith.evaluate.items import has_held_out
+        from tunesmith.runs import RunFolder
+
+        if has_held_out(RunFolder(result.run_dir)):
+            evaluate_and_print(str(result.run_dir), EvalOptions(limit=QUICK_EVAL_EXAMPLES), None, log_json)
+        elif not log_json:
+            err.print("[dim]no held-out data (under 20 examples and no --eval): not evaluated[/]")
+
+
+def _print_summary(result: Any, log_json: bool) -> None:
+    state = result.state
+    if result.final is None:
+        err.print(
+            f"stopped by {result.reason} after step {state.step}; checkpoint saved. "
+            f"Continue with: tunesmith train --resume {result.run_dir}"
+        )
+        raise typer.Exit(128 + int(getattr(signal.Signals, result.reason, signal.SIGINT)))
+    if log_json:
+        return
+    best = f"{state.best_eval_loss:.4f}" if state.best_eval_loss is not None else "-"
+    how = "stopped early (no better held-out loss)" if result.reason == "early_stopping" else "done"
+    err.print(
+        f"{how}: {state.step} steps in {state.elapsed:.0f} s, {state.tokens:,} tokens "
+        f"({state.tokens / max(state.elapsed, 1e-9):.0f} tok/s), best held-out loss {best}"
+    )
+    out.print(f"result: {result.final}")
