@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.config import auto_epochs
+from tunesmith.config import RunConfig, auto_epochs
 from tunesmith.data.validate import Problem, RecordReader, overlap_warnings
 from tunesmith.tokenize.encode import Encoded, Example, conversation_of, encode
 from tunesmith.tokenize.render import ChatRenderer, Supervise
@@ -133,14 +133,14 @@ def _token_stats(reader: RecordReader, tally: Tally) -> dict[str, Any]:
 class DataOptions:
     """How both data sets of a check are read and tokenised."""
 
-    format: str = "auto"
-    """Input format name, or auto."""
+    format: str = RunConfig.model_fields["format"].default
+    """As the training setting (RunConfig.format): input format name, or auto."""
     columns: Mapping[str, str] | None = None
     """field -> column for CSV and tables."""
-    max_length: int = 2048
-    """Longest example in tokens."""
-    supervise: Supervise = "assistant"
-    """Which turns are learned."""
+    max_length: int = RunConfig.model_fields["max_length"].default
+    """As the training setting: longest example in tokens."""
+    supervise: Supervise = RunConfig.model_fields["supervise"].default
+    """As the training setting: which turns are learned."""
 
     def read(
         self, source: str, tokenizer: PreTrainedTokenizerBase, *, keep: bool
@@ -209,17 +209,18 @@ def prepare_data(
 def check_data(
     train: str,
     tokenizer: PreTrainedTokenizerBase,
+    options: DataOptions | None = None,
     *,
     eval_source: str | None = None,
-    format: str = "auto",
-    columns: Mapping[str, str] | None = None,
-    max_length: int = 2048,
-    supervise: Supervise = "assistant",
     tokens_per_second: float | None = None,
 ) -> CheckReport:
     """Everything wrong with a data set and what training on it would cost (see `prepare_data`)."""
-    options = DataOptions(format=format, columns=columns, max_length=max_length, supervise=supervise)
     prepared = prepare_data(
-        train, tokenizer, options, eval_source=eval_source, tokens_per_second=tokens_per_second, keep=False
+        train,
+        tokenizer,
+        options or DataOptions(),
+        eval_source=eval_source,
+        tokens_per_second=tokens_per_second,
+        keep=False,
     )
     return prepared.report

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import TWENTY_FAULTS, chat, prose, write_jsonl
-from tunesmith.check import check_data
+from tunesmith.check import DataOptions, check_data
 from tunesmith.data import validate
 from tunesmith.data.digests import repeats
 
@@ -49,8 +49,8 @@ def test_overlap_and_length_warnings(tmp_path, tokenizer):
     report = check_data(
         str(write_jsonl(tmp_path / "t.jsonl", train)),
         tokenizer,
+        DataOptions(max_length=128),
         eval_source=str(write_jsonl(tmp_path / "e.jsonl", evaluation)),
-        max_length=128,
     )
     assert report.ok
     codes = {(w.file.split("/")[-1], w.line, w.code) for w in report.warnings}
@@ -118,9 +118,9 @@ def test_too_few_counts_what_is_trained_on_conversations_or_windows_of_text(tmp_
     ]
     one_file = tmp_path / "writings.txt"
     one_file.write_text(prose(6000), encoding="utf-8")  # one text, cut into windows of 256 tokens
-    report = check_data(str(one_file), tokenizer, max_length=256, supervise="all")
+    report = check_data(str(one_file), tokenizer, DataOptions(max_length=256, supervise="all"))
     assert report.ok and report.stats["train"]["examples"] == 1 and report.stats["train"]["rows"] >= 10
-    short = check_data(str(one_file), tokenizer, max_length=4096, supervise="all")
+    short = check_data(str(one_file), tokenizer, DataOptions(max_length=4096, supervise="all"))
     assert [e.code for e in short.errors] == ["too_few_examples"]
     assert "training windows of up to 4096 tokens in 1 texts" in short.errors[0].message
     folder = tmp_path / "one"
@@ -128,17 +128,17 @@ def test_too_few_counts_what_is_trained_on_conversations_or_windows_of_text(tmp_
     (folder / "a.txt").write_text(prose(6000), encoding="utf-8")
     long_records = write_jsonl(tmp_path / "long.jsonl", [{"text": prose(2000, seed=i)} for i in range(3)])
     for source in (folder, long_records):
-        assert check_data(str(source), tokenizer, max_length=256, supervise="all").ok, source
+        assert check_data(str(source), tokenizer, DataOptions(max_length=256, supervise="all")).ok, source
 
 
 def test_a_check_in_small_chunks_reports_what_one_pass_reports(tmp_path, tokenizer, monkeypatch):
     rows = [chat(i) for i in range(30)] + ["{", [1]] + [chat(2), chat(29)] + [c for c, _ in TWENTY_FAULTS[:6]]
     train = str(write_jsonl(tmp_path / "t.jsonl", rows))
     held_out = str(write_jsonl(tmp_path / "e.jsonl", [chat(40), chat(7), chat(41)]))
-    whole = check_data(train, tokenizer, eval_source=held_out, max_length=40).as_dict()
+    whole = check_data(train, tokenizer, DataOptions(max_length=40), eval_source=held_out).as_dict()
     monkeypatch.setattr(validate, "CHUNK", 3)
     monkeypatch.setattr(validate, "DETECT_SAMPLE", 2)
-    assert check_data(train, tokenizer, eval_source=held_out, max_length=40).as_dict() == whole
+    assert check_data(train, tokenizer, DataOptions(max_length=40), eval_source=held_out).as_dict() == whole
     assert {(w["line"], w["code"]) for w in whole["warnings"]} >= {
         (33, "duplicate"),
         (34, "duplicate"),

@@ -38,23 +38,21 @@ def data_check(
     estimate: Annotated[bool, typer.Option(help="Measure this machine's speed to estimate training time.")] = True,
 ) -> None:
     """Find every problem in a data set and what training on it would cost, before spending compute."""
-    from tunesmith.check import check_data
+    from tunesmith.check import DataOptions, check_data
     from tunesmith.cli.show import print_check_report
     from tunesmith.models.load import load_tokenizer
     from tunesmith.train.throughput import training_tokens_per_second
 
     with user_errors():
         tokenizer = load_tokenizer(model)
-        report = check_data(
-            file,
-            tokenizer,
-            eval_source=eval_file,
+        options = DataOptions(
             format=format,
             columns=parse_columns(columns),
             max_length=max_length,
             supervise=supervise,  # type: ignore[arg-type]
-            tokens_per_second=training_tokens_per_second(model) if estimate else None,
         )
+        speed = training_tokens_per_second(model) if estimate else None
+        report = check_data(file, tokenizer, options, eval_source=eval_file, tokens_per_second=speed)
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
     else:

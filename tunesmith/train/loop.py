@@ -1,4 +1,4 @@
-"""The training run. Reads top to bottom: batches in, loss, backward, clip, step, report, evaluate, save."""
+"""The training loop. Reads top to bottom: batches in, loss, backward, clip, step, report, evaluate, save."""
 
 from __future__ import annotations
 
