@@ -27,10 +27,9 @@ import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl import SFTConfig, SFTTrainer
 
-from tunesmith.data.validate import read_dataset
+from tunesmith.check import DataOptions, prepare_data
 from tunesmith.models.load import load_tokenizer
 from tunesmith.models.sources import DEFAULT_MODEL
-from tunesmith.tokenize.encode import encode
 
 GENERATION_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -84,9 +83,9 @@ def make_data(path: Path, count: int) -> None:
 
 
 def run_tunesmith(path: Path, tokenizer) -> tuple[float, list]:
+    """What a training run does with its data: read, check (errors, duplicates, statistics) and tokenise."""
     start = time.perf_counter()
-    records = read_dataset(str(path)).records
-    examples = encode(records, tokenizer, max_length=4096).examples
+    examples = prepare_data(str(path), tokenizer, DataOptions(max_length=4096)).train
     return time.perf_counter() - start, examples
 
 
