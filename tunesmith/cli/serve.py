@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Annotated
 
 import typer
@@ -24,19 +26,43 @@ def serve(
     dtype: Annotated[str, Opt(help="auto (bf16 where fast), float32 or bfloat16.")] = "auto",
     max_batch: Annotated[int, Opt(help="The most answers generated together.")] = 8,
     max_waiting: Annotated[int, Opt(help="Requests that may wait for room; more get 429 (Retry-After).")] = 64,
+    worker: Annotated[bool, Opt(help="Start the jobs worker beside the server (one per TUNESMITH_HOME).")] = True,
+    max_upload: Annotated[int, Opt(help="Largest file upload (POST /v1/files), in MB; more gets 413.")] = 512,
 ) -> None:
-    """Serve a base model and fine-tuned runs behind an OpenAI-compatible API (chat, completions, models)."""
+    """Serve a base model and fine-tuned runs behind an OpenAI-compatible API (chat, completions, models), with
+    OpenAI's files and fine-tuning jobs API."""
     import uvicorn
 
+    from tunesmith.jobs.api import JobsAPI
+    from tunesmith.jobs.models import JobModels
+    from tunesmith.jobs.store import Store
     from tunesmith.serve.app import create_app
     from tunesmith.serve.engine import Engine
     from tunesmith.serve.loaded import default_base, load_models
 
+    store = Store()
     with user_errors():
         runs = adapter or []
-        models = load_models(model or default_base(runs), runs, dtype=dtype)
+        models = load_models(model or default_base(runs), runs, dtype=dtype, tuned=JobModels(store))
     for served in models.served.values():
         out.print(f"serving [bold]{served.id}[/]")
     out.print(f"OpenAI base URL: http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
     engine = Engine(models, max_batch, max_waiting)
-    uvicorn.run(create_app(models, engine, api_key), host=host, port=port, log_level="warning")
+    limit = max_upload * 1024 * 1024
+    jobs = JobsAPI(store, limit)
+    app = create_app(models, engine, api_key, [jobs.router()], {"/v1/files": limit + UPLOAD_OVERHEAD})
+    child = _start_worker() if worker else None
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        if child is not None:
+            child.terminate()  # the worker saves its job's checkpoint; the next worker resumes the job
+
+
+UPLOAD_OVERHEAD = 64 * 1024
+"""Room for the multipart envelope around an upload of the largest file size."""
+
+
+def _start_worker() -> subprocess.Popen[bytes]:
+    """`tunesmith jobs worker` as a process of its own: training never runs in the server's process."""
+    return subprocess.Popen([sys.executable, "-m", "tunesmith", "jobs", "worker"])

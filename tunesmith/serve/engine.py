@@ -182,7 +182,7 @@ class Engine:
             jobs = self._take(len(batch.rows) if batch else 0)
             new = _rows([job for job in jobs if not job.cancelled.is_set()])
             try:
-                with torch.inference_mode():
+                with self.models.lock, torch.inference_mode():  # no adapter is attached during a step
                     batch = self._step(batch, new)
             except Exception as exc:  # a failed batch fails its requests, never the server
                 _fail((batch.rows if batch else []) + new, exc)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from peft import PeftModel
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -40,18 +42,79 @@ class Served:
     """Unix time the model was made (the run's final/ folder)."""
 
 
-@dataclass(frozen=True)
-class ModelSet:
-    """The base model (a PeftModel when adapters are served) and every id it answers for."""
+class TunedModels(Protocol):
+    """Where tuned models come from besides --adapter (the jobs store): looked up by id when first asked for."""
 
-    model: PreTrainedModel
-    """In eval mode."""
-    tokenizer: PreTrainedTokenizerBase
-    """The base model's tokenizer (runs keep its vocabulary)."""
-    served: dict[str, Served]
-    """By id."""
-    context: int
-    """The longest prompt plus answer, in tokens."""
+    def find(self, model_id: str) -> tuple[Path, int] | None:
+        """(final/ folder, creation time) of a tuned model, or None."""
+        ...
+
+    def ids(self) -> list[str]:
+        """Every tuned model id there is."""
+        ...
+
+
+class ModelSet:
+    """The base model (a PeftModel once an adapter is attached) and every id it answers for.
+
+    Adapters are attached while the server runs (a job that just finished); `lock` is held by the engine for each
+    forward pass and by `attach`, so the model never changes under a running step.
+    """
+
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, base: str, tuned: TunedModels | None = None
+    ) -> None:
+        self.model = model
+        """In eval mode."""
+        self.tokenizer = tokenizer
+        """The base model's tokenizer (runs keep its vocabulary)."""
+        self.base = base
+        """The base model's name, as given."""
+        self.tuned = tuned
+        self.context = int(getattr(model.config, "max_position_embeddings", 2048))
+        """The longest prompt plus answer, in tokens."""
+        base_id = _short(base)
+        self.served: dict[str, Served] = {base_id: _served(base_id, BASE_ADAPTER, tokenizer, 0)}
+        """By id."""
+        self.lock = threading.Lock()
+
+    def attach(self, model_id: str, final: Path, created: int) -> Served:
+        """Serve a run's adapter under `model_id`; it must have been trained from this base."""
+        if not _same_model(base_model_of(final), self.base):
+            raise ModelError(
+                f"{model_id} was trained on {base_model_of(final)}, not on the served base {self.base}",
+                hint=f"start the server with --model {base_model_of(final)}",
+            )
+        with self.lock:
+            if model_id in self.served:
+                return self.served[model_id]
+            name = f"run{len(self.served)}"
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(final, adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, final, adapter_name=name)
+            self.model.eval()
+            served = _served(model_id, name, AutoTokenizer.from_pretrained(final), created)
+            self.served[model_id] = served
+        return served
+
+    def find(self, model_id: str) -> Served | None:
+        """A served id, or a tuned model attached now (None when there is no such model on this base)."""
+        if model_id in self.served:
+            return self.served[model_id]
+        found = self.tuned.find(model_id) if self.tuned is not None else None
+        if found is None:
+            return None
+        try:
+            return self.attach(model_id, *found)
+        except ModelError:
+            return None
+
+    def all(self) -> list[Served]:
+        """Every model it answers for, tuned ones attached first."""
+        for model_id in self.tuned.ids() if self.tuned is not None else []:
+            self.find(model_id)
+        return list(self.served.values())
 
 
 def _short(name: str) -> str:
@@ -73,7 +136,9 @@ def _same_model(a: str, b: str) -> bool:
     return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
 
 
-def load_models(base: str, runs: list[str], dtype: str = "auto", device: str = "auto") -> ModelSet:
+def load_models(
+    base: str, runs: list[str], dtype: str = "auto", device: str = "auto", tuned: TunedModels | None = None
+) -> ModelSet:
     """Load the base once and attach each run's adapter; every run must have been trained from `base`."""
     finals = []
     for run in runs:
@@ -89,20 +154,10 @@ def load_models(base: str, runs: list[str], dtype: str = "auto", device: str = "
             )
         finals.append(final)
     model = load_model(base, device=device, dtype=dtype)
-    tokenizer = load_tokenizer(base)  # with a pad token
-    base_id = _short(base)
-    served = {base_id: _served(base_id, BASE_ADAPTER, tokenizer, 0)}
-    for i, final in enumerate(finals):
-        name = f"run{i}"
-        if i == 0:
-            model = PeftModel.from_pretrained(model, final, adapter_name=name)
-        else:
-            model.load_adapter(final, adapter_name=name)
-        run_id = _run_id(base_id, final)
-        served[run_id] = _served(run_id, name, AutoTokenizer.from_pretrained(final), final.stat().st_mtime)
-    model.eval()
-    context = int(getattr(model.config, "max_position_embeddings", 2048))
-    return ModelSet(model, tokenizer, served, context)
+    models = ModelSet(model.eval(), load_tokenizer(base), base, tuned)
+    for final in finals:
+        models.attach(_run_id(_short(base), final), final, int(final.stat().st_mtime))
+    return models
 
 
 def default_base(runs: list[str]) -> str:

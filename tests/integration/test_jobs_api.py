@@ -1,0 +1,301 @@
+"""The files and fine-tuning jobs API with the official openai client against a real `tunesmith serve` and worker."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import pytest
+from openai.types import FileObject
+from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
+from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+
+from tests.conftest import chat, write_jsonl
+from tests.integration.test_serve import KEY, start_server
+
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("jobs-home")
+
+
+@pytest.fixture(scope="module")
+def server(home, tiny_model):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNESMITH_HOME", str(home))
+        process, url = start_server(tiny_model, "--api-key", KEY, "--dtype", "float32", "--max-upload", "1")
+    yield url
+    process.terminate()
+    process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def files(client, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("upload")
+    train = write_jsonl(folder / "train.jsonl", [chat(i) for i in range(24)])
+    held_out = write_jsonl(folder / "eval.jsonl", [chat(i) for i in range(100, 105)])
+    return {
+        name: client.files.create(file=path.open("rb"), purpose="fine-tune")
+        for name, path in (("train", train), ("eval", held_out))
+    }
+
+
+def wait(client, job_id, statuses=ENDED, seconds=240):
+    for _ in range(seconds * 4):
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.25)
+    pytest.fail(f"job {job_id} still {job.status} after {seconds} s")
+
+
+def required_fields_present(model_class, raw: dict) -> list[str]:
+    """The fields OpenAI's reference marks required that the server left out (the client would not notice)."""
+    return [name for name, field in model_class.model_fields.items() if field.is_required() and name not in raw]
+
+
+@pytest.fixture(scope="module")
+def finished(client, files, tiny_model):
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_model),
+        training_file=files["train"].id,
+        validation_file=files["eval"].id,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4}}},
+        suffix="sums",
+        seed=7,
+        metadata={"team": "calls"},
+    )
+    assert job.status == "validating_files" and job.object == "fine_tuning.job"
+    return wait(client, job.id)
+
+
+def test_a_job_runs_from_upload_to_a_named_model_with_events_checkpoints_and_results(client, finished, tiny_model):
+    assert finished.status == "succeeded", finished.error
+    assert finished.fine_tuned_model == f"ft:{tiny_model.name}:sums:{finished.id}"
+    assert finished.trained_tokens > 0 and finished.finished_at >= finished.created_at
+    assert finished.hyperparameters.n_epochs == 2 and finished.method.type == "supervised"
+    events = [e for e in client.fine_tuning.jobs.list_events(finished.id, limit=100).data][::-1]
+    messages = [e.message for e in events]
+    for expected in ("Created fine-tuning job", "Validating training file", "Files validated", "job started"):
+        assert any(expected in m for m in messages), (expected, messages)
+    assert messages[-1].startswith("The job has successfully completed")
+    steps = [e.data["step"] for e in events if e.type == "metrics"]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 2
+    assert any("valid_loss" in e.data for e in events if e.type == "metrics")
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(finished.id).data
+    assert 1 <= len(checkpoints) <= 3
+    last = checkpoints[0]
+    assert last.step_number == steps[-1] and last.metrics.train_loss is not None
+    assert last.fine_tuned_model_checkpoint == f"{finished.fine_tuned_model}:ckpt-step-{last.step_number}"
+    result = client.files.content(finished.result_files[0]).text.splitlines()
+    assert result[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+    assert len(result) == len(steps) + 1
+
+
+def test_the_tuned_model_is_listed_and_answers_at_once_without_a_restart(client, finished):
+    assert finished.fine_tuned_model in [m.id for m in client.models.list().data]
+    answer = client.chat.completions.create(
+        model=finished.fine_tuned_model, messages=[{"role": "user", "content": "What is 3 + 3?"}], max_tokens=8
+    )
+    assert answer.model == finished.fine_tuned_model and answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage.completion_tokens >= 1
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(
+            model=finished.fine_tuned_model + "x", messages=[{"role": "user", "content": "hi"}]
+        )
+
+
+def test_every_object_carries_the_fields_openai_marks_required(client, finished, files):
+    raw = client.fine_tuning.jobs.with_raw_response.retrieve(finished.id).http_response.json()
+    assert required_fields_present(FineTuningJob, raw) == []
+    raw = client.fine_tuning.jobs.with_raw_response.list_events(finished.id).http_response.json()
+    assert raw["object"] == "list" and required_fields_present(FineTuningJobEvent, raw["data"][0]) == []
+    raw = client.fine_tuning.jobs.checkpoints.with_raw_response.list(finished.id).http_response.json()
+    assert required_fields_present(FineTuningJobCheckpoint, raw["data"][0]) == []
+    raw = client.files.with_raw_response.retrieve(files["train"].id).http_response.json()
+    assert required_fields_present(FileObject, raw) == []
+
+
+def test_lists_page_by_after_without_gaps_or_repeats(client, finished):
+    every = [e.id for e in client.fine_tuning.jobs.list_events(finished.id, limit=100).data]
+    paged = [e.id for e in client.fine_tuning.jobs.list_events(finished.id, limit=3)]  # auto-paging iterator
+    assert paged == every and len(set(every)) == len(every)
+    first = client.fine_tuning.jobs.list_events(finished.id, limit=3)
+    assert first.has_more and len(first.data) == 3
+    mine = client.fine_tuning.jobs.list(metadata={"team": "calls"}).data
+    assert [j.id for j in mine] == [finished.id]
+    assert client.fine_tuning.jobs.list(metadata={"team": "other"}).data == []
+    uploaded = [f.id for f in client.files.list(limit=1)]
+    assert len(uploaded) >= 3  # two uploads and the result file, paged one at a time
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "param"),
+    [
+        ({"training_file": "file-nope"}, 400, "training_file"),
+        ({"model": "no-such-model-xyz"}, 404, "model"),
+        ({"hyperparameters": {"n_epochs": 0}}, 400, "hyperparameters.n_epochs"),
+        ({"method": {"type": "dpo"}}, 400, "method.type"),
+        ({"suffix": "../x"}, 400, "suffix"),
+    ],
+)
+def test_a_bad_job_request_is_an_error_object_and_creates_nothing(client, files, tiny_model, change, status, param):
+    before = len(client.fine_tuning.jobs.list(limit=100).data)
+    body = {"model": str(tiny_model), "training_file": files["train"].id} | change
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.fine_tuning.jobs.create(**body)
+    assert caught.value.status_code == status
+    assert caught.value.body["param"] == param and caught.value.body["message"]
+    assert len(client.fine_tuning.jobs.list(limit=100).data) == before
+
+
+def test_uploads_are_stored_by_id_never_by_their_name(client, home, tmp_path):
+    record = client.files.create(file=("../../escape.jsonl", io.BytesIO(b'{"text": "x"}\n')), purpose="fine-tune")
+    assert record.filename == "escape.jsonl" and record.id.startswith("file-")
+    stored = list((home / "files").glob(f"{record.id}*"))
+    assert len(stored) == 1 and stored[0].read_bytes() == b'{"text": "x"}\n'
+    assert not (home.parent / "escape.jsonl").exists() and not (home / "escape.jsonl").exists()
+    assert client.files.content(record.id).content == b'{"text": "x"}\n'
+    assert client.files.delete(record.id).deleted and not stored[0].exists()
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(record.id)
+
+
+@pytest.mark.parametrize(
+    ("upload", "purpose", "status"),
+    [
+        (("big.jsonl", io.BytesIO(b"x" * (2 * 1024 * 1024))), "fine-tune", 413),
+        (("data.exe", io.BytesIO(b"{}\n")), "fine-tune", 400),
+        (("data.jsonl", io.BytesIO(b"{}\n")), "assistants", 400),
+    ],
+)
+def test_a_bad_upload_is_refused_and_stores_nothing(client, home, upload, purpose, status):
+    before = sorted(p.name for p in (home / "files").iterdir())
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.files.create(file=upload, purpose=purpose)
+    assert caught.value.status_code == status and caught.value.body["message"]
+    assert sorted(p.name for p in (home / "files").iterdir()) == before
+
+
+def test_a_bad_training_file_fails_the_job_naming_line_and_code(client, tiny_model, tmp_path):
+    rows = [chat(i) for i in range(12)] + [{"messages": [{"role": "asistant", "content": "x"}]}]
+    bad = client.files.create(file=write_jsonl(tmp_path / "bad.jsonl", rows).open("rb"), purpose="fine-tune")
+    job = wait(client, client.fine_tuning.jobs.create(model=str(tiny_model), training_file=bad.id).id)
+    assert job.status == "failed" and job.error.code == "unrecognized_role"
+    assert job.error.message.startswith(f"{bad.id}:13:") and job.error.param == "training_file"
+    assert not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data)
+
+
+def test_every_jobs_route_needs_the_key(server, finished, files):
+    anonymous = openai.OpenAI(base_url=f"{server}/v1", api_key="wrong", max_retries=0)
+    calls = [
+        lambda: anonymous.files.list(),
+        lambda: anonymous.files.retrieve(files["train"].id),
+        lambda: anonymous.files.content(files["train"].id),
+        lambda: anonymous.files.delete(files["train"].id),
+        lambda: anonymous.files.create(file=("a.jsonl", io.BytesIO(b"{}")), purpose="fine-tune"),
+        lambda: anonymous.fine_tuning.jobs.create(model="m", training_file=files["train"].id),
+        lambda: anonymous.fine_tuning.jobs.list(),
+        lambda: anonymous.fine_tuning.jobs.retrieve(finished.id),
+        lambda: anonymous.fine_tuning.jobs.cancel(finished.id),
+        lambda: anonymous.fine_tuning.jobs.pause(finished.id),
+        lambda: anonymous.fine_tuning.jobs.resume(finished.id),
+        lambda: anonymous.fine_tuning.jobs.list_events(finished.id),
+        lambda: anonymous.fine_tuning.jobs.checkpoints.list(finished.id),
+    ]
+    for call in calls:
+        with pytest.raises(openai.AuthenticationError):
+            call()
+
+
+def test_pause_then_resume_finishes_and_cancel_stops_keeping_the_checkpoint(client, files, tiny_model):
+    long = {"n_epochs": 40}
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_model), training_file=files["train"].id, hyperparameters=long, seed=3
+    )
+    wait(client, job.id, ("running",))
+    while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data):
+        time.sleep(0.1)
+    client.fine_tuning.jobs.pause(job.id)
+    paused = wait(client, job.id, ("paused",))
+    assert client.fine_tuning.jobs.checkpoints.list(paused.id).data
+    with pytest.raises(openai.BadRequestError):
+        client.fine_tuning.jobs.pause(job.id)
+    client.fine_tuning.jobs.resume(job.id)
+    wait(client, job.id, ("running",))
+    cancelled = client.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.id == job.id
+    ended = wait(client, job.id)
+    assert ended.status == "cancelled" and ended.fine_tuned_model is None
+    assert client.fine_tuning.jobs.checkpoints.list(job.id).data
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
+    assert any("Resumed from the checkpoint" in m for m in messages)
+
+
+def _worker(home: Path, kill_at: str = "") -> int:
+    """`tunesmith jobs worker --once` in a process of its own; its exit code (-9 when the kill hook fired)."""
+    env = {**os.environ, "TUNESMITH_HOME": str(home), "TUNESMITH_KILL_AT": kill_at}
+    command = [sys.executable, "-m", "tunesmith", "jobs", "worker", "--once"]
+    return subprocess.run(command, env=env, capture_output=True, timeout=600).returncode
+
+
+def test_a_worker_killed_mid_job_is_resumed_by_the_next_to_the_same_adapter(tmp_path, tiny_model):
+    """Two identical jobs: the first worker is killed (SIGKILL) after step 5 of the first job; the next worker
+    resumes it, then runs the second through. Both adapters are bitwise equal and no event is written twice."""
+    home = tmp_path / "home"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNESMITH_HOME", str(home))
+        process, url = start_server(tiny_model, "--no-worker")
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=120)
+        train = client.files.create(file=("t.jsonl", io.BytesIO(_rows())), purpose="fine-tune")
+        settings = {"model": str(tiny_model), "training_file": train.id, "hyperparameters": {"n_epochs": 8}}
+        jobs = [client.fine_tuning.jobs.create(**settings, seed=11).id for _ in range(2)]
+        for job_id in jobs:
+            wait(client, job_id, ("queued",))
+        assert _worker(home, "logged:5") == -signal.SIGKILL
+        assert client.fine_tuning.jobs.retrieve(jobs[0]).status == "running"
+        assert _worker(home) == 0
+        finished = [client.fine_tuning.jobs.retrieve(job_id) for job_id in jobs]
+        assert [j.status for j in finished] == ["succeeded", "succeeded"]
+        adapters = [(home / "runs" / j / "final" / "adapter_model.safetensors").read_bytes() for j in jobs]
+        assert adapters[0] == adapters[1]
+        events = client.fine_tuning.jobs.list_events(jobs[0], limit=100).data
+        steps = [e.data["step"] for e in events if e.type == "metrics"][::-1]
+        assert steps == list(range(1, len(steps) + 1))
+        assert any(e.message.startswith("Resumed from the checkpoint") for e in events)
+        assert len({e.message for e in events}) == len(events)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def _rows() -> bytes:
+    return "".join(json.dumps(chat(i)) + "\n" for i in range(24)).encode()
+
+
+def test_the_migration_guides_script_runs_unchanged_against_the_server(server, tiny_model, tmp_path):
+    script = Path(__file__).parents[2] / "examples" / "from-openai" / "finetune.py"
+    train = write_jsonl(tmp_path / "train.jsonl", [chat(i) for i in range(200, 224)])
+    held_out = write_jsonl(tmp_path / "eval.jsonl", [chat(i) for i in range(300, 305)])
+    env = {**os.environ, "OPENAI_BASE_URL": f"{server}/v1", "OPENAI_API_KEY": KEY, "FINE_TUNE_MODEL": str(tiny_model)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(train), str(held_out)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert "event: The job has successfully completed" in done.stdout
+    assert f"ft:{tiny_model.name}:calls:ftjob-" in done.stdout.splitlines()[-1]

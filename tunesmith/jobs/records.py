@@ -1,0 +1,220 @@
+"""What the jobs store holds, and each record as the object OpenAI's API returns (every field its reference marks
+required is present: the official client does not validate, a missing field would silently become None)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+JSON_FIELDS = ("hyperparameters", "method", "metadata", "error", "settings", "result_files")
+"""Job fields stored as JSON text."""
+ORGANIZATION = "org-tunesmith"
+"""OpenAI's objects name an organization; one server is one."""
+
+
+def new_id(prefix: str) -> str:
+    """An id in OpenAI's style: a prefix and 24 random letters and digits."""
+    return prefix + secrets.token_hex(12)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """An uploaded file, stored under its id."""
+
+    id: str
+    """file-..."""
+    filename: str
+    """The name it was uploaded with (shown, never used as a path)."""
+    purpose: str
+    """fine-tune, or fine-tune-results for what a job writes."""
+    bytes: int
+    """Size."""
+    created_at: int
+    """Unix time of the upload."""
+    path: str
+    """Where its bytes are: TUNESMITH_HOME/files/<id><suffix>."""
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> FileRecord:
+        return cls(*(row[f.name] for f in fields(cls)))
+
+    def as_object(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.bytes,
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "status_details": None,
+            "expires_at": None,
+        }
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A fine-tuning job as stored."""
+
+    id: str
+    """ftjob-..."""
+    created_at: int
+    """Unix time of creation."""
+    model: str
+    """The base model, as given."""
+    training_file: str
+    """File id."""
+    validation_file: str | None
+    """File id, or None (10% of the training data is held out)."""
+    hyperparameters: dict[str, Any]
+    """n_epochs, batch_size, learning_rate_multiplier: "auto" or values, as given."""
+    method: dict[str, Any]
+    """{"type": "supervised", "supervised": {"hyperparameters": ...}}."""
+    suffix: str | None
+    """Part of the fine-tuned model's name."""
+    seed: int
+    """Seed of the run."""
+    metadata: dict[str, str] | None
+    """Up to 16 key-value pairs of the user's."""
+    status: str
+    """validating_files, queued, running, pausing, paused, succeeded, failed or cancelled."""
+    requested: str | None = None
+    """cancel or pause, asked of the worker and not yet done."""
+    error: dict[str, Any] | None = None
+    """{"code", "message", "param"} when failed."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """RunConfig values the job resolved to (data paths, epochs, learning rate...), set when its files validate."""
+    fine_tuned_model: str | None = None
+    """ft:<base>:<suffix>:<job id> once it succeeded."""
+    finished_at: int | None = None
+    """Unix time it ended."""
+    trained_tokens: int | None = None
+    """Tokens trained so far (padding excluded)."""
+    estimated_finish: int | None = None
+    """Unix time it should end, from the measured speed."""
+    result_files: list[str] = field(default_factory=list)
+    """File ids of what it wrote: the metrics CSV."""
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> JobRecord:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        for name in JSON_FIELDS:
+            if values[name] is not None:
+                values[name] = json.loads(values[name])
+        return cls(**values)
+
+    def to_row(self) -> dict[str, Any]:
+        return self.encode(asdict(self))
+
+    @staticmethod
+    def encode(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: json.dumps(v) if k in JSON_FIELDS and v is not None else v for k, v in values.items()}
+
+    def tuned_name(self) -> str:
+        """ft:<base>:<suffix>:<job id>, the base as given (a local folder by its last part)."""
+        base = self.model.rstrip("/").rsplit("/", 1)[-1] if self.model.startswith(("/", ".", "~")) else self.model
+        return f"ft:{base}:{self.suffix or ''}:{self.id}"
+
+    def as_object(self) -> dict[str, Any]:
+        status = self.status
+        hyper = {key: self.hyperparameters.get(key, "auto") for key in HYPERPARAMETERS}
+        return {
+            "id": self.id,
+            "object": "fine_tuning.job",
+            "created_at": self.created_at,
+            "error": self.error,
+            "fine_tuned_model": self.fine_tuned_model,
+            "finished_at": self.finished_at,
+            "hyperparameters": hyper,
+            "model": self.model,
+            "organization_id": ORGANIZATION,
+            "result_files": self.result_files,
+            "seed": self.seed,
+            "status": status,
+            "trained_tokens": self.trained_tokens,
+            "training_file": self.training_file,
+            "validation_file": self.validation_file,
+            "estimated_finish": self.estimated_finish,
+            "integrations": [],
+            "metadata": self.metadata,
+            "method": self.method | {"supervised": {"hyperparameters": hyper}},
+            "user_provided_suffix": self.suffix,
+        }
+
+
+HYPERPARAMETERS = ("batch_size", "learning_rate_multiplier", "n_epochs")
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One event of a job."""
+
+    id: str
+    """ftevent-..."""
+    job_id: str
+    """Its job."""
+    created_at: int
+    """Unix time."""
+    level: str
+    """info, warn or error."""
+    message: str
+    """What happened, in words."""
+    type: str
+    """message or metrics."""
+    data: dict[str, Any] | None
+    """For metrics: step, train_loss, valid_loss, tokens_per_second..."""
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> EventRecord:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        values["data"] = json.loads(values["data"]) if values["data"] else None
+        return cls(**values)
+
+    def as_object(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "fine_tuning.job.event",
+            "created_at": self.created_at,
+            "level": self.level,
+            "message": self.message,
+            "type": self.type,
+            "data": self.data or {},
+        }
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A checkpoint of a job, with the metrics at its step."""
+
+    id: str
+    """ftckpt-..."""
+    job_id: str
+    """Its job."""
+    created_at: int
+    """Unix time."""
+    step: int
+    """Optimizer steps done."""
+    metrics: dict[str, Any]
+    """step, train_loss, valid_loss (when evaluated at that step)."""
+    path: str
+    """The checkpoint folder in the run."""
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> CheckpointRecord:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        values["metrics"] = json.loads(values["metrics"])
+        return cls(**values)
+
+    def as_object(self, fine_tuned_model: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "fine_tuning.job.checkpoint",
+            "created_at": self.created_at,
+            "fine_tuned_model_checkpoint": f"{fine_tuned_model}:ckpt-step-{self.step}",
+            "fine_tuning_job_id": self.job_id,
+            "metrics": self.metrics,
+            "step_number": self.step,
+        }

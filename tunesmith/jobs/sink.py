@@ -1,0 +1,103 @@
+"""A run's events as a job's events, checkpoints and progress in the store; cancel and pause reach the run here.
+
+Event keys are made from the step, so a step that runs again after a crash (resume restarts from the last
+checkpoint and repeats the same steps bit for bit) writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tunesmith.jobs.records import CheckpointRecord, new_id
+from tunesmith.jobs.store import Store
+from tunesmith.train.events import Event, StopFlag
+
+
+class JobSink:
+    """Listens to one job's run (an EventSink)."""
+
+    def __init__(self, store: Store, job_id: str, stop: StopFlag) -> None:
+        self.store, self.job_id, self.stop = store, job_id, stop
+        self.pending: dict[str, Any] | None = None
+        """The last step's metrics, held until its evaluation (if any) adds valid_loss."""
+        self.total_steps = 0
+        self.started = time.time()
+        self.first_step: int | None = None
+        self.last_metrics: dict[str, Any] = {}
+        """The metrics of the last step written, for the checkpoint that follows it."""
+
+    def emit(self, event: Event) -> None:
+        if event.kind == "start":
+            self._start(event)
+            return
+        if event.kind == "step":
+            self._flush()
+            self.pending = self._metrics(event)
+            self._progress(event)
+            self._obey_requests()
+        elif event.kind == "eval":
+            self._eval(event)
+        elif event.kind == "checkpoint":
+            self._flush()
+            self._checkpoint(event)
+        elif event.kind == "end":
+            self._flush()
+
+    def _start(self, event: Event) -> None:
+        self.total_steps = int(event.values.get("total_steps") or 0)
+        self.started, self.first_step = time.time(), event.step
+        if event.step == 0:
+            self.store.add_event(self.job_id, "started", "Fine-tuning job started")
+        else:
+            message = f"Resumed from the checkpoint at step {event.step}"
+            self.store.add_event(self.job_id, f"resumed:{event.step}", message)
+
+    def _metrics(self, event: Event) -> dict[str, Any]:
+        values = event.values
+        return {
+            "step": event.step,
+            "train_loss": values.get("loss"),
+            "total_steps": self.total_steps,
+            "learning_rate": values.get("lr"),
+            "tokens_per_second": values.get("tokens_per_second"),
+        }
+
+    def _eval(self, event: Event) -> None:
+        loss = event.values.get("eval_loss")
+        if event.step == 0:
+            self.store.add_event(self.job_id, "base_loss", f"Held-out loss before training: {loss:.4f}")
+        elif self.pending is not None and self.pending["step"] == event.step:
+            self.pending["valid_loss"] = loss
+
+    def _flush(self) -> None:
+        if self.pending is None:
+            return
+        data, self.pending = self.pending, None
+        message = f"Step {data['step']}/{data['total_steps']}: training loss={data['train_loss']:.4f}"
+        if data.get("valid_loss") is not None:
+            message += f", validation loss={data['valid_loss']:.4f}"
+        self.store.add_event(self.job_id, f"metrics:{data['step']}", message, data=data)
+        self.last_metrics = data
+
+    def _progress(self, event: Event) -> None:
+        done = event.step - (self.first_step or 0)
+        per_step = (time.time() - self.started) / max(done, 1)
+        finish = int(time.time() + per_step * max(self.total_steps - event.step, 0))
+        tokens = event.values.get("tokens")
+        self.store.update_job(self.job_id, {"trained_tokens": tokens, "estimated_finish": finish})
+
+    def _checkpoint(self, event: Event) -> None:
+        path = str(event.values["path"])
+        metrics = {k: v for k, v in self.last_metrics.items() if k in ("step", "train_loss", "valid_loss")}
+        record = CheckpointRecord(new_id("ftckpt_"), self.job_id, int(time.time()), event.step, metrics, path)
+        self.store.add_checkpoint(record)
+        self.store.add_event(self.job_id, f"checkpoint:{event.step}", f"Checkpoint created at step {event.step}")
+        kept = {str(p) for p in Path(path).parent.iterdir()} if Path(path).parent.is_dir() else set()
+        self.store.drop_checkpoints(self.job_id, kept)
+
+    def _obey_requests(self) -> None:
+        job = self.store.job(self.job_id)
+        if job is not None and job.requested in ("cancel", "pause") and not self.stop:
+            self.stop.request(job.requested)

@@ -1,0 +1,231 @@
+"""The jobs store: files, jobs, events and checkpoints in SQLite (WAL) at TUNESMITH_HOME/tunesmith.db.
+
+Everything the server and the worker share goes through `Store`'s methods, never through SQL elsewhere, so that
+another database (PostgreSQL, for workers on several hosts) is a new class with the same methods. Each method is one
+short transaction; state changes that two processes race for (claiming a job, a cancel against a finish) are
+compare-and-set on the job's status.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunesmith import paths
+from tunesmith.jobs.records import CheckpointRecord, EventRecord, FileRecord, JobRecord, new_id
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE files (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, filename TEXT NOT NULL,
+        purpose TEXT NOT NULL, bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, path TEXT NOT NULL
+    );
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, created_at INTEGER NOT NULL,
+        model TEXT NOT NULL, training_file TEXT NOT NULL, validation_file TEXT, hyperparameters TEXT NOT NULL,
+        method TEXT NOT NULL, suffix TEXT, seed INTEGER NOT NULL, metadata TEXT, status TEXT NOT NULL,
+        requested TEXT, error TEXT, settings TEXT NOT NULL DEFAULT '{}', fine_tuned_model TEXT,
+        finished_at INTEGER, trained_tokens INTEGER, estimated_finish INTEGER, result_files TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL, key TEXT NOT NULL,
+        created_at INTEGER NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL, type TEXT NOT NULL, data TEXT,
+        UNIQUE (job_id, key)
+    );
+    CREATE TABLE checkpoints (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL, step INTEGER NOT NULL, metrics TEXT NOT NULL, path TEXT NOT NULL,
+        UNIQUE (job_id, step)
+    );
+    """,
+)
+"""Schema version N is MIGRATIONS[:N] applied in order; a database is moved forward on open, never back."""
+
+ACTIVE = ("validating_files", "queued", "running", "pausing", "paused")
+"""Statuses of a job that has not ended."""
+
+
+def database_path() -> Path:
+    return paths.home() / "tunesmith.db"
+
+
+@dataclass(frozen=True)
+class Page:
+    """A slice of a list, newest first unless asked otherwise, and whether more follow."""
+
+    items: list[Any]
+    """The records of this page."""
+    has_more: bool
+    """More records follow the last one."""
+
+
+class Store:
+    """The SQLite store. Cheap to make: it opens a connection per operation, so any thread or process may use one."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or database_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise RuntimeError(f"{self.path} is schema version {version}, newer than this tunesmith knows")
+            for number in range(version, len(MIGRATIONS)):
+                db.executescript(f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA busy_timeout = 30000")
+            yield db
+        finally:
+            db.close()
+
+    # files
+
+    def add_file(self, record: FileRecord) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO files (id, filename, purpose, bytes, created_at, path) VALUES (?, ?, ?, ?, ?, ?)",
+                (record.id, record.filename, record.purpose, record.bytes, record.created_at, record.path),
+            )
+
+    def file(self, file_id: str) -> FileRecord | None:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        return FileRecord.from_row(row) if row else None
+
+    def files(self, after: str | None, limit: int, purpose: str | None, newest_first: bool = True) -> Page:
+        where, args = ("purpose = ?", [purpose]) if purpose else ("1", [])
+        rows = self._page(f"SELECT * FROM files WHERE {where}", args, "files", after, limit, newest_first)
+        return Page([FileRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
+
+    def delete_file(self, file_id: str) -> bool:
+        with self._db() as db:
+            return db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
+
+    def _page(
+        self, query: str, args: list[Any], table: str, after: str | None, limit: int, newest_first: bool
+    ) -> list[sqlite3.Row]:
+        """limit + 1 rows after the row `after` in seq order (the extra row says whether more follow)."""
+        sign, order = ("<", "DESC") if newest_first else (">", "ASC")
+        if after is not None:
+            query += f" AND seq {sign} COALESCE((SELECT seq FROM {table} WHERE id = ?), -1)"
+            args = [*args, after]
+        with self._db() as db:
+            return db.execute(f"{query} ORDER BY seq {order} LIMIT ?", [*args, limit + 1]).fetchall()
+
+    # jobs
+
+    def add_job(self, job: JobRecord) -> None:
+        values = job.to_row()
+        with self._db() as db:
+            db.execute(
+                f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", list(values.values())
+            )
+
+    def job(self, job_id: str) -> JobRecord | None:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    def jobs(self, after: str | None, limit: int, metadata: Mapping[str, str] | None = None) -> Page:
+        where, args = "1", []
+        for key, value in (metadata or {}).items():
+            where += " AND json_extract(metadata, ?) = ?"
+            args += [f'$."{key}"', value]
+        rows = self._page(f"SELECT * FROM jobs WHERE {where}", args, "jobs", after, limit, True)
+        return Page([JobRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
+
+    def job_by_model(self, model_id: str) -> JobRecord | None:
+        """The job that made a fine-tuned model."""
+        with self._db() as db:
+            row = db.execute("SELECT * FROM jobs WHERE fine_tuned_model = ?", (model_id,)).fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    def jobs_with_status(self, status: str) -> list[JobRecord]:
+        """Oldest first."""
+        with self._db() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq", (status,)).fetchall()
+        return [JobRecord.from_row(r) for r in rows]
+
+    def move(self, job_id: str, to: str, *, only_from: tuple[str, ...]) -> bool:
+        """Set a job's status if it is one of `only_from` (compare-and-set); True when it moved."""
+        marks = ", ".join("?" * len(only_from))
+        with self._db() as db:
+            cursor = db.execute(
+                f"UPDATE jobs SET status = ? WHERE id = ? AND status IN ({marks})", (to, job_id, *only_from)
+            )
+            return cursor.rowcount > 0
+
+    def update_job(self, job_id: str, changes: Mapping[str, Any]) -> None:
+        """Write some of a job's fields (JSON-valued ones as JSON)."""
+        values = JobRecord.encode(dict(changes))
+        with self._db() as db:
+            assignments = ", ".join(f"{k} = ?" for k in values)
+            db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values.values(), job_id])
+
+    def request(self, job_id: str, what: str | None) -> None:
+        """Ask the worker to cancel or pause a running job (None: nothing asked)."""
+        self.update_job(job_id, {"requested": what})
+
+    def claim_next(self) -> JobRecord | None:
+        """The job the worker should run now: one it was running when it stopped (crash or restart), else the oldest
+        queued one, moved to running."""
+        for status in ("running", "pausing", "queued"):
+            for job in self.jobs_with_status(status):
+                if status != "queued" or self.move(job.id, "running", only_from=("queued",)):
+                    return self.job(job.id)
+        return None
+
+    # events and checkpoints
+
+    def add_event(self, job_id: str, key: str, message: str, *, data: dict[str, Any] | None = None) -> bool:
+        """Record an event once: a second event with the same key (a step run again after a crash) is dropped."""
+        kind, level = ("metrics", "info") if key.startswith("metrics:") else ("message", _level(key))
+        with self._db() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO events (id, job_id, key, created_at, level, message, type, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (new_id("ftevent-"), job_id, key, int(time.time()), level, message, kind, _json(data)),
+            )
+            return cursor.rowcount > 0
+
+    def events(self, job_id: str, after: str | None, limit: int) -> Page:
+        rows = self._page("SELECT * FROM events WHERE job_id = ?", [job_id], "events", after, limit, True)
+        return Page([EventRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
+
+    def add_checkpoint(self, record: CheckpointRecord) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO checkpoints (id, job_id, created_at, step, metrics, path) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (record.id, record.job_id, record.created_at, record.step, json.dumps(record.metrics), record.path),
+            )
+
+    def checkpoints(self, job_id: str, after: str | None, limit: int) -> Page:
+        rows = self._page("SELECT * FROM checkpoints WHERE job_id = ?", [job_id], "checkpoints", after, limit, True)
+        return Page([CheckpointRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
+
+    def drop_checkpoints(self, job_id: str, keep_paths: set[str]) -> None:
+        """Forget the checkpoints of a job whose folders are gone (the run keeps only its latest)."""
+        page = self.checkpoints(job_id, None, 10_000)
+        gone = [c.id for c in page.items if c.path not in keep_paths]
+        with self._db() as db:
+            db.executemany("DELETE FROM checkpoints WHERE id = ?", [(g,) for g in gone])
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _level(key: str) -> str:
+    return "error" if key == "failed" else "warn" if key.startswith("warning") else "info"

@@ -1,0 +1,94 @@
+"""validating_files: a job's files are checked with `data check` under its model's tokenizer, and its OpenAI
+hyperparameters become tunesmith settings, before any compute. A bad file fails the job naming its line and code."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from tunesmith.check import DataOptions, check_data
+from tunesmith.config import AUTO_BATCH_TOKENS, AUTO_LEARNING_RATE, build_config
+from tunesmith.errors import DataError, TunesmithError
+from tunesmith.jobs.records import JobRecord
+from tunesmith.jobs.store import Store
+from tunesmith.models.load import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+KEEP_CHECKPOINTS = 3
+"""A job keeps its last three checkpoints, as OpenAI's do."""
+
+
+def validate_job(store: Store, job_id: str) -> None:
+    """Move a job from validating_files to queued, or to failed with OpenAI's error object."""
+    job = store.job(job_id)
+    if job is None or job.status != "validating_files":
+        return
+    store.add_event(job_id, "validating", f"Validating training file: {job.training_file}")
+    try:
+        settings = job_settings(store, job)
+    except TunesmithError as exc:
+        fail(store, job_id, exc.code or "invalid_training_file", exc.message, "training_file")
+        return
+    except Exception as exc:  # a model that cannot load, a file that vanished: the job fails, the server goes on
+        log.exception("validating %s failed", job_id)
+        fail(store, job_id, "server_error", f"validation failed: {type(exc).__name__}: {exc}", None)
+        return
+    store.update_job(job_id, {"settings": settings})
+    if store.move(job_id, "queued", only_from=("validating_files",)):
+        store.add_event(job_id, "queued", "Files validated, moving job to queued state")
+
+
+def fail(store: Store, job_id: str, code: str, message: str, param: str | None) -> None:
+    """End a job as failed with OpenAI's error object, and say so in its events."""
+    store.update_job(
+        job_id, {"error": {"code": code, "message": message, "param": param}, "finished_at": int(time.time())}
+    )
+    store.move(job_id, "failed", only_from=("validating_files", "queued", "running", "pausing", "paused"))
+    store.add_event(job_id, "failed", f"Fine-tuning job failed: {message}")
+
+
+def _path(store: Store, file_id: str) -> str:
+    record = store.file(file_id)
+    if record is None:
+        raise DataError(f"file {file_id} was deleted before the job started", code="invalid_file")
+    return record.path
+
+
+def _first_problem(report: Any, file_ids: dict[str, str]) -> DataError:
+    """The first error of a check, naming the file by its id (never by where it is stored) with line and code."""
+    problem = report.errors[0]
+    where = file_ids.get(problem.file, problem.file)
+    more = f" (and {report.error_count - 1:,} more)" if report.error_count > 1 else ""
+    line = f":{problem.line}" if problem.line else ""
+    return DataError(f"{where}{line}: {problem.message}{more}", code=problem.code)
+
+
+def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
+    """The RunConfig values of a job: its data checked, its hyperparameters translated (docs/from-openai.md)."""
+    train = _path(store, job.training_file)
+    held_out = _path(store, job.validation_file) if job.validation_file else None
+    tokenizer = load_tokenizer(job.model)
+    report = check_data(train, tokenizer, DataOptions(), eval_source=held_out)
+    if report.errors:
+        raise _first_problem(report, {train: job.training_file, held_out or "": job.validation_file or ""})
+    hyper = job.hyperparameters
+    settings: dict[str, Any] = {
+        "data": train,
+        "eval_data": held_out,
+        "model": job.model,
+        "seed": job.seed,
+        "objective": "text" if report.stats["train"]["format"] == "text" else "sft",
+        "keep_checkpoints": KEEP_CHECKPOINTS,
+    }
+    if hyper.get("n_epochs", "auto") != "auto":
+        settings["epochs"] = hyper["n_epochs"]
+    if hyper.get("learning_rate_multiplier", "auto") != "auto":
+        settings["learning_rate"] = hyper["learning_rate_multiplier"] * AUTO_LEARNING_RATE["lora"]
+    if hyper.get("batch_size", "auto") != "auto":
+        typical = report.stats["train"]["length_p50"]
+        settings["grad_accum"] = max(1, math.ceil(hyper["batch_size"] * typical / AUTO_BATCH_TOKENS["cpu"]))
+    build_config(settings, f"job {job.id}")
+    return settings

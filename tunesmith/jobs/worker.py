@@ -1,0 +1,170 @@
+"""The worker: a process of its own that runs jobs from the store one at a time, oldest first.
+
+Each job is an ordinary run folder, TUNESMITH_HOME/runs/<job id>. A worker that dies (kill -9, a reboot) leaves its
+job "running"; the next worker claims it first and resumes it from its latest checkpoint, which finishes with the
+same adapter as an uninterrupted run. One worker per TUNESMITH_HOME: a second one waits for the first's lock.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import IO
+
+from tunesmith import paths
+from tunesmith.config import build_config
+from tunesmith.errors import TunesmithError
+from tunesmith.jobs.files import store_bytes
+from tunesmith.jobs.models import job_run
+from tunesmith.jobs.records import JobRecord
+from tunesmith.jobs.sink import JobSink
+from tunesmith.jobs.store import Store
+from tunesmith.jobs.validation import fail
+from tunesmith.runs import RunFolder
+from tunesmith.train.events import StopFlag
+from tunesmith.train.runner import TrainResult, resume, train
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+"""How often an idle worker looks for a queued job."""
+QUICK_EVAL_EXAMPLES = 50
+"""Held-out examples the end-of-job evaluation answers (its headline is the "completed" event)."""
+CSV_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+"""OpenAI's columns of a job's metrics file (accuracies are not measured here and left empty)."""
+
+
+def lock_path() -> Path:
+    return paths.home() / "worker.lock"
+
+
+def take_lock(wait: bool = True) -> IO[str] | None:
+    """The worker lock of this TUNESMITH_HOME, held for as long as the returned file is open; None if taken and
+    `wait` is false."""
+    lock_path().parent.mkdir(parents=True, exist_ok=True)
+    handle = lock_path().open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+class Worker:
+    """Runs jobs until told to stop; a stop (SIGTERM) saves the running job's checkpoint and leaves it running."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.stopping = StopFlag()
+        self.current: StopFlag | None = None
+
+    def shutdown(self, reason: str) -> None:
+        """From a signal handler: stop after the current step of the current job."""
+        self.stopping.request(reason)
+        if self.current is not None:
+            self.current.request(reason)
+
+    def run(self, *, once: bool = False) -> None:
+        """Claim and run jobs; with `once`, return when none is waiting."""
+        while not self.stopping:
+            job = self.store.claim_next()
+            if job is None:
+                if once:
+                    return
+                time.sleep(POLL_SECONDS)
+                continue
+            self.run_job(job)
+
+    def run_job(self, job: JobRecord) -> None:
+        if job.status == "pausing":  # the worker stopped while pausing it: its checkpoint is there
+            self._ended(job, "paused")
+            return
+        self.current = StopFlag()
+        try:
+            result = self._train(job, self.current)
+        except TunesmithError as exc:
+            fail(self.store, job.id, exc.code or "training_failed", str(exc), None)
+            return
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            fail(self.store, job.id, "server_error", f"training failed: {type(exc).__name__}: {exc}", None)
+            return
+        finally:
+            self.current = None
+        if result.final is not None:
+            self._succeeded(job, result)
+        elif result.reason == "cancel":
+            self._ended(job, "cancelled")
+        elif result.reason == "pause":
+            self._ended(job, "paused")
+        # otherwise the worker itself was stopped: the job stays running and is resumed by the next worker
+
+    def _train(self, job: JobRecord, stop: StopFlag) -> TrainResult:
+        run_dir = job_run(job.id).root
+        sink = JobSink(self.store, job.id, stop)
+        if RunFolder(run_dir).config.is_file():
+            return resume(run_dir, sink=sink, stop=stop)
+        shutil.rmtree(run_dir, ignore_errors=True)  # stopped before its config was written: nothing to keep
+        return train(build_config(job.settings, f"job {job.id}"), run_dir, sink=sink, stop=stop)
+
+    def _ended(self, job: JobRecord, status: str) -> None:
+        changes = {"requested": None} | ({"finished_at": int(time.time())} if status == "cancelled" else {})
+        self.store.update_job(job.id, changes)
+        self.store.move(job.id, status, only_from=("running", "pausing"))
+        message = "Fine-tuning job cancelled" if status == "cancelled" else "Fine-tuning job paused"
+        self.store.add_event(job.id, f"{status}:{int(time.time())}", message)
+
+    def _succeeded(self, job: JobRecord, result: TrainResult) -> None:
+        results = store_bytes(metrics_csv(RunFolder(result.run_dir)), "step_metrics.csv", "fine-tune-results")
+        self.store.add_file(results)
+        headline = _headline(result.run_dir)
+        changes = {
+            "fine_tuned_model": job.tuned_name(),
+            "finished_at": int(time.time()),
+            "trained_tokens": result.state.tokens,
+            "result_files": [results.id],
+            "estimated_finish": None,
+            "requested": None,
+        }
+        self.store.update_job(job.id, changes)
+        self.store.move(job.id, "succeeded", only_from=("running", "pausing"))
+        message = "The job has successfully completed" + (f": {headline}" if headline else "")
+        self.store.add_event(job.id, "completed", message)
+
+
+def metrics_csv(run: RunFolder) -> bytes:
+    """The run's metrics in OpenAI's result-file columns, a row per step."""
+    rows: dict[int, dict[str, object]] = {}
+    for line in run.read_metrics():
+        row = rows.setdefault(int(line["step"]), {"step": line["step"]})
+        if line.get("event") == "step":
+            row["train_loss"] = line.get("loss")
+        elif line.get("event") == "eval":
+            row["valid_loss"] = line.get("eval_loss")
+    text = io.StringIO()
+    writer = csv.DictWriter(text, CSV_COLUMNS, restval="")
+    writer.writeheader()
+    writer.writerows(rows[step] for step in sorted(rows) if step > 0)
+    return text.getvalue().encode()
+
+
+def _headline(run_dir: Path) -> str:
+    """The evaluation's one line, or nothing when the run had no held-out data or the evaluation failed."""
+    from tunesmith.evaluate.evaluation import EvalOptions
+    from tunesmith.evaluate.items import has_held_out
+    from tunesmith.evaluate.report import evaluate_to_folder
+
+    if not has_held_out(RunFolder(run_dir)):
+        return ""
+    try:
+        evaluation, _ = evaluate_to_folder(str(run_dir), EvalOptions(limit=QUICK_EVAL_EXAMPLES))
+    except Exception:
+        log.exception("the evaluation of %s failed", run_dir)
+        return ""
+    return evaluation.headline()
