@@ -100,8 +100,8 @@ class RunConfig(_Frozen):
     """Adapter settings (lora and dora)."""
     eval_every: int | Auto = "auto"
     """Steps between held-out evaluations; auto: up to 5 per run, fewer when the held-out set is large."""
-    save_every: int | Auto = "auto"
-    """Steps between checkpoints; auto is the same as eval_every."""
+    save_every: int | Literal["auto", "epoch"] = "auto"
+    """Steps between checkpoints; auto is the same as eval_every, epoch is the steps of one epoch."""
     keep_checkpoints: int = Field(2, gt=0)
     """How many of the latest checkpoints to keep."""
     early_stopping: int | None = Field(None, gt=0)

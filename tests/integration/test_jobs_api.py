@@ -101,6 +101,8 @@ def test_a_job_runs_from_upload_to_a_named_model_with_events_checkpoints_and_res
     last = checkpoints[0]
     assert last.step_number == steps[-1] and last.metrics.train_loss is not None
     assert last.fine_tuned_model_checkpoint == f"{finished.fine_tuned_model}:ckpt-step-{last.step_number}"
+    assert len(finished.result_files) == 2  # the metrics CSV and the evaluation report
+    assert "<html" in client.files.content(finished.result_files[1]).text.lower()
     result = client.files.content(finished.result_files[0]).text.splitlines()
     assert result[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
     assert len(result) == len(steps) + 1
@@ -117,6 +119,26 @@ def test_the_tuned_model_is_listed_and_answers_at_once_without_a_restart(client,
         client.chat.completions.create(
             model=finished.fine_tuned_model + "x", messages=[{"role": "user", "content": "hi"}]
         )
+
+
+def test_a_checkpoint_answers_as_a_model_and_a_deleted_model_stops_answering(client, files, tiny_model):
+    job = client.fine_tuning.jobs.create(model=str(tiny_model), training_file=files["train"].id, suffix="gone")
+    job = wait(client, job.id)
+    checkpoint = client.fine_tuning.jobs.checkpoints.list(job.id).data[-1]
+    question = [{"role": "user", "content": "What is 2 + 2?"}]
+    answer = client.chat.completions.create(
+        model=checkpoint.fine_tuned_model_checkpoint, messages=question, max_tokens=4
+    )
+    assert answer.model == checkpoint.fine_tuned_model_checkpoint
+    client.chat.completions.create(model=job.fine_tuned_model, messages=question, max_tokens=4)
+    assert client.models.delete(job.fine_tuned_model).deleted
+    assert job.fine_tuned_model not in [m.id for m in client.models.list().data]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=job.fine_tuned_model, messages=question, max_tokens=4)
+    with pytest.raises(openai.NotFoundError):
+        client.models.delete(job.fine_tuned_model)
+    with pytest.raises(openai.NotFoundError):
+        client.models.delete(client.models.list().data[0].id)  # the base is not a tuned model
 
 
 def test_every_object_carries_the_fields_openai_marks_required(client, finished, files):

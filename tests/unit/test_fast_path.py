@@ -197,3 +197,11 @@ def test_the_cpu_measurement_times_real_matmuls_and_leaves_the_global_generator_
     state = torch.get_rng_state()
     assert hardware.measure_bf16_speedup() > 0
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_save_every_epoch_saves_once_an_epoch():
+    lengths = np.full(100, 200)  # 20k tokens: 10 batches of 2048 tokens an epoch
+    config = RunConfig(data="x.jsonl", epochs=3, save_every="epoch", device="cpu", precision="fp32")
+    resolved, plan = resolve(config, lengths, np.full(10, 200))
+    per_epoch = plan.total_steps // 3
+    assert plan.save_every == per_epoch == resolved.save_every and plan.total_steps == 3 * per_epoch

@@ -97,6 +97,8 @@ class JobRecord:
     """Unix time it should end, from the measured speed."""
     result_files: list[str] = field(default_factory=list)
     """File ids of what it wrote: the metrics CSV."""
+    model_deleted: bool = False
+    """Its fine-tuned model was deleted (DELETE /v1/models/{id}): no longer served."""
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobRecord:
@@ -104,6 +106,7 @@ class JobRecord:
         for name in JSON_FIELDS:
             if values[name] is not None:
                 values[name] = json.loads(values[name])
+        values["model_deleted"] = bool(values["model_deleted"])
         return cls(**values)
 
     def to_row(self) -> dict[str, Any]:

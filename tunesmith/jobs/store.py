@@ -44,6 +44,7 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (job_id, step)
     );
     """,
+    "ALTER TABLE jobs ADD COLUMN model_deleted INTEGER NOT NULL DEFAULT 0;",
 )
 """Schema version N is MIGRATIONS[:N] applied in order; a database is moved forward on open, never back."""
 
@@ -150,6 +151,11 @@ class Store:
         with self._db() as db:
             row = db.execute("SELECT * FROM jobs WHERE fine_tuned_model = ?", (model_id,)).fetchone()
         return JobRecord.from_row(row) if row else None
+
+    def checkpoint(self, job_id: str, step: int) -> CheckpointRecord | None:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM checkpoints WHERE job_id = ? AND step = ?", (job_id, step)).fetchone()
+        return CheckpointRecord.from_row(row) if row else None
 
     def jobs_with_status(self, status: str) -> list[JobRecord]:
         """Oldest first."""

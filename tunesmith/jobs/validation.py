@@ -18,7 +18,7 @@ from tunesmith.models.load import load_tokenizer
 log = logging.getLogger(__name__)
 
 KEEP_CHECKPOINTS = 3
-"""A job keeps its last three checkpoints, as OpenAI's do."""
+"""A job saves a checkpoint an epoch and keeps the last three, as OpenAI's do."""
 
 
 def validate_job(store: Store, job_id: str) -> None:
@@ -82,6 +82,7 @@ def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
         "seed": job.seed,
         "objective": "text" if report.stats["train"]["format"] == "text" else "sft",
         "keep_checkpoints": KEEP_CHECKPOINTS,
+        "save_every": "epoch",
     }
     if hyper.get("n_epochs", "auto") != "auto":
         settings["epochs"] = hyper["n_epochs"]

@@ -25,7 +25,7 @@ from tunesmith.jobs.records import JobRecord
 from tunesmith.jobs.sink import JobSink
 from tunesmith.jobs.store import Store
 from tunesmith.jobs.validation import fail
-from tunesmith.runs import RunFolder
+from tunesmith.runs import REPORT_FILES, RunFolder
 from tunesmith.train.events import StopFlag
 from tunesmith.train.runner import TrainResult, resume, train
 
@@ -121,14 +121,19 @@ class Worker:
         self.store.add_event(job.id, f"{status}:{int(time.time())}", message)
 
     def _succeeded(self, job: JobRecord, result: TrainResult) -> None:
-        results = store_bytes(metrics_csv(RunFolder(result.run_dir)), "step_metrics.csv", "fine-tune-results")
-        self.store.add_file(results)
+        run = RunFolder(result.run_dir)
+        results = [store_bytes(metrics_csv(run), "step_metrics.csv", "fine-tune-results")]
         headline = _headline(result.run_dir)
+        report = run.eval / REPORT_FILES[-1]
+        if headline and report.is_file():
+            results.append(store_bytes(report.read_bytes(), "report.html", "fine-tune-results"))
+        for record in results:
+            self.store.add_file(record)
         changes = {
             "fine_tuned_model": job.tuned_name(),
             "finished_at": int(time.time()),
             "trained_tokens": result.state.tokens,
-            "result_files": [results.id],
+            "result_files": [record.id for record in results],
             "estimated_finish": None,
             "requested": None,
         }

@@ -155,6 +155,15 @@ def create_app(
     def get_model(model_id: str) -> dict[str, Any]:
         return _model_card(service.model(model_id))
 
+    @app.delete("/v1/models/{model_id:path}")
+    def delete_model(model_id: str) -> dict[str, Any]:
+        if models.tuned is None or not models.tuned.delete(model_id):
+            raise APIError(
+                404, f"The model '{model_id}' does not exist or cannot be deleted", "model", "model_not_found"
+            )
+        models.forget(model_id)
+        return {"id": model_id, "object": "model", "deleted": True}
+
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(body: ChatRequest) -> Response | dict[str, Any]:
         return await _chat(service, body)

@@ -42,15 +42,33 @@ class Served:
     """Unix time the model was made (the run's final/ folder)."""
 
 
+@dataclass(frozen=True)
+class Tuned:
+    """Where a tuned model's parts are."""
+
+    adapter: Path
+    """A PEFT adapter folder (a run's final/, or a checkpoint's adapter/)."""
+    tokenizer: Path | str
+    """A folder or model name with the tokenizer and chat template it was trained with."""
+    base: str
+    """The model it was trained from."""
+    created: int
+    """Unix time it was made."""
+
+
 class TunedModels(Protocol):
     """Where tuned models come from besides --adapter (the jobs store): looked up by id when first asked for."""
 
-    def find(self, model_id: str) -> tuple[Path, int] | None:
-        """(final/ folder, creation time) of a tuned model, or None."""
+    def find(self, model_id: str) -> Tuned | None:
+        """A tuned model, or None."""
         ...
 
     def ids(self) -> list[str]:
         """Every tuned model id there is."""
+        ...
+
+    def delete(self, model_id: str) -> bool:
+        """Forget a tuned model for good; False when there is no such model to delete."""
         ...
 
 
@@ -77,24 +95,27 @@ class ModelSet:
         self.served: dict[str, Served] = {base_id: _served(base_id, BASE_ADAPTER, tokenizer, 0)}
         """By id."""
         self.lock = threading.Lock()
+        self.attached = 0
+        """Adapters attached so far (each gets a new PEFT name)."""
 
-    def attach(self, model_id: str, final: Path, created: int) -> Served:
-        """Serve a run's adapter under `model_id`; it must have been trained from this base."""
-        if not _same_model(base_model_of(final), self.base):
+    def attach(self, model_id: str, tuned: Tuned) -> Served:
+        """Serve an adapter under `model_id`; it must have been trained from this base."""
+        if not _same_model(tuned.base, self.base):
             raise ModelError(
-                f"{model_id} was trained on {base_model_of(final)}, not on the served base {self.base}",
-                hint=f"start the server with --model {base_model_of(final)}",
+                f"{model_id} was trained on {tuned.base}, not on the served base {self.base}",
+                hint=f"start the server with --model {tuned.base}",
             )
         with self.lock:
             if model_id in self.served:
                 return self.served[model_id]
-            name = f"run{len(self.served)}"
+            self.attached += 1
+            name = f"run{self.attached}"
             if isinstance(self.model, PeftModel):
-                self.model.load_adapter(final, adapter_name=name)
+                self.model.load_adapter(tuned.adapter, adapter_name=name)
             else:
-                self.model = PeftModel.from_pretrained(self.model, final, adapter_name=name)
+                self.model = PeftModel.from_pretrained(self.model, tuned.adapter, adapter_name=name)
             self.model.eval()
-            served = _served(model_id, name, AutoTokenizer.from_pretrained(final), created)
+            served = _served(model_id, name, AutoTokenizer.from_pretrained(tuned.tokenizer), tuned.created)
             self.served[model_id] = served
         return served
 
@@ -106,9 +127,16 @@ class ModelSet:
         if found is None:
             return None
         try:
-            return self.attach(model_id, *found)
+            return self.attach(model_id, found)
         except ModelError:
             return None
+
+    def forget(self, model_id: str) -> None:
+        """Stop serving a tuned model and free its adapter."""
+        with self.lock:
+            served = self.served.pop(model_id, None)
+            if served is not None and isinstance(self.model, PeftModel) and len(self.model.peft_config) > 1:
+                self.model.delete_adapter(served.adapter)  # the last one stays loaded, unused: PEFT needs one
 
     def all(self) -> list[Served]:
         """Every model it answers for, tuned ones attached first."""
@@ -156,7 +184,8 @@ def load_models(
     model = load_model(base, device=device, dtype=dtype)
     models = ModelSet(model.eval(), load_tokenizer(base), base, tuned)
     for final in finals:
-        models.attach(_run_id(_short(base), final), final, int(final.stat().st_mtime))
+        tuned = Tuned(final, final, base_model_of(final), int(final.stat().st_mtime))
+        models.attach(_run_id(_short(base), final), tuned)
     return models
 
 

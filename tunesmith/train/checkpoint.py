@@ -27,6 +27,8 @@ from tunesmith.train.setup import trainable
 
 PREFIX = "step-"
 CHECKSUMS = "checksums.json"
+ADAPTER_DIR = "adapter"
+"""In a checkpoint of a LoRA or DoRA run: its adapter in PEFT's format (not needed to resume)."""
 """Written last into a checkpoint: every other file's size and sha256."""
 FILES = ("trainable.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "state.json")
 
@@ -47,6 +49,11 @@ class TrainState:
     """The lowest held-out loss so far."""
     evals_without_improvement: int = 0
     """Evaluations since the best one, for early stopping."""
+
+
+def checkpoint_folder(run_dir: Path, step: int) -> Path:
+    """Where the checkpoint at `step` is (or would be)."""
+    return RunFolder(run_dir).checkpoints / f"{PREFIX}{step:06d}"
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -123,6 +130,8 @@ def _write_files(tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optim
         writers[name](tmp / name)
         sums[name] = _synced(tmp / name)
         faults.reached("checkpoint", state.step, name)
+    if hasattr(model, "peft_config"):  # the adapter as PEFT saves it: a checkpoint can be served as a model
+        model.save_pretrained(tmp / ADAPTER_DIR)
     (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=2))
     _synced(tmp / CHECKSUMS)
 
@@ -135,7 +144,7 @@ def save_checkpoint(
     A full disk (or any write error) stops the run with one line; the previous checkpoints stay as they were.
     """
     root = RunFolder(run_dir).checkpoints
-    final = root / f"{PREFIX}{state.step:06d}"
+    final = checkpoint_folder(run_dir, state.step)
     try:
         with paths.atomic_folder(final) as tmp:
             _write_files(tmp, model, optimizer, state)

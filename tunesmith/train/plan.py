@@ -64,7 +64,8 @@ def resolve(config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarr
     if every == "auto":
         evals = int(AUTO_EVAL_SHARE * trained / max(1, int(eval_lengths.sum())))
         every = math.ceil(total / min(AUTO_EVALS_PER_RUN, max(1, evals)))
-    save_every = config.save_every if config.save_every != "auto" else every
+    named = {"auto": every, "epoch": max(1, round(len(windows) / epochs))}
+    save_every = named.get(str(config.save_every), config.save_every)
     lr = config.learning_rate if config.learning_rate != "auto" else AUTO_LEARNING_RATE[config.method]
     threads = config.threads if config.threads != "auto" else torch.get_num_threads()
     resolved = config.model_copy(
