@@ -36,6 +36,22 @@ def server(home, tiny_model):
     yield url
     process.terminate()
     process.wait(timeout=60)
+    assert _worker_gone(home), "the server's worker outlived it"
+
+
+def _worker_gone(home: Path, seconds: float = 60) -> bool:
+    """The worker lock of `home` can be taken: its worker has exited."""
+    from tunesmith.jobs.worker import take_lock
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNESMITH_HOME", str(home))
+        for _ in range(int(seconds * 4)):
+            lock = take_lock(wait=False)
+            if lock is not None:
+                lock.close()
+                return True
+            time.sleep(0.25)
+    return False
 
 
 @pytest.fixture(scope="module")

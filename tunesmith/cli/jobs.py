@@ -24,7 +24,10 @@ def _on_signal(worker: object, signum: int, frame: FrameType | None) -> None:
 
 
 @jobs_app.command("worker")
-def worker(once: Annotated[bool, typer.Option(help="Run the waiting jobs, then exit.")] = False) -> None:
+def worker(
+    once: Annotated[bool, typer.Option(help="Run the waiting jobs, then exit.")] = False,
+    parent: Annotated[int | None, typer.Option(hidden=True, help="Exit when idle and this process is gone.")] = None,
+) -> None:
     """Run queued jobs one at a time (one worker per TUNESMITH_HOME; `tunesmith serve` starts one)."""
     from tunesmith.jobs.store import Store
     from tunesmith.jobs.worker import Worker, take_lock
@@ -37,7 +40,7 @@ def worker(once: Annotated[bool, typer.Option(help="Run the waiting jobs, then e
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, partial(_on_signal, running))
     with user_errors():
-        running.run(once=once)
+        running.run(once=once, parent=parent)
     lock.close()  # type: ignore[union-attr]
 
 

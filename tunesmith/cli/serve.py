@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Annotated
@@ -52,11 +53,10 @@ def serve(
     jobs = JobsAPI(store, limit)
     app = create_app(models, engine, api_key, [jobs.router()], {"/v1/files": limit + UPLOAD_OVERHEAD})
     child = _start_worker() if worker else None
-    try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
-    finally:
-        if child is not None:
-            child.terminate()  # the worker saves its job's checkpoint; the next worker resumes the job
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # uvicorn ends the process with the signal that stopped it; the worker then finishes its job and exits
+    if child is not None:
+        child.terminate()
 
 
 UPLOAD_OVERHEAD = 64 * 1024
@@ -65,4 +65,5 @@ UPLOAD_OVERHEAD = 64 * 1024
 
 def _start_worker() -> subprocess.Popen[bytes]:
     """`tunesmith jobs worker` as a process of its own: training never runs in the server's process."""
-    return subprocess.Popen([sys.executable, "-m", "tunesmith", "jobs", "worker"])
+    command = [sys.executable, "-m", "tunesmith", "jobs", "worker", "--parent", str(os.getpid())]
+    return subprocess.Popen(command)

@@ -11,6 +11,7 @@ import csv
 import fcntl
 import io
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -70,12 +71,14 @@ class Worker:
         if self.current is not None:
             self.current.request(reason)
 
-    def run(self, *, once: bool = False) -> None:
-        """Claim and run jobs; with `once`, return when none is waiting."""
+    def run(self, *, once: bool = False, parent: int | None = None) -> None:
+        """Claim and run jobs; with `once`, return when none is waiting; with `parent` (the server that started it),
+        return when idle and that process is gone. A job it runs is finished first: a server that crashes does not
+        take its job down, and the next server's worker waits for this one's lock."""
         while not self.stopping:
             job = self.store.claim_next()
             if job is None:
-                if once:
+                if once or (parent is not None and os.getppid() != parent):
                     return
                 time.sleep(POLL_SECONDS)
                 continue
@@ -122,6 +125,8 @@ class Worker:
 
     def _succeeded(self, job: JobRecord, result: TrainResult) -> None:
         run = RunFolder(result.run_dir)
+        self.store.update_job(job.id, {"estimated_finish": None})
+        self.store.add_event(job.id, "evaluating", "Training done; evaluating the tuned model against its base")
         results = [store_bytes(metrics_csv(run), "step_metrics.csv", "fine-tune-results")]
         headline = _headline(result.run_dir)
         report = run.eval / REPORT_FILES[-1]
