@@ -337,3 +337,11 @@ def test_the_migration_guides_script_runs_unchanged_against_the_server(server, t
     assert done.returncode == 0, done.stderr
     assert "event: The job has successfully completed" in done.stdout
     assert f"ft:{tiny_model.name}:calls:ftjob-" in done.stdout.splitlines()[-1]
+
+
+def test_a_file_of_another_purpose_cannot_train_a_job(client, finished, tiny_model):
+    results = finished.result_files[0]
+    assert client.files.retrieve(results).purpose == "fine-tune-results"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.fine_tuning.jobs.create(model=str(tiny_model), training_file=results)
+    assert caught.value.body["param"] == "training_file" and "purpose" in caught.value.body["message"]
