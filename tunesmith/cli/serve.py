@@ -40,6 +40,7 @@ def serve(
     from tunesmith.serve.app import create_app
     from tunesmith.serve.engine import Engine
     from tunesmith.serve.loaded import default_base, load_models
+    from tunesmith.web.pages import Dashboard
 
     store = Store()
     with user_errors():
@@ -51,7 +52,9 @@ def serve(
     engine = Engine(models, max_batch, max_waiting)
     limit = max_upload * 1024 * 1024
     jobs = JobsAPI(store, limit)
-    app = create_app(models, engine, api_key, [jobs.router()], {"/v1/files": limit + UPLOAD_OVERHEAD})
+    dashboard = Dashboard(store, api_key, models.base)
+    routers = [jobs.router(), dashboard.router()]
+    app = create_app(models, engine, api_key, routers, {"/v1/files": limit + UPLOAD_OVERHEAD})
     child = _start_worker() if worker else None
     uvicorn.run(app, host=host, port=port, log_level="warning")
     # uvicorn ends the process with the signal that stopped it; the worker then finishes its job and exits

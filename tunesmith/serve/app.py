@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from tunesmith.data.schema import Message
 from tunesmith.serve.engine import Busy, Delta, Engine, Job, RequestSampling
@@ -26,6 +26,10 @@ from tunesmith.serve.schemas import ChatRequest, CompletionRequest
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 512
+KEY_COOKIE = "tunesmith_key"
+"""The dashboard's session: the API key in an HttpOnly, same-site cookie, set by its login page."""
+PUBLIC_PATHS = ("/login", "/static/app.css")
+"""What answers without the key: the login form and its style."""
 
 
 class Service:
@@ -51,13 +55,19 @@ class Service:
             )
 
     async def authorize(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if self.api_key is not None:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-            if not hmac.compare_digest(given.encode(), self.api_key.encode()):
-                return APIError(
-                    401, "Incorrect or missing API key (send Authorization: Bearer KEY)", None, "invalid_api_key"
-                ).response()
-        return await call_next(request)
+        """With a key, every route needs it (Bearer header, or the dashboard's cookie) but the login page; a browser
+        opening a page is sent to that login page, anything else answers 401."""
+        if self.api_key is None or request.url.path in PUBLIC_PATHS:
+            return await call_next(request)
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        given = bearer or request.cookies.get(KEY_COOKIE, "")
+        if hmac.compare_digest(given.encode(), self.api_key.encode()):
+            return await call_next(request)
+        if "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(("/v1/", "/api/")):
+            return RedirectResponse("/login", status_code=303)  # a browser opening a page
+        return APIError(
+            401, "Incorrect or missing API key (send Authorization: Bearer KEY)", None, "invalid_api_key"
+        ).response()
 
     def start(
         self, prompt: list[int], served: Served, sampling: RequestSampling, n: int
