@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 def server(tmp_path_factory, tiny_model):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TUNESMITH_HOME", str(tmp_path_factory.mktemp("web-home")))
-        process, url = start_server(tiny_model, "--api-key", KEY, "--dtype", "float32", "--no-worker")
+        process, url = start_server(tiny_model, "--api-key", KEY, "--dtype", "float32")
     yield url
     process.terminate()
     process.wait(timeout=60)
@@ -93,3 +93,24 @@ def test_a_good_file_is_ready_to_train_with_its_statistics(page, tmp_path):
     stats = dict(row.locator("td").all_inner_texts() for row in page.locator("#stats tr").all())
     assert stats["examples"] == "30" and stats["format"] == "chat" and int(stats["tokens"]) > 0
     _shot(page, "data-ok.png", tmp_path)
+
+
+def test_a_checked_file_starts_a_job_whose_loss_chart_fills_until_it_succeeds(page, tmp_path):
+    _log_in(page)
+    good = write_jsonl(tmp_path / "sums.jsonl", [chat(i) for i in range(400, 430)])
+    page.get_by_label("Data file").set_input_files(str(good))
+    page.get_by_role("button", name="Upload and check").click()
+    page.locator("#verdict.ok").wait_for()
+    page.get_by_label("Name suffix").fill("browser")
+    page.get_by_label("Epochs").fill("4")
+    page.get_by_role("button", name="Start the job").click()
+    page.wait_for_url("**/jobs/ftjob-*")
+    page.locator("#status", has_text="succeeded").wait_for(timeout=180_000)
+    page.locator("#events li", has_text="successfully completed").wait_for()
+    assert int(page.locator("#chart").get_attribute("data-points")) >= 4
+    assert page.locator("#chart canvas").count() == 1 and page.get_by_role("button", name="Cancel").is_disabled()
+    assert ":browser:" in page.locator("#model").inner_text()
+    _shot(page, "job.png", tmp_path)
+    page.get_by_role("link", name="Jobs").click()
+    row = page.locator("#jobs tbody tr", has_text=":browser:")
+    assert row.locator("td").nth(1).inner_text() == "succeeded"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +19,8 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from tunesmith.check import DataOptions, check_data
-from tunesmith.jobs.store import Store
+from tunesmith.jobs.records import JobRecord
+from tunesmith.jobs.store import ACTIVE, Store
 from tunesmith.models.load import load_tokenizer
 from tunesmith.serve.app import KEY_COOKIE
 from tunesmith.serve.errors import APIError
@@ -43,6 +46,8 @@ class Dashboard:
         router.add_api_route("/login", self.login_form, methods=["GET"])
         router.add_api_route("/login", self.login, methods=["POST"])
         router.add_api_route("/data", self.data, methods=["GET"])
+        router.add_api_route("/jobs", self.jobs, methods=["GET"])
+        router.add_api_route("/jobs/{job_id}", self.job, methods=["GET"], response_model=None)
         router.add_api_route("/static/{name}", self.static, methods=["GET"], response_model=None)
         router.add_api_route("/api/files/{file_id}/check", self.check, methods=["POST"])
         return router
@@ -65,6 +70,15 @@ class Dashboard:
     def data(self) -> HTMLResponse:
         return _page("data.html", model=self.base_model)
 
+    def jobs(self) -> HTMLResponse:
+        rows = [_job_row(job) for job in self.store.jobs(None, 100).items]
+        return _page("jobs.html", jobs=rows)
+
+    def job(self, job_id: str) -> HTMLResponse:
+        if self.store.job(job_id) is None:
+            return _page("base.html", status=404)
+        return _page("job.html", job_id=job_id)
+
     def static(self, name: str) -> FileResponse:
         files = {p.name: p for p in STATIC.iterdir()}  # only the package's own files, never a path from the URL
         if name not in files:
@@ -86,3 +100,17 @@ class Dashboard:
 
     def _check(self, path: str) -> dict[str, Any]:
         return check_data(path, load_tokenizer(self.base_model), DataOptions()).as_dict()
+
+
+def _job_row(job: JobRecord) -> dict[str, Any]:
+    """What the jobs table shows of a job."""
+    ended = job.finished_at or (None if job.status in ACTIVE else job.created_at)
+    seconds = (ended or int(time.time())) - job.created_at
+    return {
+        "id": job.id,
+        "status": job.status,
+        "model": job.model,
+        "fine_tuned_model": job.fine_tuned_model,
+        "created_iso": datetime.fromtimestamp(job.created_at, timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "duration": f"{seconds // 60}m {seconds % 60:02d}s",
+    }

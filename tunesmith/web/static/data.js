@@ -38,7 +38,33 @@ function show(report) {
     ["tokens to train", String(training.tokens)],
   ]);
   document.getElementById("result").hidden = false;
+  document.getElementById("start").hidden = report.error_count > 0;
 }
+
+let checkedFile = null;
+
+document.getElementById("start").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const epochs = document.getElementById("epochs").value.trim();
+  const body = {
+    model: MODEL,
+    training_file: checkedFile,
+    method: { type: "supervised", supervised: { hyperparameters: { n_epochs: epochs === "auto" ? "auto" : Number(epochs) } } },
+  };
+  const suffix = document.getElementById("suffix").value.trim();
+  if (suffix) body.suffix = suffix;
+  const answer = await fetch("/v1/fine_tuning/jobs", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const job = await answer.json();
+  if (!answer.ok) {
+    status.textContent = `The job was refused: ${job.error.message}`;
+    return;
+  }
+  window.location.href = `/jobs/${job.id}`;
+});
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -61,5 +87,6 @@ form.addEventListener("submit", async (event) => {
     return;
   }
   status.textContent = `${record.filename} (${record.id}) checked.`;
+  checkedFile = record.id;
   show(report);
 });

@@ -1,0 +1,75 @@
+// A job's page: its state, loss chart (uPlot) and events, polled every 2 s without reloading.
+"use strict";
+
+const api = `/v1/fine_tuning/jobs/${JOB_ID}`;
+let chart = null;
+
+function lossChart(steps, train, held) {
+  const data = [steps, train, held];
+  if (chart) {
+    chart.setData(data);
+    return;
+  }
+  const options = {
+    width: Math.min(900, document.getElementById("chart").clientWidth || 900),
+    height: 280,
+    scales: { x: { time: false } },
+    series: [
+      { label: "step" },
+      { label: "training loss", stroke: "#1f5fbf", width: 2 },
+      { label: "held-out loss", stroke: "#c0392b", width: 2, points: { show: true, size: 6 } },
+    ],
+  };
+  chart = new uPlot(options, data, document.getElementById("chart"));
+}
+
+async function act(action) {
+  const answer = await fetch(`${api}/${action}`, { method: "POST" });
+  if (!answer.ok) {
+    document.getElementById("error").textContent = (await answer.json()).error.message;
+  }
+  refresh();
+}
+
+async function refresh() {
+  const [job, events] = await Promise.all([
+    fetch(api).then((r) => r.json()),
+    fetch(`${api}/events?limit=100`).then((r) => r.json()),
+  ]);
+  document.getElementById("status").textContent = job.status + (job.error ? `: ${job.error.message}` : "");
+  document.getElementById("model").textContent = job.fine_tuned_model || job.model;
+  document.getElementById("tokens").textContent = job.trained_tokens ?? "-";
+  document.getElementById("eta").textContent = job.estimated_finish
+    ? new Date(job.estimated_finish * 1000).toLocaleTimeString()
+    : "-";
+  document.getElementById("pause").disabled = job.status !== "running";
+  document.getElementById("resume").disabled = job.status !== "paused";
+  document.getElementById("cancel").disabled = ["succeeded", "failed", "cancelled"].includes(job.status);
+  const oldestFirst = events.data.slice().reverse();
+  const metrics = oldestFirst.filter((e) => e.type === "metrics");
+  const last = metrics[metrics.length - 1];
+  document.getElementById("speed").textContent = last && last.data.tokens_per_second
+    ? `${Math.round(last.data.tokens_per_second)} tokens/s`
+    : "-";
+  lossChart(
+    metrics.map((e) => e.data.step),
+    metrics.map((e) => e.data.train_loss),
+    metrics.map((e) => e.data.valid_loss ?? null),
+  );
+  document.getElementById("chart").dataset.points = String(metrics.length);
+  const list = document.getElementById("events");
+  list.replaceChildren(...oldestFirst.map((e) => {
+    const item = document.createElement("li");
+    item.textContent = e.message;
+    item.className = e.level;
+    return item;
+  }));
+  if (!["succeeded", "failed", "cancelled"].includes(job.status)) {
+    setTimeout(refresh, 2000);
+  }
+}
+
+for (const action of ["pause", "resume", "cancel"]) {
+  document.getElementById(action).addEventListener("click", () => act(action));
+}
+refresh();
