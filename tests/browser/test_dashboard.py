@@ -114,3 +114,20 @@ def test_a_checked_file_starts_a_job_whose_loss_chart_fills_until_it_succeeds(pa
     page.get_by_role("link", name="Jobs").click()
     row = page.locator("#jobs tbody tr", has_text=":browser:")
     assert row.locator("td").nth(1).inner_text() == "succeeded"
+
+
+def test_the_playground_streams_two_answers_side_by_side(page, tmp_path):
+    _log_in(page)
+    page.get_by_role("link", name="Playground").click()
+    page.locator("#right-model option").first.wait_for(state="attached")
+    models = page.locator("#right-model option").all_inner_texts()
+    page.get_by_label("Prompt", exact=True).fill("What is 5 + 5?")
+    page.get_by_label("Max tokens").fill("12")
+    page.get_by_role("button", name="Ask both").click()
+    page.locator("#status", has_text="Done.").wait_for(timeout=60_000)
+    assert page.locator("#left-title").inner_text() == models[0]
+    assert page.locator("#right-title").inner_text() == models[-1]
+    for side in ("left", "right"):  # a random tiny model may write only blanks: count what was streamed
+        answer = page.locator(f"#{side}-answer")
+        assert answer.get_attribute("data-done") == "yes" and int(answer.get_attribute("data-chunks")) >= 2
+    _shot(page, "playground.png", tmp_path)

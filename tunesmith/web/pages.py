@@ -47,6 +47,7 @@ class Dashboard:
         router.add_api_route("/login", self.login, methods=["POST"])
         router.add_api_route("/data", self.data, methods=["GET"])
         router.add_api_route("/jobs", self.jobs, methods=["GET"])
+        router.add_api_route("/playground", self.playground, methods=["GET"])
         router.add_api_route("/jobs/{job_id}", self.job, methods=["GET"], response_model=None)
         router.add_api_route("/static/{name}", self.static, methods=["GET"], response_model=None)
         router.add_api_route("/api/files/{file_id}/check", self.check, methods=["POST"])
@@ -69,6 +70,9 @@ class Dashboard:
 
     def data(self) -> HTMLResponse:
         return _page("data.html", model=self.base_model)
+
+    def playground(self) -> HTMLResponse:
+        return _page("playground.html")
 
     def jobs(self) -> HTMLResponse:
         rows = [_job_row(job) for job in self.store.jobs(None, 100).items]
