@@ -106,15 +106,12 @@ def with_settings(command: Callable[..., None]) -> Callable[..., None]:
     command line arrive in `given` (dotted field -> text, or list of texts), the command's own options as they are."""
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "given"]
     options = list(settings())
+    params = {s.param for s in options}
 
     def invoke(**values: Any) -> None:
-        given = {s.field: values.pop(s.param) for s in options if values.get(s.param) not in (None, [])}
-        command(given, **{name: value for name, value in values.items() if name not in PARAMS})
+        given = {s.field: values[s.param] for s in options if values.get(s.param) not in (None, [])}
+        command(given, **{name: value for name, value in values.items() if name not in params})
 
     invoke.__signature__ = inspect.Signature([*own, *(s.parameter() for s in options)])  # type: ignore[attr-defined]
     invoke.__doc__ = command.__doc__
     return invoke
-
-
-PARAMS = frozenset(s.param for s in settings())
-"""The Python names of the setting options."""

@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
@@ -87,10 +87,12 @@ class JobsAPI:
         return record.as_object()
 
     def list_files(
-        self, after: str | None = None, limit: Limit = 100, order: str = "desc", purpose: str | None = None
+        self,
+        after: str | None = None,
+        limit: Limit = 100,
+        order: Literal["asc", "desc"] = "desc",
+        purpose: str | None = None,
     ) -> dict[str, Any]:
-        if order not in ("asc", "desc"):
-            raise APIError(400, "order must be asc or desc", "order", "invalid_value")
         page = self.store.files(after, limit, purpose, newest_first=order == "desc")
         return _listing(page, [f.as_object() for f in page.items])
 

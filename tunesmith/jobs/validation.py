@@ -12,7 +12,7 @@ from tunesmith.check import DataOptions, check_data
 from tunesmith.config import AUTO_BATCH_TOKENS, AUTO_LEARNING_RATE, build_config
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.jobs.records import JobRecord
-from tunesmith.jobs.store import Store
+from tunesmith.jobs.store import ACTIVE, Store
 from tunesmith.models.load import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def fail(store: Store, job_id: str, code: str, message: str, param: str | None) 
     store.update_job(
         job_id, {"error": {"code": code, "message": message, "param": param}, "finished_at": int(time.time())}
     )
-    store.move(job_id, "failed", only_from=("validating_files", "queued", "running", "pausing", "paused"))
+    store.move(job_id, "failed", only_from=ACTIVE)
     store.add_event(job_id, "failed", f"Fine-tuning job failed: {message}")
 
 

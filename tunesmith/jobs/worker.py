@@ -109,12 +109,12 @@ class Worker:
         # otherwise the worker itself was stopped: the job stays running and is resumed by the next worker
 
     def _train(self, job: JobRecord, stop: StopFlag) -> TrainResult:
-        run_dir = job_run(job.id).root
+        run = job_run(job.id)
         sink = JobSink(self.store, job.id, stop)
-        if RunFolder(run_dir).config.is_file():
-            return resume(run_dir, sink=sink, stop=stop)
-        shutil.rmtree(run_dir, ignore_errors=True)  # stopped before its config was written: nothing to keep
-        return train(build_config(job.settings, f"job {job.id}"), run_dir, sink=sink, stop=stop)
+        if run.config.is_file():
+            return resume(run.root, sink=sink, stop=stop)
+        shutil.rmtree(run.root, ignore_errors=True)  # stopped before its config was written: nothing to keep
+        return train(build_config(job.settings, f"job {job.id}"), run.root, sink=sink, stop=stop)
 
     def _ended(self, job: JobRecord, status: str) -> None:
         changes = {"requested": None} | ({"finished_at": int(time.time())} if status == "cancelled" else {})

@@ -100,11 +100,7 @@ class ModelSet:
 
     def attach(self, model_id: str, tuned: Tuned) -> Served:
         """Serve an adapter under `model_id`; it must have been trained from this base."""
-        if not _same_model(tuned.base, self.base):
-            raise ModelError(
-                f"{model_id} was trained on {tuned.base}, not on the served base {self.base}",
-                hint=f"start the server with --model {tuned.base}",
-            )
+        _require_base(model_id, tuned.base, self.base)
         with self.lock:
             if model_id in self.served:
                 return self.served[model_id]
@@ -164,6 +160,15 @@ def _same_model(a: str, b: str) -> bool:
     return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
 
 
+def _require_base(what: str, trained_on: str, base: str) -> None:
+    """An adapter serves only on the base it was trained from."""
+    if not _same_model(trained_on, base):
+        raise ModelError(
+            f"{what} was trained on {trained_on}, not on the served base {base}",
+            hint=f"start the server with --model {trained_on}",
+        )
+
+
 def load_models(
     base: str, runs: list[str], dtype: str = "auto", device: str = "auto", tuned: TunedModels | None = None
 ) -> ModelSet:
@@ -175,11 +180,7 @@ def load_models(
             raise ModelError(
                 f"--adapter {run}: not a LoRA or DoRA run folder", hint="pass a folder from tunesmith train"
             )
-        if not _same_model(base_model_of(final), base):
-            raise ModelError(
-                f"--adapter {run} was trained on {base_model_of(final)}, not on the served base {base}",
-                hint=f"start the server with --model {base_model_of(final)}",
-            )
+        _require_base(f"--adapter {run}", base_model_of(final), base)  # before the base model is loaded
         finals.append(final)
     model = load_model(base, device=device, dtype=dtype)
     models = ModelSet(model.eval(), load_tokenizer(base), base, tuned)

@@ -97,9 +97,7 @@ class Dashboard:
         report = await asyncio.to_thread(self._check, record.path)
         for problem in report["errors"] + report["warnings"]:
             problem["file"] = record.filename
-        for stats in (report["stats"].get("train"),):
-            if stats:
-                stats["file"] = record.filename
+        report["stats"]["train"]["file"] = record.filename
         return report
 
     def _check(self, path: str) -> dict[str, Any]:
