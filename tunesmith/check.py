@@ -15,6 +15,9 @@ from tunesmith.data.validate import Problem, RecordReader, overlap_warnings
 from tunesmith.tokenize.encode import Encoded, Example, conversation_of, encode
 from tunesmith.tokenize.render import ChatRenderer, Supervise
 
+HISTOGRAM_BINS = 20
+"""Bars of the token-length histogram in a check's statistics."""
+
 MIN_TRAINING_ROWS = 10
 """Fewer rows to train on than this is an error (OpenAI's minimum of 10 examples). It counts what is trained on:
 conversations, or for plain text the windows of max_length tokens it is cut into, not files or lines."""
@@ -111,6 +114,7 @@ def _too_few_rows(reader: RecordReader, tally: Tally, max_length: int) -> list[P
 def _token_stats(reader: RecordReader, tally: Tally) -> dict[str, Any]:
     lengths = np.frombuffer(tally.lengths, dtype=np.int64) if tally.lengths else np.zeros(1, dtype=np.int64)
     p10, p50, p90 = (int(v) for v in np.percentile(lengths, [10, 50, 90]))
+    counts, edges = np.histogram(lengths, bins=min(HISTOGRAM_BINS, max(1, int(lengths.max() - lengths.min()))))
     return {
         "file": reader.source,
         "format": reader.format,
@@ -124,6 +128,7 @@ def _token_stats(reader: RecordReader, tally: Tally) -> dict[str, Any]:
         "length_max": int(lengths.max()),
         "truncated": tally.truncated,
         "left_out": tally.left_out,
+        "length_histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
         "errors": reader.errors.total,
         "warnings": reader.warnings.total,
     }
@@ -159,6 +164,13 @@ class DataOptions:
             if keep:
                 kept.examples += encoded.examples
         return reader, tally, kept
+
+    def first(self, source: str, tokenizer: PreTrainedTokenizerBase, n: int) -> list[Example]:
+        """The first `n` usable examples of a source as training tokenises them, reading no further than needed."""
+        reader = RecordReader(source, format=self.format, columns=self.columns)
+        for chunk in reader.chunks():  # the first chunk holds them, or the source has fewer
+            return encode(chunk[: n * 2], tokenizer, max_length=self.max_length, supervise=self.supervise).examples[:n]
+        return []
 
 
 @dataclass(frozen=True)

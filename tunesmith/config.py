@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, field_path
 from tunesmith.models.sources import DEFAULT_MODEL
 
 MIN_TARGET_EXAMPLES = 100
@@ -133,17 +133,13 @@ class RunConfig(_Frozen):
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc if not isinstance(part, int) or part >= 0)
-
-
 def build_config(values: Mapping[str, Any], source: str = "config") -> RunConfig:
     """Validate settings; the first problem becomes one line naming the field."""
     try:
         return RunConfig.model_validate(dict(values))
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = _field_path(tuple(p for p in first["loc"] if p not in ("int", "literal['auto']", "float")))
+        field = field_path(first["loc"])
         given = f" (got {first['input']!r})" if first["type"] != "missing" else ""
         hint = "remove it or check its spelling" if first["type"] == "extra_forbidden" else "see tunesmith train --help"
         raise ConfigError(f"{source}: field {field}: {first['msg']}{given}", hint=hint) from None

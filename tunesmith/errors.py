@@ -36,3 +36,18 @@ class TrainingError(TunesmithError):
 
 class ExportError(TunesmithError):
     """A run cannot be exported in the format asked for."""
+
+
+UNION_TAGS = ("int", "float", "str", "bool", "none")
+"""Names pydantic puts in an error's location for the member of a union a value was tried against."""
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the dotted name of the field a user wrote: union members
+    (`int`, `literal['auto']`, ...) are left out, list positions kept."""
+    parts = [
+        str(part)
+        for part in loc
+        if (isinstance(part, int) and part >= 0) or (str(part).isidentifier() and part not in UNION_TAGS)
+    ]
+    return ".".join(parts)

@@ -187,6 +187,8 @@ def test_lists_page_by_after_without_gaps_or_repeats(client, finished):
         ({"training_file": "file-nope"}, 400, "training_file"),
         ({"model": "no-such-model-xyz"}, 404, "model"),
         ({"hyperparameters": {"n_epochs": 0}}, 400, "hyperparameters.n_epochs"),
+        ({"hyperparameters": {"lora_rank": 0}}, 400, "hyperparameters.lora_rank"),
+        ({"hyperparameters": {"finetuning_type": "qlora"}}, 400, "hyperparameters.finetuning_type"),
         ({"method": {"type": "dpo"}}, 400, "method.type"),
         ({"suffix": "../x"}, 400, "suffix"),
     ],

@@ -38,6 +38,22 @@ def test_clean_data_statistics(tmp_path, tokenizer):
     assert 0 < stats["supervised_tokens"] < stats["tokens"]
     assert report.stats["training"]["epochs"] == 3
     assert report.stats["training"]["estimated_seconds"] == round(sum(lengths) * 3 / 1000.0, 1)
+    bars = stats["length_histogram"]
+    assert sum(bars["counts"]) == 40 and len(bars["edges"]) == len(bars["counts"]) + 1
+    assert bars["edges"][0] == min(lengths) and bars["edges"][-1] == max(lengths)
+    expected, _ = np.histogram(lengths, bins=np.array(bars["edges"]))
+    assert bars["counts"] == expected.tolist()
+
+
+def test_the_first_examples_are_those_training_makes_first(tmp_path, tokenizer):
+    from tunesmith.check import prepare_data
+
+    path = str(write_jsonl(tmp_path / "d.jsonl", [{"bad": 1}] + [chat(i) for i in range(30)]))
+    first = DataOptions().first(path, tokenizer, 3)
+    every = prepare_data(path, tokenizer, DataOptions()).train
+    assert [e.line for e in first] == [2, 3, 4]
+    assert all(a.input_ids.tolist() == b.input_ids.tolist() for a, b in zip(first, every[:3], strict=True))
+    assert all(a.labels.tolist() == b.labels.tolist() for a, b in zip(first, every[:3], strict=True))
 
 
 def test_overlap_and_length_warnings(tmp_path, tokenizer):

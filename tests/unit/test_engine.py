@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import queue
+import threading
+from functools import partial
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tunesmith.runs import write_run_file
 from tunesmith.serve.engine import Busy, Delta, Engine, Job, RequestSampling, _rows
 from tunesmith.serve.loaded import load_models
 
@@ -26,8 +31,8 @@ def engine(adapter_base):
     return Engine(load_models(str(adapter_base), [], dtype="float64", device="cpu"), max_batch=8)
 
 
-def _jobs(engine: Engine, names: str, answers: dict[str, list[Delta]]) -> list[Job]:
-    served = next(iter(engine.models.served.values()))
+def _jobs(engine: Engine, names: str, answers: dict[str, list[Delta]], model: str | None = None) -> list[Job]:
+    served = engine.models.served[model] if model else next(iter(engine.models.served.values()))
     jobs = []
     for name in names:
         prompt = engine.models.tokenizer(PROMPTS[name], add_special_tokens=False).input_ids
@@ -40,10 +45,10 @@ def _text(pieces: list[Delta]) -> tuple[str, int]:
     return "".join(p.text for p in pieces), pieces[-1].tokens
 
 
-def _alone(engine: Engine, name: str) -> tuple[str, int]:
+def _alone(engine: Engine, name: str, model: str | None = None) -> tuple[str, int]:
     answers: dict[str, list[Delta]] = {}
     with torch.inference_mode():
-        batch = engine._step(None, _rows(_jobs(engine, name, answers)))
+        batch = engine._step(None, _rows(_jobs(engine, name, answers, model)))
         while batch is not None:
             batch = engine._step(batch, [])
     return _text(answers[name])
@@ -94,3 +99,46 @@ def test_a_full_queue_refuses_instead_of_growing():
     idle.submit(job)
     with pytest.raises(Busy):
         idle.submit(job)
+
+
+@pytest.fixture(scope="module")
+def mixed(adapter_base, tmp_path_factory):
+    """The base with a LoRA and a DoRA adapter (random, non-zero weights), served together."""
+    finals = []
+    for method in ("lora", "dora"):
+        torch.manual_seed(len(method) + len(finals))
+        model = AutoModelForCausalLM.from_pretrained(adapter_base, dtype=torch.float64)
+        config = LoraConfig(r=4, target_modules="all-linear", use_dora=method == "dora", init_lora_weights=False)
+        final = tmp_path_factory.mktemp(method) / "final"
+        get_peft_model(model, config).save_pretrained(final)
+        AutoTokenizer.from_pretrained(adapter_base).save_pretrained(final)
+        write_run_file(final, str(adapter_base), method, "sft")
+        finals.append(str(final))
+    return Engine(load_models(str(adapter_base), finals, dtype="float64", device="cpu"), max_batch=8)
+
+
+def _collect(sink: list[Delta], done: threading.Semaphore, piece: Delta) -> None:
+    sink.append(piece)
+    if piece.finish:
+        done.release()
+
+
+def test_a_dora_adapter_answers_beside_the_base_and_lora_as_it_does_alone(mixed):
+    """PEFT cannot mix DoRA rows into a batch: they wait for a batch of their own, and nothing fails."""
+    models = list(mixed.models.served)  # the base, then the two runs in the order given
+    answers: dict[str, list[Delta]] = {}
+    done = threading.Semaphore(0)
+    jobs = []
+    for model, name in zip(models, "bcb", strict=True):
+        (job,) = _jobs(mixed, name, {}, model)
+        job.send = partial(_collect, answers.setdefault(model, []), done)
+        jobs.append(job)
+    for job in jobs:
+        mixed.submit(job)
+    for _ in jobs:
+        assert done.acquire(timeout=60)
+    texts = {model: _text(answers[model]) for model in models}
+    assert all(answers[model][-1].finish == "length" for model in models)  # none failed
+    for model, name in zip(models, "bcb", strict=True):
+        assert texts[model] == _alone(mixed, name, model), model
+    assert texts[models[2]] != _alone(mixed, "b", models[0])  # the DoRA adapter does change the answer

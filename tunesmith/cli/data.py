@@ -71,14 +71,18 @@ def data_show(
     supervise: SuperviseOption = SUPERVISE,
 ) -> None:
     """Show examples as the model sees them: trained tokens highlighted, masked ones dim."""
+    from tunesmith.check import DataOptions
     from tunesmith.cli.show import print_example
-    from tunesmith.data.validate import read_dataset
     from tunesmith.models.load import load_tokenizer
-    from tunesmith.tokenize.encode import encode
 
     with user_errors():
         tokenizer = load_tokenizer(model)
-        dataset = read_dataset(file, format=format, columns=parse_columns(columns))
-        encoded = encode(dataset.records[: max(n, 0)], tokenizer, max_length=max_length, supervise=supervise)  # type: ignore[arg-type]
-    for example in encoded.examples[:n]:
-        print_example(out, dataset.source, example, tokenizer)
+        options = DataOptions(
+            format=format,
+            columns=parse_columns(columns),
+            max_length=max_length,
+            supervise=supervise,  # type: ignore[arg-type]
+        )
+        examples = options.first(file, tokenizer, max(n, 0))
+    for example in examples:
+        print_example(out, file, example, tokenizer)

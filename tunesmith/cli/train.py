@@ -92,7 +92,8 @@ def _print_summary(result: Any, log_json: bool) -> None:
     if result.final is None:
         err.print(
             f"stopped by {result.reason} after step {state.step}; checkpoint saved. "
-            f"Continue with: tunesmith train --resume {result.run_dir}"
+            f"Continue with: tunesmith train --resume {result.run_dir}",
+            soft_wrap=True,  # one line, a path never cut
         )
         raise typer.Exit(128 + int(getattr(signal.Signals, result.reason, signal.SIGINT)))
     if log_json:

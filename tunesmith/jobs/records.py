@@ -124,6 +124,8 @@ class JobRecord:
     def as_object(self) -> dict[str, Any]:
         status = self.status
         hyper = {key: self.hyperparameters.get(key, "auto") for key in HYPERPARAMETERS}
+        own = {key: self.hyperparameters.get(key, "auto") for key in OWN_HYPERPARAMETERS}
+        hyper |= {key: value for key, value in own.items() if value != "auto"}
         return {
             "id": self.id,
             "object": "fine_tuning.job",
@@ -149,6 +151,8 @@ class JobRecord:
 
 
 HYPERPARAMETERS = ("batch_size", "learning_rate_multiplier", "n_epochs")
+OWN_HYPERPARAMETERS = ("finetuning_type", "lora_rank")
+"""tunesmith's own hyperparameters, shown in a job object when they were set."""
 
 
 @dataclass(frozen=True)

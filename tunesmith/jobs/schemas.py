@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,12 +14,16 @@ class Hyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_epochs: int | Auto = Field("auto", ge=1, le=50)
+    n_epochs: Annotated[int, Field(ge=1, le=50)] | Auto = "auto"
     """Passes over the training data."""
-    batch_size: int | Auto = Field("auto", ge=1, le=256)
+    batch_size: Annotated[int, Field(ge=1, le=256)] | Auto = "auto"
     """Examples per optimizer step, about (tokens are what is batched here)."""
-    learning_rate_multiplier: float | Auto = Field("auto", gt=0, le=10)
-    """Times tunesmith's automatic learning rate for the method (2e-4 for LoRA)."""
+    learning_rate_multiplier: Annotated[float, Field(gt=0, le=10)] | Auto = "auto"
+    """Times tunesmith's automatic learning rate for the method (2e-4 for LoRA and DoRA, 2e-5 for full)."""
+    finetuning_type: Literal["lora", "dora", "full"] | Auto = "auto"
+    """tunesmith's own: which weights are trained (an adapter, or every weight); auto is lora."""
+    lora_rank: Annotated[int, Field(ge=1, le=1024)] | Auto = "auto"
+    """tunesmith's own: the rank of a LoRA or DoRA adapter; auto is the training default."""
 
 
 class Supervised(BaseModel):

@@ -86,8 +86,14 @@ def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
     }
     if hyper.get("n_epochs", "auto") != "auto":
         settings["epochs"] = hyper["n_epochs"]
+    method = hyper.get("finetuning_type", "auto")
+    if method != "auto":
+        settings["method"] = method
+    if hyper.get("lora_rank", "auto") != "auto":
+        settings["lora"] = {"rank": hyper["lora_rank"]}
     if hyper.get("learning_rate_multiplier", "auto") != "auto":
-        settings["learning_rate"] = hyper["learning_rate_multiplier"] * AUTO_LEARNING_RATE["lora"]
+        rate = AUTO_LEARNING_RATE["lora" if method == "auto" else method]
+        settings["learning_rate"] = hyper["learning_rate_multiplier"] * rate
     if hyper.get("batch_size", "auto") != "auto":
         typical = report.stats["train"]["length_p50"]
         settings["grad_accum"] = max(1, math.ceil(hyper["batch_size"] * typical / AUTO_BATCH_TOKENS["cpu"]))

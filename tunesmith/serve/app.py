@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 512
 KEY_COOKIE = "tunesmith_key"
 """The dashboard's session: the API key in an HttpOnly, same-site cookie, set by its login page."""
-PUBLIC_PATHS = ("/login", "/static/app.css")
+PUBLIC_PATHS = ("/login", "/static/app.css", "/static/app.js")
 """What answers without the key: the login form and its style."""
 
 

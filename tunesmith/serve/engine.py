@@ -5,6 +5,9 @@ requests join it (their prompts prefilled on their own, then their cache merged 
 `max_batch` rows, and finished rows leave it; each row's text is sent as it is made. A request that does not fit
 waits for rows to finish; at most `max_waiting` wait, and one more is refused (`Busy`) instead of queueing without
 bound. A cancelled request (its client went away) leaves the batch at the next token.
+
+The base and LoRA adapters mix in one batch (PEFT's `adapter_names`, per row). PEFT cannot mix a DoRA adapter so,
+and rows of one are batched only with each other, the adapter made active for their forward passes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from tunesmith.serve.loaded import ModelSet, Served
 
 COLLECT_SECONDS = 0.01
 """When idle, after the first request, wait this long for others to start with it."""
+MIXED = ""
+"""The batch group of rows that mix per row: the base and LoRA adapters (a DoRA adapter's group is its name)."""
 
 
 @dataclass(frozen=True)
@@ -154,22 +159,29 @@ class Engine:
         except queue.Empty:
             return None
 
-    def _take(self, running: int) -> list[Job]:
-        """Jobs that fit beside `running` rows; when idle, block for one and wait briefly for company."""
-        idle = running == 0
-        first = self._next_job(None if idle else 0.0)
+    def _group(self, job: Job) -> str:
+        """Which rows a job's rows may share a batch with (MIXED, or a DoRA adapter's name)."""
+        config = getattr(self.models.model, "peft_config", {}).get(job.served.adapter)
+        return job.served.adapter if config is not None and config.use_dora else MIXED
+
+    def _take(self, batch: _Batch | None) -> list[Job]:
+        """Jobs that fit beside the running batch (room and group); when idle, block for one and wait briefly for
+        company."""
+        running = len(batch.rows) if batch else 0
+        first = self._next_job(None if batch is None else 0.0)
         if first is None:
             return []
-        if not idle and running + first.n > self.max_batch:
+        group = self._group(first)
+        if batch is not None and (running + first.n > self.max_batch or group != self._group(batch.rows[0].job)):
             self.held = first
             return []
         jobs, rows = [first], running + first.n
-        deadline = time.monotonic() + (COLLECT_SECONDS if idle else 0.0)
+        deadline = time.monotonic() + (COLLECT_SECONDS if batch is None else 0.0)
         while rows < self.max_batch:
             job = self._next_job(max(0.0, deadline - time.monotonic()))
             if job is None:
                 break
-            if rows + job.n > self.max_batch:
+            if rows + job.n > self.max_batch or self._group(job) != group:
                 self.held = job
                 break
             jobs.append(job)
@@ -179,7 +191,7 @@ class Engine:
     def _work(self) -> None:
         batch: _Batch | None = None
         while True:
-            jobs = self._take(len(batch.rows) if batch else 0)
+            jobs = self._take(batch)
             new = _rows([job for job in jobs if not job.cancelled.is_set()])
             try:
                 with self.models.lock, torch.inference_mode():  # no adapter is attached during a step
@@ -217,7 +229,11 @@ class Engine:
     def _forward(self, rows: list[_Row], ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """Logits of each row's last position; `mask` covers the cache and `ids`."""
         model = self.models.model
+        group = self._group(rows[0].job)
         extra = {"adapter_names": [r.job.served.adapter for r in rows]} if hasattr(model, "peft_config") else {}
+        if group != MIXED:  # a DoRA adapter's rows, alone in the batch
+            model.set_adapter(group)
+            extra = {}
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
         out = model(
             input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, **extra

@@ -12,6 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as ASGIMessage
 
+from tunesmith.errors import field_path
+
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -90,8 +92,7 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0]
-    where = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(where) or None
+    param = field_path(tuple(p for p in first.get("loc", ()) if p != "body")) or None
     missing = first.get("type") == "missing"
     message = f"{param or 'body'}: {first.get('msg', 'invalid value')}"
     return APIError(400, message, param, "missing_required_parameter" if missing else "invalid_value").response()

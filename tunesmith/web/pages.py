@@ -1,4 +1,4 @@
-"""The dashboard's pages and the few JSON routes they need beyond OpenAI's API.
+"""The dashboard's pages (the JSON routes they use beyond OpenAI's API are in web/api.py).
 
 Pages are Jinja2 templates from this package; scripts and styles are files of this package too (no CDN, nothing
 fetched at run time). With an API key, the login page keeps the key in an HttpOnly cookie that the server's key
@@ -7,7 +7,6 @@ check accepts like a Bearer header.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
 from datetime import datetime, timezone
@@ -18,16 +17,23 @@ from fastapi import APIRouter, Form
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from tunesmith.check import DataOptions, check_data
+from tunesmith.config import AUTO_BATCH_TOKENS, AUTO_LEARNING_RATE, LoraSettings
+from tunesmith.export.writer import EXPORT_FORMATS
+from tunesmith.jobs.models import job_run
 from tunesmith.jobs.records import JobRecord
 from tunesmith.jobs.store import ACTIVE, Store
-from tunesmith.models.load import load_tokenizer
+from tunesmith.models.load import cached_models
+from tunesmith.models.sources import EMBEDDED
+from tunesmith.runs import REPORT_FILES
 from tunesmith.serve.app import KEY_COOKIE
 from tunesmith.serve.errors import APIError
+from tunesmith.web.api import DashboardAPI
 
 STATIC = Path(__file__).parent / "static"
 """The dashboard's own scripts and styles."""
 TEMPLATES = Environment(loader=PackageLoader("tunesmith.web"), autoescape=select_autoescape())
+REPORT_POLICY = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+"""An evaluation report is shown as it was written: no script, nothing fetched, in a sandbox."""
 
 
 def _page(name: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -39,6 +45,7 @@ class Dashboard:
 
     def __init__(self, store: Store, api_key: str | None, base_model: str) -> None:
         self.store, self.api_key, self.base_model = store, api_key, base_model
+        self.api = DashboardAPI(store, base_model)
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -47,10 +54,13 @@ class Dashboard:
         router.add_api_route("/login", self.login, methods=["POST"])
         router.add_api_route("/data", self.data, methods=["GET"])
         router.add_api_route("/jobs", self.jobs, methods=["GET"])
+        router.add_api_route("/jobs/new", self.new_job, methods=["GET"])
         router.add_api_route("/playground", self.playground, methods=["GET"])
+        router.add_api_route("/export", self.exports, methods=["GET"])
         router.add_api_route("/jobs/{job_id}", self.job, methods=["GET"], response_model=None)
+        router.add_api_route("/jobs/{job_id}/report", self.report, methods=["GET"], response_model=None)
         router.add_api_route("/static/{name}", self.static, methods=["GET"], response_model=None)
-        router.add_api_route("/api/files/{file_id}/check", self.check, methods=["POST"])
+        router.include_router(self.api.router())
         return router
 
     def home(self) -> RedirectResponse:
@@ -74,6 +84,23 @@ class Dashboard:
     def playground(self) -> HTMLResponse:
         return _page("playground.html")
 
+    def new_job(self, training_file: str | None = None) -> HTMLResponse:
+        files = self.store.files(None, 100, "fine-tune").items
+        models = list(dict.fromkeys([self.base_model, *EMBEDDED, *(p.name for p in cached_models())]))
+        return _page(
+            "new_job.html",
+            files=files,
+            chosen=training_file,
+            models=models,
+            learning_rates=AUTO_LEARNING_RATE,
+            batch_tokens=AUTO_BATCH_TOKENS["cpu"],
+            lora_rank=LoraSettings.model_fields["rank"].default,
+        )
+
+    def exports(self) -> HTMLResponse:
+        done = [job for job in self.store.jobs_with_status("succeeded") if not job.model_deleted]
+        return _page("export.html", jobs=[_job_row(job) for job in done], formats=EXPORT_FORMATS)
+
     def jobs(self) -> HTMLResponse:
         rows = [_job_row(job) for job in self.store.jobs(None, 100).items]
         return _page("jobs.html", jobs=rows)
@@ -83,25 +110,18 @@ class Dashboard:
             return _page("base.html", status=404)
         return _page("job.html", job_id=job_id)
 
+    def report(self, job_id: str) -> Response:
+        """A succeeded job's evaluation report, to embed in its page."""
+        report = job_run(job_id).eval / REPORT_FILES[-1]
+        if self.store.job(job_id) is None or not report.is_file():
+            raise APIError(404, f"{job_id} has no evaluation report", "job_id", "not_found")
+        return FileResponse(report, media_type="text/html", headers={"Content-Security-Policy": REPORT_POLICY})
+
     def static(self, name: str) -> FileResponse:
         files = {p.name: p for p in STATIC.iterdir()}  # only the package's own files, never a path from the URL
         if name not in files:
             raise APIError(404, f"no such asset: {name}", None, "not_found")
         return FileResponse(files[name])
-
-    async def check(self, file_id: str) -> dict[str, Any]:
-        """The data check of an uploaded file under the served model's tokenizer, problems named by the file id."""
-        record = self.store.file(file_id)
-        if record is None:
-            raise APIError(404, f"No such File object: {file_id}", "id", "file_not_found")
-        report = await asyncio.to_thread(self._check, record.path)
-        for problem in report["errors"] + report["warnings"]:
-            problem["file"] = record.filename
-        report["stats"]["train"]["file"] = record.filename
-        return report
-
-    def _check(self, path: str) -> dict[str, Any]:
-        return check_data(path, load_tokenizer(self.base_model), DataOptions()).as_dict()
 
 
 def _job_row(job: JobRecord) -> dict[str, Any]:

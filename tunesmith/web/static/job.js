@@ -31,11 +31,40 @@ async function act(action) {
   refresh();
 }
 
+function checkpoints(list) {
+  const body = document.querySelector("#checkpoints tbody");
+  body.replaceChildren();
+  for (const c of list.slice().reverse()) {
+    const row = body.insertRow();
+    row.insertCell().textContent = String(c.step_number);
+    row.insertCell().textContent = c.metrics.train_loss?.toFixed(4) ?? "-";
+    row.insertCell().textContent = c.metrics.full_valid_loss?.toFixed(4) ?? c.metrics.valid_loss?.toFixed(4) ?? "-";
+    const link = document.createElement("a");
+    link.href = `/playground?right=${encodeURIComponent(c.fine_tuned_model_checkpoint)}`;
+    link.textContent = c.fine_tuned_model_checkpoint;
+    row.insertCell().append(link);
+  }
+}
+
+async function outcome(job, events) {
+  document.getElementById("outcome").hidden = false;
+  const done = events.data.find((e) => e.type === "message" && e.message.startsWith("The job has successfully"));
+  document.getElementById("headline").textContent = done ? done.message : "";
+  document.getElementById("try").href = `/playground?right=${encodeURIComponent(job.fine_tuned_model)}`;
+  const report = await fetch(`/jobs/${JOB_ID}/report`);
+  if (report.ok) {
+    document.getElementById("report").src = `/jobs/${JOB_ID}/report`;
+    document.getElementById("report-box").hidden = false;
+  }
+}
+
 async function refresh() {
-  const [job, events] = await Promise.all([
+  const [job, events, saved] = await Promise.all([
     fetch(api).then((r) => r.json()),
     fetch(`${api}/events?limit=100`).then((r) => r.json()),
+    fetch(`${api}/checkpoints?limit=10`).then((r) => r.json()),
   ]);
+  checkpoints(saved.data);
   document.getElementById("status").textContent = job.status + (job.error ? `: ${job.error.message}` : "");
   document.getElementById("model").textContent = job.fine_tuned_model || job.model;
   document.getElementById("tokens").textContent = job.trained_tokens ?? "-";
@@ -64,7 +93,9 @@ async function refresh() {
     item.className = e.level;
     return item;
   }));
-  if (!["succeeded", "failed", "cancelled"].includes(job.status)) {
+  if (job.status === "succeeded") {
+    outcome(job, events);
+  } else if (!["failed", "cancelled"].includes(job.status)) {
     setTimeout(refresh, 2000);
   }
 }

@@ -7,8 +7,22 @@ async function models() {
     const select = document.getElementById(`${side}-model`);
     select.replaceChildren(...listed.map((id) => new Option(id, id)));
   }
-  document.getElementById("left-model").value = listed[0];
-  document.getElementById("right-model").value = listed[listed.length - 1];
+  const asked = new URLSearchParams(window.location.search);
+  const pick = (wanted, fallback) => (listed.includes(wanted) ? wanted : fallback);
+  document.getElementById("left-model").value = pick(asked.get("left"), listed[0]);
+  document.getElementById("right-model").value = pick(asked.get("right"), listed[listed.length - 1]);
+  await systemPrompt();
+}
+
+// The system prompt the right-hand model was trained with, so that it is asked as it learned.
+async function systemPrompt() {
+  const model = document.getElementById("right-model").value;
+  const answer = await fetch(`/api/system-prompt?model=${encodeURIComponent(model)}`);
+  const system = document.getElementById("system");
+  if (answer.ok && (system.dataset.filled === "yes" || !system.value)) {
+    system.value = (await answer.json()).system;
+    system.dataset.filled = "yes";
+  }
 }
 
 async function stream(side, messages, settings) {
@@ -66,4 +80,5 @@ document.getElementById("ask").addEventListener("submit", async (event) => {
   status.textContent = "Done.";
 });
 
+document.getElementById("right-model").addEventListener("change", systemPrompt);
 models();

@@ -1,0 +1,53 @@
+"""A job's OpenAI hyperparameters, and tunesmith's own, become training settings (docs/from-openai.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import chat
+from tunesmith.config import AUTO_LEARNING_RATE, build_config
+from tunesmith.jobs.files import store_bytes
+from tunesmith.jobs.records import JobRecord, new_id
+from tunesmith.jobs.schemas import JobRequest
+from tunesmith.jobs.store import Store
+from tunesmith.jobs.validation import job_settings
+
+
+def _job(store: Store, model: str, hyper: dict) -> JobRecord:
+    data = "".join(json.dumps(chat(i)) + "\n" for i in range(12)).encode()
+    record = store_bytes(data, "sums.jsonl", "fine-tune")
+    store.add_file(record)
+    return JobRecord(new_id("ftjob-"), 1, model, record.id, None, hyper, {"type": "supervised"}, None, 7, None, "x")
+
+
+@pytest.mark.parametrize(
+    ("hyper", "expected"),
+    [
+        ({}, {"method": "lora", "learning_rate": AUTO_LEARNING_RATE["lora"], "rank": 16}),
+        (
+            {"finetuning_type": "dora", "lora_rank": 4, "learning_rate_multiplier": 2.0},
+            {"method": "dora", "learning_rate": 2 * AUTO_LEARNING_RATE["dora"], "rank": 4},
+        ),
+        (
+            {"finetuning_type": "full", "learning_rate_multiplier": 0.5, "n_epochs": 2},
+            {"method": "full", "learning_rate": 0.5 * AUTO_LEARNING_RATE["full"], "epochs": 2},
+        ),
+    ],
+)
+def test_hyperparameters_become_the_run_settings(home, tiny_model, hyper, expected):
+    store = Store()
+    given = JobRequest(model="m", training_file="f", hyperparameters=hyper).chosen_hyperparameters().model_dump()
+    config = build_config(job_settings(store, _job(store, str(tiny_model), given)), "test")
+    assert config.method == expected["method"] and config.seed == 7
+    if "rank" in expected:
+        assert config.lora.rank == expected["rank"]
+    assert config.epochs == expected.get("epochs", "auto")
+    rate = config.learning_rate if config.learning_rate != "auto" else AUTO_LEARNING_RATE[config.method]
+    assert rate == pytest.approx(expected["learning_rate"])
+
+
+@pytest.mark.parametrize("hyper", [{"n_epochs": "auto", "lora_rank": "auto", "batch_size": "auto"}, {}])
+def test_auto_may_be_said_or_left_out(hyper):
+    assert JobRequest(model="m", training_file="f", hyperparameters=hyper).chosen_hyperparameters().n_epochs == "auto"

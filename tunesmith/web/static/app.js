@@ -1,0 +1,9 @@
+// Shared by the dashboard's pages.
+"use strict";
+
+// A number of seconds as "1h 05m" or "3m 07s".
+function duration(seconds) {
+  const minutes = Math.floor(seconds / 60);
+  const two = (n) => String(n).padStart(2, "0");
+  return minutes >= 60 ? `${Math.floor(minutes / 60)}h ${two(minutes % 60)}m` : `${minutes}m ${two(Math.round(seconds % 60))}s`;
+}
