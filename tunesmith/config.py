@@ -106,6 +106,9 @@ class RunConfig(_Frozen):
     """How many of the latest checkpoints to keep."""
     early_stopping: int | None = Field(None, gt=0)
     """Stop after this many evaluations without a better held-out loss."""
+    final: Literal["best", "last"] = "best"
+    """Which weights final/ holds: best, those of the evaluation with the lowest held-out loss (the last step when
+    nothing is held out); last, those after the last step."""
     seed: int = 42
     """Seed of the adapter's initialisation, the shuffling, dropout and the held-out split."""
     device: str = "auto"

@@ -71,6 +71,11 @@ class RunFolder:
         return self.root / "final"
 
     @property
+    def best(self) -> Path:
+        """The trainable weights at the lowest held-out loss so far, for final/ (config `final: best`)."""
+        return self.root / "best.safetensors"
+
+    @property
     def eval(self) -> Path:
         return self.root / "eval"
 
@@ -100,6 +105,11 @@ class RunFolder:
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every complete line of metrics.jsonl (a line cut short by a crash is left out)."""
         return read_json_lines(self.metrics)
+
+    def kept_step(self) -> int | None:
+        """The step whose weights final/ holds (the best held-out loss, or the last step), None before the end."""
+        ends = [row for row in self.read_metrics() if row.get("event") == "end" and row.get("kept_step") is not None]
+        return int(ends[-1]["kept_step"]) if ends else None
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:

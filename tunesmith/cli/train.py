@@ -104,4 +104,7 @@ def _print_summary(result: Any, log_json: bool) -> None:
         f"{how}: {state.step} steps in {state.elapsed:.0f} s, {state.tokens:,} tokens "
         f"({state.tokens / max(state.elapsed, 1e-9):.0f} tok/s), best held-out loss {best}"
     )
+    if result.kept_step != state.step:
+        kept = f"final/ holds step {result.kept_step}, the lowest held-out loss ({best})"
+        err.print(f"{kept}; --final last keeps the last step's weights")
     out.print(f"result: {result.final}")

@@ -135,16 +135,17 @@ def _run_model(
 def _measured_losses(
     run: RunFolder | None, held_out: HeldOut, options: EvalOptions
 ) -> tuple[float | None, float | None]:
-    """The held-out losses a run measured itself, before its first step (the base model) and at its last (final/),
+    """The held-out losses a run measured itself, before its first step (the base model) and at the step final/ holds,
     when this evaluation uses the same held-out data in full; (None, None) when they must be computed."""
     if run is None or options.data is not None or held_out.cut:
         return None, None
     rows = run.read_metrics()
     evals = {row["step"]: row["eval_loss"] for row in rows if row.get("event") == "eval"}
     last = max((row["step"] for row in rows if row.get("event") == "step"), default=None)
-    if 0 not in evals or last not in evals:
+    kept = run.kept_step() or last  # runs from before final/ could be the best step held their last
+    if 0 not in evals or kept not in evals:
         return None, None
-    return evals[0], evals[last]
+    return evals[0], evals[kept]
 
 
 def _winners(tuned: ModelResult, baseline: ModelResult, metric: str) -> list[str]:

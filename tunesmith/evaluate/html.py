@@ -41,6 +41,9 @@ def _loss_plot(run_dir: Path) -> str:
         axes.plot(*zip(*steps), label="training loss")
     if evals:
         axes.plot(*zip(*evals), "o-", label="held-out loss")
+    kept = RunFolder(run_dir).kept_step()
+    if kept is not None:
+        axes.axvline(kept, color="grey", linestyle=":", label=f"final/ (step {kept})")
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.set_yscale("log")

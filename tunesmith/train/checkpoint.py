@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
 from tunesmith import paths
 from tunesmith.errors import ConfigError, TrainingError
@@ -27,9 +27,9 @@ from tunesmith.train.setup import trainable
 
 PREFIX = "step-"
 CHECKSUMS = "checksums.json"
+"""Written last into a checkpoint: every other file's size and sha256."""
 ADAPTER_DIR = "adapter"
 """In a checkpoint of a LoRA or DoRA run: its adapter in PEFT's format (not needed to resume)."""
-"""Written last into a checkpoint: every other file's size and sha256."""
 FILES = ("trainable.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "state.json")
 
 
@@ -49,6 +49,8 @@ class TrainState:
     """The lowest held-out loss so far."""
     evals_without_improvement: int = 0
     """Evaluations since the best one, for early stopping."""
+    best_step: int | None = None
+    """The step of the best held-out loss, whose trainable weights are in the run's best.safetensors."""
 
 
 def checkpoint_folder(run_dir: Path, step: int) -> Path:
@@ -114,12 +116,38 @@ def _sync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().contiguous().cpu() for name, p in trainable(model).items()}
+
+
+def _load_trainable(model: torch.nn.Module, path: Path) -> None:
+    weights = load_file(str(path))
+    params = trainable(model)
+    if set(weights) != set(params):
+        raise ConfigError(
+            f"{path}: its trainable weights do not match this model's",
+            hint="resume with the run's own config, or start a new run",
+        )
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(weights[name])
+
+
+def save_best(run_dir: Path, model: torch.nn.Module) -> None:
+    """The trainable weights as the run's best so far, written atomically (the previous best stays until then)."""
+    with paths.atomic_file(RunFolder(run_dir).best) as out:
+        out.write(save(_trainable_tensors(model)))
+
+
+def load_best(run_dir: Path, model: torch.nn.Module) -> None:
+    """Put the run's best weights back into the model, for final/."""
+    _load_trainable(model, RunFolder(run_dir).best)
+
+
 def _write_files(tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
     tensors, rest = _optimizer_parts(optimizer)
     writers = {
-        "trainable.safetensors": lambda path: save_file(
-            {name: p.detach().contiguous().cpu() for name, p in trainable(model).items()}, str(path)
-        ),
+        "trainable.safetensors": lambda path: save_file(_trainable_tensors(model), str(path)),
         "optimizer.safetensors": lambda path: save_file(tensors, str(path)),
         "optimizer.json": lambda path: path.write_text(json.dumps(rest)),
         "rng.safetensors": lambda path: save_file(_rng_tensors(), str(path)),
@@ -204,16 +232,7 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
 
 def restore_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
     """Load a checkpoint into a freshly built model and optimiser; return the run's counters."""
-    weights = load_file(str(folder / "trainable.safetensors"))
-    params = trainable(model)
-    if set(weights) != set(params):
-        raise ConfigError(
-            f"{folder}: its trainable weights do not match this model's",
-            hint="resume with the run's own config, or start a new run",
-        )
-    with torch.no_grad():
-        for name, param in params.items():
-            param.copy_(weights[name])
+    _load_trainable(model, folder / "trainable.safetensors")
     _restore_optimizer(optimizer, folder)
     rng = load_file(str(folder / "rng.safetensors"))
     torch.set_rng_state(rng["cpu"])

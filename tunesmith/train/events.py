@@ -53,13 +53,14 @@ class StopFlag:
 
 
 class MetricsFile:
-    """metrics.jsonl: one line per step and per evaluation, flushed as it is written."""
+    """metrics.jsonl: one line per step, per evaluation and at the end (which step final/ holds), flushed as it is
+    written."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def emit(self, event: Event) -> None:
-        if event.kind not in ("step", "eval"):
+        if event.kind not in ("step", "eval", "end"):
             return
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(event.as_dict()) + "\n")

@@ -15,7 +15,7 @@ from tunesmith.errors import TrainingError
 from tunesmith.tokenize.batches import collate
 from tunesmith.tokenize.encode import Example
 from tunesmith.train import faults
-from tunesmith.train.checkpoint import TrainState, save_checkpoint
+from tunesmith.train.checkpoint import TrainState, save_best, save_checkpoint
 from tunesmith.train.events import Event, EventSink, StopFlag
 from tunesmith.train.loss import mean_loss, supervised_loss
 from tunesmith.train.memory import HeapTrimmer
@@ -62,7 +62,9 @@ def _evaluate(run: LoopInputs, state: TrainState) -> bool:
     if loss is None:
         return False
     if state.best_eval_loss is None or loss < state.best_eval_loss:
-        state.best_eval_loss, state.evals_without_improvement = loss, 0
+        state.best_eval_loss, state.best_step, state.evals_without_improvement = loss, state.step, 0
+        if run.config.final == "best":
+            save_best(run.run_dir, run.model)
     else:
         state.evals_without_improvement += 1
     run.sink.emit(Event("eval", state.step, {"eval_loss": loss, "best_eval_loss": state.best_eval_loss}))

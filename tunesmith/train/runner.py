@@ -23,7 +23,13 @@ from tunesmith.models.load import load_tokenizer
 from tunesmith.runs import RunFolder, write_run_file
 from tunesmith.tokenize.encode import Example
 from tunesmith.train import faults
-from tunesmith.train.checkpoint import TrainState, latest_checkpoint, remove_partial_writes, restore_checkpoint
+from tunesmith.train.checkpoint import (
+    TrainState,
+    latest_checkpoint,
+    load_best,
+    remove_partial_writes,
+    restore_checkpoint,
+)
 from tunesmith.train.data import RunData, load_run_data
 from tunesmith.train.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
 from tunesmith.train.loop import LoopInputs, train_steps
@@ -46,6 +52,8 @@ class TrainResult:
     """final/ when the run finished (or stopped early), None when it was interrupted."""
     state: TrainState
     """Steps, tokens, time and the best held-out loss."""
+    kept_step: int | None = None
+    """The step whose weights final/ holds (config `final`), when there is a final/."""
 
 
 class _NullSink:
@@ -114,9 +122,25 @@ def _execute(
     )
     with compiler_settings():
         reason = train_steps(inputs, state)
-    final = _save_final(run_dir, model, data.tokenizer, resolved) if reason in ("finished", "early_stopping") else None
-    events.emit(Event("end", state.step, {"reason": reason, "final": str(final) if final else None}))
-    return TrainResult(run_dir, reason, final, state)
+    if reason not in ("finished", "early_stopping"):
+        events.emit(Event("end", state.step, {"reason": reason, "final": None}))
+        return TrainResult(run_dir, reason, None, state)
+    kept = _keep(resolved, run_dir, model, state)
+    final = _save_final(run_dir, model, data.tokenizer, resolved)
+    events.emit(Event("end", state.step, {"reason": reason, "final": str(final), "kept_step": kept}))
+    return TrainResult(run_dir, reason, final, state, kept)
+
+
+def _keep(config: RunConfig, run_dir: Path, model: torch.nn.Module, state: TrainState) -> int:
+    """The step final/ is made of: the best evaluation's (its weights loaded back) or the last."""
+    best = state.best_step
+    if config.final == "last" or best is None or best == state.step:
+        return state.step
+    if not RunFolder(run_dir).best.is_file():
+        log.warning("%s is missing: final/ holds the last step's weights", RunFolder(run_dir).best)
+        return state.step
+    load_best(run_dir, model)
+    return best
 
 
 def train(
