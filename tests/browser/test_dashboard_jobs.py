@@ -33,6 +33,7 @@ def test_a_checked_file_becomes_a_job_a_report_an_answer_and_a_download(page, tm
     page.locator("#status", has_text="succeeded").wait_for(timeout=240_000)
     page.locator("#events li", has_text="successfully completed").wait_for()
     assert int(page.locator("#chart").get_attribute("data-points")) >= 4
+    assert page.locator("#chart").get_attribute("data-base") == "1"  # the held-out loss before training, at step 0
     assert page.locator("#chart canvas").count() == 1 and page.get_by_role("button", name="Cancel").is_disabled()
     assert ":browser:" in page.locator("#model").inner_text()
     assert page.locator("#checkpoints tbody tr").count() >= 1

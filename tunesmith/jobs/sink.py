@@ -67,7 +67,8 @@ class JobSink:
     def _eval(self, event: Event) -> None:
         loss = event.values.get("eval_loss")
         if event.step == 0:
-            self.store.add_event(self.job_id, "base_loss", f"Held-out loss before training: {loss:.4f}")
+            message = f"Held-out loss before training: {loss:.4f}"
+            self.store.add_event(self.job_id, "base_loss", message, data={"step": 0, "valid_loss": loss})
         elif self.pending is not None and self.pending["step"] == event.step:
             self.pending["valid_loss"] = loss
 

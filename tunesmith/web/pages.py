@@ -32,8 +32,9 @@ from tunesmith.web.api import DashboardAPI
 STATIC = Path(__file__).parent / "static"
 """The dashboard's own scripts and styles."""
 TEMPLATES = Environment(loader=PackageLoader("tunesmith.web"), autoescape=select_autoescape())
-REPORT_POLICY = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-"""An evaluation report is shown as it was written: no script, nothing fetched, in a sandbox."""
+REPORT_POLICY = "sandbox allow-same-origin; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+"""An evaluation report is shown as it was written: no script runs, nothing is fetched (same origin, so that the page
+that embeds it can size it and screenshots include it)."""
 
 
 def _page(name: str, status: int = 200, **values: Any) -> HTMLResponse:

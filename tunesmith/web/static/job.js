@@ -75,17 +75,20 @@ async function refresh() {
   document.getElementById("resume").disabled = job.status !== "paused";
   document.getElementById("cancel").disabled = ["succeeded", "failed", "cancelled"].includes(job.status);
   const oldestFirst = events.data.slice().reverse();
+  const base = oldestFirst.filter((e) => e.data && e.data.step === 0);  // the held-out loss before training
   const metrics = oldestFirst.filter((e) => e.type === "metrics");
   const last = metrics[metrics.length - 1];
   document.getElementById("speed").textContent = last && last.data.tokens_per_second
     ? `${Math.round(last.data.tokens_per_second)} tokens/s`
     : "-";
+  const points = [...base, ...metrics];
   lossChart(
-    metrics.map((e) => e.data.step),
-    metrics.map((e) => e.data.train_loss),
-    metrics.map((e) => e.data.valid_loss ?? null),
+    points.map((e) => e.data.step),
+    points.map((e) => e.data.train_loss ?? null),
+    points.map((e) => e.data.valid_loss ?? null),
   );
   document.getElementById("chart").dataset.points = String(metrics.length);
+  document.getElementById("chart").dataset.base = String(base.length);
   const list = document.getElementById("events");
   list.replaceChildren(...oldestFirst.map((e) => {
     const item = document.createElement("li");
