@@ -88,6 +88,7 @@ def test_a_second_job_is_cancelled_from_its_page(page, tmp_path):
     log_in(page)
     upload(page, write_jsonl(tmp_path / "long.jsonl", [chat(i) for i in range(600, 640)]))
     page.get_by_role("link", name="Fine-tune on it").click()
+    page.wait_for_url("**/jobs/new?training_file=file-*")
     page.get_by_label("Epochs").fill("50")
     page.get_by_label("Name suffix").fill("cancelled")
     page.get_by_role("button", name="Start the job").click()

@@ -7,3 +7,9 @@ function duration(seconds) {
   const two = (n) => String(n).padStart(2, "0");
   return minutes >= 60 ? `${Math.floor(minutes / 60)}h ${two(minutes % 60)}m` : `${minutes}m ${two(Math.round(seconds % 60))}s`;
 }
+
+// A form sent by a page's script: its button stays disabled until the handler is attached, so that a click while the
+// script loads never submits the form the browser's way (a GET that loses the values).
+function ready(form) {
+  form.querySelector("button[type=submit]").disabled = false;
+}

@@ -140,3 +140,4 @@ form.addEventListener("submit", async (event) => {
   show(report);
   preview();
 });
+ready(form);

@@ -71,3 +71,4 @@ field("training-file").addEventListener("change", autoValues);
 field("model").addEventListener("change", autoValues);
 learningRate();
 autoValues();
+ready(form);

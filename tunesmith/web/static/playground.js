@@ -82,3 +82,4 @@ document.getElementById("ask").addEventListener("submit", async (event) => {
 
 document.getElementById("right-model").addEventListener("change", systemPrompt);
 models();
+ready(document.getElementById("ask"));
