@@ -88,7 +88,7 @@ def _run_tunesmith(args: argparse.Namespace, out: Path, precision: str) -> dict[
     }
 
 
-def _as_prompt_completion(path: Path) -> list[dict[str, object]]:
+def as_prompt_completion(path: Path) -> list[dict[str, object]]:
     rows = []
     for line in path.read_text().splitlines():
         messages = json.loads(line)["messages"]
@@ -104,7 +104,7 @@ def _run_trl(args: argparse.Namespace, out: Path, packing: bool, bf16: bool) -> 
     from tunesmith.models.load import local_path
     from tunesmith.models.sources import DEFAULT_MODEL
 
-    dataset = datasets.Dataset.from_list(_as_prompt_completion(args.data))
+    dataset = datasets.Dataset.from_list(as_prompt_completion(args.data))
     config = SFTConfig(
         output_dir=str(out / "trl"),
         per_device_train_batch_size=args.batch_size,

@@ -1,0 +1,290 @@
+"""Quality on real data: base model, tunesmith's defaults, TRL's SFTTrainer defaults and a learning-rate x epochs grid.
+
+The sets are built by `bench/quality_data.py` (data nobody in this project wrote, from the numpy wheel and Debian's
+manpages-dev and fortunes; committed under bench/data/quality with their sources). Each arm runs in a fresh process:
+
+- `base`: the default model as it is.
+- `defaults`: `tunesmith train --data train.jsonl --eval eval.jsonl` and nothing else.
+- `trl`: TRL's SFTTrainer with its defaults (learning rate 2e-5, 3 epochs, 8 examples a step), the same model and
+  LoRA shape as ours (r 16, alpha 32, all linear layers, no dropout); chats as prompt-completion pairs, so the same
+  answer tokens are learned.
+- `grid-lrX-epN`: tunesmith with that learning rate and epochs, every other setting its default. The best cell is
+  the "tuned by hand" reference.
+
+Each arm is scored by the same code: the held-out loss per supervised token (fp32, tunesmith's tokenisation), and the
+task metric: ROUGE-L of greedy answers (`tunesmith eval`'s generation and scoring) for the chat sets, perplexity for
+the text set. Results are appended to a JSON Lines file as each arm ends, so that a long benchmark is done in parts:
+an arm already there is skipped unless --fresh. `--table` prints docs/quality.md's table from that file.
+
+    .venv/bin/python -m bench.quality [--sets numpy-summaries,man-descriptions,fortunes] [--arms base,defaults,trl,grid]
+    .venv/bin/python -m bench.quality --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / "data" / "quality"
+RESULTS = ROOT / "bench" / "results" / "quality.jsonl"
+SETS = ("numpy-summaries", "man-descriptions", "fortunes")
+GRID_LEARNING_RATES = (2e-4, 6e-4, 1.8e-3)
+"""From today's default (2e-4) up to about Tinker's rule for this model (5e-4 x (2000 / 576)^0.781 = 1.3e-3)."""
+GRID_EPOCHS = (1, 2, 3)
+TRL_LEARNING_RATE, TRL_EPOCHS, TRL_BATCH = 2e-5, 3, 8
+"""SFTConfig's defaults."""
+
+
+def grid_arms() -> list[str]:
+    return [f"grid-lr{lr:g}-ep{epochs}" for lr in GRID_LEARNING_RATES for epochs in GRID_EPOCHS]
+
+
+def _parse_grid(arm: str) -> tuple[float, int]:
+    lr, epochs = arm.removeprefix("grid-lr").split("-ep")
+    return float(lr), int(epochs)
+
+
+def _paths(name: str) -> tuple[Path, Path]:
+    return DATA / name / "train.jsonl", DATA / name / "eval.jsonl"
+
+
+def _train_tunesmith(name: str, out: Path, learning_rate: float | None, epochs: int | None) -> dict[str, object]:
+    import yaml
+
+    from tunesmith.config import RunConfig
+    from tunesmith.train.runner import train
+
+    train_path, eval_path = _paths(name)
+    config = RunConfig(
+        data=str(train_path),
+        eval_data=str(eval_path),
+        learning_rate=learning_rate if learning_rate is not None else "auto",
+        epochs=epochs if epochs is not None else "auto",
+    )
+    result = train(config, out / "run")
+    resolved = yaml.safe_load((out / "run" / "config.yaml").read_text())
+    chosen = {key: resolved[key] for key in ("learning_rate", "epochs")}
+    return {"final": str(result.final), "steps": result.state.step, "tokens": result.state.tokens, **chosen}
+
+
+def _train_trl(name: str, out: Path) -> dict[str, object]:
+    import datasets
+    import torch
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from bench.train_vs_trl import as_prompt_completion
+    from tunesmith.models.load import local_path
+    from tunesmith.models.sources import DEFAULT_MODEL
+    from tunesmith.runs import write_run_file
+
+    train_path, _ = _paths(name)
+    first = json.loads(train_path.read_text().splitlines()[0])
+    rows = as_prompt_completion(train_path) if "messages" in first else [json.loads(x) for x in train_path.open()]
+    config = SFTConfig(
+        output_dir=str(out / "trl"),
+        use_cpu=not torch.cuda.is_available(),
+        save_strategy="no",
+        report_to="none",
+        seed=42,
+        disable_tqdm=True,
+    )
+    assert (config.learning_rate, config.num_train_epochs) == (TRL_LEARNING_RATE, TRL_EPOCHS), "TRL's defaults moved"
+    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(
+        model=local_path(DEFAULT_MODEL), args=config, train_dataset=datasets.Dataset.from_list(rows), peft_config=lora
+    )
+    trainer.train()
+    final = out / "adapter"
+    trainer.model.save_pretrained(final)
+    write_run_file(final, DEFAULT_MODEL, "lora", "sft")  # so that tunesmith's evaluation loads it like a run
+    return {"final": str(final), "steps": trainer.state.global_step}
+
+
+def _held_out_loss(name: str, final: str | None) -> float:
+    """Mean loss per supervised held-out token: fp32, base (+ adapter), tunesmith's tokenisation."""
+    import numpy as np
+    import torch
+    from peft import PeftModel
+
+    from tunesmith.config import RunConfig
+    from tunesmith.models.load import load_model, load_tokenizer
+    from tunesmith.models.sources import DEFAULT_MODEL
+    from tunesmith.tokenize.batches import ordered_batches
+    from tunesmith.train.data import load_run_data
+    from tunesmith.train.loss import mean_loss
+    from tunesmith.train.setup import Precision
+
+    train_path, eval_path = _paths(name)
+    tokenizer = load_tokenizer(DEFAULT_MODEL)
+    data = load_run_data(RunConfig(data=str(train_path), eval_data=str(eval_path)), tokenizer)
+    model = load_model(DEFAULT_MODEL, dtype="float32")
+    if final is not None:
+        model = PeftModel.from_pretrained(model, final)
+    batches = ordered_batches(np.array([len(e.input_ids) for e in data.held_out]), 4096)
+    precision = Precision(torch.device("cpu"), torch.float32)
+    loss = mean_loss(model, data.held_out, batches, data.pad_id, precision.autocast)
+    assert loss is not None
+    return loss
+
+
+def _task_metric(name: str, target: str) -> dict[str, float]:
+    """ROUGE-L of greedy answers on the held-out chats, as `tunesmith eval` scores them."""
+    from tunesmith.evaluate.evaluation import EvalOptions, evaluate
+
+    _, eval_path = _paths(name)
+    result = evaluate(target, EvalOptions(data=str(eval_path), baseline="none", guard=False, metrics=("rougeL",)))
+    summary = result.tuned.summary()
+    return {"rougeL": summary["metrics"]["rougeL"], "stop_rate": summary["stop_rate"]}
+
+
+def child(name: str, arm: str, out: Path) -> dict[str, object]:
+    """One arm in this fresh process: train (timed), then score."""
+    import math
+
+    from tunesmith.models.sources import DEFAULT_MODEL
+
+    start = time.perf_counter()
+    if arm == "base":
+        trained: dict[str, object] = {"final": None}
+    elif arm == "trl":
+        trained = _train_trl(name, out)
+    elif arm == "defaults":
+        trained = _train_tunesmith(name, out, None, None)
+    else:
+        trained = _train_tunesmith(name, out, *_parse_grid(arm))
+    train_seconds = time.perf_counter() - start
+    final = trained["final"]
+    loss = _held_out_loss(name, str(final) if final else None)
+    result: dict[str, object] = {"train_seconds": round(train_seconds, 1), "held_out_loss": loss}
+    if name == "fortunes":
+        result["perplexity"] = math.exp(loss)
+    else:
+        result |= _task_metric(name, str(final) if final else DEFAULT_MODEL)
+    result["score_seconds"] = round(time.perf_counter() - start - train_seconds, 1)
+    return result | {k: v for k, v in trained.items() if k != "final"}
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def _done(results: Path) -> set[tuple[str, str]]:
+    if not results.is_file():
+        return set()
+    return {(row["set"], row["arm"]) for row in map(json.loads, results.read_text().splitlines())}
+
+
+def _spawn(name: str, arm: str, out: Path) -> dict[str, object]:
+    command = [sys.executable, "-m", "bench.quality", "--child", f"{name}:{arm}", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{name} {arm} failed:\n{done.stderr[-3000:]}")
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def run(sets: list[str], arms: list[str], results: Path, fresh: bool) -> None:
+    import tempfile
+
+    done = set() if fresh else _done(results)
+    for name in sets:
+        if not _paths(name)[0].is_file():
+            sys.exit(f"{_paths(name)[0]} is missing: build it with .venv/bin/python -m bench.quality_data")
+        for arm in arms:
+            if (name, arm) in done:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                start = time.perf_counter()
+                result = _spawn(name, arm, Path(tmp))
+            row = {"set": name, "arm": arm, **result, "wall_seconds": round(time.perf_counter() - start, 1)}
+            row |= {"commit": _commit(), "machine": platform.processor() or platform.machine()}
+            print(json.dumps(row), flush=True)
+            results.parent.mkdir(parents=True, exist_ok=True)
+            with results.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+
+def _metric(row: dict[str, object]) -> tuple[str, float, bool]:
+    """(name, value, higher is better) of a result row's task metric."""
+    if "perplexity" in row:
+        return "perplexity", float(row["perplexity"]), False  # type: ignore[arg-type]
+    return "ROUGE-L", float(row["rougeL"]), True  # type: ignore[arg-type]
+
+
+def _verdict(rows: dict[str, dict[str, object]]) -> str:
+    """Defaults against TRL and against the grid's best cell, in the targets' terms."""
+    if "defaults" not in rows:
+        return ""
+    name, ours, higher = _metric(rows["defaults"])
+    sign = 1 if higher else -1
+    parts = []
+    if "trl" in rows:
+        parts.append(f"defaults {'>=' if sign * (ours - _metric(rows['trl'])[1]) >= 0 else '<'} TRL")
+    cells = [row for arm, row in rows.items() if arm.startswith("grid-")]
+    if cells:
+        best = max(cells, key=lambda row: sign * _metric(row)[1])
+        gap = sign * (_metric(best)[1] - ours)
+        gap_text = f"{100 * gap / _metric(best)[1]:.1f}%" if name == "perplexity" else f"{gap:.1f} points"
+        parts.append(f"best cell {best['arm']} ahead by {gap_text}")
+    return "; ".join(parts)
+
+
+def table(results: Path) -> str:
+    """docs/quality.md's tables: one per set, an arm a row, the last run of each arm."""
+    rows: dict[str, dict[str, dict[str, object]]] = {}
+    for row in map(json.loads, results.read_text().splitlines()):
+        rows.setdefault(row["set"], {})[row["arm"]] = row
+    lines = []
+    for name, arms in rows.items():
+        metric = _metric(next(iter(arms.values())))[0]
+        lines += [f"### {name}", "", f"| arm | lr | epochs | {metric} | held-out loss | train s | wall s | commit |"]
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for arm, row in sorted(arms.items(), key=lambda item: _arm_order(item[0])):
+            lr, epochs = row.get("learning_rate", "-"), row.get("epochs", "-")
+            lines.append(
+                f"| {arm} | {lr} | {epochs} | {_metric(row)[1]:.2f} | {float(row['held_out_loss']):.4f} "  # type: ignore[arg-type]
+                f"| {row['train_seconds']} | {row['wall_seconds']} | {row['commit']} |"
+            )
+        lines += ["", _verdict(arms), ""]
+    return "\n".join(lines)
+
+
+def _arm_order(arm: str) -> tuple[int, str]:
+    return ({"base": 0, "trl": 1, "defaults": 2}.get(arm, 3), arm)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default=",".join(SETS))
+    parser.add_argument("--arms", default="base,defaults,grid,trl", help="base, defaults, trl, grid, grid-...")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--fresh", action="store_true", help="run arms already in the results again")
+    parser.add_argument("--table", action="store_true", help="print the table of the results and stop")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        name, arm = args.child.split(":")
+        print("RESULT " + json.dumps(child(name, arm, args.out)), flush=True)
+    elif args.table:
+        print(table(args.results))
+    else:
+        arms = [a for arm in args.arms.split(",") for a in (grid_arms() if arm == "grid" else [arm])]
+        run(args.sets.split(","), arms, args.results, args.fresh)
+
+
+if __name__ == "__main__":
+    main()
