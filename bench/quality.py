@@ -10,13 +10,14 @@ manpages-dev and fortunes; committed under bench/data/quality with their sources
   answer tokens are learned.
 - `grid-lrX-epN`: tunesmith with that learning rate and epochs, every other setting its default. The best cell is
   the "tuned by hand" reference.
+- `variant-NAME`: the defaults with one LoRA choice changed (rank, rsLoRA, LoRA+, NEFTune; `VARIANTS`).
 
 Each arm is scored by the same code: the held-out loss per supervised token (fp32, tunesmith's tokenisation), and the
 task metric: ROUGE-L of greedy answers (`tunesmith eval`'s generation and scoring) for the chat sets, perplexity for
 the text set. Results are appended to a JSON Lines file as each arm ends, so that a long benchmark is done in parts:
 an arm already there is skipped unless --fresh. `--table` prints docs/quality.md's table from that file.
 
-    .venv/bin/python -m bench.quality [--sets numpy-summaries,man-descriptions,fortunes] [--arms base,defaults,trl,grid]
+    .venv/bin/python -m bench.quality [--sets numpy-summaries,man-descriptions,fortunes] [--arms base,defaults,grid,...]
     .venv/bin/python -m bench.quality --table
 """
 
@@ -39,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data" / "quality"
 RESULTS = ROOT / "bench" / "results" / "quality.jsonl"
 SETS = ("numpy-summaries", "man-descriptions", "fortunes")
+TEXT_SETS = ("fortunes",)
+"""Plain text, trained with --objective text (the one flag such data needs) and judged by perplexity."""
 GRID_LEARNING_RATES = (2e-4, 6e-4, 1.8e-3)
 """From today's default (2e-4) up to about Tinker's rule for this model (5e-4 x (2000 / 576)^0.781 = 1.3e-3)."""
 GRID_EPOCHS = (1, 2, 3)
@@ -47,31 +50,47 @@ TRL_LEARNING_RATE, TRL_EPOCHS, TRL_BATCH = 2e-5, 3, 8
 
 
 def grid_arms() -> list[str]:
-    return [f"grid-lr{lr:g}-ep{epochs}" for lr in GRID_LEARNING_RATES for epochs in GRID_EPOCHS]
+    """Epochs first: the cheap cells of every learning rate come before the long ones."""
+    return [f"grid-lr{lr:g}-ep{epochs}" for epochs in GRID_EPOCHS for lr in GRID_LEARNING_RATES]
 
 
-def _parse_grid(arm: str) -> tuple[float, int]:
-    lr, epochs = arm.removeprefix("grid-lr").split("-ep")
-    return float(lr), int(epochs)
+VARIANTS: dict[str, dict[str, object]] = {
+    "rank-8": {"lora": {"rank": 8}},
+    "rank-32": {"lora": {"rank": 32}},
+    "rslora-32": {"lora": {"rank": 32, "rslora": True}},
+    "lora-plus-16": {"lora": {"b_lr_ratio": 16.0}},
+    "neftune-5": {"neftune_alpha": 5.0},
+}
+"""LoRA choices re-checked against the defaults (`variant-NAME` arms), every other setting auto."""
+
+
+def _settings(arm: str) -> dict[str, object]:
+    """The settings an arm of tunesmith changes from the defaults."""
+    if arm.startswith("grid-lr"):
+        lr, epochs = arm.removeprefix("grid-lr").split("-ep")
+        return {"learning_rate": float(lr), "epochs": int(epochs)}
+    if arm.startswith("variant-"):
+        return VARIANTS[arm.removeprefix("variant-")]
+    return {}
 
 
 def _paths(name: str) -> tuple[Path, Path]:
     return DATA / name / "train.jsonl", DATA / name / "eval.jsonl"
 
 
-def _train_tunesmith(name: str, out: Path, learning_rate: float | None, epochs: int | None) -> dict[str, object]:
+def _objective(name: str) -> str:
+    return "text" if name in TEXT_SETS else "sft"
+
+
+def _train_tunesmith(name: str, out: Path, settings: dict[str, object]) -> dict[str, object]:
     import yaml
 
     from tunesmith.config import RunConfig
     from tunesmith.train.runner import train
 
     train_path, eval_path = _paths(name)
-    config = RunConfig(
-        data=str(train_path),
-        eval_data=str(eval_path),
-        learning_rate=learning_rate if learning_rate is not None else "auto",
-        epochs=epochs if epochs is not None else "auto",
-    )
+    values = {"data": str(train_path), "eval_data": str(eval_path), "objective": _objective(name), **settings}
+    config = RunConfig.model_validate(values)
     result = train(config, out / "run")
     resolved = yaml.safe_load((out / "run" / "config.yaml").read_text())
     chosen = {key: resolved[key] for key in ("learning_rate", "epochs")}
@@ -108,7 +127,7 @@ def _train_trl(name: str, out: Path) -> dict[str, object]:
     trainer.train()
     final = out / "adapter"
     trainer.model.save_pretrained(final)
-    write_run_file(final, DEFAULT_MODEL, "lora", "sft")  # so that tunesmith's evaluation loads it like a run
+    write_run_file(final, DEFAULT_MODEL, "lora", _objective(name))  # so that tunesmith's evaluation loads it like a run
     return {"final": str(final), "steps": trainer.state.global_step}
 
 
@@ -128,7 +147,8 @@ def _held_out_loss(name: str, final: str | None) -> float:
 
     train_path, eval_path = _paths(name)
     tokenizer = load_tokenizer(DEFAULT_MODEL)
-    data = load_run_data(RunConfig(data=str(train_path), eval_data=str(eval_path)), tokenizer)
+    config = RunConfig(data=str(train_path), eval_data=str(eval_path), objective=_objective(name))
+    data = load_run_data(config, tokenizer)
     model = load_model(DEFAULT_MODEL, dtype="float32")
     if final is not None:
         model = PeftModel.from_pretrained(model, final)
@@ -160,15 +180,13 @@ def child(name: str, arm: str, out: Path) -> dict[str, object]:
         trained: dict[str, object] = {"final": None}
     elif arm == "trl":
         trained = _train_trl(name, out)
-    elif arm == "defaults":
-        trained = _train_tunesmith(name, out, None, None)
     else:
-        trained = _train_tunesmith(name, out, *_parse_grid(arm))
+        trained = _train_tunesmith(name, out, _settings(arm))
     train_seconds = time.perf_counter() - start
     final = trained["final"]
     loss = _held_out_loss(name, str(final) if final else None)
     result: dict[str, object] = {"train_seconds": round(train_seconds, 1), "held_out_loss": loss}
-    if name == "fortunes":
+    if name in TEXT_SETS:
         result["perplexity"] = math.exp(loss)
     else:
         result |= _task_metric(name, str(final) if final else DEFAULT_MODEL)
@@ -269,7 +287,7 @@ def _arm_order(arm: str) -> tuple[int, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default=",".join(SETS))
-    parser.add_argument("--arms", default="base,defaults,grid,trl", help="base, defaults, trl, grid, grid-...")
+    parser.add_argument("--arms", default="base,defaults,grid,trl,variants", help="base, defaults, trl, grid, variants")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--fresh", action="store_true", help="run arms already in the results again")
     parser.add_argument("--table", action="store_true", help="print the table of the results and stop")
@@ -282,7 +300,8 @@ def main() -> None:
     elif args.table:
         print(table(args.results))
     else:
-        arms = [a for arm in args.arms.split(",") for a in (grid_arms() if arm == "grid" else [arm])]
+        groups = {"grid": grid_arms(), "variants": [f"variant-{name}" for name in VARIANTS]}
+        arms = [a for arm in args.arms.split(",") for a in groups.get(arm, [arm])]
         run(args.sets.split(","), arms, args.results, args.fresh)
 
 

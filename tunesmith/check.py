@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.config import RunConfig, auto_epochs
+from tunesmith.config import RunConfig, auto_epochs, auto_learning_rate, auto_plan
 from tunesmith.data.validate import Problem, RecordReader, overlap_warnings
 from tunesmith.tokenize.encode import Encoded, Example, conversation_of, encode
 from tunesmith.tokenize.render import ChatRenderer, Supervise
@@ -225,8 +225,10 @@ def check_data(
     *,
     eval_source: str | None = None,
     tokens_per_second: float | None = None,
+    width: int | None = None,
 ) -> CheckReport:
-    """Everything wrong with a data set and what training on it would cost (see `prepare_data`)."""
+    """Everything wrong with a data set, what training on it would cost (see `prepare_data`) and what "auto" would
+    choose for a model of hidden size `width` (each method's learning rate, and the plan for LoRA with reasons)."""
     prepared = prepare_data(
         train,
         tokenizer,
@@ -235,4 +237,7 @@ def check_data(
         tokens_per_second=tokens_per_second,
         keep=False,
     )
+    training = prepared.report.stats["training"]
+    training["learning_rates"] = {method: auto_learning_rate(method, width) for method in ("lora", "dora", "full")}
+    training["plan"] = auto_plan(prepared.report.stats["train"]["rows"], "lora", width)
     return prepared.report

@@ -19,7 +19,14 @@ MIN_TARGET_EXAMPLES = 100
 MAX_TARGET_EXAMPLES = 25_000
 DEFAULT_EPOCHS = 3
 MAX_EPOCHS = 25
-AUTO_LEARNING_RATE = {"lora": 2e-4, "dora": 2e-4, "full": 2e-5}
+LORA_RATE_AT_WIDTH_2000 = 5e-4
+"""LoRA's learning rate for a model 2,000 wide: about 10x full fine-tuning's 5e-5 ("LoRA Without Regret", Thinking
+Machines 2025; Tinker's get_lr), with alpha / rank scaling (alpha 32), so that it hardly depends on the rank."""
+LORA_RATE_WIDTH_EXPONENT = 0.781
+"""The rate falls with the model's width as (2000 / width)^0.781 (Tinker's fit on Llama models): 1.3e-3 for
+SmolLM2-135M (576 wide), 2.9e-4 for an 8B model (4,096)."""
+FULL_LEARNING_RATE = 2e-5
+"""Full fine-tuning's rate, whatever the width (the quality benchmark measures adapters only)."""
 AUTO_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
 AUTO_WARMUP_FRACTION = 0.05
 AUTO_EVALS_PER_RUN = 5
@@ -42,6 +49,30 @@ def auto_epochs(examples: int) -> int:
     return DEFAULT_EPOCHS
 
 
+def auto_learning_rate(method: str, width: int | None) -> float:
+    """The peak learning rate "auto" means for a method and a model of this hidden size (None: 2,000 assumed)."""
+    if method == "full":
+        return FULL_LEARNING_RATE
+    rate = LORA_RATE_AT_WIDTH_2000 * (2000 / (width or 2000)) ** LORA_RATE_WIDTH_EXPONENT
+    return float(f"{rate:.2g}")
+
+
+def auto_plan(examples: int, method: str, width: int | None) -> list[str]:
+    """What "auto" chooses for a data set of `examples` and why, a line each (`tunesmith data check` prints them)."""
+    epochs = auto_epochs(examples)
+    rule = "about 3 passes" if epochs == DEFAULT_EPOCHS else "examples x epochs kept within 100-25,000"
+    if method == "full":
+        rate_why = "full fine-tuning's default"
+    else:
+        wide = f"{width:,} wide" if width else "width unknown, 2,000 assumed"
+        rate_why = f"LoRA's rule for a model {wide}: 5e-4 x (2000 / width)^0.781"
+    return [
+        f"{epochs} epochs for {examples:,} examples ({rule}, as OpenAI's auto does)",
+        f"learning rate {auto_learning_rate(method, width):.2g} ({rate_why})",
+        "up to 5 held-out evaluations; final/ keeps the step with the lowest held-out loss",
+    ]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
@@ -57,6 +88,10 @@ class LoraSettings(_Frozen):
     """Dropout on the adapter's input while training; 0 is markedly faster (about 1.6x on CPU)."""
     targets: tuple[str, ...] = ("all-linear",)
     """Module names to adapt, or all-linear for every linear layer but the output head."""
+    rslora: bool = False
+    """Scale the adapter by alpha / sqrt(rank) (rsLoRA) instead of alpha / rank, so larger ranks still learn."""
+    b_lr_ratio: float = Field(1.0, gt=0)
+    """LoRA+: the B matrices learn this many times faster than A (its paper suggests 16); 1 is plain LoRA."""
 
 
 class RunConfig(_Frozen):
@@ -83,7 +118,7 @@ class RunConfig(_Frozen):
     max_steps: int | None = Field(None, gt=0)
     """Stop after this many optimizer steps, whatever the epochs say."""
     learning_rate: float | Auto = "auto"
-    """Peak learning rate; auto is 2e-4 for lora and dora, 2e-5 for full."""
+    """Peak learning rate; auto: for lora and dora 5e-4 x (2000 / the model's width)^0.781, 2e-5 for full."""
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     """How the learning rate falls after warm-up."""
     warmup_steps: int | Auto = "auto"
@@ -96,6 +131,9 @@ class RunConfig(_Frozen):
     """AdamW weight decay."""
     max_grad_norm: float = Field(1.0, gt=0)
     """Gradients are clipped to this norm."""
+    neftune_alpha: float = Field(0.0, ge=0)
+    """NEFTune: uniform noise of scale alpha / sqrt(row tokens x width) on the input embeddings while training
+    (its paper uses 5); 0 is off."""
     lora: LoraSettings = LoraSettings()
     """Adapter settings (lora and dora)."""
     eval_every: int | Auto = "auto"

@@ -7,12 +7,13 @@ import json
 import pytest
 
 from tests.conftest import chat
-from tunesmith.config import AUTO_LEARNING_RATE, build_config
+from tunesmith.config import auto_learning_rate, build_config
 from tunesmith.jobs.files import store_bytes
 from tunesmith.jobs.records import JobRecord, new_id
 from tunesmith.jobs.schemas import JobRequest
 from tunesmith.jobs.store import Store
 from tunesmith.jobs.validation import job_settings
+from tunesmith.models.load import model_width
 
 
 def _job(store: Store, model: str, hyper: dict) -> JobRecord:
@@ -25,14 +26,14 @@ def _job(store: Store, model: str, hyper: dict) -> JobRecord:
 @pytest.mark.parametrize(
     ("hyper", "expected"),
     [
-        ({}, {"method": "lora", "learning_rate": AUTO_LEARNING_RATE["lora"], "rank": 16}),
+        ({}, {"method": "lora", "learning_rate": 1.0, "rank": 16}),
         (
             {"finetuning_type": "dora", "lora_rank": 4, "learning_rate_multiplier": 2.0},
-            {"method": "dora", "learning_rate": 2 * AUTO_LEARNING_RATE["dora"], "rank": 4},
+            {"method": "dora", "learning_rate": 2.0, "rank": 4},
         ),
         (
             {"finetuning_type": "full", "learning_rate_multiplier": 0.5, "n_epochs": 2},
-            {"method": "full", "learning_rate": 0.5 * AUTO_LEARNING_RATE["full"], "epochs": 2},
+            {"method": "full", "learning_rate": 0.5, "epochs": 2},
         ),
     ],
 )
@@ -44,8 +45,9 @@ def test_hyperparameters_become_the_run_settings(home, tiny_model, hyper, expect
     if "rank" in expected:
         assert config.lora.rank == expected["rank"]
     assert config.epochs == expected.get("epochs", "auto")
-    rate = config.learning_rate if config.learning_rate != "auto" else AUTO_LEARNING_RATE[config.method]
-    assert rate == pytest.approx(expected["learning_rate"])
+    auto = auto_learning_rate(config.method, model_width(str(tiny_model)))  # expected: multiples of it
+    rate = config.learning_rate if config.learning_rate != "auto" else auto
+    assert rate == pytest.approx(expected["learning_rate"] * auto)
 
 
 @pytest.mark.parametrize("hyper", [{"n_epochs": "auto", "lora_rank": "auto", "batch_size": "auto"}, {}])

@@ -10,7 +10,7 @@ import torch
 
 from tests.conftest import chat, full_cross_entropy
 from tests.numerics import TINY_NORMS, assert_identity, assert_identity_scalar
-from tunesmith.config import RunConfig, build_config, merge, parse_assignment
+from tunesmith.config import RunConfig, auto_learning_rate, auto_plan, build_config, merge, parse_assignment
 from tunesmith.errors import ConfigError
 from tunesmith.tokenize.batches import PAD_MARK, collate, epoch_batches
 from tunesmith.tokenize.encode import IGNORE, encode
@@ -33,12 +33,26 @@ def test_auto_settings_are_filled_in():
     config = RunConfig(data="x.jsonl")
     lengths = np.full(160, 100)
     resolved, plan = resolve(config, lengths, np.full(16, 100))
-    assert resolved.epochs == 3 and resolved.learning_rate == 2e-4
+    assert resolved.epochs == 3 and resolved.learning_rate == 1.3e-3  # LoRA's rule for SmolLM2-135M, 576 wide
     assert resolved.precision in ("fp32", "bf16") and resolved.device == "cpu"
     assert plan.total_steps == len(plan.windows) and plan.warmup_steps >= 1
     autos = ("epochs", "learning_rate", "warmup_steps", "batch_tokens", "eval_every", "save_every", "threads")
     assert all(getattr(resolved, name) != "auto" for name in autos)
     assert resolve(config.model_copy(update={"max_steps": 3}), lengths, lengths[:0])[1].total_steps == 3
+
+
+def test_the_auto_learning_rate_falls_with_the_width_as_tinkers_rule_and_is_fixed_for_full():
+    assert auto_learning_rate("lora", 2000) == 5e-4 and auto_learning_rate("dora", None) == 5e-4
+    assert auto_learning_rate("lora", 576) == 1.3e-3 and auto_learning_rate("lora", 4096) == 2.9e-4
+    assert auto_learning_rate("full", 576) == auto_learning_rate("full", 4096) == 2e-5
+
+
+def test_the_plan_says_what_auto_chooses_and_why():
+    epochs, rate, keep = auto_plan(300, "lora", 576)
+    assert epochs.startswith("3 epochs for 300 examples (about 3 passes")
+    assert rate.startswith("learning rate 0.0013 (") and "576 wide" in rate
+    assert "lowest held-out loss" in keep
+    assert auto_plan(20, "full", None)[0].startswith("5 epochs for 20 examples (examples x epochs kept within")
 
 
 def test_held_out_split_is_ten_percent_at_most_200_and_deterministic():

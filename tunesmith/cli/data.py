@@ -40,7 +40,7 @@ def data_check(
     """Find every problem in a data set and what training on it would cost, before spending compute."""
     from tunesmith.check import DataOptions, check_data
     from tunesmith.cli.show import print_check_report
-    from tunesmith.models.load import load_tokenizer
+    from tunesmith.models.load import load_tokenizer, model_width
     from tunesmith.train.throughput import training_tokens_per_second
 
     with user_errors():
@@ -52,7 +52,8 @@ def data_check(
             supervise=supervise,  # type: ignore[arg-type]
         )
         speed = training_tokens_per_second(model) if estimate else None
-        report = check_data(file, tokenizer, options, eval_source=eval_file, tokens_per_second=speed)
+        width = model_width(model)
+        report = check_data(file, tokenizer, options, eval_source=eval_file, tokens_per_second=speed, width=width)
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
     else:

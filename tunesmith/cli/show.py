@@ -66,6 +66,8 @@ def print_check_report(console: Console, report: CheckReport) -> None:
             f"at {training['tokens_per_second']:,.0f} tokens/s"
         )
     console.print(line)
+    for choice in training.get("plan", []):
+        console.print(f"  auto: {choice}")
     verdict = (
         "[bold green]OK[/]: ready to train"
         if report.ok

@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 from tunesmith.check import DataOptions, check_data
-from tunesmith.config import AUTO_BATCH_TOKENS, AUTO_LEARNING_RATE, build_config
+from tunesmith.config import AUTO_BATCH_TOKENS, auto_learning_rate, build_config
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.jobs.records import JobRecord
 from tunesmith.jobs.store import ACTIVE, Store
-from tunesmith.models.load import load_tokenizer
+from tunesmith.models.load import load_tokenizer, model_width
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
     if hyper.get("lora_rank", "auto") != "auto":
         settings["lora"] = {"rank": hyper["lora_rank"]}
     if hyper.get("learning_rate_multiplier", "auto") != "auto":
-        rate = AUTO_LEARNING_RATE["lora" if method == "auto" else method]
+        rate = auto_learning_rate("lora" if method == "auto" else method, model_width(job.model))
         settings["learning_rate"] = hyper["learning_rate_multiplier"] * rate
     if hyper.get("batch_size", "auto") != "auto":
         typical = report.stats["train"]["length_p50"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith import paths, runs
 from tunesmith.errors import ModelError
@@ -107,6 +107,17 @@ def _with_pad(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def model_width(name: str, *, trust_remote_code: bool = False) -> int | None:
+    """The hidden size of a model (from its config, without loading weights); None when its config has none."""
+    try:
+        config = AutoConfig.from_pretrained(local_path(name), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, exc) from exc
+    config = getattr(config, "text_config", None) or config
+    width = getattr(config, "hidden_size", None)
+    return int(width) if isinstance(width, int) else None
 
 
 def load_model(

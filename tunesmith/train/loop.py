@@ -20,7 +20,7 @@ from tunesmith.train.events import Event, EventSink, StopFlag
 from tunesmith.train.loss import mean_loss, supervised_loss
 from tunesmith.train.memory import HeapTrimmer
 from tunesmith.train.plan import Plan
-from tunesmith.train.setup import Precision, learning_rate_at, trainable
+from tunesmith.train.setup import Precision, learning_rate_at, set_learning_rate, trainable
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,7 @@ def train_steps(run: LoopInputs, state: TrainState) -> str:
         started = time.perf_counter()
         epoch, window = plan.windows[step]
         lr = learning_rate_at(step, plan.total_steps, plan.warmup_steps, plan.learning_rate, config.schedule)
-        for group in run.optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(run.optimizer, lr)
         batches = [collate([run.train[i] for i in indices], run.pad_id, config.max_length) for indices in window]
         supervised = max(1, sum(b.supervised for b in batches))
         loss_sum = 0.0

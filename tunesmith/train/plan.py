@@ -13,11 +13,12 @@ from tunesmith.config import (
     AUTO_COMPILE_MIN_TOKENS,
     AUTO_EVAL_SHARE,
     AUTO_EVALS_PER_RUN,
-    AUTO_LEARNING_RATE,
     AUTO_WARMUP_FRACTION,
     RunConfig,
     auto_epochs,
+    auto_learning_rate,
 )
+from tunesmith.models.load import model_width
 from tunesmith.tokenize.batches import epoch_batches, ordered_batches
 from tunesmith.train.setup import choose_precision, compiler_available
 
@@ -66,7 +67,9 @@ def resolve(config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarr
         every = math.ceil(total / min(AUTO_EVALS_PER_RUN, max(1, evals)))
     named = {"auto": every, "epoch": max(1, round(len(windows) / epochs))}
     save_every = named.get(str(config.save_every), config.save_every)
-    lr = config.learning_rate if config.learning_rate != "auto" else AUTO_LEARNING_RATE[config.method]
+    lr = config.learning_rate
+    if lr == "auto":
+        lr = auto_learning_rate(config.method, model_width(config.model, trust_remote_code=config.trust_remote_code))
     threads = config.threads if config.threads != "auto" else torch.get_num_threads()
     resolved = config.model_copy(
         update={

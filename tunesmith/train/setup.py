@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch._dynamo.config
@@ -57,6 +58,7 @@ def build_model(config: RunConfig, precision: Precision) -> torch.nn.Module:
     model.config.use_cache = False
     if not adapter:
         model.train()
+        add_embedding_noise(model, config.neftune_alpha)
         return compile_layers(model) if config.compile == "on" else model
     targets: str | list[str] = "all-linear" if config.lora.targets == ("all-linear",) else list(config.lora.targets)
     lora = LoraConfig(
@@ -65,6 +67,7 @@ def build_model(config: RunConfig, precision: Precision) -> torch.nn.Module:
         lora_dropout=config.lora.dropout,
         target_modules=targets,
         use_dora=config.method == "dora",
+        use_rslora=config.lora.rslora,
         task_type="CAUSAL_LM",
     )
     try:
@@ -72,7 +75,21 @@ def build_model(config: RunConfig, precision: Precision) -> torch.nn.Module:
     except ValueError as exc:
         raise ConfigError(f"lora.targets: {exc}", hint="use all-linear or names such as q_proj, v_proj") from None
     peft_model.train()
+    add_embedding_noise(peft_model, config.neftune_alpha)
     return compile_layers(peft_model) if config.compile == "on" else peft_model
+
+
+def _neftune_hook(alpha: float, module: torch.nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+    if not module.training:
+        return output
+    scale = alpha / math.sqrt(output.shape[-2] * output.shape[-1])
+    return output + torch.empty_like(output).uniform_(-scale, scale)
+
+
+def add_embedding_noise(model: torch.nn.Module, alpha: float) -> None:
+    """NEFTune: noise on the input embeddings in training mode only (evaluation and generation see none)."""
+    if alpha > 0:
+        causal_lm(model).get_input_embeddings().register_forward_hook(partial(_neftune_hook, alpha))
 
 
 def compiler_available() -> bool:
@@ -117,13 +134,33 @@ def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
+def _groups(params: list[tuple[str, torch.nn.Parameter]], weight_decay: float, lr_scale: float) -> list[dict]:
+    decay = [p for _, p in params if p.ndim >= 2]
+    rest = [p for _, p in params if p.ndim < 2]
+    return [
+        {"params": decay, "weight_decay": weight_decay, "lr_scale": lr_scale},
+        {"params": rest, "weight_decay": 0.0, "lr_scale": lr_scale},
+    ]
+
+
 def build_optimizer(model: torch.nn.Module, config: RunConfig, learning_rate: float) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases, norms and adapter magnitudes (1-d tensors)."""
-    params = trainable(model)
-    decay = [p for p in params.values() if p.ndim >= 2]
-    rest = [p for p in params.values() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    """AdamW; no weight decay on biases, norms and adapter magnitudes (1-d tensors); LoRA+ gives the B matrices
+    `lora.b_lr_ratio` times the learning rate (a group's `lr_scale`, applied by `set_learning_rate`)."""
+    params = list(trainable(model).items())
+    ratio = config.lora.b_lr_ratio if config.method in ("lora", "dora") else 1.0
+    if ratio == 1.0:
+        groups = _groups(params, config.weight_decay, 1.0)
+    else:
+        b_matrices = [(n, p) for n, p in params if ".lora_B." in n]
+        others = [(n, p) for n, p in params if ".lora_B." not in n]
+        groups = _groups(others, config.weight_decay, 1.0) + _groups(b_matrices, config.weight_decay, ratio)
     return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, foreach=True)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The step's learning rate on every group, times the group's scale (LoRA+)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints from before LoRA+ have no scale
 
 
 def learning_rate_at(step: int, total: int, warmup: int, peak: float, schedule: str) -> float:

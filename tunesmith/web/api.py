@@ -21,7 +21,7 @@ from tunesmith.export.writer import EXPORT_FORMATS, ExportFormat, ExportRequest,
 from tunesmith.jobs.models import CHECKPOINT_MARK, job_run
 from tunesmith.jobs.records import FileRecord
 from tunesmith.jobs.store import Store
-from tunesmith.models.load import load_tokenizer
+from tunesmith.models.load import load_tokenizer, model_width
 from tunesmith.serve.errors import APIError
 from tunesmith.tokenize.encode import conversation_of
 from tunesmith.tokenize.marks import marks
@@ -102,8 +102,9 @@ class DashboardAPI:
 
     def _check(self, record: FileRecord, model: str) -> dict[str, Any]:
         try:
+            speed, width = training_tokens_per_second(model), model_width(model)
             report = check_data(
-                record.path, load_tokenizer(model), DataOptions(), tokens_per_second=training_tokens_per_second(model)
+                record.path, load_tokenizer(model), DataOptions(), tokens_per_second=speed, width=width
             ).as_dict()
         except TunesmithError as exc:
             raise APIError(400, exc.message, "model", exc.code or "invalid_request") from None

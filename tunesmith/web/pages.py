@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from tunesmith.config import AUTO_BATCH_TOKENS, AUTO_LEARNING_RATE, LoraSettings
+from tunesmith.config import AUTO_BATCH_TOKENS, LoraSettings
 from tunesmith.export.writer import EXPORT_FORMATS
 from tunesmith.jobs.models import job_run
 from tunesmith.jobs.records import JobRecord
@@ -93,7 +93,6 @@ class Dashboard:
             files=files,
             chosen=training_file,
             models=models,
-            learning_rates=AUTO_LEARNING_RATE,
             batch_tokens=AUTO_BATCH_TOKENS["cpu"],
             lora_rank=LoraSettings.model_fields["rank"].default,
         )

@@ -5,10 +5,11 @@
 const form = document.getElementById("new-job");
 const field = (id) => document.getElementById(id);
 const method = () => form.querySelector("input[name=finetuning-type]:checked").value;
+let learningRates = null; // per method, for the chosen model: from the file's check
 
 
 function learningRate() {
-  field("lr-auto").textContent = `auto: 1 (a learning rate of ${LEARNING_RATES[method()]} for ${method()})`;
+  if (learningRates) field("lr-auto").textContent = `auto: 1 (a learning rate of ${learningRates[method()]} for ${method()})`;
   field("lora-rank").disabled = method() === "full";
 }
 
@@ -23,6 +24,8 @@ async function autoValues() {
     return;
   }
   const training = report.stats.training;
+  learningRates = training.learning_rates;
+  learningRate();
   field("epochs-auto").textContent = `auto: ${training.epochs} for ${report.stats.train.examples} examples`;
   field("epochs-auto").dataset.auto = String(training.epochs);
   const time = training.estimated_seconds === undefined ? "" : `, about ${duration(training.estimated_seconds)} of LoRA training here`;
