@@ -20,19 +20,28 @@ def causal_lm(model: torch.nn.Module) -> PreTrainedModel:
     return get_base() if callable(get_base) else model  # type: ignore[return-value]
 
 
+def learned_rows(
+    model: torch.nn.Module, batch: Batch
+) -> tuple[PreTrainedModel, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(the causal LM, decoder states at the positions whose next token is learned, those tokens, the mask of such
+    positions [rows, width - 1]): the output head is then run only where it is needed."""
+    lm = causal_lm(model)
+    device = lm.get_output_embeddings().weight.device
+    ids, labels = batch.input_ids.to(device), batch.labels.to(device)
+    hidden = lm.get_decoder()(input_ids=ids).last_hidden_state
+    targets = labels[:, 1:]
+    learned = targets >= 0
+    return lm, hidden[:, :-1][learned], targets[learned], learned
+
+
 def supervised_loss(model: torch.nn.Module, batch: Batch, compiled: bool = False) -> tuple[torch.Tensor, int]:
     """(sum of token losses in fp32, number of supervised tokens) of one batch; `compiled` compiles the loss step.
 
     Hidden states come from the decoder; the [tokens x vocab] logits are made only for the positions whose
     next token is learned, which is most of the memory and a good part of the time saved.
     """
-    lm = causal_lm(model)
+    lm, rows, goal, learned = learned_rows(model, batch)
     head = lm.get_output_embeddings()
-    ids, labels = batch.input_ids.to(head.weight.device), batch.labels.to(head.weight.device)
-    hidden = lm.get_decoder()(input_ids=ids).last_hidden_state
-    targets = labels[:, 1:]
-    learned = targets >= 0
-    rows, goal = hidden[:, :-1][learned], targets[learned]
     if _plain_head(lm, head):
         return linear_cross_entropy(rows, head.weight, goal, compiled=compiled), int(learned.sum())
     logits = head(rows).float()
