@@ -94,6 +94,27 @@ class LoraSettings(_Frozen):
     """LoRA+: the B matrices learn this many times faster than A (its paper suggests 16); 1 is plain LoRA."""
 
 
+DPO_BETA, SIMPO_BETA = 0.1, 2.0
+"""beta "auto": DPO's paper and TRL's default; SimPO's paper (its length-normalised rewards are larger)."""
+
+
+class PreferenceSettings(_Frozen):
+    """How objective dpo learns from pairs of a chosen and a rejected answer."""
+
+    loss: Literal["dpo", "simpo"] = "dpo"
+    """dpo (sigmoid, against the model as it was before training: log-probs computed once and kept in the run
+    folder); simpo (reference-free: mean log-prob per answer token, with a target margin)."""
+    beta: float | Auto = "auto"
+    """Strength of the preference: auto is 0.1 for dpo, 2.0 for simpo."""
+    simpo_margin: float = Field(1.0, ge=0)
+    """SimPO's target reward margin (gamma)."""
+    sft_weight: float = Field(0.0, ge=0)
+    """Add this times the supervised loss on the chosen answers (mean per token); 0 is pure preference."""
+
+    def resolved_beta(self) -> float:
+        return self.beta if self.beta != "auto" else (DPO_BETA if self.loss == "dpo" else SIMPO_BETA)
+
+
 class RunConfig(_Frozen):
     """Everything a training run needs; "auto" values are filled in by `resolve` and written to config.yaml."""
 
@@ -107,8 +128,9 @@ class RunConfig(_Frozen):
     """Input format of the data, or auto to detect it per file."""
     method: Literal["lora", "dora", "full"] = "lora"
     """lora or dora train a small adapter; full trains every weight."""
-    objective: Literal["sft", "text"] = "sft"
-    """sft learns the answers of conversations; text (continued pre-training) learns every token."""
+    objective: Literal["sft", "text", "dpo"] = "sft"
+    """sft learns the answers of conversations; text (continued pre-training) learns every token; dpo learns from
+    preference pairs to give the chosen answer more probability than the rejected one (see preference)."""
     supervise: Literal["assistant", "last", "all"] = "assistant"
     """Which turns sft learns: every assistant turn, only the last one, or all tokens."""
     max_length: int = Field(2048, gt=1)
@@ -136,6 +158,8 @@ class RunConfig(_Frozen):
     (its paper uses 5); 0 is off."""
     lora: LoraSettings = LoraSettings()
     """Adapter settings (lora and dora)."""
+    preference: PreferenceSettings = PreferenceSettings()
+    """Preference settings (objective dpo)."""
     eval_every: int | Auto = "auto"
     """Steps between held-out evaluations; auto: up to 5 per run, fewer when the held-out set is large."""
     save_every: int | Literal["auto", "epoch"] = "auto"

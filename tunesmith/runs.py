@@ -6,6 +6,7 @@ live here and nowhere else.
       manifest.json        data, tokenizer and template hashes, versions, machine
       data-report.json     the data check of the train and eval sets, and what was held out
       held-out.jsonl       plain-text runs only: the held-out windows, as text
+      reference.safetensors  dpo runs only: the reference log-probs of every pair, computed once
       metrics.jsonl        one line per logged step and per evaluation
       checkpoints/step-NNNNNN/
       final/               adapter or weights, tokenizer, chat template, tunesmith-run.json
@@ -57,6 +58,11 @@ class RunFolder:
     @property
     def held_out_texts(self) -> Path:
         return self.root / HELD_OUT_TEXTS
+
+    @property
+    def reference(self) -> Path:
+        """DPO's reference log-probs of the training and held-out pairs, computed before the first step."""
+        return self.root / "reference.safetensors"
 
     @property
     def metrics(self) -> Path:

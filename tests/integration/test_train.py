@@ -16,6 +16,7 @@ from tunesmith.cli import app
 from tunesmith.config import build_config
 from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.train import loop as loop_module
+from tunesmith.train import objectives
 from tunesmith.train.runner import resume, train
 
 FIXED = "The answer is always blue."
@@ -108,14 +109,14 @@ def test_full_and_dora_run_and_reload(tmp_path, tiny_model, method):
 
 def test_a_non_finite_loss_stops_at_its_step_and_keeps_the_last_checkpoint(tmp_path, tiny_model, monkeypatch):
     calls = {"n": 0}
-    original = loop_module.supervised_loss
+    original = objectives.supervised_loss
 
     def poisoned(model, batch, compiled=False):
         calls["n"] += 1
         loss, count = original(model, batch, compiled)
         return (loss * float("nan") if calls["n"] == 3 else loss), count
 
-    monkeypatch.setattr(loop_module, "supervised_loss", poisoned)
+    monkeypatch.setattr(objectives, "supervised_loss", poisoned)
     config = _config(_fixed_answers(tmp_path / "t.jsonl"), tiny_model, max_steps=6, save_every=2, eval_every=100)
     with pytest.raises(TrainingError, match=r"step 3: the loss \(nan\) .* is not finite"):
         train(config, tmp_path / "run")

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from tunesmith.cli import app
 from tunesmith.cli.settings import settings
-from tunesmith.config import LoraSettings, RunConfig
+from tunesmith.config import LoraSettings, PreferenceSettings, RunConfig
 from tunesmith.train import runner
 
 runner_cli = CliRunner()
@@ -33,7 +33,8 @@ def test_every_setting_of_run_config_is_an_option():
     result = runner_cli.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     fields = [s.field for s in settings()]
     assert "lora.rank" in fields and "compile" in fields
-    assert len(fields) == len(RunConfig.model_fields) - 1 + len(LoraSettings.model_fields)  # lora: a group
+    groups = (LoraSettings, PreferenceSettings)  # each a field of RunConfig, walked into
+    assert len(fields) == len(RunConfig.model_fields) - len(groups) + sum(len(g.model_fields) for g in groups)
     for s in settings():
         assert s.flags[0] in result.output, s.flags[0]
 

@@ -9,11 +9,23 @@ from transformers import PreTrainedTokenizerBase
 
 from tunesmith.check import DataOptions, prepare_data
 from tunesmith.config import RunConfig
-from tunesmith.data.validate import data_error
+from tunesmith.data.schema import PreferencePair
+from tunesmith.data.validate import RecordReader, data_error
 from tunesmith.errors import ConfigError
 from tunesmith.runs import HELD_OUT_TEXTS
 from tunesmith.tokenize.encode import Example
+from tunesmith.tokenize.pairs import PairExample, encode_pairs
 from tunesmith.train.plan import held_out_split
+
+Item = Example | PairExample
+"""What a run trains on: an example, or a preference pair (objective dpo)."""
+
+
+def item_length(item: Item) -> int:
+    """Tokens an item puts into a batch, for the token budget: a pair is two rows as long as its longer side."""
+    if isinstance(item, PairExample):
+        return 2 * max(len(item.chosen.input_ids), len(item.rejected.input_ids))
+    return len(item.input_ids)
 
 
 @dataclass(frozen=True)
@@ -22,10 +34,10 @@ class RunData:
 
     tokenizer: PreTrainedTokenizerBase
     """The model's tokenizer, with its chat template."""
-    train: list[Example]
-    """Examples to train on."""
-    held_out: list[Example]
-    """Examples for the held-out loss (from the eval data, or split from the training data)."""
+    train: list[Item]
+    """Examples (pairs for objective dpo) to train on."""
+    held_out: list[Item]
+    """Examples (pairs) for the held-out loss (from the eval data, or split from the training data)."""
     report: dict[str, Any]
     """The data check report, plus where the held-out examples came from."""
     held_out_texts: list[str] | None = None
@@ -52,6 +64,8 @@ def load_run_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunD
             hint="use --objective text for continued pre-training, or give conversations",
         )
     report = prepared.report.as_dict()
+    if config.objective == "dpo":
+        return _pair_data(config, tokenizer, report)
     train = prepared.train
     if prepared.eval is not None:
         return RunData(tokenizer, train, prepared.eval, report)
@@ -64,3 +78,25 @@ def load_run_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunD
     else:
         report["held_out"] = {"source": config.data, "lines": [e.line for e in held_out]}
     return RunData(tokenizer, [e for i, e in enumerate(train) if i not in chosen], held_out, report, texts)
+
+
+def _read_pairs(source: str, config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> list[PairExample]:
+    records = [r for chunk in RecordReader(source, format=config.format).chunks() for r in chunk]
+    if not all(isinstance(r, PreferencePair) for _, r in records):
+        raise ConfigError(
+            f"{source}: objective dpo needs preference pairs ({{prompt, chosen, rejected}} or OpenAI's "
+            f"{{input, preferred_output, non_preferred_output}})",
+            hint="give a preference file, or train on the answers with --objective sft",
+        )
+    return encode_pairs(records, tokenizer, max_length=config.max_length).pairs  # type: ignore[arg-type]
+
+
+def _pair_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase, report: dict[str, Any]) -> RunData:
+    """Preference pairs, and the held-out ones (the eval data, or 10% of the training pairs)."""
+    pairs = _read_pairs(config.data, config, tokenizer)
+    if config.eval_data:
+        return RunData(tokenizer, list(pairs), list(_read_pairs(config.eval_data, config, tokenizer)), report)
+    chosen = set(held_out_split(len(pairs), config.seed).tolist())
+    report["held_out"] = {"source": config.data, "lines": [p.line for i, p in enumerate(pairs) if i in chosen]}
+    held_out: list[Item] = [p for i, p in enumerate(pairs) if i in chosen]
+    return RunData(tokenizer, [p for i, p in enumerate(pairs) if i not in chosen], held_out, report)

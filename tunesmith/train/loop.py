@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,15 +11,13 @@ import torch
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import TrainingError
-from tunesmith.tokenize.batches import collate
-from tunesmith.tokenize.encode import Example
 from tunesmith.train import faults
 from tunesmith.train.checkpoint import TrainState, save_best, save_checkpoint
 from tunesmith.train.events import Event, EventSink, StopFlag
-from tunesmith.train.loss import mean_loss, supervised_loss
 from tunesmith.train.memory import HeapTrimmer
+from tunesmith.train.objectives import Objective
 from tunesmith.train.plan import Plan
-from tunesmith.train.setup import Precision, learning_rate_at, set_learning_rate, trainable
+from tunesmith.train.setup import learning_rate_at, set_learning_rate, trainable
 
 
 @dataclass(frozen=True)
@@ -34,15 +31,9 @@ class LoopInputs:
     config: RunConfig
     """The resolved settings."""
     plan: Plan
-    """Micro-batches of every optimizer step, and the step counts."""
-    train: Sequence[Example]
-    """Training examples, indexed by the plan."""
-    held_out: Sequence[Example]
-    """Evaluation examples (may be empty)."""
-    pad_id: int
-    """Token id used for padding."""
-    precision: Precision
-    """Device and compute dtype."""
+    """Micro-batches of every optimizer step (indexes into the objective's items), and the step counts."""
+    objective: Objective
+    """What a step learns and how the held-out set is measured (supervised, or preference pairs)."""
     sink: EventSink
     """Where progress goes."""
     stop: StopFlag
@@ -51,23 +42,19 @@ class LoopInputs:
     """The run folder."""
 
 
-def held_out_loss(run: LoopInputs) -> float | None:
-    """Mean loss per supervised token on the held-out examples."""
-    return mean_loss(run.model, run.held_out, run.plan.eval_batches, run.pad_id, run.precision.autocast)
-
-
 def _evaluate(run: LoopInputs, state: TrainState) -> bool:
     """Log the held-out loss; True when early stopping says to stop."""
-    loss = held_out_loss(run)
-    if loss is None:
+    measured = run.objective.evaluate(run.model, run.plan.eval_batches)
+    if measured is None:
         return False
+    loss = measured["eval_loss"]
     if state.best_eval_loss is None or loss < state.best_eval_loss:
         state.best_eval_loss, state.best_step, state.evals_without_improvement = loss, state.step, 0
         if run.config.final == "best":
             save_best(run.run_dir, run.model)
     else:
         state.evals_without_improvement += 1
-    run.sink.emit(Event("eval", state.step, {"eval_loss": loss, "best_eval_loss": state.best_eval_loss}))
+    run.sink.emit(Event("eval", state.step, {**measured, "best_eval_loss": state.best_eval_loss}))
     patience = run.config.early_stopping
     return patience is not None and state.evals_without_improvement >= patience
 
@@ -75,9 +62,9 @@ def _evaluate(run: LoopInputs, state: TrainState) -> bool:
 def _evaluate_base(run: LoopInputs) -> None:
     """The held-out loss before the first step: where the loss curve starts, and the base model's loss in reports
     (a new adapter changes nothing until it is trained)."""
-    loss = held_out_loss(run)
-    if loss is not None:
-        run.sink.emit(Event("eval", 0, {"eval_loss": loss}))
+    measured = run.objective.evaluate(run.model, run.plan.eval_batches)
+    if measured is not None:
+        run.sink.emit(Event("eval", 0, measured))
 
 
 def _save(run: LoopInputs, state: TrainState) -> None:
@@ -97,18 +84,11 @@ def train_steps(run: LoopInputs, state: TrainState) -> str:
         epoch, window = plan.windows[step]
         lr = learning_rate_at(step, plan.total_steps, plan.warmup_steps, plan.learning_rate, config.schedule)
         set_learning_rate(run.optimizer, lr)
-        batches = [collate([run.train[i] for i in indices], run.pad_id, config.max_length) for indices in window]
-        supervised = max(1, sum(b.supervised for b in batches))
-        loss_sum = 0.0
-        for batch in batches:
-            with run.precision.autocast():
-                loss, _ = supervised_loss(run.model, batch, compiled=config.compile == "on")
-            (loss / supervised).backward()
-            loss_sum += loss.item()
+        result = run.objective.backward(run.model, window)  # forward, loss, backward of every micro-batch
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-        if not (math.isfinite(loss_sum) and math.isfinite(grad_norm)):
+        if not (math.isfinite(result.loss) and math.isfinite(grad_norm)):
             raise TrainingError(
-                f"step {step + 1}: the loss ({loss_sum / supervised}) or gradient norm ({grad_norm}) is not finite; "
+                f"step {step + 1}: the loss ({result.loss}) or gradient norm ({grad_norm}) is not finite; "
                 f"stopped before updating the weights",
                 hint="lower the learning rate or check the data; the last checkpoint is kept",
             )
@@ -117,11 +97,13 @@ def train_steps(run: LoopInputs, state: TrainState) -> str:
         faults.reached("step", step + 1)
         trimmer.after_step()
         seconds = time.perf_counter() - started
-        tokens = sum(b.real_tokens for b in batches)
         state.step, state.elapsed = step + 1, state.elapsed + seconds
-        state.tokens, state.supervised_tokens = state.tokens + tokens, state.supervised_tokens + supervised
-        values = {"epoch": epoch + 1, "loss": loss_sum / supervised, "lr": lr, "grad_norm": grad_norm}
-        values |= {"tokens": state.tokens, "tokens_per_second": tokens / seconds, "elapsed": state.elapsed}
+        state.tokens, state.supervised_tokens = (
+            state.tokens + result.tokens,
+            state.supervised_tokens + result.supervised,
+        )
+        values = {"epoch": epoch + 1, "loss": result.loss, "lr": lr, "grad_norm": grad_norm, **result.metrics}
+        values |= {"tokens": state.tokens, "tokens_per_second": result.tokens / seconds, "elapsed": state.elapsed}
         run.sink.emit(Event("step", state.step, values))
         faults.reached("logged", state.step)
         last = state.step == plan.total_steps

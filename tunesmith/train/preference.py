@@ -55,12 +55,12 @@ class _TokenLogProbs(torch.autograd.Function):
 def token_log_probs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log softmax(hidden @ weight.T)[row, target] for each row, in fp32 or wider; [rows].
 
-    A frozen head (the adapter methods) goes through the fused function; a trained head (full fine-tuning) makes
-    its logits chunk by chunk under ordinary autograd."""
+    A frozen head (the adapter methods) goes through the fused function; a trained head (full fine-tuning), or no
+    gradient at all, makes the logits chunk by chunk (under ordinary autograd for the trained head)."""
     device = hidden.device.type
     compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
     with torch.autocast(device, enabled=False):
-        if not weight.requires_grad:
+        if not weight.requires_grad and torch.is_grad_enabled() and hidden.requires_grad:
             return _TokenLogProbs.apply(hidden, weight, targets, compute)  # type: ignore[no-any-return]
         wide = torch.promote_types(compute, torch.float32)
         pieces = []

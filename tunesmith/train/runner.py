@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save
+from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith import paths
@@ -21,7 +23,7 @@ from tunesmith.config import RunConfig, build_config, merge, read_config_file
 from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.models.load import load_tokenizer
 from tunesmith.runs import RunFolder, write_run_file
-from tunesmith.tokenize.encode import Example
+from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.train import faults
 from tunesmith.train.checkpoint import (
     TrainState,
@@ -30,10 +32,11 @@ from tunesmith.train.checkpoint import (
     remove_partial_writes,
     restore_checkpoint,
 )
-from tunesmith.train.data import RunData, load_run_data
+from tunesmith.train.data import Item, RunData, item_length, load_run_data
 from tunesmith.train.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
 from tunesmith.train.loop import LoopInputs, train_steps
 from tunesmith.train.manifest import manifest
+from tunesmith.train.objectives import Objective, Preference, Supervised, reference_log_probs
 from tunesmith.train.plan import Plan, resolve
 from tunesmith.train.setup import build_model, build_optimizer, choose_precision, compiler_settings
 
@@ -61,8 +64,8 @@ class _NullSink:
         return None
 
 
-def _lengths(examples: list[Example]) -> np.ndarray:
-    return np.array([len(e.input_ids) for e in examples], dtype=np.int64)
+def _lengths(items: list[Item]) -> np.ndarray:
+    return np.array([item_length(item) for item in items], dtype=np.int64)
 
 
 def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> Path:
@@ -86,6 +89,49 @@ def _resolve(config: RunConfig, data: RunData) -> tuple[RunConfig, Plan]:
     return resolve(config, _lengths(data.train), _lengths(data.held_out))
 
 
+def _reference(plan: Plan, data: RunData, model: torch.nn.Module, config: RunConfig, path: Path) -> tuple[Tensor, ...]:
+    """DPO's reference log-probs of the training and held-out pairs: computed once with the model before its first
+    step (an adapter is still zero, so this is the base model: no second copy of the weights), kept in the run
+    folder, read back on resume."""
+    if path.is_file():
+        stored = load_file(str(path))
+        return stored["train"], stored["held_out"]
+    precision = choose_precision(config)
+    tensors = {}
+    train_batches = ordered_batches(_lengths(data.train), int(config.batch_tokens))
+    for name, pairs, batches in (("train", data.train, train_batches), ("held_out", data.held_out, plan.eval_batches)):
+        tensors[name] = reference_log_probs(  # held out: the batches every evaluation uses, so step 0 shows no margin
+            model,
+            pairs,
+            batches,
+            data.pad_id,
+            config.max_length,
+            precision.autocast,  # type: ignore[arg-type]
+        )
+    with paths.atomic_file(path) as handle:
+        handle.write(save(tensors))
+    return tensors["train"], tensors["held_out"]
+
+
+def _objective(config: RunConfig, plan: Plan, data: RunData, model: torch.nn.Module, run_dir: Path) -> Objective:
+    autocast = choose_precision(config).autocast
+    if config.objective != "dpo":
+        compiled = config.compile == "on"
+        return Supervised(data.train, data.held_out, data.pad_id, config.max_length, autocast, compiled)  # type: ignore[arg-type]
+    empty = (torch.zeros(len(data.train), 2), torch.zeros(len(data.held_out), 2))
+    needed = config.preference.loss == "dpo"
+    reference = _reference(plan, data, model, config, RunFolder(run_dir).reference) if needed else empty
+    return Preference(
+        data.train,
+        data.held_out,
+        config.preference,
+        reference,
+        data.pad_id,
+        config.max_length,
+        autocast,  # type: ignore[arg-type]
+    )
+
+
 def _execute(
     resolved: RunConfig, plan: Plan, run_dir: Path, data: RunData, sink: EventSink, stop: StopFlag
 ) -> TrainResult:
@@ -100,6 +146,8 @@ def _execute(
     checkpoint, damaged = latest_checkpoint(run_dir)
     for warning in damaged:
         log.warning(warning)
+    with compiler_settings():  # dpo's reference is this model, before a checkpoint is restored into it
+        objective = _objective(resolved, plan, data, model, run_dir)
     state = restore_checkpoint(checkpoint, model, optimizer) if checkpoint else TrainState()
     metrics.truncate_after(state.step if checkpoint else -1)  # from the start: even the step-0 evaluation again
     events = Broadcast([metrics, sink])
@@ -117,9 +165,7 @@ def _execute(
             },
         )
     )
-    inputs = LoopInputs(
-        model, optimizer, resolved, plan, data.train, data.held_out, data.pad_id, precision, events, stop, run_dir
-    )
+    inputs = LoopInputs(model, optimizer, resolved, plan, objective, events, stop, run_dir)
     with compiler_settings():
         reason = train_steps(inputs, state)
     if reason not in ("finished", "early_stopping"):
