@@ -281,7 +281,7 @@ def table(results: Path) -> str:
 
 
 def _arm_order(arm: str) -> tuple[int, str]:
-    return ({"base": 0, "trl": 1, "defaults": 2}.get(arm, 3), arm)
+    return ({"base": 0, "trl": 1, "old-defaults-lr2e-4": 2, "defaults": 3}.get(arm, 4), arm)
 
 
 def main() -> None:
