@@ -254,9 +254,9 @@ def _verdict(rows: dict[str, dict[str, object]]) -> str:
     cells = [row for arm, row in rows.items() if arm.startswith("grid-")]
     if cells:
         best = max(cells, key=lambda row: sign * _metric(row)[1])
-        gap = sign * (_metric(best)[1] - ours)
-        gap_text = f"{100 * gap / _metric(best)[1]:.1f}%" if name == "perplexity" else f"{gap:.1f} points"
-        parts.append(f"best cell {best['arm']} ahead by {gap_text}")
+        gap = sign * (ours - _metric(best)[1])
+        gap_text = f"{100 * gap / _metric(best)[1]:+.1f}%" if name == "perplexity" else f"{gap:+.1f} points"
+        parts.append(f"defaults against the best grid cell so far ({best['arm']}): {gap_text}")
     return "; ".join(parts)
 
 
