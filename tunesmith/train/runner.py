@@ -38,7 +38,7 @@ from tunesmith.train.loop import LoopInputs, train_steps
 from tunesmith.train.manifest import manifest
 from tunesmith.train.objectives import Objective, Preference, Supervised, reference_log_probs
 from tunesmith.train.plan import Plan, resolve
-from tunesmith.train.setup import build_model, build_optimizer, choose_precision, compiler_settings
+from tunesmith.train.setup import Precision, build_model, build_optimizer, choose_precision, compiler_settings
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +89,15 @@ def _resolve(config: RunConfig, data: RunData) -> tuple[RunConfig, Plan]:
     return resolve(config, _lengths(data.train), _lengths(data.held_out))
 
 
-def _reference(plan: Plan, data: RunData, model: torch.nn.Module, config: RunConfig, path: Path) -> tuple[Tensor, ...]:
+def _reference(
+    plan: Plan, data: RunData, model: torch.nn.Module, config: RunConfig, precision: Precision, path: Path
+) -> tuple[Tensor, ...]:
     """DPO's reference log-probs of the training and held-out pairs: computed once with the model before its first
     step (an adapter is still zero, so this is the base model: no second copy of the weights), kept in the run
     folder, read back on resume."""
     if path.is_file():
         stored = load_file(str(path))
         return stored["train"], stored["held_out"]
-    precision = choose_precision(config)
     tensors = {}
     train_batches = ordered_batches(_lengths(data.train), int(config.batch_tokens))
     for name, pairs, batches in (("train", data.train, train_batches), ("held_out", data.held_out, plan.eval_batches)):
@@ -113,14 +114,16 @@ def _reference(plan: Plan, data: RunData, model: torch.nn.Module, config: RunCon
     return tensors["train"], tensors["held_out"]
 
 
-def _objective(config: RunConfig, plan: Plan, data: RunData, model: torch.nn.Module, run_dir: Path) -> Objective:
-    autocast = choose_precision(config).autocast
+def _objective(
+    config: RunConfig, plan: Plan, data: RunData, model: torch.nn.Module, precision: Precision, run_dir: Path
+) -> Objective:
+    autocast = precision.autocast
     if config.objective != "dpo":
         compiled = config.compile == "on"
         return Supervised(data.train, data.held_out, data.pad_id, config.max_length, autocast, compiled)  # type: ignore[arg-type]
     empty = (torch.zeros(len(data.train), 2), torch.zeros(len(data.held_out), 2))
     needed = config.preference.loss == "dpo"
-    reference = _reference(plan, data, model, config, RunFolder(run_dir).reference) if needed else empty
+    reference = _reference(plan, data, model, config, precision, RunFolder(run_dir).reference) if needed else empty
     return Preference(
         data.train,
         data.held_out,
@@ -147,7 +150,7 @@ def _execute(
     for warning in damaged:
         log.warning(warning)
     with compiler_settings():  # dpo's reference is this model, before a checkpoint is restored into it
-        objective = _objective(resolved, plan, data, model, run_dir)
+        objective = _objective(resolved, plan, data, model, precision, run_dir)
     state = restore_checkpoint(checkpoint, model, optimizer) if checkpoint else TrainState()
     metrics.truncate_after(state.step if checkpoint else -1)  # from the start: even the step-0 evaluation again
     events = Broadcast([metrics, sink])
