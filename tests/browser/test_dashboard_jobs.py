@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from pathlib import Path
 
 from tests.browser.conftest import fits_phone, log_in, needs_chromium, shot, upload
 from tests.conftest import chat, write_jsonl
@@ -100,3 +101,30 @@ def test_a_second_job_is_cancelled_from_its_page(page, tmp_path):
     page.locator("#events li", has_text="cancelled").wait_for()
     page.goto("/export")
     assert page.locator("#exports tbody tr", has_text=":cancelled:").count() == 0  # nothing to export
+
+
+BRAND = Path(__file__).resolve().parents[2] / "examples" / "brand-voice"
+
+
+def test_a_preference_file_trains_with_dpo_and_its_report_compares_preference_accuracy(page, tmp_path):
+    pairs = (BRAND / "train-openai.jsonl").read_text().splitlines()[:20]
+    log_in(page)
+    upload(page, write_jsonl(tmp_path / "pairs.jsonl", pairs))
+    page.get_by_role("link", name="Fine-tune on it").click()
+    page.wait_for_url("**/jobs/new?training_file=file-*")
+    page.locator("#epochs-auto", has_text="for 20 examples").wait_for(timeout=60_000)
+    objective = page.get_by_label("Objective")
+    assert objective.input_value() == "dpo" and page.get_by_label("DPO beta").is_enabled()  # from the file
+    page.get_by_label("DPO beta").fill("0.2")
+    page.get_by_label("Epochs").fill("1")
+    page.get_by_label("Name suffix").fill("voice")
+    page.get_by_role("button", name="Start the job").click()
+    page.wait_for_url("**/jobs/ftjob-*")
+    page.locator("#status", has_text="succeeded").wait_for(timeout=240_000)
+    page.locator("#events li", has_text="preference accuracy").wait_for()  # the evaluation's headline
+    report = page.frame_locator("#report")
+    assert "preference accuracy" in report.locator("body").inner_text()
+    objective_of_job = page.evaluate(
+        "async () => (await (await fetch(location.pathname.replace('/jobs/', '/v1/fine_tuning/jobs/'))).json()).method"
+    )
+    assert objective_of_job["type"] == "dpo" and objective_of_job["dpo"]["hyperparameters"]["beta"] == 0.2

@@ -15,6 +15,9 @@ import pytest
 from bench.kill_trials import history, same_adapter
 from tests.conftest import write_jsonl
 from tunesmith.config import RunConfig
+from tunesmith.evaluate.evaluation import EvalOptions
+from tunesmith.evaluate.report import evaluate_to_folder
+from tunesmith.runs import RunFolder
 from tunesmith.train.runner import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,16 +48,38 @@ def _config(pairs, tiny_model, **settings) -> RunConfig:
     return RunConfig.model_validate(values | settings)
 
 
-def test_dpo_learns_the_chosen_side_of_held_out_pairs_against_a_reference_kept_in_the_run(pairs, tiny_model, tmp_path):
-    result = train(_config(pairs, tiny_model), tmp_path / "run")
-    first, *_, last = _evals(tmp_path / "run")
+@pytest.fixture(scope="module")
+def dpo_run(pairs, tiny_model, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("dpo") / "run"
+    train(_config(pairs, tiny_model), run)
+    return run
+
+
+def test_dpo_learns_the_chosen_side_of_held_out_pairs_against_a_reference_kept_in_the_run(dpo_run):
+    first, *_, last = _evals(dpo_run)
     assert first["eval_reward_accuracy"] == 0 and first["eval_reward_margin"] == 0  # the policy is the reference
     assert last["eval_reward_accuracy"] >= 0.9 and last["eval_reward_margin"] > 0
     assert last["eval_loss"] < first["eval_loss"] == pytest.approx(0.6931, abs=1e-4)  # -log sigmoid(0)
-    steps = [row for row in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    steps = [row for row in map(json.loads, (dpo_run / "metrics.jsonl").read_text().splitlines())
              if row["event"] == "step"]  # fmt: skip
     assert {"reward_accuracy", "reward_margin", "chosen_logps", "rejected_logps"} <= steps[-1].keys()
-    assert (tmp_path / "run" / "reference.safetensors").is_file() and result.final is not None
+    assert (dpo_run / "reference.safetensors").is_file() and (dpo_run / "final").is_dir()
+
+
+def test_eval_compares_base_and_tuned_on_the_held_out_pairs_as_training_measured_them(dpo_run, pairs):
+    _, html = evaluate_to_folder(str(dpo_run), EvalOptions(dtype="float32", guard=False))
+    report = json.loads((dpo_run / "eval" / "report.json").read_text())
+    rows = [json.loads(line) for line in (dpo_run / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert report["kind"] == "pairs" and len(rows) == 12
+    assert {"rejected", "tuned_margin", "baseline_margin"} <= rows[0].keys()
+    # the tuned model's margin over the base's, pair by pair, is DPO's reward / beta: its sign is the reward accuracy
+    moved = [r["tuned_margin"] > r["baseline_margin"] for r in rows]
+    kept = next(e for e in _evals(dpo_run) if e["step"] == RunFolder(dpo_run).kept_step())  # what final/ holds
+    assert sum(moved) / len(moved) == pytest.approx(kept["eval_reward_accuracy"], abs=1 / 12 + 1e-9)
+    tuned, base = report["tuned"]["preference"], report["baseline"]["preference"]
+    assert tuned["margin"] > base["margin"] and tuned["pairs"] == base["pairs"] == 12
+    assert report["headline"].startswith("preference accuracy ") and "held-out pairs" in report["headline"]
+    assert "per-token preference accuracy" in html.read_text() and report["tuned"]["loss"] is not None
 
 
 def test_simpo_trains_without_a_reference(pairs, tiny_model, tmp_path):

@@ -19,6 +19,7 @@ from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
 from tests.conftest import chat, write_jsonl
 from tests.integration.test_serve import KEY, start_server
+from tunesmith.runs import RunFolder
 
 ENDED = ("succeeded", "failed", "cancelled")
 
@@ -189,7 +190,9 @@ def test_lists_page_by_after_without_gaps_or_repeats(client, finished):
         ({"hyperparameters": {"n_epochs": 0}}, 400, "hyperparameters.n_epochs"),
         ({"hyperparameters": {"lora_rank": 0}}, 400, "hyperparameters.lora_rank"),
         ({"hyperparameters": {"finetuning_type": "qlora"}}, 400, "hyperparameters.finetuning_type"),
-        ({"method": {"type": "dpo"}}, 400, "method.type"),
+        ({"method": {"type": "reinforcement"}}, 400, "method.type"),
+        ({"method": {"type": "dpo", "supervised": {}}}, 400, "method"),
+        ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}}, 400, "method.dpo.hyperparameters.beta"),
         ({"suffix": "../x"}, 400, "suffix"),
     ],
 )
@@ -348,3 +351,39 @@ def test_a_file_of_another_purpose_cannot_train_a_job(client, finished, tiny_mod
     with pytest.raises(openai.BadRequestError) as caught:
         client.fine_tuning.jobs.create(model=str(tiny_model), training_file=results)
     assert caught.value.body["param"] == "training_file" and "purpose" in caught.value.body["message"]
+
+
+BRAND = Path(__file__).resolve().parents[2] / "examples" / "brand-voice"
+
+
+def _upload_lines(client, source: Path, lines: slice, folder: Path):
+    path = folder / f"{lines.start}-{source.name}"
+    path.write_text("\n".join(source.read_text().splitlines()[lines]) + "\n")
+    return client.files.create(file=path.open("rb"), purpose="fine-tune")
+
+
+def test_a_dpo_job_on_openai_preference_pairs_trains_with_beta_and_reports_rewards(
+    client, files, home, tiny_model, tmp_path
+):
+    train = _upload_lines(client, BRAND / "train-openai.jsonl", slice(0, 16), tmp_path)
+    held_out = _upload_lines(client, BRAND / "train-openai.jsonl", slice(16, 20), tmp_path)
+    method = {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2, "n_epochs": 1}}}
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_model), training_file=train.id, validation_file=held_out.id, method=method, seed=3
+    )
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.2
+    job = wait(client, job.id)
+    assert job.status == "succeeded", job.error
+    config = RunFolder(home / "runs" / job.id).read_config()
+    assert config["objective"] == "dpo" and config["preference"]["beta"] == 0.2
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    metrics = [e.data for e in events if e.type == "metrics"]
+    assert metrics and all("train_reward_accuracy" in m and "train_reward_margin" in m for m in metrics)
+    assert any("valid_reward_accuracy" in m for m in metrics), [e.message for e in events]
+    assert "preference accuracy" in events[0].message  # the evaluation's headline, base against tuned
+    refused = client.fine_tuning.jobs.create(model=str(tiny_model), training_file=train.id)  # supervised on pairs
+    chat_as_dpo = client.fine_tuning.jobs.create(model=str(tiny_model), training_file=files["train"].id, method=method)
+    for failed in (wait(client, refused.id), wait(client, chat_as_dpo.id)):
+        assert failed.status == "failed" and failed.error.code == "invalid_training_file"
+    assert "method type dpo" in wait(client, refused.id).error.message
+    assert "needs preference pairs" in wait(client, chat_as_dpo.id).error.message

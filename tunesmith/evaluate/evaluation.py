@@ -17,6 +17,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.evaluate.generate import Answer, Generator, Sampling, load_generator
 from tunesmith.evaluate.items import HeldOut, Item, general_questions, load_held_out
 from tunesmith.evaluate.metrics import DIAGNOSTICS, HIGHER_IS_BETTER, METRICS, choose_metrics, contains
+from tunesmith.evaluate.pairs import PairScores, pair_scores, preference_records
 from tunesmith.runs import RunFolder, result_folder, run_of
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.encode import encode
@@ -74,10 +75,13 @@ class ModelResult:
     """metric -> score of each answer."""
     guard: float | None = None
     """Share of general questions answered right (0-100)."""
+    pairs: PairScores | None = None
+    """Preference pairs: the log-probabilities it gives each pair's chosen and rejected answers."""
 
     def summary(self) -> dict[str, Any]:
         means = {name: float(np.mean(values)) for name, values in self.scores.items() if values}
         return {
+            "preference": self.pairs.summary() if self.pairs is not None else None,
             "name": self.name,
             "loss": self.loss,
             "perplexity": math.exp(self.loss) if self.loss is not None and self.loss < 50 else None,
@@ -110,6 +114,9 @@ def _run_model(
     generator = load_generator(name, base=base, dtype=options.dtype)
     result = ModelResult(f"{name} (base model)" if base else name)
     result.loss = known_loss if known_loss is not None else _loss(generator, held_out, options.max_length)
+    if held_out.kind == "pairs":
+        pairs = preference_records(held_out.records)
+        result.pairs = pair_scores(generator.model, generator.tokenizer, pairs, options.max_length)
     if held_out.items:
         prompts = [i.prompt for i in held_out.items]
         limits = answer_limits(held_out.items, generator.tokenizer, options)
@@ -136,8 +143,9 @@ def _measured_losses(
     run: RunFolder | None, held_out: HeldOut, options: EvalOptions
 ) -> tuple[float | None, float | None]:
     """The held-out losses a run measured itself, before its first step (the base model) and at the step final/ holds,
-    when this evaluation uses the same held-out data in full; (None, None) when they must be computed."""
-    if run is None or options.data is not None or held_out.cut:
+    when this evaluation uses the same held-out data in full; (None, None) when they must be computed (and for
+    pairs, whose measured loss is DPO's, not the loss on the chosen answers reported here)."""
+    if run is None or options.data is not None or held_out.cut or held_out.kind == "pairs":
         return None, None
     rows = run.read_metrics()
     evals = {row["step"]: row["eval_loss"] for row in rows if row.get("event") == "eval"}
@@ -194,14 +202,31 @@ class Evaluation:
         before = f"{base:.2f} -> " if base is not None else ""
         return f"perplexity {before}{tuned:.2f}" if tuned is not None else "perplexity -"
 
+    def _preference(self) -> str:
+        tuned = self.tuned.summary()["preference"]
+        base = self.baseline.summary()["preference"] if self.baseline else None
+        before = f"{base['accuracy']:.0f}% -> " if base else ""
+        margins = f"{base['margin']:.1f} -> " if base else ""
+        return (
+            f"preference accuracy {before}{tuned['accuracy']:.0f}% on {tuned['pairs']} held-out pairs "
+            f"(log-prob margin {margins}{tuned['margin']:.1f})"
+        )
+
     def headline(self) -> str:
         n = len(self.held_out.items) or len(self.held_out.records)
         primary = self.primary
+        if self.held_out.kind == "pairs" and self.tuned.pairs is not None:
+            return f"{self._preference()}; {self._scores(primary, n)}"
+        return self._scores(primary, n)
+
+    def _scores(self, primary: str | None, n: int) -> str:
         if primary is None or not self.tuned.scores:
             return f"{self._perplexity()} on {n} held-out texts"
         label = {"rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2"}.get(primary, primary)
         if self.held_out.kind == "text":
             label = f"{self._perplexity()}; {'style similarity' if primary == 'style' else label}"
+        if self.held_out.kind == "pairs":
+            label = f"{label} against the chosen answers"
         tuned_mean = float(np.mean(self.tuned.scores[primary]))
         if self.baseline is None:
             return f"{label} {tuned_mean:.1f} on {n} held-out examples"

@@ -81,6 +81,13 @@ def _delta_plot(rows: list[dict[str, Any]], metric: str | None) -> str:
     return _png(figure)
 
 
+PREFERENCE_ROWS = (
+    ("preference accuracy %", "accuracy"),
+    ("per-token preference accuracy %", "per_token_accuracy"),
+    ("log-prob margin, chosen - rejected", "margin"),
+)
+
+
 def _numbers(report: dict[str, Any]) -> str:
     columns = [("tuned", report["tuned"])] + ([("base", report["baseline"])] if report["baseline"] else [])
     keys = [("held-out loss", "loss"), ("perplexity", "perplexity"), ("stopped at end token %", "stop_rate")]
@@ -89,6 +96,10 @@ def _numbers(report: dict[str, Any]) -> str:
     body = ""
     for label, key in keys:
         body += f"<tr><td>{label}</td>" + "".join(f"<td>{_fmt(c.get(key))}</td>" for _, c in columns) + "</tr>"
+    for label, key in PREFERENCE_ROWS:
+        values = [(c.get("preference") or {}).get(key) for _, c in columns]
+        if any(v is not None for v in values):
+            body += f"<tr><td>{label}</td>" + "".join(f"<td>{_fmt(v)}</td>" for v in values) + "</tr>"
     for metric in report["metrics"]:
         cells = "".join(f"<td>{_fmt(c['metrics'].get(metric))}</td>" for _, c in columns)
         body += f"<tr><td>{escape(metric)}</td>{cells}</tr>"
@@ -106,17 +117,20 @@ def _note(scores: dict[str, float], metric: str | None) -> str:
 def _sample_table(rows: list[dict[str, Any]], metric: str | None, title: str) -> str:
     if not rows:
         return ""
-    with_base = "baseline" in rows[0]
-    head = "<th>prompt</th><th>reference</th>" + ("<th>base</th>" if with_base else "") + "<th>tuned</th>"
+    with_base, pairs = "baseline" in rows[0], "rejected" in rows[0]
+    head = "<th>prompt</th>" + ("<th>chosen</th><th>rejected</th>" if pairs else "<th>reference</th>")
+    head += ("<th>base</th>" if with_base else "") + "<th>tuned</th>"
     body = ""
     for r in rows:
         prompt = r["prompt"][-1]["content"] if r["prompt"] else ""
+        rejected = f'<td class="text">{escape(r["rejected"])}</td>' if pairs else ""
         cls = {"tuned": "win", "baseline": "loss"}.get(r.get("winner", ""), "")
         base = (
             f'<td class="text">{escape(r["baseline"])}{_note(r["baseline_scores"], metric)}</td>' if with_base else ""
         )
         body += (
-            f'<tr><td class="text">{escape(prompt[:600])}</td><td class="text">{escape(r["reference"])}</td>{base}'
+            f'<tr><td class="text">{escape(prompt[:600])}</td>'
+            f'<td class="text">{escape(r["reference"])}</td>{rejected}{base}'
             f'<td class="text {cls}">{escape(r["tuned"])}{_note(r["tuned_scores"], metric)}</td></tr>'
         )
     return f"<h3>{escape(title)}</h3><table><tr>{head}</tr>{body}</table>"

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.data.schema import Message, Record, TextDoc
+from tunesmith.data.schema import Message, PreferencePair, Record, TextDoc
 from tunesmith.data.validate import data_error, read_dataset
 from tunesmith.errors import DataError
 from tunesmith.runs import RunFolder
@@ -39,7 +39,8 @@ class HeldOut:
     items: list[Item]
     """Prompts with references (plain texts: the first half, and the words that follow it)."""
     kind: str
-    """chat, or text for continued pre-training data."""
+    """chat; text for continued pre-training data; pairs for preference pairs (their reference is the chosen
+    answer)."""
     cut: bool = False
     """Only the first `limit` examples of the data are used."""
 
@@ -98,6 +99,13 @@ def has_held_out(run: RunFolder) -> bool:
     return True
 
 
+def _kind(records: list[tuple[int, Record]]) -> str:
+    for kind, cls in (("text", TextDoc), ("pairs", PreferencePair)):
+        if records and all(isinstance(r, cls) for _, r in records):
+            return kind
+    return "chat"
+
+
 def load_held_out(run: RunFolder | None, data: str | None, limit: int | None) -> HeldOut:
     """--data when given, else the run's eval data or the lines it held out; at most `limit` examples."""
     if data is None and run is None:
@@ -108,9 +116,9 @@ def load_held_out(run: RunFolder | None, data: str | None, limit: int | None) ->
         raise data_error(dataset.errors, len(dataset.errors), source)
     chosen = [(line, r) for line, r in dataset.records if lines is None or line in lines]
     records = chosen[:limit]
-    kind = "text" if records and all(isinstance(r, TextDoc) for _, r in records) else "chat"
-    items = items_of(records) if kind == "chat" else text_items(records)
-    if kind == "chat" and not items:
+    kind = _kind(records)
+    items = text_items(records) if kind == "text" else items_of(records)
+    if kind != "text" and not items:
         raise DataError(f"{source}: no conversation ends with an assistant answer to compare against")
     return HeldOut(source, records, items, kind, cut=len(records) < len(chosen))
 

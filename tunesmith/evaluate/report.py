@@ -11,11 +11,26 @@ from tunesmith import paths
 from tunesmith.data.schema import as_dicts
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.evaluation import EvalOptions, Evaluation, evaluate
+from tunesmith.evaluate.pairs import preference_records
 from tunesmith.runs import REPORT_FILES, RunFolder
 
 
+def _pair_columns(evaluation: Evaluation) -> dict[int, dict[str, Any]]:
+    """Per line of a preference pair: its rejected answer and each model's log-prob margin (chosen - rejected)."""
+    columns: dict[int, dict[str, Any]] = {
+        line: {"rejected": pair.rejected} for line, pair in preference_records(evaluation.held_out.records)
+    }
+    for name, result in (("tuned", evaluation.tuned), ("baseline", evaluation.baseline)):
+        if result is not None and result.pairs is not None:
+            for line, margin in zip(result.pairs.lines, result.pairs.margins):
+                columns[line][f"{name}_margin"] = margin
+    return columns
+
+
 def samples(evaluation: Evaluation) -> list[dict[str, Any]]:
-    """One row per held-out example: prompt, reference, both answers, their scores and the winner."""
+    """One row per held-out example: prompt, reference, both answers, their scores and the winner (and for a
+    preference pair its rejected answer and each model's log-prob margin)."""
+    pairs = _pair_columns(evaluation)
     rows = []
     for k, item in enumerate(evaluation.held_out.items):
         row: dict[str, Any] = {
@@ -30,7 +45,7 @@ def samples(evaluation: Evaluation) -> list[dict[str, Any]]:
             row["baseline"] = evaluation.baseline.answers[k].text
             row["baseline_scores"] = {m: evaluation.baseline.scores[m][k] for m in evaluation.metrics}
             row["winner"] = evaluation.winners[k]
-        rows.append(row)
+        rows.append(row | pairs.get(item.line, {}))
     return rows
 
 

@@ -127,7 +127,7 @@ class JobsAPI:
             training_file=body.training_file,
             validation_file=body.validation_file,
             hyperparameters=hyper,
-            method={"type": "supervised"},
+            method={"type": body.method_type()},
             suffix=body.suffix,
             seed=body.seed if body.seed is not None else random.randrange(2**31),
             metadata=body.metadata,
@@ -139,10 +139,9 @@ class JobsAPI:
         return job.as_object()
 
     def _check_request(self, body: JobRequest) -> None:
-        if body.method is not None and body.method.type != "supervised":
-            raise APIError(
-                400, f"method {body.method.type!r} is not available yet; use supervised", "method.type", "invalid_value"
-            )
+        if body.method_type() not in ("supervised", "dpo"):
+            message = f"method {body.method_type()!r} is not available; use supervised or dpo"
+            raise APIError(400, message, "method.type", "invalid_value")
         try:
             resolve(body.model)
         except ModelError as exc:

@@ -72,7 +72,7 @@ class JobRecord:
     hyperparameters: dict[str, Any]
     """n_epochs, batch_size, learning_rate_multiplier: "auto" or values, as given."""
     method: dict[str, Any]
-    """{"type": "supervised", "supervised": {"hyperparameters": ...}}."""
+    """{"type": "supervised"} or {"type": "dpo"}; the job object adds the hyperparameters under the type."""
     suffix: str | None
     """Part of the fine-tuned model's name."""
     seed: int
@@ -126,6 +126,8 @@ class JobRecord:
         hyper = {key: self.hyperparameters.get(key, "auto") for key in HYPERPARAMETERS}
         own = {key: self.hyperparameters.get(key, "auto") for key in OWN_HYPERPARAMETERS}
         hyper |= {key: value for key, value in own.items() if value != "auto"}
+        kind = self.method.get("type", "supervised")
+        inner = hyper | ({"beta": self.hyperparameters.get("beta", "auto")} if kind == "dpo" else {})
         return {
             "id": self.id,
             "object": "fine_tuning.job",
@@ -145,7 +147,7 @@ class JobRecord:
             "estimated_finish": self.estimated_finish,
             "integrations": [],
             "metadata": self.metadata,
-            "method": self.method | {"supervised": {"hyperparameters": hyper}},
+            "method": self.method | {kind: {"hyperparameters": inner}},
             "user_provided_suffix": self.suffix,
         }
 

@@ -19,7 +19,7 @@ class Hyperparameters(BaseModel):
     batch_size: Annotated[int, Field(ge=1, le=256)] | Auto = "auto"
     """Examples per optimizer step, about (tokens are what is batched here)."""
     learning_rate_multiplier: Annotated[float, Field(gt=0, le=10)] | Auto = "auto"
-    """Times tunesmith's automatic learning rate for the method (2e-4 for LoRA and DoRA, 2e-5 for full)."""
+    """Times tunesmith's automatic learning rate for the method and model (docs/from-openai.md)."""
     finetuning_type: Literal["lora", "dora", "full"] | Auto = "auto"
     """tunesmith's own: which weights are trained (an adapter, or every weight); auto is lora."""
     lora_rank: Annotated[int, Field(ge=1, le=1024)] | Auto = "auto"
@@ -33,13 +33,40 @@ class Supervised(BaseModel):
     """As the top-level hyperparameters."""
 
 
+class DpoHyperparameters(Hyperparameters):
+    """The supervised ones and DPO's beta."""
+
+    beta: Annotated[float, Field(gt=0, le=100)] | Auto = "auto"
+    """How far the tuned model may move from its reference (the base): higher keeps it closer; auto is 0.1."""
+
+
+class Dpo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hyperparameters: DpoHyperparameters = DpoHyperparameters()
+    """As the supervised ones, with beta."""
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: Literal["supervised", "dpo", "reinforcement"]
-    """supervised trains on answers; dpo and reinforcement are not available yet."""
+    """supervised trains on answers; dpo on preference pairs; reinforcement is not available."""
     supervised: Supervised | None = None
-    """Its hyperparameters."""
+    """Its hyperparameters, for type supervised."""
+    dpo: Dpo | None = None
+    """Its hyperparameters, for type dpo."""
+
+    @model_validator(mode="after")
+    def _own_place(self) -> Method:
+        for other in ("supervised", "dpo"):
+            if other != self.type and getattr(self, other) is not None:
+                raise ValueError(f"method {self.type} takes its hyperparameters in method.{self.type}, not {other}")
+        return self
+
+    def inner(self) -> Supervised | Dpo | None:
+        """The hyperparameters' holder for this method's type."""
+        return self.supervised if self.type == "supervised" else self.dpo
 
 
 class JobRequest(BaseModel):
@@ -56,7 +83,8 @@ class JobRequest(BaseModel):
     hyperparameters: Hyperparameters | None = None
     """Older clients' place for them."""
     method: Method | None = None
-    """Current clients' place for them: {"type": "supervised", "supervised": {"hyperparameters": ...}}."""
+    """Current clients' place for them: {"type": "supervised", "supervised": {"hyperparameters": ...}}, or
+    {"type": "dpo", "dpo": {"hyperparameters": {"beta": ...}}} on a preference file."""
     suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     """Part of the tuned model's name."""
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
@@ -68,12 +96,17 @@ class JobRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_place(self) -> JobRequest:
-        inner = self.method.supervised if self.method and self.method.supervised else None
+        inner = self.method.inner() if self.method else None
         if inner is not None and self.hyperparameters is not None:
-            raise ValueError("give hyperparameters in method.supervised or at the top level, not both")
+            raise ValueError(f"give hyperparameters in method.{self.method_type()} or at the top level, not both")
         return self
 
+    def method_type(self) -> str:
+        """supervised unless the method says otherwise."""
+        return self.method.type if self.method is not None else "supervised"
+
     def chosen_hyperparameters(self) -> Hyperparameters:
-        if self.method is not None and self.method.supervised is not None:
-            return self.method.supervised.hyperparameters
+        inner = self.method.inner() if self.method is not None else None
+        if inner is not None:
+            return inner.hyperparameters
         return self.hyperparameters or Hyperparameters()

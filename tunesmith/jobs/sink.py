@@ -14,6 +14,9 @@ from tunesmith.jobs.records import CheckpointRecord, new_id
 from tunesmith.jobs.store import Store
 from tunesmith.train.events import Event, StopFlag
 
+PAIR_METRICS = ("reward_accuracy", "reward_margin")
+"""A DPO run's metrics that its events carry too (train_ and valid_ before them), beside OpenAI's."""
+
 
 class JobSink:
     """Listens to one job's run (an EventSink)."""
@@ -56,21 +59,26 @@ class JobSink:
 
     def _metrics(self, event: Event) -> dict[str, Any]:
         values = event.values
-        return {
+        metrics = {
             "step": event.step,
             "train_loss": values.get("loss"),
             "total_steps": self.total_steps,
             "learning_rate": values.get("lr"),
             "tokens_per_second": values.get("tokens_per_second"),
         }
+        return metrics | {f"train_{name}": values[name] for name in PAIR_METRICS if name in values}
 
     def _eval(self, event: Event) -> None:
-        loss = event.values.get("eval_loss")
+        values = event.values
+        held_out = {"valid_loss": values.get("eval_loss")}
+        held_out |= {f"valid_{name}": values[f"eval_{name}"] for name in PAIR_METRICS if f"eval_{name}" in values}
         if event.step == 0:
-            message = f"Held-out loss before training: {loss:.4f}"
-            self.store.add_event(self.job_id, "base_loss", message, data={"step": 0, "valid_loss": loss})
+            message = f"Held-out loss before training: {held_out['valid_loss']:.4f}"
+            if "valid_reward_accuracy" in held_out:
+                message += f", reward accuracy={held_out['valid_reward_accuracy']:.2f}"
+            self.store.add_event(self.job_id, "base_loss", message, data={"step": 0} | held_out)
         elif self.pending is not None and self.pending["step"] == event.step:
-            self.pending["valid_loss"] = loss
+            self.pending |= held_out
 
     def _flush(self) -> None:
         if self.pending is None:
@@ -79,6 +87,8 @@ class JobSink:
         message = f"Step {data['step']}/{data['total_steps']}: training loss={data['train_loss']:.4f}"
         if data.get("valid_loss") is not None:
             message += f", validation loss={data['valid_loss']:.4f}"
+        if data.get("valid_reward_accuracy") is not None:
+            message += f", validation reward accuracy={data['valid_reward_accuracy']:.2f}"
         self.store.add_event(self.job_id, f"metrics:{data['step']}", message, data=data)
         self.last_metrics = data
 

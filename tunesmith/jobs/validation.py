@@ -66,6 +66,27 @@ def _first_problem(report: Any, file_ids: dict[str, str]) -> DataError:
     return DataError(f"{where}{line}: {problem.message}{more}", code=problem.code)
 
 
+PAIR_FORMATS = ("preference", "openai-preference")
+
+
+def _objective(job: JobRecord, file_format: str) -> str:
+    """dpo for a dpo job on preference pairs, text for plain text, sft otherwise; a file that does not fit its
+    method fails the job with what to send instead."""
+    pairs = file_format in PAIR_FORMATS
+    if job.method.get("type") == "dpo":
+        if not pairs:
+            message = (
+                f"{job.training_file}: method dpo needs preference pairs (OpenAI's input / preferred_output / "
+                f"non_preferred_output), and this file is {file_format}; create a supervised job for it"
+            )
+            raise DataError(message, code="invalid_training_file")
+        return "dpo"
+    if pairs:
+        message = f"{job.training_file}: this file holds preference pairs; create the job with method type dpo"
+        raise DataError(message, code="invalid_training_file")
+    return "text" if file_format == "text" else "sft"
+
+
 def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
     """The RunConfig values of a job: its data checked, its hyperparameters translated (docs/from-openai.md)."""
     train = _path(store, job.training_file)
@@ -80,7 +101,7 @@ def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
         "eval_data": held_out,
         "model": job.model,
         "seed": job.seed,
-        "objective": "text" if report.stats["train"]["format"] == "text" else "sft",
+        "objective": _objective(job, report.stats["train"]["format"]),
         "keep_checkpoints": KEEP_CHECKPOINTS,
         "save_every": "epoch",
     }
@@ -94,6 +115,8 @@ def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
     if hyper.get("learning_rate_multiplier", "auto") != "auto":
         rate = auto_learning_rate("lora" if method == "auto" else method, model_width(job.model))
         settings["learning_rate"] = hyper["learning_rate_multiplier"] * rate
+    if hyper.get("beta", "auto") != "auto":
+        settings["preference"] = {"beta": hyper["beta"]}
     if hyper.get("batch_size", "auto") != "auto":
         typical = report.stats["train"]["length_p50"]
         settings["grad_accum"] = max(1, math.ceil(hyper["batch_size"] * typical / AUTO_BATCH_TOKENS["cpu"]))

@@ -1,5 +1,6 @@
 // The New job page: shows what "auto" means for the chosen file, model and method, then creates the job through
-// POST /v1/fine_tuning/jobs (tunesmith's own hyperparameters: finetuning_type, lora_rank).
+// POST /v1/fine_tuning/jobs (tunesmith's own hyperparameters: finetuning_type, lora_rank). The objective follows
+// the file: preference pairs train with DPO (method type dpo, with its beta), anything else supervised.
 "use strict";
 
 const form = document.getElementById("new-job");
@@ -7,6 +8,12 @@ const field = (id) => document.getElementById(id);
 const method = () => form.querySelector("input[name=finetuning-type]:checked").value;
 let learningRates = null; // per method, for the chosen model: from the file's check
 
+
+const PAIR_FORMATS = ["preference", "openai-preference"];
+
+function objective() {
+  field("beta").disabled = field("objective").value !== "dpo";
+}
 
 function learningRate() {
   if (learningRates) field("lr-auto").textContent = `auto: 1 (a learning rate of ${learningRates[method()]} for ${method()})`;
@@ -23,6 +30,8 @@ async function autoValues() {
     field("estimate").textContent = report.error.message;
     return;
   }
+  field("objective").value = PAIR_FORMATS.includes(report.stats.train.format) ? "dpo" : "supervised";
+  objective();
   const training = report.stats.training;
   learningRates = training.learning_rates;
   learningRate();
@@ -48,10 +57,12 @@ form.addEventListener("submit", async (event) => {
     finetuning_type: method(),
   };
   if (method() !== "full") hyperparameters.lora_rank = number("lora-rank");
+  const type = field("objective").value;
+  if (type === "dpo") hyperparameters.beta = number("beta");
   const body = {
     model: field("model").value,
     training_file: field("training-file").value,
-    method: { type: field("objective").value, supervised: { hyperparameters } },
+    method: { type, [type]: { hyperparameters } },
   };
   if (field("validation-file").value) body.validation_file = field("validation-file").value;
   if (field("suffix").value.trim()) body.suffix = field("suffix").value.trim();
@@ -72,6 +83,7 @@ form.addEventListener("submit", async (event) => {
 for (const input of form.querySelectorAll("input[name=finetuning-type]")) input.addEventListener("change", learningRate);
 field("training-file").addEventListener("change", autoValues);
 field("model").addEventListener("change", autoValues);
+field("objective").addEventListener("change", objective);
 learningRate();
 autoValues();
 ready(form);
