@@ -11,6 +11,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config import RunConfig, auto_epochs, auto_learning_rate, auto_plan
+from tunesmith.data.formats import auto_objective
 from tunesmith.data.validate import Problem, RecordReader, overlap_warnings
 from tunesmith.tokenize.encode import Encoded, Example, conversation_of, encode
 from tunesmith.tokenize.render import ChatRenderer, Supervise
@@ -238,6 +239,8 @@ def check_data(
         keep=False,
     )
     training = prepared.report.stats["training"]
-    training["learning_rates"] = {method: auto_learning_rate(method, width) for method in ("lora", "dora", "full")}
-    training["plan"] = auto_plan(prepared.report.stats["train"]["rows"], "lora", width)
+    objective = auto_objective(prepared.report.stats["train"]["format"])
+    rates = {method: auto_learning_rate(method, width, objective) for method in ("lora", "dora", "full")}
+    training |= {"objective": objective, "learning_rates": rates}
+    training["plan"] = auto_plan(prepared.report.stats["train"]["rows"], "lora", width, objective)
     return prepared.report

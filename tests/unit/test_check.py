@@ -45,6 +45,14 @@ def test_clean_data_statistics(tmp_path, tokenizer):
     assert bars["counts"] == expected.tolist()
 
 
+def test_the_check_names_the_objective_auto_follows_and_its_learning_rates(tmp_path, tokenizer):
+    pairs = [{"prompt": f"Say {i}", "chosen": f"Gladly: {i}!", "rejected": f"{i}."} for i in range(30)]
+    for rows, objective in ((pairs, "dpo"), ([chat(i) for i in range(30)], "sft")):
+        training = check_data(str(write_jsonl(tmp_path / f"{objective}.jsonl", rows)), tokenizer, width=576)
+        assert training.stats["training"]["objective"] == objective
+        assert training.stats["training"]["learning_rates"]["lora"] == (1.3e-4 if objective == "dpo" else 1.3e-3)
+
+
 def test_the_first_examples_are_those_training_makes_first(tmp_path, tokenizer):
     from tunesmith.check import prepare_data
 

@@ -47,6 +47,12 @@ def test_the_auto_learning_rate_falls_with_the_width_as_tinkers_rule_and_is_fixe
     assert auto_learning_rate("full", 576) == auto_learning_rate("full", 4096) == 2e-5
 
 
+def test_preference_pairs_learn_at_a_tenth_of_the_supervised_rate():
+    assert auto_learning_rate("lora", 576, "dpo") == 1.3e-4 and auto_learning_rate("full", None, "dpo") == 2e-6
+    assert auto_learning_rate("lora", 576, "text") == auto_learning_rate("lora", 576)
+    assert "divided by 10 for preference pairs" in auto_plan(320, "lora", 576, "dpo")[1]
+
+
 def test_the_plan_says_what_auto_chooses_and_why():
     epochs, rate, keep = auto_plan(300, "lora", 576)
     assert epochs.startswith("3 epochs for 300 examples (about 3 passes")

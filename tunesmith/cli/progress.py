@@ -11,7 +11,8 @@ from tunesmith.train.events import Event
 
 
 class ConsoleProgress:
-    """A progress bar: step, epoch, loss, eval loss, tokens/s and ETA; a line per evaluation."""
+    """A progress bar: step, epoch, loss (and a preference run's reward accuracy and margin), eval loss, tokens/s and
+    ETA; a line per evaluation."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -26,6 +27,8 @@ class ConsoleProgress:
         )
         self.task: TaskID | None = None
         self.eval_loss = "-"
+        self.eval_accuracy = ""
+        """The held-out reward accuracy of a preference run, shown beside the loss."""
         self.last_step: dict[str, float | int | str | None] = {"epoch": 0, "loss": 0.0, "tokens_per_second": 0.0}
 
     def emit(self, event: Event) -> None:
@@ -33,7 +36,8 @@ class ConsoleProgress:
         if event.kind == "start":
             self.console.print(
                 f"{values['train_examples']} training and {values['eval_examples']} held-out examples, "
-                f"{values['epochs']} epochs, {values['total_steps']} steps on {values['device']} "
+                f"{values['epochs']} epoch{'s' if values['epochs'] != 1 else ''}, "
+                f"{values['total_steps']} steps on {values['device']} "
                 f"({values['compute_dtype']})" + (f", resuming after step {event.step}" if event.step else "")
             )
             self.progress.start()
@@ -43,16 +47,23 @@ class ConsoleProgress:
             self.progress.update(self.task, completed=event.step, info=self._info())
         elif event.kind == "eval" and self.task is not None:
             self.eval_loss = f"{values['eval_loss']:.4f}"
+            if "eval_reward_accuracy" in values:
+                self.eval_accuracy = f" (reward accuracy {values['eval_reward_accuracy']:.2f})"
             when = f"step {event.step}" if event.step else "before training"
-            self.progress.console.print(f"{when}: held-out loss {self.eval_loss}")
+            self.progress.console.print(f"{when}: held-out loss {self.eval_loss}{self.eval_accuracy}")
             self.progress.update(self.task, info=self._info())
         elif event.kind == "end":
             self.close()
 
     def _info(self) -> str:
         step = self.last_step
+        rewards = (
+            f"acc {step['reward_accuracy']:.2f}  margin {step['reward_margin']:.2f}  "
+            if "reward_accuracy" in step
+            else ""
+        )
         return (
-            f"epoch {step['epoch']}  loss {step['loss']:.4f}  eval {self.eval_loss}  "
+            f"epoch {step['epoch']}  loss {step['loss']:.4f}  {rewards}eval {self.eval_loss}  "
             f"{step['tokens_per_second']:.0f} tok/s"
         )
 

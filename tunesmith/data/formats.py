@@ -218,6 +218,15 @@ FORMATS: dict[str, Format] = {
 }
 
 
+PAIR_FORMATS = ("preference", "openai-preference")
+"""The formats of preference pairs."""
+
+
+def auto_objective(format_name: str) -> str:
+    """What a file of this format trains with unless told: dpo for pairs, text for plain text, sft otherwise."""
+    return "dpo" if format_name in PAIR_FORMATS else "text" if format_name == "text" else "sft"
+
+
 def detect(objects: Iterable[Any]) -> Format | None:
     """The format most objects match by their keys; None when no object matches any format."""
     votes: Counter[str] = Counter()

@@ -165,6 +165,11 @@ def _winners(tuned: ModelResult, baseline: ModelResult, metric: str) -> list[str
     return out
 
 
+def _change(before: dict[str, Any] | None, after: dict[str, Any], key: str, form: str, unit: str = "") -> str:
+    """The change of one number, before -> after, or the after alone without a before."""
+    return (f"{before[key]:{form}}{unit} -> " if before else "") + f"{after[key]:{form}}{unit}"
+
+
 @dataclass
 class Evaluation:
     """Everything an evaluation found; `report.py` writes it out."""
@@ -203,13 +208,15 @@ class Evaluation:
         return f"perplexity {before}{tuned:.2f}" if tuned is not None else "perplexity -"
 
     def _preference(self) -> str:
+        """Both accuracies: per answer token first, since summed log-probs favour the shorter answer whatever its
+        tone (a base model's summed accuracy is near 0 when the chosen answers are the longer ones)."""
         tuned = self.tuned.summary()["preference"]
         base = self.baseline.summary()["preference"] if self.baseline else None
-        before = f"{base['accuracy']:.0f}% -> " if base else ""
-        margins = f"{base['margin']:.1f} -> " if base else ""
         return (
-            f"preference accuracy {before}{tuned['accuracy']:.0f}% on {tuned['pairs']} held-out pairs "
-            f"(log-prob margin {margins}{tuned['margin']:.1f})"
+            f"preference accuracy {_change(base, tuned, 'per_token_accuracy', '.0f', '%')} per answer token "
+            f"({_change(base, tuned, 'accuracy', '.0f', '%')} by summed log-prob, "
+            f"margin {_change(base, tuned, 'margin', '.1f')}) "
+            f"on {tuned['pairs']} held-out pairs"
         )
 
     def headline(self) -> str:

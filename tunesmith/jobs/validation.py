@@ -10,6 +10,7 @@ from typing import Any
 
 from tunesmith.check import DataOptions, check_data
 from tunesmith.config import AUTO_BATCH_TOKENS, auto_learning_rate, build_config
+from tunesmith.data.formats import auto_objective
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.jobs.records import JobRecord
 from tunesmith.jobs.store import ACTIVE, Store
@@ -66,25 +67,22 @@ def _first_problem(report: Any, file_ids: dict[str, str]) -> DataError:
     return DataError(f"{where}{line}: {problem.message}{more}", code=problem.code)
 
 
-PAIR_FORMATS = ("preference", "openai-preference")
-
-
 def _objective(job: JobRecord, file_format: str) -> str:
     """dpo for a dpo job on preference pairs, text for plain text, sft otherwise; a file that does not fit its
     method fails the job with what to send instead."""
-    pairs = file_format in PAIR_FORMATS
+    objective = auto_objective(file_format)
     if job.method.get("type") == "dpo":
-        if not pairs:
+        if objective != "dpo":
             message = (
                 f"{job.training_file}: method dpo needs preference pairs (OpenAI's input / preferred_output / "
                 f"non_preferred_output), and this file is {file_format}; create a supervised job for it"
             )
             raise DataError(message, code="invalid_training_file")
         return "dpo"
-    if pairs:
+    if objective == "dpo":
         message = f"{job.training_file}: this file holds preference pairs; create the job with method type dpo"
         raise DataError(message, code="invalid_training_file")
-    return "text" if file_format == "text" else "sft"
+    return objective
 
 
 def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
@@ -96,12 +94,13 @@ def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
     if report.errors:
         raise _first_problem(report, {train: job.training_file, held_out or "": job.validation_file or ""})
     hyper = job.hyperparameters
+    objective = _objective(job, report.stats["train"]["format"])
     settings: dict[str, Any] = {
         "data": train,
         "eval_data": held_out,
         "model": job.model,
         "seed": job.seed,
-        "objective": _objective(job, report.stats["train"]["format"]),
+        "objective": objective,
         "keep_checkpoints": KEEP_CHECKPOINTS,
         "save_every": "epoch",
     }
@@ -113,7 +112,7 @@ def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
     if hyper.get("lora_rank", "auto") != "auto":
         settings["lora"] = {"rank": hyper["lora_rank"]}
     if hyper.get("learning_rate_multiplier", "auto") != "auto":
-        rate = auto_learning_rate("lora" if method == "auto" else method, model_width(job.model))
+        rate = auto_learning_rate("lora" if method == "auto" else method, model_width(job.model), objective)
         settings["learning_rate"] = hyper["learning_rate_multiplier"] * rate
     if hyper.get("beta", "auto") != "auto":
         settings["preference"] = {"beta": hyper["beta"]}

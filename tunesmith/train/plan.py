@@ -69,7 +69,8 @@ def resolve(config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarr
     save_every = named.get(str(config.save_every), config.save_every)
     lr = config.learning_rate
     if lr == "auto":
-        lr = auto_learning_rate(config.method, model_width(config.model, trust_remote_code=config.trust_remote_code))
+        width = model_width(config.model, trust_remote_code=config.trust_remote_code)
+        lr = auto_learning_rate(config.method, width, config.objective)
     threads = config.threads if config.threads != "auto" else torch.get_num_threads()
     resolved = config.model_copy(
         update={

@@ -9,8 +9,6 @@ const method = () => form.querySelector("input[name=finetuning-type]:checked").v
 let learningRates = null; // per method, for the chosen model: from the file's check
 
 
-const PAIR_FORMATS = ["preference", "openai-preference"];
-
 function objective() {
   field("beta").disabled = field("objective").value !== "dpo";
 }
@@ -30,7 +28,7 @@ async function autoValues() {
     field("estimate").textContent = report.error.message;
     return;
   }
-  field("objective").value = PAIR_FORMATS.includes(report.stats.train.format) ? "dpo" : "supervised";
+  field("objective").value = report.stats.training.objective === "dpo" ? "dpo" : "supervised";
   objective();
   const training = report.stats.training;
   learningRates = training.learning_rates;
