@@ -194,6 +194,9 @@ class RunConfig(_Frozen):
     """torch.compile each decoder layer (fused kernels, fewer stored activations): up to 1.6x faster steps on CPU
     (1.0-1.3x without AMX), for a first step about 30 s longer on 2 cores (a few seconds once cached on disk);
     auto turns it on for runs of 50k tokens or more."""
+    activation_checkpointing: bool = False
+    """Keep only each decoder layer's input and recompute the layer in backward: less memory when a micro-batch's
+    activations are most of it (small models, long batches), for about a third more compute; runs uncompiled."""
     trust_remote_code: bool = False
     """Run code shipped with a hub model; off unless you trust it."""
 

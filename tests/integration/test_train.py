@@ -231,3 +231,19 @@ def test_one_plain_text_file_trains_and_its_held_out_windows_are_evaluated(tmp_p
     assert all(text and text in writings.read_text() for text in held)  # whole windows of the file, as text
     evaluation = json.loads((tmp_path / "run" / "eval" / "report.json").read_text())
     assert evaluation["kind"] == "text" and evaluation["examples"] == len(held)
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_activation_checkpointing_recomputes_the_same_steps(tmp_path, tiny_model, method):
+    """Checkpointed layers are recomputed in backward with the same weights and dropout draws: the same losses."""
+    data = _fixed_answers(tmp_path / "train.jsonl")
+    runs = {}
+    for checkpointing in (False, True):
+        values = {"epochs": 3, "max_steps": 4, "precision": "fp32", "compile": "off", "method": method}
+        config = _config(data, tiny_model, activation_checkpointing=checkpointing, **values)
+        train(config, tmp_path / str(checkpointing))
+        runs[checkpointing] = _losses(tmp_path / str(checkpointing))
+    assert len(runs[True]) == 4
+    assert runs[True] == pytest.approx(runs[False], rel=1e-6, abs=1e-6)  # fp32 rounding of the same operations
+    with pytest.raises(ConfigError, match="cannot be used together"):
+        train(_config(data, tiny_model, activation_checkpointing=True, compile="on"), tmp_path / "both")

@@ -94,6 +94,8 @@ def _compile(config: RunConfig, trained_tokens: int) -> str:
     """on or off: auto compiles when the run is long enough to pay for compiling and a C++ compiler is there."""
     if config.compile != "auto":
         return config.compile
+    if config.activation_checkpointing:
+        return "off"
     return "on" if trained_tokens >= AUTO_COMPILE_MIN_TOKENS and compiler_available() else "off"
 
 

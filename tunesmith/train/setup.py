@@ -56,6 +56,10 @@ def build_model(config: RunConfig, precision: Precision) -> torch.nn.Module:
     dtype = "bfloat16" if adapter and precision.compute == torch.bfloat16 else "float32"
     model = load_model(config.model, device=config.device, dtype=dtype, trust_remote_code=config.trust_remote_code)
     model.config.use_cache = False
+    if config.activation_checkpointing:
+        if config.compile == "on":
+            raise ConfigError("compile on and activation_checkpointing cannot be used together", hint="--compile off")
+        model.activation_checkpointing_enable()  # non-reentrant checkpoints around each decoder layer
     if not adapter:
         model.train()
         add_embedding_noise(model, config.neftune_alpha)
