@@ -112,6 +112,12 @@ def _csv_rows(path: Path, columns: Mapping[str, str]) -> Iterator[Row]:
                 yield Row(reader.line_num, remap(row, columns))
         except _BadLine as exc:
             yield exc.row
+        except csv.Error as exc:  # e.g. a lone carriage return inside a field
+            raise DataError(
+                f"{path}:{reader.line_num or 1}: not readable as CSV ({exc})",
+                hint="quote fields that hold line breaks, or give the data as JSONL",
+                code="invalid_csv",
+            ) from None
 
 
 def remap(row: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str, Any]:
