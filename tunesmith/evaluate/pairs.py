@@ -58,8 +58,6 @@ def pair_scores(
     batches = ordered_batches(np.array([item_length(p) for p in pairs]), PAIR_BATCH_TOKENS)
     pad = int(tokenizer.pad_token_id)
     sums = reference_log_probs(model, pairs, batches, pad, max_length, nullcontext)
-    counts = torch.tensor(
-        [[sum(t != -100 for t in side.labels) for side in (p.chosen, p.rejected)] for p in pairs], dtype=torch.float32
-    )
+    counts = torch.tensor([[p.chosen.supervised, p.rejected.supervised] for p in pairs], dtype=torch.float32)
     means = sums / counts.clamp(min=1)
     return PairScores([p.line for p in pairs], (sums[:, 0] - sums[:, 1]).tolist(), (means[:, 0] - means[:, 1]).tolist())
