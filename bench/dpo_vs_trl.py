@@ -15,7 +15,7 @@ Tools: tunesmith (its defaults: bf16 autocast where bf16 matmuls measure >= 2x f
 trl (DPOTrainer defaults: fp32 on CPU, gradient checkpointing on, a reference forward every step),
 trl-precompute (precompute_ref_log_probs=True), trl-bf16 (bf16=True).
 
-    .venv/bin/python bench/dpo_vs_trl.py [--repeat 3] [--tools tunesmith,tunesmith-fp32,trl,trl-precompute]
+    .venv/bin/python -m bench.dpo_vs_trl [--repeat 3] [--tools tunesmith,tunesmith-fp32,trl,trl-precompute]
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,14 +35,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch
 
+from bench import common
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "brand-voice"
 TOOLS = ("tunesmith", "tunesmith-fp32", "trl", "trl-precompute", "trl-bf16")
 BETA = 0.1
+SCORES = ("reward_accuracy", "per_token_accuracy", "base_per_token_accuracy")
 
-
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def _pairs(path: Path, count: int) -> list[dict]:
@@ -164,18 +162,13 @@ def child(args: argparse.Namespace) -> None:
         result = _run_tunesmith(args, out, "fp32" if args.child == "tunesmith-fp32" else "auto")
     else:
         result = _run_trl(args, out, precompute=args.child == "trl-precompute", bf16=args.child == "trl-bf16")
-    result["peak_rss_gb"] = _peak_rss_gb()
-    print("RESULT " + json.dumps(result), flush=True)
+    common.report(result)
 
 
 def _spawn(args: argparse.Namespace, kind: str, out: Path) -> dict:
-    command = [sys.executable, __file__, "--child", kind, "--out", str(out), "--data", str(args.data)]
+    command = [sys.executable, "-m", "bench.dpo_vs_trl", "--child", kind, "--out", str(out), "--data", str(args.data)]
     command += ["--eval", str(args.eval), "--pairs", str(args.pairs), "--lr", str(args.lr)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{kind} failed:\n{done.stderr[-3000:]}")
-    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-    return json.loads(line.removeprefix("RESULT "))
+    return common.spawn(command, kind)
 
 
 def _row(runs: list[dict], pairs: int) -> dict[str, float | str]:
@@ -201,12 +194,14 @@ def main(args: argparse.Namespace) -> None:
             for tool in tools:
                 out = Path(tmp) / f"{tool}-{repeat}"
                 out.mkdir()
-                run = _spawn(args, tool, out) | _spawn(args, "score", out)
+                run = _spawn(args, tool, out)
+                scores = _spawn(args, "score", out)  # its own process: its memory and time are not the run's
+                run |= {key: scores[key] for key in SCORES}
                 runs[tool].append(run)
                 print(f"{tool} #{repeat + 1}: " + json.dumps(run), file=sys.stderr, flush=True)
     report = {
         "machine": {"threads": torch.get_num_threads()},
-        "versions": _versions(),
+        "versions": common.versions(),
         "args": {k: str(v) for k, v in vars(args).items()},
         "table": {tool: _row(runs[tool], args.pairs) for tool in tools},
         "runs": runs,
@@ -214,15 +209,6 @@ def main(args: argparse.Namespace) -> None:
     _print_table(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
-
-
-def _versions() -> dict[str, str]:
-    import peft
-    import transformers
-    import trl
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "trl": trl.__version__}  # fmt: skip
 
 
 def _same_precision(table: dict, tool: str) -> str | None:

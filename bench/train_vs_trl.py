@@ -14,7 +14,7 @@ it). The peak is a 2048x2048 fp32 matmul on this machine, measured in the same r
 Tools: tunesmith (its defaults: bf16 autocast where bf16 matmuls measure >= 2x fp32, else fp32), tunesmith-fp32,
 trl (SFTTrainer defaults, fp32 on CPU), trl-packing (packing=True), trl-bf16 (bf16=True, autocast).
 
-    .venv/bin/python bench/train_vs_trl.py [--repeat 3] [--tools tunesmith,trl,trl-packing] [--json FILE]
+    .venv/bin/python -m bench.train_vs_trl [--repeat 3] [--tools tunesmith,trl,trl-packing] [--json FILE]
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,13 +34,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch
 
+from bench import common
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "call-summaries"
 TOOLS = ("tunesmith", "tunesmith-fp32", "trl", "trl-packing", "trl-bf16")
 
-
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def _matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 10) -> float:
@@ -186,20 +183,14 @@ def child(args: argparse.Namespace) -> None:
         result = _run_tunesmith(args, out, "fp32" if args.child == "tunesmith-fp32" else "auto")
     else:
         result = _run_trl(args, out, packing=args.child == "trl-packing", bf16=args.child == "trl-bf16")
-    result["peak_rss_gb"] = _peak_rss_gb()
-    print("RESULT " + json.dumps(result), flush=True)
+    common.report(result)
 
 
-def _spawn(args: argparse.Namespace, kind: str, out: Path) -> dict[str, float]:
-    command = [sys.executable, __file__, "--child", kind, "--out", str(out), "--data", str(args.data)]
+def _spawn(args: argparse.Namespace, kind: str, out: Path) -> dict:
+    command = [sys.executable, "-m", "bench.train_vs_trl", "--child", kind, "--out", str(out), "--data", str(args.data)]
     command += ["--eval", str(args.eval), "--epochs", str(args.epochs), "--lr", str(args.lr)]
     command += ["--batch-size", str(args.batch_size), "--batch-tokens", str(args.batch_tokens)]
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{kind} failed:\n{done.stderr[-3000:]}")
-    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-    return json.loads(line.removeprefix("RESULT ")) | {"wall_seconds": time.perf_counter() - start}
+    return common.spawn(command, kind)
 
 
 def _median(runs: list[dict[str, float]], key: str) -> float:
@@ -242,7 +233,7 @@ def main(args: argparse.Namespace) -> None:
         "machine": {"threads": torch.get_num_threads(), "fp32_gflops": peak},
         "bf16_gflops": bf16_peak,
         "flops_per_token": {"lora_4n": flops["lora"], "attention": flops["attention"]},
-        "versions": _versions(),
+        "versions": common.versions(),
         "args": {k: str(v) for k, v in vars(args).items()},
         "table": table,
         "runs": runs,
@@ -250,19 +241,6 @@ def main(args: argparse.Namespace) -> None:
     _print_table(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
-
-
-def _versions() -> dict[str, str]:
-    import peft
-    import transformers
-    import trl
-
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "trl": trl.__version__,
-    }
 
 
 def _print_table(report: dict) -> None:

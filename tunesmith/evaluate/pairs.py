@@ -17,7 +17,6 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.data.schema import PreferencePair, Record
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.pairs import encode_pairs
-from tunesmith.train.data import item_length
 from tunesmith.train.objectives import reference_log_probs
 
 PAIR_BATCH_TOKENS = 4096
@@ -55,9 +54,9 @@ def pair_scores(
 ) -> PairScores:
     """Score every pair that fits in max_length (the others are left out, as in training), in the model's dtype."""
     pairs = encode_pairs(records, tokenizer, max_length=max_length).pairs
-    batches = ordered_batches(np.array([item_length(p) for p in pairs]), PAIR_BATCH_TOKENS)
+    batches = ordered_batches(np.array([p.length for p in pairs]), PAIR_BATCH_TOKENS)
     pad = int(tokenizer.pad_token_id)
-    sums = reference_log_probs(model, pairs, batches, pad, max_length, nullcontext)
+    sums = reference_log_probs(model, pairs, batches, pad, nullcontext)
     counts = torch.tensor([[p.chosen.supervised, p.rejected.supervised] for p in pairs], dtype=torch.float32)
     means = sums / counts.clamp(min=1)
     return PairScores([p.line for p in pairs], (sums[:, 0] - sums[:, 1]).tolist(), (means[:, 0] - means[:, 1]).tolist())

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from tunesmith.check import DataOptions, check_data
-from tunesmith.config import AUTO_BATCH_TOKENS, auto_learning_rate, build_config
+from tunesmith.config import auto_batch_tokens, auto_learning_rate, build_config
 from tunesmith.data.formats import auto_objective
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.jobs.records import JobRecord
@@ -118,6 +118,6 @@ def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
         settings["preference"] = {"beta": hyper["beta"]}
     if hyper.get("batch_size", "auto") != "auto":
         typical = report.stats["train"]["length_p50"]
-        settings["grad_accum"] = max(1, math.ceil(hyper["batch_size"] * typical / AUTO_BATCH_TOKENS["cpu"]))
+        settings["grad_accum"] = max(1, math.ceil(hyper["batch_size"] * typical / auto_batch_tokens("cpu", objective)))
     build_config(settings, f"job {job.id}")
     return settings

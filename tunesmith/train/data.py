@@ -22,9 +22,9 @@ Item = Example | PairExample
 
 
 def item_length(item: Item) -> int:
-    """Tokens an item puts into a batch, for the token budget: a pair is two rows as long as its longer side."""
+    """Tokens an item puts into a batch, for the token budget: a pair is its prompt once and both answers."""
     if isinstance(item, PairExample):
-        return 2 * max(len(item.chosen.input_ids), len(item.rejected.input_ids))
+        return item.length
     return len(item.input_ids)
 
 

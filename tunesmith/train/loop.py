@@ -62,7 +62,7 @@ def _evaluate(run: LoopInputs, state: TrainState) -> bool:
 def _evaluate_base(run: LoopInputs) -> None:
     """The held-out loss before the first step: where the loss curve starts, and the base model's loss in reports
     (a new adapter changes nothing until it is trained)."""
-    measured = run.objective.evaluate(run.model, run.plan.eval_batches)
+    measured = run.objective.evaluate_start(run.model, run.plan.eval_batches)
     if measured is not None:
         run.sink.emit(Event("eval", 0, measured))
 

@@ -14,9 +14,9 @@ from typing import Protocol
 import torch
 
 from tunesmith.config import PreferenceSettings
-from tunesmith.tokenize.batches import Batch, collate
+from tunesmith.tokenize.batches import collate
 from tunesmith.tokenize.encode import Example
-from tunesmith.tokenize.pairs import PairExample
+from tunesmith.tokenize.pairs import PairExample, collate_pairs
 from tunesmith.train.loss import mean_loss, supervised_loss
 from tunesmith.train.preference import dpo_loss, sequence_log_probs, simpo_loss
 
@@ -46,6 +46,10 @@ class Objective(Protocol):
         """eval_loss (and more) on the held-out items, in eval mode without gradients; None without any."""
         ...
 
+    def evaluate_start(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
+        """`evaluate` before the first step."""
+        ...
+
 
 @dataclass(frozen=True)
 class Supervised:
@@ -72,6 +76,9 @@ class Supervised:
     def evaluate(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
         loss = mean_loss(model, self.held_out, batches, self.pad_id, self.autocast)
         return None if loss is None else {"eval_loss": loss}
+
+    def evaluate_start(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
+        return self.evaluate(model, batches)
 
 
 @dataclass
@@ -103,17 +110,11 @@ class PairSums:
         }
 
 
-def pair_batch(pairs: Sequence[PairExample], pad_id: int, max_length: int | None = None) -> Batch:
-    """Chosen and rejected rows of pairs, interleaved (chosen at even rows), as one batch's input."""
-    return collate([row for p in pairs for row in (p.chosen, p.rejected)], pad_id, max_length)
-
-
 def reference_log_probs(
     model: torch.nn.Module,
     pairs: Sequence[PairExample],
     batches: Sequence[Sequence[int]],
     pad_id: int,
-    max_length: int,
     autocast: Autocast,
 ) -> torch.Tensor:
     """[pairs, 2] summed answer log-probs (chosen, rejected) of the model as it is, in eval mode: before the first
@@ -124,7 +125,7 @@ def reference_log_probs(
     with torch.no_grad():
         for indices in batches:
             with autocast():
-                sums, _ = sequence_log_probs(model, pair_batch([pairs[i] for i in indices], pad_id, max_length))
+                sums, _ = sequence_log_probs(model, collate_pairs([pairs[i] for i in indices], pad_id))
             out[list(indices)] = sums.float().reshape(-1, 2).cpu()
     model.train(was_training)
     return out
@@ -132,7 +133,7 @@ def reference_log_probs(
 
 @dataclass(frozen=True)
 class Preference:
-    """DPO or SimPO on pairs, chosen and rejected of a pair in the same micro-batch; averaged over the step's pairs."""
+    """DPO or SimPO on pairs, each pair one row of its micro-batch (`collate_pairs`); averaged over the step's pairs."""
 
     train: Sequence[PairExample]
     held_out: Sequence[PairExample]
@@ -140,24 +141,29 @@ class Preference:
     reference: tuple[torch.Tensor, torch.Tensor]
     """[pairs, 2] reference log-probs of the training and the held-out pairs (unused by simpo)."""
     pad_id: int
-    max_length: int
     autocast: Autocast
 
     def _losses(self, model: torch.nn.Module, pairs: list[PairExample], ref: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(loss, margin, chosen log-probs, rejected log-probs) per pair."""
-        batch = pair_batch(pairs, self.pad_id, self.max_length)
+        batch = collate_pairs(pairs, self.pad_id)
         with self.autocast():
             sums, counts = sequence_log_probs(model, batch)
         chosen, rejected = sums[0::2], sums[1::2]
+        loss, margin = self._pair_losses(chosen, rejected, ref.to(sums.device, sums.dtype), counts)
+        return loss, margin, chosen.detach(), rejected.detach()
+
+    def _pair_losses(
+        self, chosen: torch.Tensor, rejected: torch.Tensor, ref: torch.Tensor, counts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, margin) per pair from the summed log-probs; counts: answer tokens, chosen and rejected interleaved."""
         beta = self.settings.resolved_beta()
         if self.settings.loss == "dpo":
-            ref = ref.to(sums.device, sums.dtype)
             loss, margin = dpo_loss(chosen, rejected, ref[:, 0], ref[:, 1], beta)
         else:
             loss, margin = simpo_loss(chosen, rejected, counts[0::2], counts[1::2], beta, self.settings.simpo_margin)
         if self.settings.sft_weight:
             loss = loss - self.settings.sft_weight * chosen / counts[0::2]
-        return loss, margin, chosen.detach(), rejected.detach()
+        return loss, margin
 
     def backward(self, model: torch.nn.Module, items: list[list[int]]) -> StepResult:
         pairs = max(1, sum(len(indices) for indices in items))
@@ -167,7 +173,7 @@ class Preference:
             loss, margin, chosen_lp, rejected_lp = self._losses(model, chosen, self.reference[0][indices])
             (loss.sum() / pairs).backward()
             sums.add(loss.detach(), margin.detach(), chosen_lp, rejected_lp)
-            tokens += sum(len(p.chosen.input_ids) + len(p.rejected.input_ids) for p in chosen)
+            tokens += sum(p.length for p in chosen)
         return StepResult(sums.loss / pairs, tokens, pairs, sums.means())
 
     def evaluate(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
@@ -182,3 +188,16 @@ class Preference:
                 sums.add(*self._losses(model, pairs, self.reference[1][list(indices)]))
         model.train(was_training)
         return {"eval_loss": sums.loss / max(1, sums.pairs), **sums.means("eval_")}
+
+    def evaluate_start(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
+        """With DPO the policy is still the reference before its first step (a new adapter is zero; a full run starts
+        from the reference weights), so the held-out numbers follow from the stored reference log-probs, measured
+        in the same batches: no pass over the held-out pairs."""
+        if self.settings.loss != "dpo" or not self.held_out:
+            return self.evaluate(model, batches)
+        ref = self.reference[1]
+        counts = torch.tensor([n for p in self.held_out for n in (p.chosen.supervised, p.rejected.supervised)])
+        loss, margin = self._pair_losses(ref[:, 0], ref[:, 1], ref, counts)
+        sums = PairSums()
+        sums.add(loss, margin, ref[:, 0], ref[:, 1])
+        return {"eval_loss": sums.loss / sums.pairs, **sums.means("eval_")}

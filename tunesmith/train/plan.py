@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from tunesmith.config import (
-    AUTO_BATCH_TOKENS,
     AUTO_COMPILE_MIN_TOKENS,
     AUTO_EVAL_SHARE,
     AUTO_EVALS_PER_RUN,
     AUTO_WARMUP_FRACTION,
     RunConfig,
+    auto_batch_tokens,
     auto_epochs,
     auto_learning_rate,
 )
@@ -51,7 +51,7 @@ def resolve(config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarr
     epochs = config.epochs if config.epochs != "auto" else auto_epochs(len(train_lengths))
     budget = config.batch_tokens
     if budget == "auto":
-        budget = AUTO_BATCH_TOKENS.get(precision.device.type, AUTO_BATCH_TOKENS["cpu"])
+        budget = auto_batch_tokens(precision.device.type, config.objective)
     windows: list[Window] = []
     for epoch in range(epochs):
         batches = epoch_batches(train_lengths, budget, config.seed, epoch)

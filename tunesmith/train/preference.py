@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tunesmith.tokenize.batches import Batch
+from tunesmith.tokenize.pairs import PairBatch
 from tunesmith.train.fused_ce import CHUNK_ROWS
-from tunesmith.train.loss import learned_rows
+from tunesmith.train.loss import causal_lm
 
 
 class _TokenLogProbs(torch.autograd.Function):
@@ -71,13 +71,31 @@ def token_log_probs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.T
         return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=wide)
 
 
-def sequence_log_probs(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of log p over each row's labelled tokens, how many there are) for every row of a batch; [rows] each."""
-    lm, rows, goal, learned = learned_rows(model, batch)
-    per_token = token_log_probs(rows, lm.get_output_embeddings().weight, goal)
-    row = torch.arange(learned.shape[0], device=learned.device)[:, None].expand_as(learned)[learned]
-    sums = torch.zeros(learned.shape[0], dtype=per_token.dtype, device=learned.device).index_add(0, row, per_token)
-    return sums, learned.sum(dim=1)
+def _attention_mask(lm: torch.nn.Module, allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The pair rows' mask as the model's attention takes a prepared 4D mask: boolean for sdpa, additive else."""
+    if getattr(lm.config, "_attn_implementation", "sdpa") == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+def sequence_log_probs(model: torch.nn.Module, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of log p over each side's labelled tokens, how many there are), chosen and rejected of row i at 2i and
+    2i + 1; [2 * rows] each. The head runs only at the states that predict an answer token."""
+    lm = causal_lm(model)
+    weight = lm.get_output_embeddings().weight
+    device = weight.device
+    compute = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else weight.dtype
+    hidden = lm.get_decoder()(
+        input_ids=batch.input_ids.to(device),
+        position_ids=batch.position_ids.to(device),
+        attention_mask=_attention_mask(lm, batch.allowed.to(device), compute),
+        use_cache=False,
+    ).last_hidden_state
+    rows = hidden.reshape(-1, hidden.shape[-1])[batch.sources.to(device)]
+    per_token = token_log_probs(rows, weight, batch.targets.to(device))
+    sides = batch.sides.to(device)
+    sums = torch.zeros(2 * batch.rows, dtype=per_token.dtype, device=device).index_add(0, sides, per_token)
+    return sums, torch.bincount(sides, minlength=2 * batch.rows)
 
 
 def dpo_loss(

@@ -106,7 +106,6 @@ def _reference(
             pairs,
             batches,
             data.pad_id,
-            config.max_length,
             precision.autocast,  # type: ignore[arg-type]
         )
     with paths.atomic_file(path) as handle:
@@ -130,7 +129,6 @@ def _objective(
         config.preference,
         reference,
         data.pad_id,
-        config.max_length,
         autocast,  # type: ignore[arg-type]
     )
 
