@@ -12,6 +12,7 @@ what TRL logs as rewards/accuracies) and per-token preference accuracy (the tune
 answer per answer token).
 
 Tools: tunesmith (its defaults: bf16 autocast where bf16 matmuls measure >= 2x fp32, else fp32), tunesmith-fp32,
+tunesmith-fp32-ckpt (fp32 with activation checkpointing: less memory, one more forward per step),
 trl (DPOTrainer defaults: fp32 on CPU, gradient checkpointing on, a reference forward every step),
 trl-precompute (precompute_ref_log_probs=True), trl-bf16 (bf16=True).
 
@@ -39,7 +40,7 @@ from bench import common
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "brand-voice"
-TOOLS = ("tunesmith", "tunesmith-fp32", "trl", "trl-precompute", "trl-bf16")
+TOOLS = ("tunesmith", "tunesmith-fp32", "tunesmith-fp32-ckpt", "trl", "trl-precompute", "trl-bf16")
 BETA = 0.1
 SCORES = ("reward_accuracy", "per_token_accuracy", "base_per_token_accuracy")
 
@@ -49,7 +50,7 @@ def _pairs(path: Path, count: int) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()[:count]]
 
 
-def _run_tunesmith(args: argparse.Namespace, out: Path, precision: str) -> dict[str, float | str]:
+def _run_tunesmith(args: argparse.Namespace, out: Path, tool: str) -> dict[str, float | str]:
     from tunesmith.config import LoraSettings, PreferenceSettings, RunConfig
     from tunesmith.train.runner import train
     from tunesmith.train.setup import choose_precision
@@ -68,7 +69,8 @@ def _run_tunesmith(args: argparse.Namespace, out: Path, precision: str) -> dict[
         eval_every=10**6,
         save_every=10**6,
         threads=torch.get_num_threads(),
-        precision=precision,  # type: ignore[arg-type]
+        precision="auto" if tool == "tunesmith" else "fp32",
+        activation_checkpointing=tool.endswith("-ckpt"),
     )
     start = time.perf_counter()
     result = train(config, out / "run")
@@ -158,8 +160,8 @@ def child(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if args.child == "score":
         result: dict[str, float | str] = dict(_score(args, out / "adapter"))
-    elif args.child in ("tunesmith", "tunesmith-fp32"):
-        result = _run_tunesmith(args, out, "fp32" if args.child == "tunesmith-fp32" else "auto")
+    elif args.child.startswith("tunesmith"):
+        result = _run_tunesmith(args, out, args.child)
     else:
         result = _run_trl(args, out, precompute=args.child == "trl-precompute", bf16=args.child == "trl-bf16")
     common.report(result)
@@ -211,29 +213,27 @@ def main(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(report, indent=2))
 
 
-def _same_precision(table: dict, tool: str) -> str | None:
-    """The tunesmith row computing in the same dtype as `tool`, to compare with."""
-    return next((t for t in ("tunesmith", "tunesmith-fp32") if t in table and
-                 table[t]["compute"] == table[tool]["compute"]), None)  # fmt: skip
+def _against_trl(table: dict, tool: str) -> str:
+    """A tunesmith row against TRL's defaults when both compute in the same dtype: speed and peak RSS ratios."""
+    trl = table.get("trl")
+    if not tool.startswith("tunesmith") or trl is None or trl["compute"] != table[tool]["compute"]:
+        return "-"
+    row = table[tool]
+    return f"{row['pairs_per_second'] / trl['pairs_per_second']:.2f}x, {row['peak_rss_gb'] / trl['peak_rss_gb']:.2f}x"
 
 
 def _print_table(report: dict) -> None:
     table = report["table"]
     print(
         "| tool | matmuls | pairs/s | whole job s | training loop s | peak RSS GB | held-out reward accuracy % "
-        "| per-token preference accuracy % | tunesmith in the same dtype: speed, RSS |"
+        "| per-token preference accuracy % | against TRL's defaults in the same dtype: speed, RSS |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for tool, row in table.items():
-        ours = _same_precision(table, tool)
-        ratio = "-"
-        if ours and not tool.startswith("tunesmith"):
-            speed = table[ours]["pairs_per_second"] / row["pairs_per_second"]
-            ratio = f"{speed:.2f}x, {table[ours]['peak_rss_gb'] / row['peak_rss_gb']:.2f}x"
         print(
             f"| {tool} | {row['compute']} | {row['pairs_per_second']:.2f} | {row['seconds']:.1f} "
             f"| {row['loop_seconds']:.1f} | {row['peak_rss_gb']:.2f} | {row['reward_accuracy']:.0f} "
-            f"| {row['per_token_accuracy']:.0f} | {ratio} |"
+            f"| {row['per_token_accuracy']:.0f} | {_against_trl(table, tool)} |"
         )
 
 
@@ -244,7 +244,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=320, help="training pairs (the first N)")
     parser.add_argument("--lr", type=float, default=1.3e-4, help="tunesmith's auto rate for DPO on this model")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--tools", default="tunesmith,tunesmith-fp32,trl,trl-precompute")
+    parser.add_argument("--tools", default="tunesmith,tunesmith-fp32,tunesmith-fp32-ckpt,trl,trl-precompute")
     parser.add_argument("--json", default="")
     parser.add_argument("--child", choices=(*TOOLS, "score"), help=argparse.SUPPRESS)
     parser.add_argument("--out", default="", help=argparse.SUPPRESS)

@@ -44,6 +44,7 @@ def auto_batch_tokens(device: str, objective: str) -> int:
     tokens = AUTO_BATCH_TOKENS.get(device, AUTO_BATCH_TOKENS["cpu"])
     return tokens // PAIR_BATCH_SHARE if objective == "dpo" else tokens
 
+
 AUTO_WARMUP_FRACTION = 0.05
 AUTO_EVALS_PER_RUN = 5
 AUTO_EVAL_SHARE = 0.3
