@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.conftest import chat, write_jsonl
+from tunesmith.data.formats import RecordError, parse_prompt
 from tunesmith.data.schema import Conversation, Message, PreferencePair, TextDoc
 from tunesmith.data.validate import read_dataset
 from tunesmith.errors import DataError
@@ -217,3 +218,34 @@ def test_public_api_is_importable():
 
     assert tunesmith.read_dataset is read_dataset
     assert callable(tunesmith.check_data) and callable(tunesmith.load_model)
+
+
+@pytest.mark.parametrize(
+    ("value", "messages"),
+    [
+        ("Summarise this call.", [("user", "Summarise this call.")]),
+        ({"prompt": "Hi"}, [("user", "Hi")]),
+        (
+            {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]},
+            [("system", "Be brief."), ("user", "Hi")],
+        ),
+    ],
+)
+def test_a_prompt_for_a_teacher_is_a_string_a_prompt_field_or_messages_before_the_answer(value, messages):
+    assert [(m.role, m.content) for m in parse_prompt(value)] == messages
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("  ", "missing_content"),
+        (7, "data_type"),
+        ({"question": "Hi"}, "unrecognized_prompt"),
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}, "prompt_has_answer"),
+        ({"messages": []}, "missing_messages_list"),
+    ],
+)
+def test_a_prompt_that_is_not_one_says_why(value, code):
+    with pytest.raises(RecordError) as caught:
+        parse_prompt(value)
+    assert caught.value.code == code

@@ -16,6 +16,7 @@ import typer
 from tunesmith.cli import evaluate, export, generate, serve, train
 from tunesmith.cli.common import OneLineLog
 from tunesmith.cli.data import data_app
+from tunesmith.cli.distill import distill_app
 from tunesmith.cli.jobs import jobs_app
 from tunesmith.cli.models import models_app
 from tunesmith.cli.settings import with_settings
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(distill_app, name="distill")
 app.command("train")(with_settings(train.train))
 app.command("generate")(generate.generate)
 app.command("chat")(generate.chat)

@@ -222,6 +222,23 @@ PAIR_FORMATS = ("preference", "openai-preference")
 """The formats of preference pairs."""
 
 
+def parse_prompt(obj: Any) -> tuple[Message, ...]:
+    """A prompt for a teacher: a string, {"prompt": string} or {"messages": [...]} that ends before the answer."""
+    if isinstance(obj, str):
+        if not obj.strip():
+            raise RecordError("missing_content", "the prompt is empty")
+        return (Message("user", obj),)
+    obj = _require_dict(obj)
+    if "messages" in obj:
+        messages = _messages(obj["messages"], "messages", "missing_messages_list")
+        if messages[-1].role == "assistant":
+            raise RecordError("prompt_has_answer", "the last message is the assistant's: a prompt ends before it")
+        return messages
+    if "prompt" in obj:
+        return (Message("user", _string(obj, "prompt")),)
+    raise RecordError("unrecognized_prompt", 'expected a string, {"prompt": "..."} or {"messages": [...]}')
+
+
 def auto_objective(format_name: str) -> str:
     """What a file of this format trains with unless told: dpo for pairs, text for plain text, sft otherwise."""
     return "dpo" if format_name in PAIR_FORMATS else "text" if format_name == "text" else "sft"
