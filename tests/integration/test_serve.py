@@ -147,6 +147,48 @@ def test_completions_continue_text_and_respect_max_tokens(client, ids):
     assert "".join(c.choices[0].text for c in streamed if c.choices) == reply.choices[0].text
 
 
+def test_completion_logprobs_are_the_models_own(client, ids, adapter_base):
+    """The first token's log-prob and alternatives equal the model's log-softmax, computed here on its own."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    reply = client.completions.create(model=ids["base"], prompt="Once upon a time", max_tokens=4, temperature=0,
+                                      logprobs=3)  # fmt: skip
+    logprobs = reply.choices[0].logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.text_offset) == 4
+    tokenizer = AutoTokenizer.from_pretrained(adapter_base)
+    model = AutoModelForCausalLM.from_pretrained(adapter_base, dtype=torch.float32)
+    with torch.no_grad():
+        ids_in = torch.tensor([tokenizer("Once upon a time").input_ids])
+        want = model(input_ids=ids_in).logits[0, -1].log_softmax(-1)
+    values, top = want.topk(3)
+    assert logprobs.token_logprobs[0] == pytest.approx(float(values[0]), abs=1e-4)  # greedy: the likeliest token
+    assert list(logprobs.top_logprobs[0]) == [tokenizer.decode([i]) for i in top.tolist()]
+    assert list(logprobs.top_logprobs[0].values()) == pytest.approx(values.tolist(), abs=1e-4)
+
+
+def test_chat_logprobs_stream_and_whole_agree_and_top_logprobs_are_sorted(client, ids):
+    options = {"logprobs": True, "top_logprobs": 5}
+    reply = _ask(client, ids["beta"], **options)
+    content = reply.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == reply.choices[0].message.content
+    for token in content:
+        tops = [t.logprob for t in token.top_logprobs]
+        assert len(tops) == 5 and tops == sorted(tops, reverse=True) and token.logprob == tops[0] <= 0
+        assert bytes(token.bytes).decode() == token.token
+    stream = client.chat.completions.create(
+        model=ids["beta"], messages=[{"role": "user", "content": "Question 5?"}], temperature=0, max_tokens=24,
+        stream=True, **options,
+    )  # fmt: skip
+    streamed = [t for c in stream if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in content]
+    assert _ask(client, ids["beta"]).choices[0].logprobs is None
+    with pytest.raises(openai.BadRequestError):
+        _ask(client, ids["beta"], top_logprobs=2)  # top_logprobs without logprobs, as OpenAI refuses it
+    with pytest.raises(openai.BadRequestError):
+        _ask(client, ids["beta"], logprobs=True, top_logprobs=21)
+
+
 def test_sampling_with_a_seed_repeats_and_n_gives_several_answers(client, ids):
     options = {"temperature": 1.0, "top_p": 0.9, "seed": 7, "n": 2}
     first = _ask(client, ids["base"], **options)

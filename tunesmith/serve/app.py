@@ -18,9 +18,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from tunesmith.data.schema import Message
-from tunesmith.serve.engine import Busy, Delta, Engine, Job, RequestSampling
+from tunesmith.serve.engine import Busy, Delta, Engine, Job, RequestSampling, TokenLogprob
 from tunesmith.serve.errors import APIError, BodyLimit, install_error_handlers
 from tunesmith.serve.loaded import ModelSet, Served
+from tunesmith.serve.logprobs import chat_logprobs, completion_logprobs
 from tunesmith.serve.schemas import ChatRequest, CompletionRequest
 
 log = logging.getLogger(__name__)
@@ -89,17 +90,19 @@ async def _collect(pieces: asyncio.Queue[Delta], job: Job) -> list[Delta]:
     """The whole of each of the job's n answers: (text, finish, tokens) per row as one Delta."""
     n = job.n
     texts, done = [""] * n, [None] * n
+    logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
     try:
         while any(d is None for d in done):
             piece = await pieces.get()
             texts[piece.row] += piece.text
+            logprobs[piece.row] += piece.logprobs
             if piece.finish:
                 done[piece.row] = piece  # type: ignore[call-overload]
     finally:
         job.cancelled.set()  # finished, or the request was dropped: its rows leave the batch
     if any(d.finish == "error" for d in done):  # type: ignore[union-attr]
         raise APIError(500, "generation failed; see the server log", None, "server_error")
-    return [Delta(i, texts[i], d.finish, d.tokens) for i, d in enumerate(done)]  # type: ignore[union-attr]
+    return [Delta(i, texts[i], d.finish, d.tokens, tuple(logprobs[i])) for i, d in enumerate(done)]  # type: ignore[union-attr]
 
 
 def _usage(prompt: int, answers: int) -> dict[str, int]:
@@ -132,8 +135,8 @@ async def _events(
         job.cancelled.set()
 
 
-def _sampling(body: ChatRequest | CompletionRequest, max_tokens: int) -> RequestSampling:
-    return RequestSampling(max_tokens, body.temperature, body.top_p, body.stops(), body.seed)
+def _sampling(body: ChatRequest | CompletionRequest, max_tokens: int, logprobs: int | None) -> RequestSampling:
+    return RequestSampling(max_tokens, body.temperature, body.top_p, body.stops(), body.seed, logprobs)
 
 
 def _messages(body: ChatRequest) -> tuple[Message, ...]:
@@ -196,7 +199,9 @@ async def _chat(service: Service, body: ChatRequest) -> Response | dict[str, Any
     asked = body.max_completion_tokens or body.max_tokens
     max_tokens = asked or max(1, min(DEFAULT_MAX_TOKENS, service.models.context - len(prompt)))
     service.check_context(prompt, max_tokens, "max_tokens" if asked else "messages")
-    pieces, job = service.start(prompt, served, _sampling(body, max_tokens), body.n)
+    pieces, job = service.start(prompt, served, _sampling(body, max_tokens, body.logprob_count()), body.n)
+    tokenizer = service.models.tokenizer
+    wanted = body.logprobs
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     head = {"id": ident, "created": created, "model": served.id, "system_fingerprint": None}
     if body.stream:
@@ -206,7 +211,8 @@ async def _chat(service: Service, body: ChatRequest) -> Response | dict[str, Any
 
         def chunk(p: Delta) -> dict[str, Any]:
             delta = {"content": p.text} if p.text else {}
-            choice = {"index": p.row, "delta": delta, "finish_reason": p.finish, "logprobs": None}
+            logprobs = chat_logprobs(tokenizer, p.logprobs) if wanted else None
+            choice = {"index": p.row, "delta": delta, "finish_reason": p.finish, "logprobs": logprobs}
             return head | {"object": "chat.completion.chunk", "choices": [choice]}
 
         def usage(tokens: int) -> dict[str, Any]:
@@ -221,7 +227,7 @@ async def _chat(service: Service, body: ChatRequest) -> Response | dict[str, Any
             "index": a.row,
             "message": {"role": "assistant", "content": a.text},
             "finish_reason": a.finish,
-            "logprobs": None,
+            "logprobs": chat_logprobs(tokenizer, a.logprobs) if wanted else None,
         }
         for a in answers
     ]
@@ -236,7 +242,8 @@ async def _completion(service: Service, body: CompletionRequest) -> Response | d
         raise APIError(400, "prompt: send one prompt per request", "prompt", "invalid_value")
     prompt = service.models.tokenizer(prompts[0]).input_ids
     service.check_context(prompt, body.max_tokens, "max_tokens")
-    pieces, job = service.start(prompt, served, _sampling(body, body.max_tokens), body.n)
+    pieces, job = service.start(prompt, served, _sampling(body, body.max_tokens, body.logprobs), body.n)
+    tokenizer, wanted = service.models.tokenizer, body.logprobs is not None
     head = {
         "id": f"cmpl-{uuid.uuid4().hex[:24]}",
         "object": "text_completion",
@@ -246,7 +253,10 @@ async def _completion(service: Service, body: CompletionRequest) -> Response | d
     if body.stream:
 
         def chunk(p: Delta) -> dict[str, Any]:
-            return head | {"choices": [{"index": p.row, "text": p.text, "finish_reason": p.finish, "logprobs": None}]}
+            logprobs = completion_logprobs(tokenizer, p.logprobs) if wanted else None
+            return head | {
+                "choices": [{"index": p.row, "text": p.text, "finish_reason": p.finish, "logprobs": logprobs}]
+            }
 
         def usage(tokens: int) -> dict[str, Any]:
             return head | {"choices": [], "usage": _usage(len(prompt), tokens)}
@@ -254,5 +264,13 @@ async def _completion(service: Service, body: CompletionRequest) -> Response | d
         events = _events("", pieces, job, chunk, usage if body.wants_usage() else None)
         return StreamingResponse(events, media_type="text/event-stream")
     answers = await _collect(pieces, job)
-    choices = [{"index": a.row, "text": a.text, "finish_reason": a.finish, "logprobs": None} for a in answers]
+    choices = [
+        {
+            "index": a.row,
+            "text": a.text,
+            "finish_reason": a.finish,
+            "logprobs": completion_logprobs(tokenizer, a.logprobs) if wanted else None,
+        }
+        for a in answers
+    ]
     return head | {"choices": choices, "usage": _usage(len(prompt), sum(a.tokens for a in answers))}

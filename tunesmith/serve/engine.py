@@ -44,6 +44,20 @@ class RequestSampling:
     """Strings that end the answer (not included in it)."""
     seed: int | None
     """Makes sampling repeatable."""
+    logprobs: int | None = None
+    """None: no log-probs; K: each answer token's log-prob and the K likeliest tokens' (0-20)."""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One answer token's log-probability under the model (before temperature), and the likeliest alternatives."""
+
+    token: int
+    """The token id chosen."""
+    logprob: float
+    """Its log-probability."""
+    top: tuple[tuple[int, float], ...]
+    """(token id, log-probability) of the likeliest tokens, most likely first."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,8 @@ class Delta:
     """stop or length on the last piece."""
     tokens: int = 0
     """Tokens generated (on the last piece)."""
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """Log-probs of the tokens made since the last piece, when asked for."""
 
 
 @dataclass
@@ -90,6 +106,14 @@ class _Row:
     ids: list[int] = field(default_factory=list)
     sent: int = 0
     finish: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    logprobs_sent: int = 0
+
+
+def _token_logprob(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
+    log_probs = logits.float().log_softmax(-1)
+    values, ids = log_probs.topk(top) if top else (log_probs[:0], log_probs[:0].long())
+    return TokenLogprob(token, float(log_probs[token]), tuple(zip(ids.tolist(), values.tolist(), strict=True)))
 
 
 def _choose(logits: torch.Tensor, row: _Row) -> int:
@@ -268,6 +292,8 @@ class Engine:
             row.finish = "stop"
         else:
             row.ids.append(token)
+            if sampling.logprobs is not None:
+                row.logprobs.append(_token_logprob(logits, token, sampling.logprobs))
             if len(row.ids) >= sampling.max_tokens:
                 row.finish = "length"
         self._send_text(row)
@@ -285,5 +311,6 @@ class Engine:
                 return
         if len(text) > row.sent or row.finish:
             tokens = len(row.ids) + (1 if row.finish == "stop" and not stops else 0)
-            row.job.send(Delta(row.index, text[row.sent :], row.finish, tokens if row.finish else 0))
-            row.sent = max(row.sent, len(text))
+            logprobs = tuple(row.logprobs[row.logprobs_sent :])
+            row.job.send(Delta(row.index, text[row.sent :], row.finish, tokens if row.finish else 0, logprobs))
+            row.sent, row.logprobs_sent = max(row.sent, len(text)), len(row.logprobs)

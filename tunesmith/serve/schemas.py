@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_STOPS = 4
 """OpenAI's limit on stop strings."""
+MAX_TOP_LOGPROBS = 20
+"""OpenAI's limit on top_logprobs."""
 
 
 class ChatMessage(BaseModel):
@@ -71,6 +73,20 @@ class ChatRequest(_Sampled):
     """The longest answer (older name)."""
     max_completion_tokens: int | None = Field(None, ge=1)
     """The longest answer."""
+    logprobs: bool = False
+    """Return each answer token's log-probability."""
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    """With logprobs: also the likeliest tokens' at each position."""
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    def logprob_count(self) -> int | None:
+        """What the engine is asked: None, or how many alternatives a token."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(_Sampled):
@@ -80,3 +96,5 @@ class CompletionRequest(_Sampled):
     """Text to continue (one prompt; a list of one is accepted)."""
     max_tokens: int = Field(16, ge=1)
     """The longest continuation (OpenAI's default is 16)."""
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    """Return each token's log-probability and this many likeliest tokens' (OpenAI allows 5; we allow 20)."""
