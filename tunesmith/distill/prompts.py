@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from tunesmith.data.formats import RecordError, parse_prompt
 from tunesmith.data.load import read_rows
-from tunesmith.data.schema import Message
+from tunesmith.data.schema import Message, as_dicts
 from tunesmith.errors import DataError
 
 PROMPT_HINT = 'write one prompt a line: a JSON string, {"prompt": "..."} or {"messages": [...]} without the answer'
@@ -24,7 +24,7 @@ class Prompt:
     """The conversation so far; the teacher writes the next assistant turn."""
 
     def as_json(self) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.content} for m in self.messages]
+        return as_dicts(self.messages)
 
 
 def read_prompts(source: str) -> list[Prompt]:

@@ -112,7 +112,7 @@ class _Row:
 
 def _token_logprob(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
     log_probs = logits.float().log_softmax(-1)
-    values, ids = log_probs.topk(top) if top else (log_probs[:0], log_probs[:0].long())
+    values, ids = log_probs.topk(top)
     return TokenLogprob(token, float(log_probs[token]), tuple(zip(ids.tolist(), values.tolist(), strict=True)))
 
 

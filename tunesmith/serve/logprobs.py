@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -31,7 +32,7 @@ def chat_logprobs(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[TokenLogp
 def completion_logprobs(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
     """{"tokens", "token_logprobs", "top_logprobs": [{token: logprob}], "text_offset"} (offsets in the piece)."""
     texts = [_text(tokenizer, t.token) for t in tokens]
-    offsets = [sum(len(x) for x in texts[:i]) for i in range(len(texts))]
+    offsets = list(accumulate(map(len, texts), initial=0))[:-1]
     return {
         "tokens": texts,
         "token_logprobs": [t.logprob for t in tokens],
