@@ -17,6 +17,7 @@ trl (DPOTrainer defaults: fp32 on CPU, gradient checkpointing on, a reference fo
 trl-precompute (precompute_ref_log_probs=True), trl-bf16 (bf16=True).
 
     .venv/bin/python -m bench.dpo_vs_trl [--repeat 3] [--tools tunesmith,tunesmith-fp32,trl,trl-precompute]
+        [--json bench/results/dpo_vs_trl.json] [--add-to bench/results/dpo_vs_trl.json]
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ DATA = ROOT / "examples" / "brand-voice"
 TOOLS = ("tunesmith", "tunesmith-fp32", "tunesmith-fp32-ckpt", "trl", "trl-precompute", "trl-bf16")
 BETA = 0.1
 SCORES = ("reward_accuracy", "per_token_accuracy", "base_per_token_accuracy")
-
 
 
 def _pairs(path: Path, count: int) -> list[dict]:
@@ -179,6 +179,7 @@ def _row(runs: list[dict], pairs: int) -> dict[str, float | str]:
 
     return {
         "compute": runs[0]["compute"],
+        "runs": len(runs),
         "pairs_per_second": pairs / median("seconds"),
         "seconds": median("seconds"),
         "loop_seconds": median("loop_seconds"),
@@ -188,9 +189,17 @@ def _row(runs: list[dict], pairs: int) -> dict[str, float | str]:
     }
 
 
+def _earlier_runs(path: str, tools: list[str]) -> dict[str, list[dict]]:
+    """The runs an earlier report holds, per tool (all of its tools kept), to which this run's repeats are added."""
+    if not path:
+        return {tool: [] for tool in tools}
+    earlier: dict[str, list[dict]] = json.loads(Path(path).read_text())["runs"]
+    return earlier | {tool: earlier.get(tool, []) for tool in tools}
+
+
 def main(args: argparse.Namespace) -> None:
     tools = [t for t in args.tools.split(",") if t]
-    runs: dict[str, list[dict]] = {tool: [] for tool in tools}
+    runs = _earlier_runs(args.add_to, tools)
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeat):
             for tool in tools:
@@ -205,7 +214,7 @@ def main(args: argparse.Namespace) -> None:
         "machine": {"threads": torch.get_num_threads()},
         "versions": common.versions(),
         "args": {k: str(v) for k, v in vars(args).items()},
-        "table": {tool: _row(runs[tool], args.pairs) for tool in tools},
+        "table": {tool: _row(tool_runs, args.pairs) for tool, tool_runs in runs.items()},
         "runs": runs,
     }
     _print_table(report)
@@ -225,13 +234,13 @@ def _against_trl(table: dict, tool: str) -> str:
 def _print_table(report: dict) -> None:
     table = report["table"]
     print(
-        "| tool | matmuls | pairs/s | whole job s | training loop s | peak RSS GB | held-out reward accuracy % "
+        "| tool | runs | matmuls | pairs/s | whole job s | training loop s | peak RSS GB | held-out reward accuracy % "
         "| per-token preference accuracy % | against TRL's defaults in the same dtype: speed, RSS |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for tool, row in table.items():
         print(
-            f"| {tool} | {row['compute']} | {row['pairs_per_second']:.2f} | {row['seconds']:.1f} "
+            f"| {tool} | {row['runs']} | {row['compute']} | {row['pairs_per_second']:.2f} | {row['seconds']:.1f} "
             f"| {row['loop_seconds']:.1f} | {row['peak_rss_gb']:.2f} | {row['reward_accuracy']:.0f} "
             f"| {row['per_token_accuracy']:.0f} | {_against_trl(table, tool)} |"
         )
@@ -246,6 +255,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tools", default="tunesmith,tunesmith-fp32,tunesmith-fp32-ckpt,trl,trl-precompute")
     parser.add_argument("--json", default="")
+    parser.add_argument("--add-to", default="", help="an earlier --json report: its runs join this run's medians")
     parser.add_argument("--child", choices=(*TOOLS, "score"), help=argparse.SUPPRESS)
     parser.add_argument("--out", default="", help=argparse.SUPPRESS)
     return parser.parse_args()

@@ -41,7 +41,6 @@ DATA = ROOT / "examples" / "call-summaries"
 TOOLS = ("tunesmith", "tunesmith-fp32", "trl", "trl-packing", "trl-bf16")
 
 
-
 def _matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 10) -> float:
     """GFLOP/s of a square matmul: the median of `reps` after a warm-up."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
