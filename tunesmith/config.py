@@ -151,9 +151,11 @@ class RunConfig(_Frozen):
     """Input format of the data, or auto to detect it per file."""
     method: Literal["lora", "dora", "full"] = "lora"
     """lora or dora train a small adapter; full trains every weight."""
-    objective: Literal["sft", "text", "dpo"] = "sft"
+    objective: Literal["sft", "text", "dpo", "distill"] = "sft"
     """sft learns the answers of conversations; text (continued pre-training) learns every token; dpo learns from
-    preference pairs to give the chosen answer more probability than the rejected one (see preference)."""
+    preference pairs to give the chosen answer more probability than the rejected one (see preference); distill
+    learns a teacher's answers as `tunesmith distill collect --logprobs K` stored them: its top-k distribution
+    per answer token (KL, the rest of the mass as one bucket) where the student shares its tokenizer."""
     supervise: Literal["assistant", "last", "all"] = "assistant"
     """Which turns sft learns: every assistant turn, only the last one, or all tokens."""
     max_length: int = Field(2048, gt=1)

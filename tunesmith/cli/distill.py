@@ -99,3 +99,71 @@ def collect(
         failed = len(summary.failed)
         err.print(f"{failed} prompts failed (kept in {summary.errors}): run the same command to retry them")
         raise typer.Exit(1)
+
+
+def _print_report(report: dict, folder: Path) -> None:
+    from tunesmith.distill.report_html import NAMES, headline
+
+    out.print(f"[bold]{headline(report)}[/]")
+    vs_teacher, money = report["quality"]["vs_teacher"], report["economics"]
+    for role in ("tuned", "base"):
+        scores = vs_teacher[role]
+        out.print(
+            f"{NAMES[role]} vs teacher: ROUGE-L {scores['rougeL']:.1f}, chrF {scores['chrf']:.1f}, "
+            f"exact match {scores['exact_match']:.1f}"
+        )
+    if report["quality"]["wins"]:
+        wins = report["quality"]["wins"]
+        out.print(f"tuned student vs teacher on the references: {wins['win']} wins, {wins['tie']} ties, "
+                  f"{wins['loss']} losses")  # fmt: skip
+    for role, e in money.items():
+        cost = "-" if e["cost_per_1000"] is None else f"${e['cost_per_1000']:.4f}"
+        speed = "-" if e["tokens_per_s"] is None else f"{e['tokens_per_s']:.1f}"
+        out.print(
+            f"{NAMES[role]}: latency p50 {e['latency_p50_s']:.2f} s, p95 {e['latency_p95_s']:.2f} s, "
+            f"{speed} tokens/s, {cost} per 1,000 requests"
+        )
+    out.print(f"report: {folder / 'report.html'}")
+
+
+@distill_app.command("report")
+def report(
+    run: Annotated[str, typer.Argument(help="The student's run folder.")],
+    teacher: Annotated[str, typer.Option(help="The teacher's OpenAI-compatible base URL.")],
+    teacher_model: Annotated[str, typer.Option(help="The teacher model's name at that endpoint.")],
+    data: Annotated[str, typer.Option(help="Held-out conversations (last message: the reference) or prompts.")],
+    api_key: Annotated[str | None, typer.Option(help="The teacher's API key; default: $OPENAI_API_KEY.")] = None,
+    temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature, teacher and students.")] = 0.0,
+    max_tokens: Annotated[int, typer.Option(min=1, help="The longest answer, in tokens.")] = 512,
+    system: Annotated[str | None, typer.Option(help="A system message for the teacher only.")] = None,
+    price_in: Annotated[float | None, typer.Option(help=PRICE_HELP.format("prompt"))] = None,
+    price_out: Annotated[float | None, typer.Option(help=PRICE_HELP.format("answer"))] = None,
+    hourly_cost: Annotated[float | None, typer.Option(help="What the student's machine costs per hour.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once, for every model.")] = 1,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N held-out prompts.")] = None,
+    dtype: Annotated[str, typer.Option(help="The students' serving dtype: auto, float32 or bfloat16.")] = "auto",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder; default RUN/distill-report.")] = None,
+) -> None:
+    """Student vs teacher on held-out prompts: quality, latency, tokens/s and cost per 1,000 requests."""
+    from tunesmith.distill.report import ReportSettings, distill_report
+
+    with user_errors():
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise ConfigError("no API key", hint="pass --api-key or set OPENAI_API_KEY (any text for a local server)")
+        folder = out_dir or Path(run) / "distill-report"
+        settings = ReportSettings(
+            run=run,
+            data=data,
+            teacher=collecting.TeacherSettings(teacher, teacher_model, temperature, max_tokens, system),
+            api_key=key,
+            out=folder,
+            price_in=price_in,
+            price_out=price_out,
+            hourly_cost=hourly_cost,
+            concurrency=concurrency,
+            limit=limit,
+            dtype=dtype,
+        )
+        result = distill_report(settings, lambda text: err.print(f"[dim]{text}[/]"))
+    _print_report(result, folder)

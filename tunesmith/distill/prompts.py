@@ -12,6 +12,7 @@ from tunesmith.data.schema import Message, as_dicts
 from tunesmith.errors import DataError
 
 PROMPT_HINT = 'write one prompt a line: a JSON string, {"prompt": "..."} or {"messages": [...]} without the answer'
+HELD_OUT_HINT = 'write one conversation a line, {"messages": [...]}, the last message its reference answer, or a prompt'
 
 
 @dataclass(frozen=True)
@@ -29,17 +30,37 @@ class Prompt:
 
 def read_prompts(source: str) -> list[Prompt]:
     """Every prompt of a JSONL/JSON/CSV/parquet file; the first bad line is a DataError naming it."""
-    prompts = []
+    return [prompt for prompt, _ in _read(source, PROMPT_HINT, references=False)]
+
+
+def read_held_out(source: str) -> list[tuple[Prompt, str | None]]:
+    """Held-out prompts, each with its reference answer when the line's conversation ends with the assistant's."""
+    return _read(source, HELD_OUT_HINT, references=True)
+
+
+def _split_reference(value: object) -> tuple[object, str | None]:
+    """(the prompt, the reference answer) of a conversation that ends with the assistant's turn."""
+    messages = value.get("messages") if isinstance(value, dict) else None
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        last = messages[-1]
+        if last.get("role") == "assistant" and isinstance(last.get("content"), str):
+            return {"messages": messages[:-1]}, last["content"]
+    return value, None
+
+
+def _read(source: str, hint: str, references: bool) -> list[tuple[Prompt, str | None]]:
+    out: list[tuple[Prompt, str | None]] = []
     for row in read_rows(source):
         if row.code:
-            raise DataError(f"{source}:{row.line}: {row.message}", hint=PROMPT_HINT, code=row.code)
+            raise DataError(f"{source}:{row.line}: {row.message}", hint=hint, code=row.code)
+        value, reference = _split_reference(row.value) if references else (row.value, None)
         try:
-            prompts.append(Prompt(row.line, parse_prompt(row.value)))
+            out.append((Prompt(row.line, parse_prompt(value)), reference))
         except RecordError as exc:
-            raise DataError(f"{source}:{row.line}: {exc.message}", hint=PROMPT_HINT, code=exc.code) from None
-    if not prompts:
-        raise DataError(f"{source}: no prompts", hint=PROMPT_HINT, code="empty_file")
-    return prompts
+            raise DataError(f"{source}:{row.line}: {exc.message}", hint=hint, code=exc.code) from None
+    if not out:
+        raise DataError(f"{source}: no prompts", hint=hint, code="empty_file")
+    return out
 
 
 def prompt_key(prompt: Prompt, teacher: dict[str, object]) -> str:

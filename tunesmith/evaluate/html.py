@@ -23,7 +23,8 @@ pre{background:#f6f6f6;padding:.6rem}
 """
 
 
-def _png(figure: Figure) -> str:
+def png_img(figure: Figure) -> str:
+    """A figure as an inline <img> (PNG, base64): the page needs no other file."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
@@ -49,7 +50,7 @@ def _loss_plot(run_dir: Path) -> str:
     axes.set_yscale("log")
     axes.set_title("Loss")
     axes.legend()
-    return _png(figure)
+    return png_img(figure)
 
 
 def _metric_plot(report: dict[str, Any]) -> str:
@@ -65,7 +66,7 @@ def _metric_plot(report: dict[str, Any]) -> str:
     axes.set_xticks(list(x), names, rotation=30)
     axes.set_title("Mean scores (0-100; length ratio: 100 = reference length)")
     axes.legend()
-    return _png(figure)
+    return png_img(figure)
 
 
 def _delta_plot(rows: list[dict[str, Any]], metric: str | None) -> str:
@@ -78,7 +79,7 @@ def _delta_plot(rows: list[dict[str, Any]], metric: str | None) -> str:
     axes.axhline(0, color="black", linewidth=0.8)
     axes.set_xlabel("held-out example (sorted)")
     axes.set_title(f"{metric}: tuned minus base, per example")
-    return _png(figure)
+    return png_img(figure)
 
 
 PREFERENCE_ROWS = (

@@ -91,7 +91,7 @@ class ModelSet:
         self.tuned = tuned
         self.context = int(getattr(model.config, "max_position_embeddings", 2048))
         """The longest prompt plus answer, in tokens."""
-        base_id = _short(base)
+        base_id = short_id(base)
         self.served: dict[str, Served] = {base_id: _served(base_id, BASE_ADAPTER, tokenizer, 0)}
         """By id."""
         self.lock = threading.Lock()
@@ -141,7 +141,8 @@ class ModelSet:
         return list(self.served.values())
 
 
-def _short(name: str) -> str:
+def short_id(name: str) -> str:
+    """The id a model given by name or path is served under."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).name).strip("-") or "model"
 
 
@@ -150,9 +151,10 @@ def _served(model_id: str, adapter: str, tokenizer: PreTrainedTokenizerBase, cre
     return Served(model_id, adapter, renderer, tuple(renderer.stop_token_ids()), int(created))
 
 
-def _run_id(base_id: str, final: Path) -> str:
+def run_model_id(base_id: str, final: Path) -> str:
+    """The id a run's adapter (its final/ folder) is served under on the base of id base_id."""
     digest = hashlib.sha256(str(final.resolve()).encode()).hexdigest()[:8]
-    return f"ft:{base_id}:{_short(final.parent.name)}:{digest}"
+    return f"ft:{base_id}:{short_id(final.parent.name)}:{digest}"
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -186,7 +188,7 @@ def load_models(
     models = ModelSet(model.eval(), load_tokenizer(base), base, tuned)
     for final in finals:
         tuned = Tuned(final, final, base_model_of(final), int(final.stat().st_mtime))
-        models.attach(_run_id(_short(base), final), tuned)
+        models.attach(run_model_id(short_id(base), final), tuned)
     return models
 
 

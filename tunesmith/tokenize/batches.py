@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from tunesmith.tokenize.encode import Example
+from tunesmith.tokenize.teacher import SoftExample
 
 BUCKET = 256
 """Examples shuffled together before being sorted by length: larger buckets pad less, mix less."""
@@ -26,6 +27,11 @@ class Batch:
     """[rows, length] int64."""
     labels: torch.Tensor
     """[rows, length] int64: the token where it is learned, IGNORE where not, PAD_MARK on padding."""
+    top_ids: torch.Tensor | None = None
+    """Distillation: [learned positions, K] int64 target tokens, in row-major order of the learned positions
+    (labels[:, 1:] >= 0); None when each position learns its label alone."""
+    top_probs: torch.Tensor | None = None
+    """Distillation: [learned positions, K] float32 target probabilities, beside top_ids."""
 
     @property
     def supervised(self) -> int:
@@ -98,4 +104,8 @@ def collate(examples: Sequence[Example], pad_id: int, max_length: int | None = N
         n = len(example.input_ids)
         ids[row, :n] = torch.from_numpy(example.input_ids.astype(np.int64))
         labels[row, :n] = torch.from_numpy(example.labels.astype(np.int64))
-    return Batch(ids, labels)
+    if not all(isinstance(e, SoftExample) for e in examples):
+        return Batch(ids, labels)
+    top_ids = torch.from_numpy(np.concatenate([e.top_ids for e in examples]))  # type: ignore[attr-defined]
+    top_probs = torch.from_numpy(np.concatenate([e.top_probs for e in examples]))  # type: ignore[attr-defined]
+    return Batch(ids, labels, top_ids, top_probs)

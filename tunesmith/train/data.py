@@ -15,6 +15,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.runs import HELD_OUT_TEXTS
 from tunesmith.tokenize.encode import Example
 from tunesmith.tokenize.pairs import PairExample, encode_pairs
+from tunesmith.tokenize.teacher import soften_all, teacher_logprobs
 from tunesmith.train.plan import held_out_split
 
 Item = Example | PairExample
@@ -58,17 +59,19 @@ def load_run_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunD
     prepared = prepare_data(config.data, tokenizer, options, eval_source=config.eval_data)
     if prepared.report.errors:
         raise data_error(prepared.report.errors, prepared.report.error_count, config.data)
-    if config.objective == "sft" and prepared.report.stats["train"]["format"] == "text":
+    if config.objective in ("sft", "distill") and prepared.report.stats["train"]["format"] == "text":
         raise ConfigError(
-            f"{config.data}: plain text has no answers to learn with objective sft",
+            f"{config.data}: plain text has no answers to learn with objective {config.objective}",
             hint="use --objective text for continued pre-training, or give conversations",
         )
     report = prepared.report.as_dict()
     if config.objective == "dpo":
         return _pair_data(config, tokenizer, report)
-    train = prepared.train
-    if prepared.eval is not None:
-        return RunData(tokenizer, train, prepared.eval, report)
+    train, given = prepared.train, prepared.eval
+    if config.objective == "distill":
+        train, given = _teacher_targets(config, tokenizer, train, given, report)
+    if given is not None:
+        return RunData(tokenizer, list(train), list(given), report)
     chosen = set(held_out_split(len(train), config.seed).tolist())
     held_out = [e for i, e in enumerate(train) if i in chosen]
     texts = None
@@ -78,6 +81,29 @@ def load_run_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunD
     else:
         report["held_out"] = {"source": config.data, "lines": [e.line for e in held_out]}
     return RunData(tokenizer, [e for i, e in enumerate(train) if i not in chosen], held_out, report, texts)
+
+
+def _teacher_targets(
+    config: RunConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    train: list[Example],
+    held_out: list[Example] | None,
+    report: dict[str, Any],
+) -> tuple[list[Example], list[Example] | None]:
+    """Training (and eval) examples with the teacher's top-k targets; an error when no answer lines up."""
+    train, tally = soften_all(train, teacher_logprobs(config.data), tokenizer)
+    report["distill"] = tally.as_dict()
+    if tally.aligned == 0:
+        why = "has no teacher log-probs" if tally.answers == 0 else "has log-probs of another tokenizer"
+        raise ConfigError(
+            f"{config.data}: objective distill needs the teacher's top-k log-probs of the student's tokens, and the "
+            f"file {why}",
+            hint="collect with `tunesmith distill collect --logprobs 20` from a teacher that shares the student's "
+            "tokenizer, or train on the answers with --objective sft",
+        )
+    if held_out is None:
+        return list(train), None
+    return list(train), list(soften_all(held_out, teacher_logprobs(str(config.eval_data)), tokenizer)[0])
 
 
 def _read_pairs(source: str, config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> list[PairExample]:

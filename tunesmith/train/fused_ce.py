@@ -16,7 +16,8 @@ import torch
 
 CHUNK_ROWS = 512
 
-Kernel = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Kernel = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+"""(logits of a chunk of rows, that chunk's targets...) -> (summed loss, d loss / d logits in the logits' dtype)."""
 
 
 def _summed_loss(wide: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,13 +41,13 @@ def compiled_kernel() -> Kernel:
     return torch.compile(softmax_minus_onehot, dynamic=True)  # type: ignore[return-value]
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
+class _FusedHead(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx,
         hidden: torch.Tensor,
         weight: torch.Tensor,
-        targets: torch.Tensor,
+        targets: tuple[torch.Tensor, ...],
         compute: torch.dtype,
         chunk_rows: int,
         kernel: Kernel,
@@ -58,7 +59,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=wide, device=hidden.device)
         for start in range(0, h.shape[0], chunk_rows):
             rows = h[start : start + chunk_rows]
-            loss, grad_logits = kernel(rows @ w.t(), targets[start : start + chunk_rows])
+            loss, grad_logits = kernel(rows @ w.t(), *(t[start : start + chunk_rows] for t in targets))
             total += loss
             grad_hidden[start : start + chunk_rows] = grad_logits @ w
             if grad_weight is not None:
@@ -78,6 +79,29 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return d_hidden, d_weight, None, None, None, None
 
 
+def compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype the head's matmuls run in: autocast's when it is on, else the weight's."""
+    device = hidden.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+
+
+def fused_head_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: tuple[torch.Tensor, ...],
+    kernel: Kernel,
+    chunk_rows: int = CHUNK_ROWS,
+) -> torch.Tensor:
+    """A summed loss of hidden @ weight.T whose gradient `kernel` gives chunk by chunk, during the forward pass.
+
+    targets: tensors with one row per row of hidden, sliced with it. Call it with gradients wanted (hidden or
+    weight requiring them); the [rows x vocab] logits never exist beyond one chunk.
+    """
+    compute = compute_dtype(hidden, weight)
+    with torch.autocast(hidden.device.type, enabled=False):
+        return _FusedHead.apply(hidden, weight, targets, compute, chunk_rows, kernel)  # type: ignore[no-any-return]
+
+
 def linear_cross_entropy(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -92,12 +116,11 @@ def linear_cross_entropy(
     gradient is summed per chunk in that dtype, as autocast does for any linear layer). `compiled` runs the
     softmax step through torch.compile (it needs a C++ compiler on CPU).
     """
-    device = hidden.device.type
-    compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
-    with torch.autocast(device, enabled=False):
-        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-            kernel = compiled_kernel() if compiled else softmax_minus_onehot
-            return _LinearCrossEntropy.apply(hidden, weight, targets, compute, chunk_rows, kernel)  # type: ignore[no-any-return]
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        kernel = compiled_kernel() if compiled else softmax_minus_onehot
+        return fused_head_loss(hidden, weight, (targets,), kernel, chunk_rows)
+    compute = compute_dtype(hidden, weight)
+    with torch.autocast(hidden.device.type, enabled=False):
         h, w = hidden.to(compute), weight.to(compute)
         wide = torch.promote_types(compute, torch.float32)
         losses = [

@@ -12,6 +12,7 @@ from transformers import PreTrainedModel
 from tunesmith.tokenize.batches import Batch, collate
 from tunesmith.tokenize.encode import Example
 from tunesmith.train.fused_ce import linear_cross_entropy
+from tunesmith.train.top_k_kl import linear_top_k_kl, top_k_kl
 
 
 def causal_lm(model: torch.nn.Module) -> PreTrainedModel:
@@ -38,16 +39,29 @@ def supervised_loss(model: torch.nn.Module, batch: Batch, compiled: bool = False
     """(sum of token losses in fp32, number of supervised tokens) of one batch; `compiled` compiles the loss step.
 
     Hidden states come from the decoder; the [tokens x vocab] logits are made only for the positions whose
-    next token is learned, which is most of the memory and a good part of the time saved.
+    next token is learned, which is most of the memory and a good part of the time saved. A batch with a
+    teacher's targets (top_ids) learns them by top-k KL instead of cross-entropy.
     """
     lm, rows, goal, learned = learned_rows(model, batch)
     head = lm.get_output_embeddings()
+    soft = _teacher_targets(batch, rows.device)
     if _plain_head(lm, head):
+        if soft is not None:
+            return linear_top_k_kl(rows, head.weight, *soft), int(learned.sum())
         return linear_cross_entropy(rows, head.weight, goal, compiled=compiled), int(learned.sum())
     logits = head(rows).float()
     if cap := getattr(lm.config, "final_logit_softcapping", None):
         logits = torch.tanh(logits / cap) * cap
+    if soft is not None:
+        return top_k_kl(logits, *soft), int(learned.sum())
     return F.cross_entropy(logits, goal, reduction="sum"), int(learned.sum())
+
+
+def _teacher_targets(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(top ids, top probabilities) of a distillation batch on the device; None for plain labels."""
+    if batch.top_ids is None or batch.top_probs is None:
+        return None
+    return batch.top_ids.to(device), batch.top_probs.to(device)
 
 
 def _plain_head(lm: PreTrainedModel, head: torch.nn.Module) -> bool:
