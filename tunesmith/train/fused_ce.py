@@ -119,12 +119,28 @@ def linear_cross_entropy(
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         kernel = compiled_kernel() if compiled else softmax_minus_onehot
         return fused_head_loss(hidden, weight, (targets,), kernel, chunk_rows)
+    return chunked_head_loss(hidden, weight, (targets,), cross_entropy_sum, chunk_rows)
+
+
+def cross_entropy_sum(logits: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of a chunk of logits, the softmax in fp32 or wider."""
+    return _summed_loss(logits.to(torch.promote_types(logits.dtype, torch.float32)), goal)[1]
+
+
+def chunked_head_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: tuple[torch.Tensor, ...],
+    loss: Callable[..., torch.Tensor],
+    chunk_rows: int = CHUNK_ROWS,
+) -> torch.Tensor:
+    """Without gradients: the sum of loss(hidden @ weight.T, targets...) over chunks of rows, in the dtype the
+    fused path computes in; the logits of one chunk at a time."""
     compute = compute_dtype(hidden, weight)
     with torch.autocast(hidden.device.type, enabled=False):
         h, w = hidden.to(compute), weight.to(compute)
-        wide = torch.promote_types(compute, torch.float32)
         losses = [
-            _summed_loss((h[i : i + chunk_rows] @ w.t()).to(wide), targets[i : i + chunk_rows])[1]
+            loss(h[i : i + chunk_rows] @ w.t(), *(t[i : i + chunk_rows] for t in targets))
             for i in range(0, len(h), chunk_rows)
         ]
         return torch.stack(losses).sum() if losses else torch.zeros((), device=hidden.device)

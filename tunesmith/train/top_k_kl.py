@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from tunesmith.train.fused_ce import CHUNK_ROWS, compute_dtype, fused_head_loss
+from tunesmith.train.fused_ce import CHUNK_ROWS, chunked_head_loss, fused_head_loss
 
 
 def _terms(wide: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -61,11 +61,4 @@ def linear_top_k_kl(
     """Summed top-k KL of hidden @ weight.T against the teacher's (ids, probs), chunk by chunk."""
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         return fused_head_loss(hidden, weight, (ids, probs), top_k_kl_kernel, chunk_rows)
-    compute = compute_dtype(hidden, weight)
-    with torch.autocast(hidden.device.type, enabled=False):
-        h, w = hidden.to(compute), weight.to(compute)
-        losses = [
-            top_k_kl(h[i : i + chunk_rows] @ w.t(), ids[i : i + chunk_rows], probs[i : i + chunk_rows])
-            for i in range(0, len(h), chunk_rows)
-        ]
-        return torch.stack(losses).sum() if losses else torch.zeros((), device=hidden.device)
+    return chunked_head_loss(hidden, weight, (ids, probs), top_k_kl, chunk_rows)
