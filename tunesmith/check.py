@@ -147,12 +147,14 @@ class DataOptions:
     """As the training setting: longest example in tokens."""
     supervise: Supervise = RunConfig.model_fields["supervise"].default
     """As the training setting: which turns are learned."""
+    split: str = "train"
+    """The split of a hub data set (DataSource.split)."""
 
     def read(
         self, source: str, tokenizer: PreTrainedTokenizerBase, *, keep: bool
     ) -> tuple[RecordReader, Tally, Encoded]:
         """One streaming pass: the reader's problems, the tally, and the examples themselves when `keep`."""
-        reader = RecordReader(source, format=self.format, columns=self.columns)
+        reader = RecordReader(source, format=self.format, columns=self.columns, split=self.split)
         tally, kept = Tally(), Encoded()
         renderer: ChatRenderer | None = None
         for chunk in reader.chunks():

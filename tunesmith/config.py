@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
 from tunesmith.errors import ConfigError, field_path
 from tunesmith.models.sources import DEFAULT_MODEL
@@ -117,6 +117,65 @@ class LoraSettings(_Frozen):
     """LoRA+: the B matrices learn this many times faster than A (its paper suggests 16); 1 is plain LoRA."""
 
 
+SOURCE_OBJECTIVES = ("sft", "text")
+"""Objectives a source of a mix may choose for itself: both learn tokens by cross-entropy, so they share batches."""
+
+
+class DataSource(_Frozen):
+    """One source of training data; several make a mix (--data a.jsonl:3 --data b.jsonl:1@text)."""
+
+    path: str
+    """A file, folder or hub data set id."""
+    weight: float | None = Field(None, gt=0)
+    """Its share of each epoch's examples, relative to the other sources' weights (give every source a weight, or
+    none: then each epoch holds every example of every source once)."""
+    objective: Literal["sft", "text"] | None = None
+    """sft or text for this source alone (a mix may learn documents as text beside conversations); none: the
+    run's objective."""
+    format: str | None = None
+    """Input format of this source; none: the run's format."""
+    split: str = "train"
+    """The split of a hub data set to read."""
+
+    @property
+    def plain(self) -> bool:
+        """Only a path: written as a bare string in config.yaml."""
+        return self.weight is None and self.objective is None and self.format is None and self.split == "train"
+
+    def __str__(self) -> str:
+        weight = f":{self.weight:g}" if self.weight is not None else ""
+        return f"{self.path}{weight}{'@' + self.objective if self.objective else ''}"
+
+
+def parse_source(text: str) -> dict[str, Any]:
+    """'docs.jsonl:0.3@text' -> {path: docs.jsonl, weight: 0.3, objective: text}; the suffixes are optional and
+    read from the right, so a colon elsewhere in a path stays part of it."""
+    path, values = text, {}
+    head, at, tail = text.rpartition("@")
+    if at and head and tail.isalpha():
+        if tail not in SOURCE_OBJECTIVES:
+            raise ValueError(f"{text}: a source's objective is one of {', '.join(SOURCE_OBJECTIVES)}, not {tail}")
+        path, values["objective"] = head, tail
+    head, colon, tail = path.rpartition(":")
+    if colon and head:
+        try:
+            values["weight"] = float(tail)
+        except ValueError:
+            pass
+        else:
+            path = head
+    return {"path": path, **values}
+
+
+def check_mix(sources: tuple[DataSource, ...]) -> tuple[DataSource, ...]:
+    """Every source has a weight, or none has."""
+    weighted = [s.weight is not None for s in sources]
+    if any(weighted) and not all(weighted):
+        missing = next(str(s.path) for s in sources if s.weight is None)
+        raise ValueError(f"{missing} has no weight while other sources have one: give every source a weight, or none")
+    return sources
+
+
 DPO_BETA, SIMPO_BETA = 0.1, 2.0
 """beta "auto": DPO's paper and TRL's default; SimPO's paper (its length-normalised rewards are larger)."""
 
@@ -141,8 +200,10 @@ class PreferenceSettings(_Frozen):
 class RunConfig(_Frozen):
     """Everything a training run needs; "auto" values are filled in by `resolve` and written to config.yaml."""
 
-    data: str
-    """Training data: a file, folder or hub data set id."""
+    data: tuple[DataSource, ...] = Field(min_length=1)
+    """Training data: a file, folder or hub data set id; several make a mix, each path[:weight][@objective] (a
+    weight is a share of every epoch's examples; objective sft or text for that source alone). In YAML a list,
+    also spelled datasets:, of paths or of {path, weight, objective, format, split}."""
     eval_data: str | None = None
     """Held-out data; when absent, 10% of the training data (at most 200 examples) is held out."""
     model: str = DEFAULT_MODEL
@@ -215,6 +276,32 @@ class RunConfig(_Frozen):
     trust_remote_code: bool = False
     """Run code shipped with a hub model; off unless you trust it."""
 
+    @field_validator("data", mode="before")
+    @classmethod
+    def _sources(cls, value: Any) -> Any:
+        """A path, a list of paths (each may carry :weight and @objective) or of source mappings."""
+        items = [value] if isinstance(value, str | DataSource) else value
+        if not isinstance(items, list | tuple):
+            return value
+        return tuple(parse_source(item) if isinstance(item, str) else item for item in items)
+
+    @field_validator("data")
+    @classmethod
+    def _mix(cls, value: tuple[DataSource, ...]) -> tuple[DataSource, ...]:
+        return check_mix(value)
+
+    @field_serializer("data")
+    def _write_sources(self, sources: tuple[DataSource, ...]) -> Any:
+        """One plain source stays a bare path in config.yaml (and in the digest, as before mixes existed)."""
+        if len(sources) == 1 and sources[0].plain:
+            return sources[0].path
+        return [s.path if s.plain else s.model_dump(exclude_defaults=True) for s in sources]
+
+    @property
+    def source(self) -> str:
+        """The first training source's path: what a one-source run trains on, and a mix's main task."""
+        return self.data[0].path
+
     def __str__(self) -> str:
         return self.to_yaml()
 
@@ -228,15 +315,22 @@ class RunConfig(_Frozen):
 
 
 def build_config(values: Mapping[str, Any], source: str = "config") -> RunConfig:
-    """Validate settings; the first problem becomes one line naming the field."""
+    """Validate settings; the first problem becomes one line naming the field. `datasets:` (Axolotl's name for the
+    list) is read as `data`."""
+    values = dict(values)
+    if "datasets" in values:
+        if "data" in values:
+            raise ConfigError(f"{source}: both data and datasets are given", hint="keep one of them")
+        values["data"] = values.pop("datasets")
     try:
-        return RunConfig.model_validate(dict(values))
+        return RunConfig.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = field_path(first["loc"])
         given = f" (got {first['input']!r})" if first["type"] != "missing" else ""
         hint = "remove it or check its spelling" if first["type"] == "extra_forbidden" else "see tunesmith train --help"
-        raise ConfigError(f"{source}: field {field}: {first['msg']}{given}", hint=hint) from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{source}: field {field}: {message}{given}", hint=hint) from None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -259,6 +353,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Settings from a file with command-line values on top; dotted keys (lora.rank) reach into parts."""
     merged: dict[str, Any] = {key: dict(v) if isinstance(v, Mapping) else v for key, v in base.items()}
+    if "data" in overrides:
+        merged.pop("datasets", None)  # --data replaces the file's list, whatever it was called
     for key, value in overrides.items():
         head, _, rest = key.partition(".")
         if rest:

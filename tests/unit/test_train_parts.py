@@ -132,5 +132,5 @@ def test_config_errors_name_the_field():
 def test_flags_override_the_file_and_dotted_keys_reach_into_parts():
     merged = merge({"data": "a.jsonl", "lora": {"rank": 8, "alpha": 16}}, {"lora.rank": 4, "data": "b.jsonl"})
     config = build_config(merged)
-    assert (config.data, config.lora.rank, config.lora.alpha) == ("b.jsonl", 4, 16)
+    assert (config.source, config.lora.rank, config.lora.alpha) == ("b.jsonl", 4, 16)
     assert parse_assignment("lora.targets=[q_proj, v_proj]") == ("lora.targets", ["q_proj", "v_proj"])

@@ -130,7 +130,7 @@ def remap(row: Mapping[str, Any], columns: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _table_rows(source: str, columns: Mapping[str, str]) -> Iterator[Row]:
+def _table_rows(source: str, columns: Mapping[str, str], split: str) -> Iterator[Row]:
     import datasets
 
     path = Path(source)
@@ -139,7 +139,7 @@ def _table_rows(source: str, columns: Mapping[str, str]) -> Iterator[Row]:
             kind = "parquet" if path.suffix == ".parquet" else "arrow"
             table = datasets.load_dataset(kind, data_files=str(path), split="train")
         else:
-            table = datasets.load_dataset(source, split="train")
+            table = datasets.load_dataset(source, split=split)
     except Exception as exc:
         raise DataError(
             f"{source}: could not load as a data set ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
@@ -156,8 +156,8 @@ def _text_files(paths: list[Path]) -> Iterator[Row]:
         yield bad if bad is not None else Row(number, {"text": text})
 
 
-def read_rows(source: str, columns: Mapping[str, str] | None = None) -> Iterator[Row]:
-    """Rows from a JSONL/JSON/CSV/TXT/parquet file, a folder of them, or a hub data set id."""
+def read_rows(source: str, columns: Mapping[str, str] | None = None, split: str = "train") -> Iterator[Row]:
+    """Rows from a JSONL/JSON/CSV/TXT/parquet file, a folder of them, or a hub data set id (its `split`)."""
     columns = columns or {}
     path = Path(source).expanduser()
     if path.is_symlink() and not path.exists():
@@ -169,7 +169,7 @@ def read_rows(source: str, columns: Mapping[str, str] | None = None) -> Iterator
         if texts and not any(p.suffix in JSON_SUFFIXES | TABLE_SUFFIXES for p in path.iterdir()):
             yield from _text_files(texts)
         else:
-            yield from _table_rows(str(path), columns)
+            yield from _table_rows(str(path), columns, split)
     elif path.is_file():
         suffix = path.suffix.lower()
         if suffix in JSON_SUFFIXES:
@@ -182,7 +182,7 @@ def read_rows(source: str, columns: Mapping[str, str] | None = None) -> Iterator
         elif suffix == ".txt":
             yield from _text_files([path])
         elif suffix in TABLE_SUFFIXES:
-            yield from _table_rows(str(path), columns)
+            yield from _table_rows(str(path), columns, "train")
         else:
             raise DataError(
                 f"{source}: unknown file type {suffix!r}",
@@ -190,7 +190,7 @@ def read_rows(source: str, columns: Mapping[str, str] | None = None) -> Iterator
                 code="unknown_file_type",
             )
     elif "/" in source and not source.startswith((".", "/", "~")) and not Path(source).parent.exists():
-        yield from _table_rows(source, columns)
+        yield from _table_rows(source, columns, split)
     else:
         raise DataError(f"{source}: no such file or folder", hint="check the path", code="not_found")
 

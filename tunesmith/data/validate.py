@@ -94,7 +94,9 @@ class RecordReader:
     """One pass over a source: the format detected from its first objects, every row parsed, the records handed
     out in chunks and let go; errors, duplicates (by digest) and counts kept."""
 
-    def __init__(self, source: str, *, format: str = "auto", columns: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, source: str, *, format: str = "auto", columns: Mapping[str, str] | None = None, split: str = "train"
+    ) -> None:
         self.source = source
         self.format = "unknown"
         """The detected (or given) format name, once the first chunk is out."""
@@ -105,6 +107,7 @@ class RecordReader:
         self.digests = Digests()
         self._format = format
         self._columns = columns
+        self._split = split
 
     def chunks(self) -> Iterator[list[tuple[int, Record]]]:
         """(line, record) lists of up to about CHUNK records in reading order; duplicates are warned of at the end.
@@ -113,7 +116,7 @@ class RecordReader:
         fmt: Format | None = None
         chunk: list[tuple[int, Record]] = []
         empty = True
-        for row in read_rows(self.source, self._columns):
+        for row in read_rows(self.source, self._columns, self._split):
             empty = False
             if row.code or not isinstance(row.value, dict):
                 self.errors.add(_not_an_example(self.source, row))

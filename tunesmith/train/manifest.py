@@ -37,6 +37,12 @@ def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
     return _sha(backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items())))
 
 
+def _train_digest(config: RunConfig) -> str | list[str]:
+    """The training source's digest (one source), or each source's (a mix)."""
+    digests = [source_digest(source.path) for source in config.data]
+    return digests[0] if len(digests) == 1 else digests
+
+
 def manifest(config: RunConfig, tokenizer: PreTrainedTokenizerBase, data: RunData) -> dict[str, Any]:
     """Hashes that decide whether a resume continues the same run, and the facts that explain its speed."""
     device = pick_device(config.device)
@@ -46,7 +52,7 @@ def manifest(config: RunConfig, tokenizer: PreTrainedTokenizerBase, data: RunDat
         "seed": config.seed,
         "config_digest": config.digest(),
         "data": {
-            "train": source_digest(config.data),
+            "train": _train_digest(config),
             "eval": source_digest(config.eval_data) if config.eval_data else None,
             "tokenizer": tokenizer_digest(tokenizer),
             "chat_template": _sha(str(tokenizer.chat_template or "")),

@@ -20,6 +20,7 @@ from tunesmith.config import (
 )
 from tunesmith.models.load import model_width
 from tunesmith.tokenize.batches import epoch_batches, ordered_batches
+from tunesmith.tokenize.mix import Mix
 from tunesmith.train.setup import choose_precision, compiler_available
 
 Window = tuple[int, list[list[int]]]
@@ -45,16 +46,20 @@ class Plan:
     """Steps between checkpoints."""
 
 
-def resolve(config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarray) -> tuple[RunConfig, Plan]:
-    """The config with every auto value filled in, and the plan it implies."""
+def resolve(
+    config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarray, mix: Mix | None = None
+) -> tuple[RunConfig, Plan]:
+    """The config with every auto value filled in, and the plan it implies (each epoch drawn from `mix`, when the
+    training examples come from a weighted mix of sources)."""
     precision = choose_precision(config)
-    epochs = config.epochs if config.epochs != "auto" else auto_epochs(len(train_lengths))
+    mix = mix or Mix((len(train_lengths),), (len(train_lengths),))
+    epochs = config.epochs if config.epochs != "auto" else auto_epochs(sum(mix.per_epoch))
     budget = config.batch_tokens
     if budget == "auto":
         budget = auto_batch_tokens(precision.device.type, config.objective)
     windows: list[Window] = []
     for epoch in range(epochs):
-        batches = epoch_batches(train_lengths, budget, config.seed, epoch)
+        batches = _epoch(train_lengths, mix, int(budget), config.seed, epoch)
         windows += [(epoch, batches[i : i + config.grad_accum]) for i in range(0, len(batches), config.grad_accum)]
     total = min(len(windows), config.max_steps or len(windows))
     warmup = config.warmup_steps
@@ -88,6 +93,14 @@ def resolve(config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarr
     )
     plan = Plan(windows[:total], ordered_batches(eval_lengths, budget), total, warmup, lr, every, save_every)
     return resolved, plan
+
+
+def _epoch(lengths: np.ndarray, mix: Mix, budget: int, seed: int, epoch: int) -> list[list[int]]:
+    """An epoch's micro-batches as pool indices: the whole pool, or the examples the mix draws for it."""
+    if mix.whole:
+        return epoch_batches(lengths, budget, seed, epoch)
+    picked = mix.epoch(seed, epoch)
+    return [[int(picked[j]) for j in batch] for batch in epoch_batches(lengths[picked], budget, seed, epoch)]
 
 
 def _compile(config: RunConfig, trained_tokens: int) -> str:

@@ -86,7 +86,7 @@ def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedToke
 
 
 def _resolve(config: RunConfig, data: RunData) -> tuple[RunConfig, Plan]:
-    return resolve(config, _lengths(data.train), _lengths(data.held_out))
+    return resolve(config, _lengths(data.train), _lengths(data.held_out), data.mix)
 
 
 def _reference(
