@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from tunesmith.errors import ConfigError, field_path
 from tunesmith.models.sources import DEFAULT_MODEL
@@ -167,6 +167,14 @@ def parse_source(text: str) -> dict[str, Any]:
     return {"path": path, **values}
 
 
+def as_sources(value: Any) -> Any:
+    """A path, a list of paths (each may carry :weight and @objective) or of source mappings, as sources."""
+    items = [value] if isinstance(value, str | DataSource) else value
+    if not isinstance(items, list | tuple):
+        return value
+    return tuple(parse_source(item) if isinstance(item, str) else item for item in items)
+
+
 def check_mix(sources: tuple[DataSource, ...]) -> tuple[DataSource, ...]:
     """Every source has a weight, or none has."""
     weighted = [s.weight is not None for s in sources]
@@ -174,6 +182,36 @@ def check_mix(sources: tuple[DataSource, ...]) -> tuple[DataSource, ...]:
         missing = next(str(s.path) for s in sources if s.weight is None)
         raise ValueError(f"{missing} has no weight while other sources have one: give every source a weight, or none")
     return sources
+
+
+class Stage(_Frozen):
+    """One stage of a staged run: the settings it changes; its weights go on from the stage before (the same
+    adapter trained further, or every weight for method full), with a fresh optimizer and schedule."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    """A short name (text, sft): the stage's folder is stages/<number>-<name>/."""
+    data: tuple[DataSource, ...] | None = None
+    """This stage's training data, as the run's data (a path or a mix); none: the run's."""
+    eval_data: str | None = None
+    """This stage's held-out data; none: the run's, or a share of this stage's data."""
+    objective: Literal["sft", "text", "dpo", "distill"] | None = None
+    """What this stage learns (see the run's objective); none: the run's."""
+    epochs: int | Auto | None = None
+    """Passes over this stage's data; none: the run's setting."""
+    max_steps: int | None = Field(None, gt=0)
+    """Stop this stage after this many optimizer steps."""
+    learning_rate: float | Auto | None = None
+    """This stage's peak learning rate; none: the run's setting."""
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _sources(cls, value: Any) -> Any:
+        return None if value is None else as_sources(value)
+
+    @field_validator("data")
+    @classmethod
+    def _mix(cls, value: tuple[DataSource, ...] | None) -> tuple[DataSource, ...] | None:
+        return None if value is None else check_mix(value)
 
 
 DPO_BETA, SIMPO_BETA = 0.1, 2.0
@@ -200,7 +238,7 @@ class PreferenceSettings(_Frozen):
 class RunConfig(_Frozen):
     """Everything a training run needs; "auto" values are filled in by `resolve` and written to config.yaml."""
 
-    data: tuple[DataSource, ...] = Field(min_length=1)
+    data: tuple[DataSource, ...] = ()
     """Training data: a file, folder or hub data set id; several make a mix, each path[:weight][@objective] (a
     weight is a share of every epoch's examples; objective sft or text for that source alone). In YAML a list,
     also spelled datasets:, of paths or of {path, weight, objective, format, split}."""
@@ -275,20 +313,36 @@ class RunConfig(_Frozen):
     activations are most of it (small models, long batches), for about a third more compute; runs uncompiled."""
     trust_remote_code: bool = False
     """Run code shipped with a hub model; off unless you trust it."""
+    start_from: str | None = None
+    """Begin from trained weights instead of the bare model: the final/ folder of an earlier run of the same model
+    and method (its adapter is trained further; for full, its weights)."""
+    stages: tuple[Stage, ...] = ()
+    """Run these stages one after the other in one run folder (e.g. text on documents, then sft on questions and
+    answers), each from the weights the one before ended with; see Stage."""
 
     @field_validator("data", mode="before")
     @classmethod
     def _sources(cls, value: Any) -> Any:
-        """A path, a list of paths (each may carry :weight and @objective) or of source mappings."""
-        items = [value] if isinstance(value, str | DataSource) else value
-        if not isinstance(items, list | tuple):
-            return value
-        return tuple(parse_source(item) if isinstance(item, str) else item for item in items)
+        return as_sources(value)
 
     @field_validator("data")
     @classmethod
     def _mix(cls, value: tuple[DataSource, ...]) -> tuple[DataSource, ...]:
         return check_mix(value)
+
+    @model_validator(mode="after")
+    def _has_data(self) -> RunConfig:
+        if not self.data and (not self.stages or any(stage.data is None for stage in self.stages)):
+            raise ValueError("field data: Field required (give the training data, here or in every stage)")
+        if self.stages and self.start_from is not None:
+            raise ValueError("field start_from: a staged run starts its first stage from the model itself")
+        return self
+
+    def stage(self, index: int, start_from: str | None) -> RunConfig:
+        """The settings of stage `index`: the run's, with what the stage changes, starting from `start_from`."""
+        changes = self.stages[index].model_dump(mode="json", exclude_none=True, exclude={"name"})
+        values = self.model_dump(mode="json", exclude={"stages"}) | changes | {"start_from": start_from}
+        return RunConfig.model_validate(values)
 
     @field_serializer("data")
     def _write_sources(self, sources: tuple[DataSource, ...]) -> Any:
@@ -330,7 +384,8 @@ def build_config(values: Mapping[str, Any], source: str = "config") -> RunConfig
         given = f" (got {first['input']!r})" if first["type"] != "missing" else ""
         hint = "remove it or check its spelling" if first["type"] == "extra_forbidden" else "see tunesmith train --help"
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"{source}: field {field}: {message}{given}", hint=hint) from None
+        where = f"field {field}: " if field else ""
+        raise ConfigError(f"{source}: {where}{message}{given if field else ''}", hint=hint) from None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -34,8 +34,11 @@ class ConsoleProgress:
     def emit(self, event: Event) -> None:
         values = event.values
         if event.kind == "start":
+            stage = (
+                f"stage {values['stage_number']}/{values['stages']} ({values['stage']}): " if "stage" in values else ""
+            )
             self.console.print(
-                f"{values['train_examples']} training and {values['eval_examples']} held-out examples, "
+                f"{stage}{values['train_examples']} training and {values['eval_examples']} held-out examples, "
                 f"{values['epochs']} epoch{'s' if values['epochs'] != 1 else ''}, "
                 f"{values['total_steps']} steps on {values['device']} "
                 f"({values['compute_dtype']})" + (f", resuming after step {event.step}" if event.step else "")

@@ -24,6 +24,8 @@ from tunesmith.config import RunConfig
 EXTRA_NAMES = {"model": ("-m",), "learning_rate": ("--lr",), "eval_data": ("--eval",)}
 """Short names of a few everyday settings, besides --field-name."""
 PANEL = "Settings (also in a --config YAML file; the option wins)"
+FILE_ONLY = {"stages"}
+"""Settings only a --config file can give (a list of groups of settings)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class Setting:
 def settings(model: type[BaseModel] = RunConfig, prefix: str = "") -> Iterator[Setting]:
     """Every leaf setting in declaration order; groups (lora) are walked into."""
     for name, info in model.model_fields.items():
+        if name in FILE_ONLY:
+            continue
         annotation = info.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             yield from settings(annotation, f"{prefix}{name}.")

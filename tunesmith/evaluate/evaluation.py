@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from tunesmith.config import build_config
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.generate import Answer, Generator, Sampling, load_generator
 from tunesmith.evaluate.items import HeldOut, Item, general_questions, load_held_out
@@ -22,6 +23,7 @@ from tunesmith.runs import RunFolder, result_folder, run_of
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.encode import encode
 from tunesmith.train.loss import mean_loss
+from tunesmith.train.stages import is_staged, stage_folders
 
 TIE = 0.5
 """Scores closer than this (on 0-100) are a tie."""
@@ -147,6 +149,8 @@ def _measured_losses(
     pairs, whose measured loss is DPO's, not the loss on the chosen answers reported here)."""
     if run is None or options.data is not None or held_out.cut or held_out.kind == "pairs":
         return None, None
+    if is_staged(run.read_config()):  # its metrics hold every stage's, each on its own held-out data
+        return None, None
     rows = run.read_metrics()
     evals = {row["step"]: row["eval_loss"] for row in rows if row.get("event") == "eval"}
     last = max((row["step"] for row in rows if row.get("event") == "step"), default=None)
@@ -183,6 +187,8 @@ class Evaluation:
     options: EvalOptions
     run_dir: Path | None
     """The run evaluated, None for a plain model."""
+    stages: list[ModelResult] = field(default_factory=list)
+    """A staged run's model after each stage but the last (final/ is the tuned model), on the same data."""
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property
@@ -223,8 +229,19 @@ class Evaluation:
         n = len(self.held_out.items) or len(self.held_out.records)
         primary = self.primary
         if self.held_out.kind == "pairs" and self.tuned.pairs is not None:
-            return f"{self._preference()}; {self._scores(primary, n)}"
-        return self._scores(primary, n)
+            return f"{self._preference()}; {self._scores(primary, n)}{self._stages(primary)}"
+        return self._scores(primary, n) + self._stages(primary)
+
+    def _stages(self, primary: str | None) -> str:
+        """What each earlier stage of a staged run reached on the same data: its score, or its perplexity."""
+        parts = []
+        for result in self.stages:
+            summary = result.summary()
+            if primary is not None and result.scores:
+                parts.append(f"{result.name} {float(np.mean(result.scores[primary])):.1f}")
+            elif summary["perplexity"] is not None:
+                parts.append(f"{result.name} perplexity {summary['perplexity']:.2f}")
+        return f" ({'; '.join(parts)})" if parts else ""
 
     def _scores(self, primary: str | None, n: int) -> str:
         if primary is None or not self.tuned.scores:
@@ -259,4 +276,19 @@ def evaluate(target: str, options: EvalOptions) -> Evaluation:
     elif options.baseline not in ("base", "none"):
         baseline = _run_model(options.baseline, False, held_out, metrics, options, None)
     winners = _winners(tuned, baseline, metrics[0]) if baseline is not None and metrics else []
-    return Evaluation(target, held_out, metrics, tuned, baseline, winners, options, run.root if run else None)
+    stages = _earlier_stages(run, held_out, metrics, options) if run is not None else []
+    return Evaluation(target, held_out, metrics, tuned, baseline, winners, options, run.root if run else None, stages)
+
+
+def _earlier_stages(run: RunFolder, held_out: HeldOut, metrics: list[str], options: EvalOptions) -> list[ModelResult]:
+    """A staged run's model after each stage before the last, evaluated as the tuned model is."""
+    values = run.read_config()
+    if not is_staged(values):
+        return []
+    folders = stage_folders(run.root, build_config(values, str(run.config)))[:-1]
+    results = []
+    for folder in folders:
+        result = _run_model(str(folder), False, held_out, metrics, options, None)
+        result.name = f"after {folder.name.partition('-')[2]}"
+        results.append(result)
+    return results

@@ -63,6 +63,7 @@ def report_dict(evaluation: Evaluation) -> dict[str, Any]:
         "headline": evaluation.headline(),
         "tuned": evaluation.tuned.summary(),
         "baseline": evaluation.baseline.summary() if evaluation.baseline else None,
+        "stages": [result.summary() for result in evaluation.stages],
         "comparison": {
             "wins": winners.count("tuned"),
             "ties": winners.count("tie"),

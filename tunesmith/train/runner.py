@@ -39,6 +39,17 @@ from tunesmith.train.manifest import manifest
 from tunesmith.train.objectives import Objective, Preference, Supervised, reference_log_probs
 from tunesmith.train.plan import Plan, resolve
 from tunesmith.train.setup import Precision, build_model, build_optimizer, choose_precision, compiler_settings
+from tunesmith.train.stages import (
+    StageEvents,
+    clear_unstarted,
+    finish_stages,
+    merge_metrics,
+    stage_config,
+    stage_folders,
+    start_stages,
+    unfinished,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +209,9 @@ def train(
         raise ConfigError(
             f"{run_dir} is not empty", hint=f"continue it with --resume {run_dir}, or choose another --out"
         )
+    if config.stages:
+        start_stages(config, run_dir)
+        return _run_stages(config, run_dir, {}, False, sink or _NullSink(), StopFlag() if stop is None else stop)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     data = load_run_data(config, tokenizer)
     resolved, plan = _resolve(config, data)
@@ -238,6 +252,11 @@ def resume(
             f"{run_dir}: resuming with changed settings ({', '.join(changed)}) would not continue the same run",
             hint="drop those options, or add --force to continue anyway",
         )
+    if config.stages:
+        if changed:
+            paths.write_text_atomic(config_file, config.to_yaml())
+        stop = StopFlag() if stop is None else stop
+        return _run_stages(config, run_dir, overrides or {}, force, sink or _NullSink(), stop)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     data = load_run_data(config, tokenizer)
     before = run.read_manifest()["data"]
@@ -253,3 +272,25 @@ def resume(
         paths.write_text_atomic(run.manifest, json.dumps(current, indent=2))
     resolved, plan = _resolve(config, data)  # config.yaml holds resolved values: this only rebuilds the plan
     return _execute(resolved, plan, run_dir, data, sink or _NullSink(), StopFlag() if stop is None else stop)
+
+
+def _run_stages(
+    config: RunConfig, run_dir: Path, overrides: Mapping[str, Any], force: bool, sink: EventSink, stop: StopFlag
+) -> TrainResult:
+    """Each stage not yet finished, in order, as a run of its own in its folder (see stages.py)."""
+    folders = stage_folders(run_dir, config)
+    result: TrainResult | None = None
+    for index in range(unfinished(folders), len(folders)):
+        events = StageEvents(sink, config.stages[index].name, index + 1, len(folders))
+        folder = folders[index]
+        clear_unstarted(folder)
+        if RunFolder(folder).config.is_file():
+            result = resume(folder, overrides=overrides, force=force, sink=events, stop=stop)
+        else:
+            result = train(stage_config(config, index, folders), folder, sink=events, stop=stop)
+        write_manifest(config, run_dir)
+        merge_metrics(config, run_dir)
+        if result.final is None:
+            return TrainResult(run_dir, result.reason, None, result.state)
+    assert result is not None
+    return TrainResult(run_dir, result.reason, finish_stages(run_dir, folders[-1]), result.state, result.kept_step)

@@ -9,17 +9,21 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch._dynamo.config
 import torch._functorch.config
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import ConfigError
 from tunesmith.models.load import load_model, pick_device, pick_dtype
 from tunesmith.train.loss import causal_lm
 
+ADAPTER_FILE = "adapter_model.safetensors"
+"""The weights file of a PEFT adapter folder."""
 ACTIVATION_MEMORY_BUDGET = 0.8
 """Share of the saved activations compiled layers keep; the rest is recomputed in backward (36% less memory for
 LoRA on SmolLM2-135M, and no slower)."""
@@ -54,7 +58,8 @@ def build_model(config: RunConfig, precision: Precision) -> torch.nn.Module:
     """The model to train. Adapter runs keep the frozen base in the compute dtype, the adapter in fp32."""
     adapter = config.method in ("lora", "dora")
     dtype = "bfloat16" if adapter and precision.compute == torch.bfloat16 else "float32"
-    model = load_model(config.model, device=config.device, dtype=dtype, trust_remote_code=config.trust_remote_code)
+    weights = config.start_from if config.start_from and not adapter else config.model
+    model = load_model(weights, device=config.device, dtype=dtype, trust_remote_code=config.trust_remote_code)
     model.config.use_cache = False
     if config.activation_checkpointing:
         if config.compile == "on":
@@ -78,9 +83,33 @@ def build_model(config: RunConfig, precision: Precision) -> torch.nn.Module:
         peft_model = get_peft_model(model, lora)
     except ValueError as exc:
         raise ConfigError(f"lora.targets: {exc}", hint="use all-linear or names such as q_proj, v_proj") from None
+    if config.start_from:
+        load_adapter(peft_model, Path(config.start_from))
     peft_model.train()
     add_embedding_noise(peft_model, config.neftune_alpha)
     return compile_layers(peft_model) if config.compile == "on" else peft_model
+
+
+def load_adapter(model: torch.nn.Module, folder: Path) -> None:
+    """Put a saved adapter's weights (an earlier run's final/) into the adapter just made, which must have the same
+    shape: same model, method, rank and targets."""
+    file = folder / ADAPTER_FILE
+    if not file.is_file():
+        raise ConfigError(
+            f"start_from {folder}: no {ADAPTER_FILE}, so it is not the final/ of a LoRA or DoRA run",
+            hint="pass a run's final/ folder trained with the same method",
+        )
+    state = load_file(str(file))
+    misfit = ConfigError(
+        f"start_from {folder}: its adapter does not fit this run's (another model, method, rank or targets)",
+        hint="use the same model, method, lora.rank and lora.targets as the run it comes from",
+    )
+    try:
+        result = set_peft_model_state_dict(model, state)
+    except RuntimeError:  # a tensor of another shape
+        raise misfit from None
+    if result.unexpected_keys or len(state) != len(get_peft_model_state_dict(model)):
+        raise misfit
 
 
 def _neftune_hook(alpha: float, module: torch.nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
