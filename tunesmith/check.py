@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.config import RunConfig, auto_epochs, auto_learning_rate, auto_plan
+from tunesmith.config import DataSource, RunConfig, auto_epochs, auto_learning_rate, auto_plan
+from tunesmith.data.advice import advise
 from tunesmith.data.formats import auto_objective
 from tunesmith.data.validate import Problem, RecordReader, overlap_warnings
 from tunesmith.tokenize.encode import Encoded, Example, conversation_of, encode
+from tunesmith.tokenize.mix import shares
 from tunesmith.tokenize.render import ChatRenderer, Supervise
 
 HISTOGRAM_BINS = 20
@@ -241,8 +243,31 @@ def check_data(
         keep=False,
     )
     training = prepared.report.stats["training"]
-    objective = auto_objective(prepared.report.stats["train"]["format"])
+    train = prepared.report.stats["train"]
+    objective = auto_objective(train["format"])
     rates = {method: auto_learning_rate(method, width, objective) for method in ("lora", "dora", "full")}
     training |= {"objective": objective, "learning_rates": rates}
-    training["plan"] = auto_plan(prepared.report.stats["train"]["rows"], "lora", width, objective)
+    advice = advise(train["format"], train["rows"], training["tokens"])
+    training["advice"] = advice.as_dict()
+    training["plan"] = auto_plan(train["rows"], advice.method, width, objective)
     return prepared.report
+
+
+def mix_estimate(sources: list[DataSource], reports: list[CheckReport]) -> list[dict[str, Any]]:
+    """Each checked source's part of an epoch of the mix, in examples and (at its mean length) in tokens; a run's
+    data-report.json gives the exact tokens of its first epoch."""
+    rows = [max(0, int(r.stats["train"]["rows"])) for r in reports]
+    weights = [float(s.weight) for s in sources if s.weight is not None] or None
+    taken = shares(rows, weights)
+    tokens = [take * r.stats["train"]["tokens"] / max(1, n) for take, r, n in zip(taken, reports, rows, strict=True)]
+    total = max(1.0, sum(tokens))
+    return [
+        {
+            "source": str(source),
+            "examples": n,
+            "examples_per_epoch": take,
+            "tokens_per_epoch": round(t),
+            "token_share": round(100 * t / total, 1),
+        }
+        for source, n, take, t in zip(sources, rows, taken, tokens, strict=True)
+    ]

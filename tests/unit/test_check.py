@@ -7,10 +7,13 @@ import json
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from tests.conftest import TWENTY_FAULTS, chat, prose, write_jsonl
 from tunesmith.check import DataOptions, check_data
+from tunesmith.cli import app
 from tunesmith.data import validate
+from tunesmith.data.advice import advise
 from tunesmith.data.digests import repeats
 
 
@@ -51,6 +54,34 @@ def test_the_check_names_the_objective_auto_follows_and_its_learning_rates(tmp_p
         training = check_data(str(write_jsonl(tmp_path / f"{objective}.jsonl", rows)), tokenizer, width=576)
         assert training.stats["training"]["objective"] == objective
         assert training.stats["training"]["learning_rates"]["lora"] == (1.3e-4 if objective == "dpo" else 1.3e-3)
+
+
+def test_the_check_suggests_the_objective_by_shape_and_the_method_by_size(tmp_path, tokenizer):
+    pairs = [{"prompt": f"Say {i}", "chosen": f"Gladly: {i}!", "rejected": f"{i}."} for i in range(30)]
+    texts = [{"text": prose(200, seed=i)} for i in range(30)]
+    for rows, objective in ((pairs, "dpo"), (texts, "text"), ([chat(i) for i in range(300)], "sft")):
+        report = check_data(str(write_jsonl(tmp_path / f"{objective}.jsonl", rows)), tokenizer, width=576)
+        advice = report.stats["training"]["advice"]
+        assert (advice["objective"], advice["method"]) == (objective, "lora")
+        assert advice["reasons"][0].startswith(f"objective {objective}: ")
+        few = any(r.startswith("30 examples: enough to teach a format or a tone") for r in advice["reasons"])
+        assert few == (objective != "sft")  # 300 conversations are not few
+    big = advise("chat", 200_000, 30_000_000)
+    assert big.method == "full" and "30,000,000 trained tokens" in big.reasons[1]
+
+
+def test_data_check_of_a_mix_checks_each_source_and_shows_its_share_of_an_epoch(tmp_path):
+    qa = write_jsonl(tmp_path / "qa.jsonl", [chat(i) for i in range(60)])
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": prose(60, seed=i)} for i in range(30)])
+    args = ["data", "check", f"{qa}:1", f"{docs}:3@text", "--no-estimate", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert [r["stats"]["train"]["format"] for r in shown["sources"]] == ["chat", "text"]
+    assert [row["examples_per_epoch"] for row in shown["mix"]] == [23, 67]  # 90 rows, 1:3 (each source unsplit)
+    assert shown["mix"][1]["token_share"] > 75
+    bad = CliRunner().invoke(app, ["data", "check", f"{qa}:1", str(docs), "--no-estimate"])
+    assert bad.exit_code == 2 and "has no weight while other sources have one" in bad.output
 
 
 def test_the_first_examples_are_those_training_makes_first(tmp_path, tokenizer):

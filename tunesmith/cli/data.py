@@ -27,7 +27,12 @@ data_app = typer.Typer(help="Check and inspect data sets.", no_args_is_help=True
 
 @data_app.command("check")
 def data_check(
-    file: Annotated[str, typer.Argument(help="Training data: file, folder or hub data set id.")],
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            help="Training data: file, folder or hub data set id; several make a mix, each path[:weight][@objective]."
+        ),
+    ],
     eval_file: Annotated[str | None, typer.Option("--eval", help="Held-out data to check too.")] = None,
     model: ModelOption = MODEL,
     format: FormatOption = FORMAT,
@@ -37,28 +42,44 @@ def data_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     estimate: Annotated[bool, typer.Option(help="Measure this machine's speed to estimate training time.")] = True,
 ) -> None:
-    """Find every problem in a data set and what training on it would cost, before spending compute."""
-    from tunesmith.check import DataOptions, check_data
-    from tunesmith.cli.show import print_check_report
+    """Find every problem in a data set (or each source of a mix) and what training on it would cost, before
+    spending compute; suggest the objective and method."""
+    from tunesmith.check import DataOptions, check_data, mix_estimate
+    from tunesmith.cli.show import print_check_report, print_mix
+    from tunesmith.config import build_config
     from tunesmith.models.load import load_tokenizer, model_width
     from tunesmith.train.throughput import training_tokens_per_second
 
     with user_errors():
+        sources = build_config({"data": files}, "command line").data
         tokenizer = load_tokenizer(model)
-        options = DataOptions(
-            format=format,
-            columns=parse_columns(columns),
-            max_length=max_length,
-            supervise=supervise,  # type: ignore[arg-type]
-        )
         speed = training_tokens_per_second(model) if estimate else None
         width = model_width(model)
-        report = check_data(file, tokenizer, options, eval_source=eval_file, tokens_per_second=speed, width=width)
+        reports = []
+        for index, source in enumerate(sources):
+            options = DataOptions(
+                format=source.format or format,
+                columns=parse_columns(columns),
+                max_length=max_length,
+                supervise="all" if source.objective == "text" else supervise,  # type: ignore[arg-type]
+                split=source.split,
+            )
+            held_out = eval_file if index == 0 else None  # the main task's: a mix's first source
+            reports.append(
+                check_data(source.path, tokenizer, options, eval_source=held_out, tokens_per_second=speed, width=width)
+            )
+        mix = mix_estimate(list(sources), reports) if len(sources) > 1 else None
     if as_json:
-        out.print_json(json.dumps(report.as_dict()))
+        whole = reports[0].as_dict() if mix is None else {"sources": [r.as_dict() for r in reports], "mix": mix}
+        out.print_json(json.dumps(whole))
     else:
-        print_check_report(out, report)
-    raise typer.Exit(0 if report.ok else 2)
+        for source, report in zip(sources, reports, strict=True):
+            if mix is not None:
+                out.rule(str(source))
+            print_check_report(out, report)
+        if mix is not None:
+            print_mix(out, mix)
+    raise typer.Exit(0 if all(r.ok for r in reports) else 2)
 
 
 @data_app.command("show")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -66,6 +68,11 @@ def print_check_report(console: Console, report: CheckReport) -> None:
             f"at {training['tokens_per_second']:,.0f} tokens/s"
         )
     console.print(line)
+    advice = training.get("advice")
+    if advice:
+        console.print(f"Suggested: --objective {advice['objective']} --method {advice['method']}")
+        for reason in advice["reasons"]:
+            console.print(f"  {reason}")
     for choice in training.get("plan", []):
         console.print(f"  auto: {choice}")
     verdict = (
@@ -99,3 +106,14 @@ def print_models(console: Console) -> None:
         table.add_row(name, "converted GGUF", str(path), "")
     console.print(table)
     console.print("Also accepted by --model: any hub id (org/name), a local model folder, a .gguf file.")
+
+
+def print_mix(console: Console, rows: list[dict[str, Any]]) -> None:
+    """A mix's sources and their share of each epoch."""
+    table = Table(title="The mix: each epoch of training draws", title_justify="left")
+    for column in ("source", "examples", "per epoch", "tokens per epoch", "token share %"):
+        table.add_column(column, justify="left" if column == "source" else "right", overflow="fold")
+    for row in rows:
+        cells = (row["examples"], row["examples_per_epoch"], f"{row['tokens_per_epoch']:,}", row["token_share"])
+        table.add_row(row["source"], *(str(c) for c in cells))
+    console.print(table)
