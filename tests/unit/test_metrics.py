@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from tunesmith.evaluate.metrics import METRICS, choose_metrics, chrf, contains, exact_match, repetition, token_f1
+from tunesmith.evaluate.metrics import (
+    METRICS,
+    choose_metrics,
+    chrf,
+    contains,
+    corpus_style,
+    exact_match,
+    repetition,
+    style_similarity,
+    token_f1,
+)
 
 
 def test_rouge_on_a_known_pair():
@@ -48,3 +60,13 @@ def test_metrics_follow_the_task():
     long = ["Customer: Ana, account 1. Issue: a bill twice the usual. Cause: estimated reading."] * 3
     assert choose_metrics(long, "chat")[0] == "rougeL"
     assert choose_metrics([], "text")[0] == "style"
+
+
+def test_style_compares_character_trigram_profiles_and_corpus_style_pools_the_answers():
+    assert style_similarity("abcabc", "abcabc") == pytest.approx(100)
+    # "abc" has the trigram abc once; "abcab" has abc, bca, cab: cosine 1 / sqrt(3)
+    assert style_similarity("abc", "abcab") == pytest.approx(100 / math.sqrt(3))
+    assert style_similarity("xyz", "abc") == 0
+    answers, references = ["To lie.", "A fool."], ["A fool.", "To lie."]
+    assert corpus_style(answers, references) == pytest.approx(style_similarity("To lie.\nA fool.", "A fool.\nTo lie."))
+    assert corpus_style(answers, references) > max(map(style_similarity, answers, references))

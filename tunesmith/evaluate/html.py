@@ -93,7 +93,7 @@ def _numbers(report: dict[str, Any]) -> str:
     columns = [("tuned", report["tuned"])] + [(stage["name"], stage) for stage in reversed(report.get("stages", []))]
     columns += [("base", report["baseline"])] if report["baseline"] else []
     keys = [("held-out loss", "loss"), ("perplexity", "perplexity"), ("stopped at end token %", "stop_rate")]
-    keys += [("general questions right %", "general")]
+    keys += [("style of all answers vs all references", "corpus_style"), ("general questions right %", "general")]
     head = "".join(f"<th>{escape(name)}</th>" for name, _ in columns)
     body = ""
     for label, key in keys:

@@ -102,6 +102,13 @@ def style_similarity(prediction: str, reference: str) -> float:
     return 100 * dot / norm if norm else 0.0
 
 
+def corpus_style(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """style_similarity of all the answers together against all the references together: whether a model writes
+    like the held-out text as a whole (its habits of words and punctuation), which one short answer against one
+    short reference is too small a sample to show."""
+    return style_similarity("\n".join(predictions), "\n".join(references))
+
+
 METRICS: dict[str, Metric] = {
     "rouge1": _rouge_metric("rouge1"),
     "rouge2": _rouge_metric("rouge2"),

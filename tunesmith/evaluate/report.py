@@ -10,7 +10,8 @@ from typing import Any
 from tunesmith import paths
 from tunesmith.data.schema import as_dicts
 from tunesmith.errors import ConfigError
-from tunesmith.evaluate.evaluation import EvalOptions, Evaluation, evaluate
+from tunesmith.evaluate.evaluation import EvalOptions, Evaluation, ModelResult, evaluate
+from tunesmith.evaluate.metrics import corpus_style
 from tunesmith.evaluate.pairs import preference_records
 from tunesmith.runs import REPORT_FILES, RunFolder
 
@@ -49,6 +50,15 @@ def samples(evaluation: Evaluation) -> list[dict[str, Any]]:
     return rows
 
 
+def _summary(evaluation: Evaluation, result: ModelResult) -> dict[str, Any]:
+    """A model's numbers, with the style of all its answers against all the references when it answered."""
+    summary = result.summary()
+    if result.answers:
+        references = [item.reference for item in evaluation.held_out.items]
+        summary["corpus_style"] = corpus_style([a.text for a in result.answers], references)
+    return summary
+
+
 def report_dict(evaluation: Evaluation) -> dict[str, Any]:
     """The machine-readable report."""
     winners = evaluation.winners
@@ -61,9 +71,9 @@ def report_dict(evaluation: Evaluation) -> dict[str, Any]:
         "metrics": evaluation.metrics,
         "primary_metric": evaluation.primary,
         "headline": evaluation.headline(),
-        "tuned": evaluation.tuned.summary(),
-        "baseline": evaluation.baseline.summary() if evaluation.baseline else None,
-        "stages": [result.summary() for result in evaluation.stages],
+        "tuned": _summary(evaluation, evaluation.tuned),
+        "baseline": _summary(evaluation, evaluation.baseline) if evaluation.baseline else None,
+        "stages": [_summary(evaluation, result) for result in evaluation.stages],
         "comparison": {
             "wins": winners.count("tuned"),
             "ties": winners.count("tie"),
