@@ -152,6 +152,27 @@ class DataOptions:
     split: str = "train"
     """The split of a hub data set (DataSource.split)."""
 
+    @classmethod
+    def of_source(
+        cls,
+        source: DataSource,
+        objective: str | None,
+        *,
+        format: str,
+        max_length: int,
+        supervise: Supervise,
+        columns: Mapping[str, str] | None = None,
+    ) -> DataOptions:
+        """How one source of a run or a mix is read: its own format (else `format`) and split, and every token learned
+        when its objective is text."""
+        return cls(
+            format=source.format or format,
+            columns=columns,
+            max_length=max_length,
+            supervise="all" if objective == "text" else supervise,
+            split=source.split,
+        )
+
     def read(
         self, source: str, tokenizer: PreTrainedTokenizerBase, *, keep: bool
     ) -> tuple[RecordReader, Tally, Encoded]:

@@ -7,10 +7,19 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    model_validator,
+)
 
 from tunesmith.errors import ConfigError, field_path
 from tunesmith.models.sources import DEFAULT_MODEL
@@ -184,13 +193,17 @@ def check_mix(sources: tuple[DataSource, ...]) -> tuple[DataSource, ...]:
     return sources
 
 
+Sources = Annotated[tuple[DataSource, ...], BeforeValidator(as_sources), AfterValidator(check_mix)]
+"""Training data as the run and each stage take it: a path, or a mix of sources (see as_sources, check_mix)."""
+
+
 class Stage(_Frozen):
     """One stage of a staged run: the settings it changes; its weights go on from the stage before (the same
     adapter trained further, or every weight for method full), with a fresh optimizer and schedule."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     """A short name (text, sft): the stage's folder is stages/<number>-<name>/."""
-    data: tuple[DataSource, ...] | None = None
+    data: Sources | None = None
     """This stage's training data, as the run's data (a path or a mix); none: the run's."""
     eval_data: str | None = None
     """This stage's held-out data; none: the run's, or a share of this stage's data."""
@@ -202,16 +215,6 @@ class Stage(_Frozen):
     """Stop this stage after this many optimizer steps."""
     learning_rate: float | Auto | None = None
     """This stage's peak learning rate; none: the run's setting."""
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _sources(cls, value: Any) -> Any:
-        return None if value is None else as_sources(value)
-
-    @field_validator("data")
-    @classmethod
-    def _mix(cls, value: tuple[DataSource, ...] | None) -> tuple[DataSource, ...] | None:
-        return None if value is None else check_mix(value)
 
 
 DPO_BETA, SIMPO_BETA = 0.1, 2.0
@@ -238,7 +241,7 @@ class PreferenceSettings(_Frozen):
 class RunConfig(_Frozen):
     """Everything a training run needs; "auto" values are filled in by `resolve` and written to config.yaml."""
 
-    data: tuple[DataSource, ...] = ()
+    data: Sources = ()
     """Training data: a file, folder or hub data set id; several make a mix, each path[:weight][@objective] (a
     weight is a share of every epoch's examples; objective sft or text for that source alone). In YAML a list,
     also spelled datasets:, of paths or of {path, weight, objective, format, split}."""
@@ -319,16 +322,6 @@ class RunConfig(_Frozen):
     stages: tuple[Stage, ...] = ()
     """Run these stages one after the other in one run folder (e.g. text on documents, then sft on questions and
     answers), each from the weights the one before ended with; see Stage."""
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _sources(cls, value: Any) -> Any:
-        return as_sources(value)
-
-    @field_validator("data")
-    @classmethod
-    def _mix(cls, value: tuple[DataSource, ...]) -> tuple[DataSource, ...]:
-        return check_mix(value)
 
     @model_validator(mode="after")
     def _has_data(self) -> RunConfig:

@@ -57,12 +57,13 @@ def data_check(
         width = model_width(model)
         reports = []
         for index, source in enumerate(sources):
-            options = DataOptions(
-                format=source.format or format,
-                columns=parse_columns(columns),
+            options = DataOptions.of_source(
+                source,
+                source.objective,
+                format=format,
                 max_length=max_length,
-                supervise="all" if source.objective == "text" else supervise,  # type: ignore[arg-type]
-                split=source.split,
+                supervise=supervise,  # type: ignore[arg-type]
+                columns=parse_columns(columns),
             )
             held_out = eval_file if index == 0 else None  # the main task's: a mix's first source
             reports.append(

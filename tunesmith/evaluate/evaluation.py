@@ -13,7 +13,6 @@ from typing import Any, Literal
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.config import build_config
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.generate import Answer, Generator, Sampling, load_generator
 from tunesmith.evaluate.items import HeldOut, Item, general_questions, load_held_out
@@ -23,7 +22,7 @@ from tunesmith.runs import RunFolder, result_folder, run_of
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.encode import encode
 from tunesmith.train.loss import mean_loss
-from tunesmith.train.stages import is_staged, stage_folders
+from tunesmith.train.stages import stages_of
 
 TIE = 0.5
 """Scores closer than this (on 0-100) are a tie."""
@@ -149,7 +148,7 @@ def _measured_losses(
     pairs, whose measured loss is DPO's, not the loss on the chosen answers reported here)."""
     if run is None or options.data is not None or held_out.cut or held_out.kind == "pairs":
         return None, None
-    if is_staged(run.read_config()):  # its metrics hold every stage's, each on its own held-out data
+    if stages_of(run):  # its metrics hold every stage's, each on its own held-out data
         return None, None
     rows = run.read_metrics()
     evals = {row["step"]: row["eval_loss"] for row in rows if row.get("event") == "eval"}
@@ -282,12 +281,8 @@ def evaluate(target: str, options: EvalOptions) -> Evaluation:
 
 def _earlier_stages(run: RunFolder, held_out: HeldOut, metrics: list[str], options: EvalOptions) -> list[ModelResult]:
     """A staged run's model after each stage before the last, evaluated as the tuned model is."""
-    values = run.read_config()
-    if not is_staged(values):
-        return []
-    folders = stage_folders(run.root, build_config(values, str(run.config)))[:-1]
     results = []
-    for folder in folders:
+    for folder in stages_of(run)[:-1]:
         result = _run_model(str(folder), False, held_out, metrics, options, None)
         result.name = f"after {folder.name.partition('-')[2]}"
         results.append(result)

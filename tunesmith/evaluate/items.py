@@ -6,13 +6,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.config import build_config
 from tunesmith.data.schema import Message, PreferencePair, Record, TextDoc
 from tunesmith.data.validate import data_error, read_dataset
 from tunesmith.errors import DataError
 from tunesmith.runs import RunFolder
 from tunesmith.tokenize.encode import conversation_of
-from tunesmith.train.stages import is_staged, stage_folders
+from tunesmith.train.stages import stages_of
 
 GENERAL_QUESTIONS = Path(__file__).with_name("general.jsonl")
 """The forgetting guard: everyday questions with one- or two-word answers, written for tunesmith."""
@@ -80,9 +79,10 @@ def text_items(records: list[tuple[int, Record]]) -> list[Item]:
 def _held_out_of_run(run: RunFolder) -> tuple[str, set[int] | None]:
     """The eval data of a run, the windows of plain text it held out, or its training data and the lines it held
     out."""
+    stages = stages_of(run)
+    if stages:  # the last stage's held-out data: the task the run ends on
+        return _held_out_of_run(RunFolder(stages[-1]))
     config = run.read_config()
-    if is_staged(config):  # the last stage's held-out data: the task the run ends on
-        return _held_out_of_run(RunFolder(stage_folders(run.root, build_config(config, str(run.config)))[-1]))
     if config.get("eval_data"):
         return str(config["eval_data"]), None
     if run.held_out_texts.is_file():

@@ -45,7 +45,7 @@ class RunData:
     held_out_texts: list[str] | None = None
     """The held-out windows as text, when they were split from plain text (written to HELD_OUT_TEXTS)."""
     mix: Mix | None = None
-    """How each epoch draws from the sources, when their weights say; None: every training example once."""
+    """How each epoch draws from the sources (a mix's); None: every training example once."""
 
     @property
     def pad_id(self) -> int:
@@ -73,11 +73,8 @@ def _prepare(
 ) -> Prepared:
     """One source read and tokenised as its objective learns it; data errors stop the run here."""
     objective = _objective_of(config, source)
-    options = DataOptions(
-        format=source.format or config.format,
-        max_length=config.max_length,
-        supervise="all" if objective == "text" else config.supervise,
-        split=source.split,
+    options = DataOptions.of_source(
+        source, objective, format=config.format, max_length=config.max_length, supervise=config.supervise
     )
     prepared = prepare_data(source.path, tokenizer, options, eval_source=eval_source)
     if prepared.report.errors:
@@ -111,7 +108,7 @@ def load_run_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunD
         mix = Mix(sizes, shares(sizes, weights))
         report["mix"] = mix_report(config, parts, mix)
     pool = [e for part in parts for e in part]
-    return RunData(tokenizer, pool, list(given), report, texts, None if mix is None or mix.whole else mix)
+    return RunData(tokenizer, pool, list(given), report, texts, mix)
 
 
 def _hold_out(

@@ -209,9 +209,10 @@ def train(
         raise ConfigError(
             f"{run_dir} is not empty", hint=f"continue it with --resume {run_dir}, or choose another --out"
         )
+    sink, stop = sink or _NullSink(), StopFlag() if stop is None else stop
     if config.stages:
         start_stages(config, run_dir)
-        return _run_stages(config, run_dir, {}, False, sink or _NullSink(), StopFlag() if stop is None else stop)
+        return _run_stages(config, run_dir, {}, False, sink, stop)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     data = load_run_data(config, tokenizer)
     resolved, plan = _resolve(config, data)
@@ -223,7 +224,7 @@ def train(
         paths.write_text_atomic(run.held_out_texts, rows)
     paths.write_text_atomic(run.manifest, json.dumps(manifest(resolved, tokenizer, data), indent=2))
     paths.write_text_atomic(run.config, resolved.to_yaml())
-    return _execute(resolved, plan, run_dir, data, sink or _NullSink(), StopFlag() if stop is None else stop)
+    return _execute(resolved, plan, run_dir, data, sink, stop)
 
 
 def _changed_fields(old: RunConfig, new: RunConfig) -> list[str]:
@@ -252,11 +253,11 @@ def resume(
             f"{run_dir}: resuming with changed settings ({', '.join(changed)}) would not continue the same run",
             hint="drop those options, or add --force to continue anyway",
         )
+    sink, stop = sink or _NullSink(), StopFlag() if stop is None else stop
     if config.stages:
         if changed:
             paths.write_text_atomic(config_file, config.to_yaml())
-        stop = StopFlag() if stop is None else stop
-        return _run_stages(config, run_dir, overrides or {}, force, sink or _NullSink(), stop)
+        return _run_stages(config, run_dir, overrides or {}, force, sink, stop)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     data = load_run_data(config, tokenizer)
     before = run.read_manifest()["data"]
@@ -271,7 +272,7 @@ def resume(
         paths.write_text_atomic(config_file, config.to_yaml())
         paths.write_text_atomic(run.manifest, json.dumps(current, indent=2))
     resolved, plan = _resolve(config, data)  # config.yaml holds resolved values: this only rebuilds the plan
-    return _execute(resolved, plan, run_dir, data, sink or _NullSink(), StopFlag() if stop is None else stop)
+    return _execute(resolved, plan, run_dir, data, sink, stop)
 
 
 def _run_stages(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import tunesmith
 from tunesmith import paths
-from tunesmith.config import RunConfig
+from tunesmith.config import RunConfig, build_config
 from tunesmith.runs import RunFolder
 from tunesmith.train.events import Event, EventSink
 
@@ -123,6 +122,7 @@ def clear_unstarted(folder: Path) -> None:
         shutil.rmtree(folder)
 
 
-def is_staged(values: Mapping[str, Any]) -> bool:
-    """config.yaml values of a staged run."""
-    return bool(values.get("stages"))
+def stages_of(run: RunFolder) -> list[Path]:
+    """The stage folders of a staged run folder, in order (read from its config.yaml); none for any other run."""
+    values = run.read_config()
+    return stage_folders(run.root, build_config(values, str(run.config))) if values.get("stages") else []
