@@ -21,8 +21,9 @@ setup: $(STAMP)
 lint: setup
 	$(BIN)/ruff check tunesmith tests bench examples
 
+# One test worker per core (at most 4), whole files to a worker so module fixtures are built once.
 test: setup lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile
 
 # Check the data, fine-tune the default model (runs/demo is replaced), evaluate base vs tuned, show 3 calls.
 demo: setup

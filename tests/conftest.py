@@ -13,6 +13,12 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TQDM_DISABLE"] = "1"
+# Under pytest-xdist the workers share the cores: each (and every process it starts) gets its share of threads.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_threads)
+    # A worker starts with COLUMNS=80, which rich would fix as the width; tests set the width they need per call.
+    os.environ.pop("COLUMNS", None)
 # One converted copy of the default model per checkout, shared by every test session.
 os.environ["TUNESMITH_HOME"] = str(ROOT / ".cache" / "test-home")
 

@@ -35,9 +35,10 @@ def test_check_json_lists_every_fault(tmp_path, tokenizer):
     assert report["warnings"] == []
 
 
-def test_check_estimates_training_time(tmp_path, tokenizer):
+def test_check_estimates_training_time(tmp_path, home, tiny_model):
+    """The estimate times real training steps of the model named (a tiny one here: the same code, in seconds)."""
     path = write_jsonl(tmp_path / "d.jsonl", [chat(i) for i in range(12)])
-    result = runner.invoke(app, ["data", "check", str(path), "--json"])
+    result = runner.invoke(app, ["data", "check", str(path), "--model", str(tiny_model), "--json"])
     training = json.loads(result.stdout)["stats"]["training"]
     assert training["tokens_per_second"] > 0 and training["estimated_seconds"] > 0
 

@@ -199,6 +199,17 @@ def test_the_cpu_measurement_times_real_matmuls_and_leaves_the_global_generator_
     assert torch.equal(torch.get_rng_state(), state)
 
 
+@pytest.mark.parametrize(("bf16_seconds", "pairs"), [(10.0, 2), (0.3, hardware.REPEATS + 1)])
+def test_a_far_slower_bf16_is_timed_once_a_close_one_repeatedly(monkeypatch, bf16_seconds, pairs):
+    """Emulated bf16 (a first timing far below the threshold) is not timed again; a close call is."""
+    calls = []
+    monkeypatch.setattr(
+        hardware, "_seconds", lambda a, b: calls.append(a.dtype) or (bf16_seconds if a.dtype == torch.bfloat16 else 1.0)
+    )
+    assert hardware.measure_bf16_speedup() == 1.0 / bf16_seconds
+    assert calls.count(torch.bfloat16) == calls.count(torch.float32) == pairs  # the first pair warms up
+
+
 def test_save_every_epoch_saves_once_an_epoch():
     lengths = np.full(100, 200)  # 20k tokens: 10 batches of 2048 tokens an epoch
     config = RunConfig(data="x.jsonl", epochs=3, save_every="epoch", device="cpu", precision="fp32")

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from peft import PeftModel
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -47,6 +48,15 @@ def _convert_gguf(source: ModelSource) -> Path:
     assert source.cache_dir is not None
     if (source.cache_dir / SOURCE_FILE).is_file():
         return source.cache_dir
+    source.cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(source.cache_dir.with_name(f".{source.cache_dir.name}.lock")):  # two first runs convert once
+        if not (source.cache_dir / SOURCE_FILE).is_file():
+            _write_conversion(source)
+    return source.cache_dir
+
+
+def _write_conversion(source: ModelSource) -> None:
+    assert source.cache_dir is not None
     gguf = Path(source.location)
     log.info("converting %s into %s (once)", gguf, source.cache_dir)
     try:
@@ -61,7 +71,6 @@ def _convert_gguf(source: ModelSource) -> Path:
         raise ModelError(
             f"model {source.name!r}: could not convert {gguf}: {exc}", hint="is it a llama-family GGUF?"
         ) from exc
-    return source.cache_dir
 
 
 def _drop_quantizer(model: PreTrainedModel) -> None:
