@@ -13,6 +13,7 @@ from tests.conftest import write_jsonl
 from tests.integration.test_train import FIXED, _config, _fixed_answers
 from tunesmith.cli import app
 from tunesmith.data.validate import read_dataset
+from tunesmith.errors import ConfigError
 from tunesmith.evaluate import evaluation as eval_run
 from tunesmith.evaluate import report as report_module
 from tunesmith.evaluate.evaluation import EvalOptions, evaluate
@@ -175,3 +176,51 @@ def test_ctrl_c_while_writing_a_report_keeps_the_previous_report_whole(fixed_run
     assert {p.name: p.read_text() for p in out.iterdir()} == before and [p.name for p in tmp_path.iterdir()] == [
         "report"
     ]
+
+
+def _mean_answer_log_prob(model, tokenizer, prompt: str, answer: str) -> float:
+    """One conversation at a time, the whole sequence through the model: the reference for the batched scoring."""
+    import torch
+
+    from tunesmith.data.schema import Conversation, Message
+    from tunesmith.tokenize.encode import encode
+
+    record = Conversation((Message("user", prompt), Message("assistant", answer)))
+    example = encode([(0, record)], tokenizer, max_length=512).examples[0]
+    ids = torch.tensor(example.input_ids, dtype=torch.long)[None]
+    with torch.no_grad():
+        log_probs = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
+    labels = torch.tensor(example.labels[1:], dtype=torch.long)
+    learned = labels != -100
+    return float(log_probs[learned].gather(1, labels[learned][:, None]).mean())
+
+
+def test_choice_picks_the_answer_likeliest_per_token_as_one_by_one_scoring_does(fixed_run, tmp_path):
+    from tunesmith.evaluate.choice import choice_scores, distractors
+
+    answers = [FIXED, "Paris is in France.", "Seven days make a week.", "Water boils at 100 C.", "No.", "Blue."]
+    rows = [
+        {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": a}]}
+        for i, a in enumerate(answers)
+    ]
+    items = items_of(read_dataset(str(write_jsonl(tmp_path / "q.jsonl", rows))).records)
+    generator = load_generator(str(fixed_run), dtype="float32")
+    scores = choice_scores(generator.model, generator.tokenizer, items, max_length=512)
+    leads = []  # the own answer's lead over the best distractor, in mean log-prob per token
+    for item, picked in zip(items, distractors(items)):
+        mean = [
+            _mean_answer_log_prob(generator.model, generator.tokenizer, item.prompt[0].content, a)
+            for a in [item.reference, *(items[j].reference for j in picked)]
+        ]
+        leads.append(mean[0] - max(mean[1:]))
+    # float32 batched and one-by-one sums of a few dozen log-probs of size ~10 agree to ~1e-5: leads beyond 1e-3
+    # decide alike (near-ties may not; there are none here)
+    assert all(abs(lead) > 1e-3 for lead in leads) and 0 < sum(lead > 0 for lead in leads) < len(leads)
+    assert scores == [100.0 if lead > 0 else 0.0 for lead in leads] and scores[0] == 100.0  # its tuned answer wins
+    evaluation = evaluate(
+        str(fixed_run), EvalOptions(data=str(tmp_path / "q.jsonl"), metrics=("choice",), max_new_tokens=2, guard=False)
+    )
+    assert evaluation.tuned.scores["choice"] == scores and evaluation.headline().startswith("choice accuracy (%) ")
+    docs = write_jsonl(tmp_path / "docs.jsonl", [{"text": "a plain text"}] * 3)
+    with pytest.raises(ConfigError, match=r"docs\.jsonl: metric 'choice' needs questions with answers"):
+        evaluate(str(fixed_run), EvalOptions(data=str(docs), metrics=("choice",), guard=False))

@@ -70,3 +70,19 @@ def test_style_compares_character_trigram_profiles_and_corpus_style_pools_the_an
     answers, references = ["To lie.", "A fool."], ["A fool.", "To lie."]
     assert corpus_style(answers, references) == pytest.approx(style_similarity("To lie.\nA fool.", "A fool.\nTo lie."))
     assert corpus_style(answers, references) > max(map(style_similarity, answers, references))
+
+
+def test_distractors_are_other_answers_drawn_alike_for_every_model():
+    from tunesmith.data.schema import Message
+    from tunesmith.evaluate.choice import CHOICES, distractors
+    from tunesmith.evaluate.items import Item
+
+    answers = ["red", "blue", "red", "green", "yellow", "blue", "black"]
+    items = [Item(n, (Message("user", f"q{n}"),), a) for n, a in enumerate(answers)]
+    drawn = distractors(items)
+    assert drawn == distractors(items)  # the same choices for the base model and the tuned one
+    for item, picked in zip(items, drawn):
+        texts = [items[j].reference for j in picked]
+        assert len(picked) == CHOICES - 1 and item.reference not in texts and len(set(texts)) == len(texts)
+    few = distractors(items[:3])  # red, blue, red: one other answer to choose from
+    assert [[items[j].reference for j in picked] for picked in few] == [["blue"], ["red"], ["blue"]]

@@ -14,9 +14,17 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.errors import ConfigError
+from tunesmith.evaluate.choice import choice_scores
 from tunesmith.evaluate.generate import Answer, Generator, Sampling, load_generator
 from tunesmith.evaluate.items import HeldOut, Item, general_questions, load_held_out
-from tunesmith.evaluate.metrics import DIAGNOSTICS, HIGHER_IS_BETTER, METRICS, choose_metrics, contains
+from tunesmith.evaluate.metrics import (
+    DIAGNOSTICS,
+    HIGHER_IS_BETTER,
+    METRICS,
+    MODEL_METRICS,
+    choose_metrics,
+    contains,
+)
 from tunesmith.evaluate.pairs import PairScores, pair_scores, preference_records
 from tunesmith.runs import RunFolder, result_folder, run_of
 from tunesmith.tokenize.batches import ordered_batches
@@ -57,9 +65,9 @@ class EvalOptions:
     """Longest example for the held-out loss."""
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.metrics if m not in METRICS]
+        unknown = [m for m in self.metrics if m not in HIGHER_IS_BETTER]
         if unknown:
-            raise ConfigError(f"metric {unknown[0]!r} is unknown", hint=f"use some of {', '.join(METRICS)}")
+            raise ConfigError(f"metric {unknown[0]!r} is unknown", hint=f"use some of {', '.join(HIGHER_IS_BETTER)}")
 
 
 @dataclass
@@ -127,9 +135,7 @@ def _run_model(
             result.answers = generator.complete(texts, sampling, options.batch_size)
         else:
             result.answers = generator.generate(prompts, sampling, options.batch_size, limits)
-        result.scores = {
-            m: [METRICS[m](a.text, i.reference) for a, i in zip(result.answers, held_out.items)] for m in metrics
-        }
+        result.scores = {m: _item_scores(m, generator, held_out, result.answers, options) for m in metrics}
     if options.guard:
         questions = general_questions()
         sampling = Sampling(max_new_tokens=GUARD_TOKENS)  # short prompts and answers: one batch
@@ -138,6 +144,15 @@ def _run_model(
     del generator
     gc.collect()
     return result
+
+
+def _item_scores(
+    metric: str, generator: Generator, held_out: HeldOut, answers: list[Answer], options: EvalOptions
+) -> list[float]:
+    """One metric's score of each held-out item: from the answer against the reference, or from the model."""
+    if metric not in MODEL_METRICS:
+        return [METRICS[metric](a.text, i.reference) for a, i in zip(answers, held_out.items)]
+    return choice_scores(generator.model, generator.tokenizer, held_out.items, options.max_length)
 
 
 def _measured_losses(
@@ -245,7 +260,9 @@ class Evaluation:
     def _scores(self, primary: str | None, n: int) -> str:
         if primary is None or not self.tuned.scores:
             return f"{self._perplexity()} on {n} held-out texts"
-        label = {"rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2"}.get(primary, primary)
+        label = {"rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "choice": "choice accuracy (%)"}.get(
+            primary, primary
+        )
         if self.held_out.kind == "text":
             label = f"{self._perplexity()}; {'style similarity' if primary == 'style' else label}"
         if self.held_out.kind == "pairs":
@@ -266,6 +283,11 @@ def evaluate(target: str, options: EvalOptions) -> Evaluation:
     run = run_of(target)
     held_out = load_held_out(run, options.data, options.limit)
     metrics = list(options.metrics) or choose_metrics([i.reference for i in held_out.items], held_out.kind)
+    if held_out.kind == "text" and set(metrics) & set(MODEL_METRICS):
+        raise ConfigError(
+            f"{held_out.source}: metric 'choice' needs questions with answers",
+            hint="plain texts are scored by perplexity",
+        )
     metrics = [*metrics, *(d for d in DIAGNOSTICS if d not in metrics)] if held_out.items else []
     base_loss, tuned_loss = _measured_losses(run, held_out, options)
     tuned = _run_model(target, False, held_out, metrics, options, tuned_loss)

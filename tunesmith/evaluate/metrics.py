@@ -121,7 +121,9 @@ METRICS: dict[str, Metric] = {
     "length_ratio": length_ratio,
     "repetition": repetition,
 }
-HIGHER_IS_BETTER = {name: name not in ("length_ratio", "repetition") for name in METRICS}
+MODEL_METRICS = ("choice",)
+"""Scored from the model's log-probabilities, not its answer: `choice.py` (question-answer data only)."""
+HIGHER_IS_BETTER = {name: name not in ("length_ratio", "repetition") for name in (*METRICS, *MODEL_METRICS)}
 DIAGNOSTICS = ("length_ratio", "repetition")
 """Reported for every task; not used to pick a winner."""
 
