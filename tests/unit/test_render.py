@@ -153,3 +153,28 @@ def test_only_assistant_contents_and_their_end_token_are_trained(tokenizer, conv
     assert len(example.labels) == len(example.input_ids)
     trained = tokenizer.decode([i for i, label in zip(example.input_ids, example.labels) if label != IGNORE])
     assert trained == expected
+
+
+def test_a_padded_call_of_the_tokenizer_leaves_later_encodes_and_its_digest_alone(tokenizer):
+    """Generation pads its batches on the left through the tokenizer, which leaves padding switched on in the
+    backend it shares; encoding after that must give the same ids as before (held-out scores were shifted by it)."""
+    from tunesmith.train.manifest import tokenizer_digest
+
+    own = copy.deepcopy(tokenizer)
+    records = [
+        (0, Conversation((Message("user", "Hi"), Message("assistant", "Hello there, my friend.")))),
+        (
+            1,
+            Conversation(
+                (Message("user", "A far longer question, about many more things?"), Message("assistant", "Yes."))
+            ),
+        ),
+    ]
+    before, digest = encode(records, own, max_length=512).examples, tokenizer_digest(own)
+    own.padding_side = "left"
+    own(["a", "a text longer than the first by far"], padding=True)
+    after = encode(records, own, max_length=512).examples
+    assert len(before[0].input_ids) != len(before[1].input_ids)
+    assert [e.input_ids.tolist() for e in after] == [e.input_ids.tolist() for e in before]
+    assert [e.labels.tolist() for e in after] == [e.labels.tolist() for e in before]
+    assert tokenizer_digest(own) == digest

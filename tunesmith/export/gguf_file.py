@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.errors import ExportError
+from tunesmith.tokenize.encode import plain_backend
 
 ARCHITECTURES = {"llama": gguf.MODEL_ARCH.LLAMA, "mistral": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}
 FILE_TYPES = {"f32": (gguf.LlamaFileType.ALL_F32, np.float32), "f16": (gguf.LlamaFileType.MOSTLY_F16, np.float16)}
@@ -82,7 +83,7 @@ def _token_types(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> tuple[l
 
 
 def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    backend = plain_backend(tokenizer)
     spec = json.loads(backend.to_str()) if backend is not None else {}
     if spec.get("model", {}).get("type") != "BPE" or "ByteLevel" not in json.dumps(spec.get("pre_tokenizer")):
         raise ExportError(

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from tokenizers import Encoding
+from tokenizers import Encoding, Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data.schema import Conversation, Message, PreferencePair, Record, TextDoc
@@ -65,9 +65,21 @@ def _chunks(texts: list[str]) -> Iterator[tuple[int, list[str]]]:
         yield start, texts[start : start + BATCH]
 
 
+def plain_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer | None:
+    """The fast tokenizer's own backend, without padding or truncation. A padded call of the tokenizer (the
+    evaluation's left-padded generation batches) leaves both switched on in the backend it shares, and every
+    encode_batch would then pad each text to its chunk's longest."""
+    backend: Tokenizer | None = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and backend.padding is not None:
+        backend.no_padding()
+    if backend is not None and backend.truncation is not None:
+        backend.no_truncation()
+    return backend
+
+
 def _token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> Iterator[np.ndarray]:
     """Ids of plain texts, with the special tokens the tokenizer adds itself (e.g. bos)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    backend = plain_backend(tokenizer)
     for _, chunk in _chunks(texts):
         if backend is not None:
             yield from (np.asarray(enc.ids, dtype=np.int32) for enc in backend.encode_batch(chunk))
@@ -79,7 +91,7 @@ def _ids_and_labels(
     tokenizer: PreTrainedTokenizerBase, texts: list[str], spans: list[Spans]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, labels) of rendered texts, which already hold every special token they need."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    backend = plain_backend(tokenizer)
     for start, chunk in _chunks(texts):
         if backend is not None:
             encodings = backend.encode_batch(chunk, add_special_tokens=False)

@@ -16,6 +16,7 @@ import tunesmith
 from tunesmith.config import RunConfig
 from tunesmith.data.load import source_digest
 from tunesmith.models.load import pick_device, pick_dtype
+from tunesmith.tokenize.encode import plain_backend
 from tunesmith.train.data import RunData
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "numpy")
@@ -33,7 +34,7 @@ def _version(name: str) -> str | None:
 
 
 def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
+    backend = plain_backend(tokenizer)  # the tokenizer itself, not the padding an earlier call left switched on
     return _sha(backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items())))
 
 
