@@ -2,7 +2,7 @@
 
 Source: Debian's `dict-jargon` package (The Jargon File 4.4.7 as a dictd database; "This document (the Jargon File)
 is in the public domain"), fetched with `apt-get download` and unpacked with `dpkg-deb` (no root, no install).
-Of its ~2,300 entries, the ~700 of MIN_WORDS-MAX_WORDS words are used (small enough to train on 2 CPU cores):
+Of its ~2,300 entries, the 220 of MIN_WORDS-MAX_WORDS words are used (few enough to be read 12 times on 2 CPU cores):
 
 - `docs.jsonl`: every entry as plain text (term, then its definition): stage 1, continued pre-training.
 - `qa-train.jsonl` / `qa-eval.jsonl`: "In hacker slang, what does "X" mean?" -> the definition's first sentences
@@ -32,7 +32,7 @@ from dictd import unpack
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = "dict-jargon"
-MIN_WORDS, MAX_WORDS = 25, 60
+MIN_WORDS, MAX_WORDS = 25, 35
 ANSWER_WORDS = 45
 REPLAY_TOPICS = (
     "bicycle", "library", "volcano", "recipe", "rainbow", "passport", "garden", "telescope", "museum", "umbrella",
