@@ -44,16 +44,14 @@ def choice_scores(
     """Per item, 100 when its own answer has the highest mean log-probability per token of its choices, else 0;
     items too long to score (prompt and an answer over max_length) count as wrong."""
     drawn = distractors(items)
-    owners = [n for n, others in enumerate(drawn) for _ in others]  # pair k asks item owners[k]; lines must differ
-    choices = [j for others in drawn for j in others]
+    asked = [(n, j) for n, others in enumerate(drawn) for j in others]  # pair k: item n against item j's answer
     records = [
-        (k, PreferencePair(items[n].prompt, items[n].reference, items[j].reference))
-        for k, (n, j) in enumerate(zip(owners, choices))
+        (k, PreferencePair(items[n].prompt, items[n].reference, items[j].reference)) for k, (n, j) in enumerate(asked)
     ]
-    scored = pair_scores(model, tokenizer, records, max_length)
+    scored = pair_scores(model, tokenizer, records, max_length)  # pairs are told apart by their line: k, not n
     beaten: dict[int, list[bool]] = {}
     for k, margin in zip(scored.lines, scored.token_margins):
-        beaten.setdefault(owners[k], []).append(margin > 0)
+        beaten.setdefault(asked[k][0], []).append(margin > 0)
     return [
         100.0 if len(beaten.get(n, [])) == len(others) > 0 and all(beaten[n]) else 0.0 for n, others in enumerate(drawn)
     ]
