@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -97,6 +96,16 @@ def _train_tunesmith(name: str, out: Path, settings: dict[str, object]) -> dict[
     return {"final": str(result.final), "steps": result.state.step, "tokens": result.state.tokens, **chosen}
 
 
+def _precision() -> str:
+    """What tunesmith computes in on this machine (auto): bf16 where it is fast, else fp32. Every arm of a row runs
+    in it, TRL's included, so that rows measured on different machines are never compared with each other."""
+    import torch
+
+    from tunesmith.models.load import pick_device, pick_dtype
+
+    return "bf16" if pick_dtype(pick_device()) == torch.bfloat16 else "fp32"
+
+
 def _train_trl(name: str, out: Path) -> dict[str, object]:
     import datasets
     import torch
@@ -118,6 +127,7 @@ def _train_trl(name: str, out: Path) -> dict[str, object]:
         report_to="none",
         seed=42,
         disable_tqdm=True,
+        bf16=_precision() == "bf16",  # SFTConfig defaults to True: emulated bf16 on a CPU without it is 100x slower
     )
     assert (config.learning_rate, config.num_train_epochs) == (TRL_LEARNING_RATE, TRL_EPOCHS), "TRL's defaults moved"
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -173,6 +183,7 @@ def child(name: str, arm: str, out: Path) -> dict[str, object]:
     """One arm in this fresh process: train (timed), then score."""
     import math
 
+    from tunesmith.models.hardware import cpu_name
     from tunesmith.models.sources import DEFAULT_MODEL
 
     start = time.perf_counter()
@@ -191,6 +202,7 @@ def child(name: str, arm: str, out: Path) -> dict[str, object]:
     else:
         result |= _task_metric(name, str(final) if final else DEFAULT_MODEL)
     result["score_seconds"] = round(time.perf_counter() - start - train_seconds, 1)
+    result |= {"precision": _precision(), "cpu": cpu_name()}
     return result | {k: v for k, v in trained.items() if k != "final"}
 
 
@@ -199,10 +211,12 @@ def _commit() -> str:
     return done.stdout.strip()
 
 
-def _done(results: Path) -> set[tuple[str, str]]:
+def _done(results: Path, precision: str) -> set[tuple[str, str]]:
+    """The (set, arm) pairs already measured in this precision."""
     if not results.is_file():
         return set()
-    return {(row["set"], row["arm"]) for row in map(json.loads, results.read_text().splitlines())}
+    rows = map(json.loads, results.read_text().splitlines())
+    return {(row["set"], row["arm"]) for row in rows if row["precision"] == precision}
 
 
 def _spawn(name: str, arm: str, out: Path) -> dict[str, object]:
@@ -217,7 +231,7 @@ def _spawn(name: str, arm: str, out: Path) -> dict[str, object]:
 def run(sets: list[str], arms: list[str], results: Path, fresh: bool) -> None:
     import tempfile
 
-    done = set() if fresh else _done(results)
+    done = set() if fresh else _done(results, _precision())
     for name in sets:
         if not _paths(name)[0].is_file():
             sys.exit(f"{_paths(name)[0]} is missing: build it with .venv/bin/python -m bench.quality_data")
@@ -228,7 +242,7 @@ def run(sets: list[str], arms: list[str], results: Path, fresh: bool) -> None:
                 start = time.perf_counter()
                 result = _spawn(name, arm, Path(tmp))
             row = {"set": name, "arm": arm, **result, "wall_seconds": round(time.perf_counter() - start, 1)}
-            row |= {"commit": _commit(), "machine": platform.processor() or platform.machine()}
+            row |= {"commit": _commit()}
             print(json.dumps(row), flush=True)
             results.parent.mkdir(parents=True, exist_ok=True)
             with results.open("a") as handle:
@@ -261,14 +275,19 @@ def _verdict(rows: dict[str, dict[str, object]]) -> str:
 
 
 def table(results: Path) -> str:
-    """docs/quality.md's tables: one per set, an arm a row, the last run of each arm."""
-    rows: dict[str, dict[str, dict[str, object]]] = {}
+    """docs/quality.md's tables: one per set and precision, an arm a row, the last run of each arm.
+
+    bf16 runs keep the frozen base in bf16, fp32 runs in fp32: their scores differ by more than the gaps the
+    targets judge, so rows of different precisions are never compared."""
+    rows: dict[tuple[str, str], dict[str, dict[str, object]]] = {}
     for row in map(json.loads, results.read_text().splitlines()):
-        rows.setdefault(row["set"], {})[row["arm"]] = row
+        rows.setdefault((row["set"], row["precision"]), {})[row["arm"]] = row
     lines = []
-    for name, arms in rows.items():
+    for (name, precision), arms in sorted(rows.items()):
         metric = _metric(next(iter(arms.values())))[0]
-        lines += [f"### {name}", "", f"| arm | lr | epochs | {metric} | held-out loss | train s | wall s | commit |"]
+        cpus = ", ".join(sorted({str(row["cpu"]) for row in arms.values()}))
+        lines += [f"### {name}, {precision} ({cpus})", ""]
+        lines += [f"| arm | lr | epochs | {metric} | held-out loss | train s | wall s | commit |"]
         lines.append("|---|---|---|---|---|---|---|---|")
         for arm, row in sorted(arms.items(), key=lambda item: _arm_order(item[0])):
             lr, epochs = row.get("learning_rate", "-"), row.get("epochs", "-")

@@ -31,7 +31,8 @@ SHAPE = (1024, 576, 1536)
 REPEATS = 10
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -43,7 +44,7 @@ def _cpu_name() -> str:
 
 def _key() -> str:
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
-    return f"{_cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|isa={isa}"
+    return f"{cpu_name()}|threads={torch.get_num_threads()}|torch={torch.__version__}|isa={isa}"
 
 
 def _operands(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
