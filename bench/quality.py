@@ -59,6 +59,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "rslora-32": {"lora": {"rank": 32, "rslora": True}},
     "lora-plus-16": {"lora": {"b_lr_ratio": 16.0}},
     "neftune-5": {"neftune_alpha": 5.0},
+    "attention-only": {"lora": {"targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}},
 }
 """LoRA choices re-checked against the defaults (`variant-NAME` arms), every other setting auto."""
 
@@ -85,6 +86,7 @@ def _train_tunesmith(name: str, out: Path, settings: dict[str, object]) -> dict[
     import yaml
 
     from tunesmith.config import RunConfig
+    from tunesmith.runs import RunFolder
     from tunesmith.train.runner import train
 
     train_path, eval_path = _paths(name)
@@ -93,7 +95,9 @@ def _train_tunesmith(name: str, out: Path, settings: dict[str, object]) -> dict[
     result = train(config, out / "run")
     resolved = yaml.safe_load((out / "run" / "config.yaml").read_text())
     chosen = {key: resolved[key] for key in ("learning_rate", "epochs")}
-    return {"final": str(result.final), "steps": result.state.step, "tokens": result.state.tokens, **chosen}
+    kept = RunFolder(out / "run").kept_step()  # the held-out loss's best step, when it was not the last
+    steps = {"steps": result.state.step, "kept_step": kept, "tokens": result.state.tokens}
+    return {"final": str(result.final), **steps, **chosen}
 
 
 def _precision() -> str:
@@ -287,16 +291,23 @@ def table(results: Path) -> str:
         metric = _metric(next(iter(arms.values())))[0]
         cpus = ", ".join(sorted({str(row["cpu"]) for row in arms.values()}))
         lines += [f"### {name}, {precision} ({cpus})", ""]
-        lines += [f"| arm | lr | epochs | {metric} | held-out loss | train s | wall s | commit |"]
-        lines.append("|---|---|---|---|---|---|---|---|")
+        lines += [f"| arm | lr | epochs | kept / steps | {metric} | held-out loss | train s | wall s | commit |"]
+        lines.append("|---|---|---|---|---|---|---|---|---|")
         for arm, row in sorted(arms.items(), key=lambda item: _arm_order(item[0])):
             lr, epochs = row.get("learning_rate", "-"), row.get("epochs", "-")
             lines.append(
-                f"| {arm} | {lr} | {epochs} | {_metric(row)[1]:.2f} | {float(row['held_out_loss']):.4f} "  # type: ignore[arg-type]
+                f"| {arm} | {lr} | {epochs} | {_kept(row)} | {_metric(row)[1]:.2f} | {float(row['held_out_loss']):.4f} "  # type: ignore[arg-type]
                 f"| {row['train_seconds']} | {row['wall_seconds']} | {row['commit']} |"
             )
         lines += ["", _verdict(arms), ""]
     return "\n".join(lines)
+
+
+def _kept(row: dict[str, object]) -> str:
+    """The step final/ holds, of the run's steps (recorded since the column was added; TRL keeps its last)."""
+    if "kept_step" not in row:
+        return "-"
+    return f"{row['kept_step'] or row['steps']} / {row['steps']}"
 
 
 def _arm_order(arm: str) -> tuple[int, str]:

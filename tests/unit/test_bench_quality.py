@@ -1,0 +1,30 @@
+"""bench/quality.py's bookkeeping: rows of different precisions never meet, and the verdict reads the targets right."""
+
+from __future__ import annotations
+
+import json
+
+from bench import quality
+
+
+def _row(arm: str, rouge: float, precision: str, **extra: object) -> dict[str, object]:
+    row = {"set": "numpy-summaries", "arm": arm, "rougeL": rouge, "held_out_loss": 1.5, "train_seconds": 10.0}
+    return row | {"wall_seconds": 12.0, "commit": "abc1234", "precision": precision, "cpu": "test CPU", **extra}
+
+
+def test_each_precision_has_its_own_table_and_verdict(tmp_path):
+    rows = [
+        _row("defaults", 50.0, "bf16"),
+        _row("grid-lr0.0018-ep2", 53.0, "bf16"),
+        _row("defaults", 52.0, "fp32", kept_step=None, steps=90),
+        _row("grid-lr0.0018-ep2", 52.5, "fp32", kept_step=40, steps=60),
+        _row("trl", 30.0, "fp32"),
+    ]
+    results = tmp_path / "quality.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = quality.table(results)
+    bf16, fp32 = text.split("### numpy-summaries, fp32")
+    assert "defaults against the best grid cell so far (grid-lr0.0018-ep2): -3.0 points" in bf16
+    assert "defaults >= TRL; defaults against the best grid cell so far (grid-lr0.0018-ep2): -0.5 points" in fp32
+    assert "| 90 / 90 |" in fp32 and "| 40 / 60 |" in fp32  # the step final/ holds, of the run's
+    assert quality._done(results, "bf16") == {("numpy-summaries", "defaults"), ("numpy-summaries", "grid-lr0.0018-ep2")}
