@@ -42,16 +42,29 @@ def choice_scores(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, items: list[Item], max_length: int
 ) -> list[float]:
     """Per item, 100 when its own answer has the highest mean log-probability per token of its choices, else 0;
-    items too long to score (prompt and an answer over max_length) count as wrong."""
+    items too long to score (prompt and an answer over max_length) count as wrong.
+
+    Each of an item's choices is scored once: they go two to a scored pair (the pair scorer shares its batching and
+    padding), the own answer doubled when the count is odd."""
     drawn = distractors(items)
-    asked = [(n, j) for n, others in enumerate(drawn) for j in others]  # pair k: item n against item j's answer
-    records = [
-        (k, PreferencePair(items[n].prompt, items[n].reference, items[j].reference)) for k, (n, j) in enumerate(asked)
-    ]
+    asked: list[tuple[int, str, str]] = []  # pair k: item n's prompt with two of its choices
+    for n, others in enumerate(drawn):
+        choices = [items[n].reference, *(items[j].reference for j in others)]
+        choices += choices[:1] * (len(choices) % 2)
+        asked += [(n, choices[i], choices[i + 1]) for i in range(0, len(choices), 2)]
+    records = [(k, PreferencePair(items[n].prompt, a, b)) for k, (n, a, b) in enumerate(asked)]
     scored = pair_scores(model, tokenizer, records, max_length)  # pairs are told apart by their line: k, not n
-    beaten: dict[int, list[bool]] = {}
-    for k, margin in zip(scored.lines, scored.token_margins):
-        beaten.setdefault(asked[k][0], []).append(margin > 0)
+    means: dict[int, dict[str, float]] = {}
+    for k, (mean_a, mean_b) in zip(scored.lines, scored.token_means):
+        n, a, b = asked[k]
+        means.setdefault(n, {}).update({a: mean_a, b: mean_b})
     return [
-        100.0 if len(beaten.get(n, [])) == len(others) > 0 and all(beaten[n]) else 0.0 for n, others in enumerate(drawn)
+        100.0 if _own_wins(items[n].reference, means.get(n, {}), len(others)) else 0.0 for n, others in enumerate(drawn)
     ]
+
+
+def _own_wins(own: str, means: dict[str, float], others: int) -> bool:
+    """Every choice was scored and the own answer's mean beats each distractor's."""
+    if others == 0 or len(means) != others + 1:
+        return False
+    return all(means[own] > mean for answer, mean in means.items() if answer != own)

@@ -32,6 +32,8 @@ class PairScores:
     """log p(chosen) - log p(rejected), each summed over its answer's tokens."""
     token_margins: list[float]
     """The same difference of the mean log-probability per answer token (fair to answers of unequal length)."""
+    token_means: list[tuple[float, float]]
+    """The mean log-probability per answer token of the chosen and of the rejected answer."""
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -59,4 +61,5 @@ def pair_scores(
     sums = reference_log_probs(model, pairs, batches, pad, nullcontext)
     counts = torch.tensor([[p.chosen.supervised, p.rejected.supervised] for p in pairs], dtype=torch.float32)
     means = sums / counts.clamp(min=1)
-    return PairScores([p.line for p in pairs], (sums[:, 0] - sums[:, 1]).tolist(), (means[:, 0] - means[:, 1]).tolist())
+    margins, token_margins = (sums[:, 0] - sums[:, 1]).tolist(), (means[:, 0] - means[:, 1]).tolist()
+    return PairScores([p.line for p in pairs], margins, token_margins, [(a, b) for a, b in means.tolist()])
