@@ -101,6 +101,7 @@ def _command(pairs, model: Path, out: Path) -> list[str]:
         sys.executable, "-m", "tunesmith", "train", "--data", str(train_path), "--eval", str(held_out),
         "--model", str(model), "--out", str(out), "--objective", "dpo", "--epochs", "2", "--batch-tokens", "1024",
         "--lr", "5e-3", "--save-every", "3", "--eval-every", "5", "--threads", "1", "--compile", "off", "--quiet",
+        "--no-eval",
     ]  # fmt: skip
 
 
