@@ -14,8 +14,9 @@ manpages-dev and fortunes; committed under bench/data/quality with their sources
 
 Each arm is scored by the same code: the held-out loss per supervised token (fp32, tunesmith's tokenisation), and the
 task metric: ROUGE-L of greedy answers (`tunesmith eval`'s generation and scoring) for the chat sets, perplexity for
-the text set. Results are appended to a JSON Lines file as each arm ends, so that a long benchmark is done in parts:
-an arm already there is skipped unless --fresh. `--table` prints docs/quality.md's table from that file.
+the text set. tunesmith's rows also keep the run's held-out losses as it went (`evals`: [step, loss] pairs) and the
+step final/ holds. Results are appended to a JSON Lines file as each arm ends, so that a long benchmark is done in
+parts: an arm already there is skipped unless --fresh. `--table` prints docs/quality.md's table from that file.
 
     .venv/bin/python -m bench.quality [--sets numpy-summaries,man-descriptions,fortunes] [--arms base,defaults,grid,...]
     .venv/bin/python -m bench.quality --table
@@ -95,8 +96,9 @@ def _train_tunesmith(name: str, out: Path, settings: dict[str, object]) -> dict[
     result = train(config, out / "run")
     resolved = yaml.safe_load((out / "run" / "config.yaml").read_text())
     chosen = {key: resolved[key] for key in ("learning_rate", "epochs")}
-    kept = RunFolder(out / "run").kept_step()  # the held-out loss's best step, when it was not the last
-    steps = {"steps": result.state.step, "kept_step": kept, "tokens": result.state.tokens}
+    run = RunFolder(out / "run")
+    evals = [[row["step"], round(row["eval_loss"], 4)] for row in run.read_metrics() if row.get("event") == "eval"]
+    steps = {"steps": result.state.step, "kept_step": run.kept_step(), "tokens": result.state.tokens, "evals": evals}
     return {"final": str(result.final), **steps, **chosen}
 
 
