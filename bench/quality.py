@@ -192,6 +192,7 @@ def child(name: str, arm: str, out: Path) -> dict[str, object]:
     from tunesmith.models.hardware import cpu_name
     from tunesmith.models.sources import DEFAULT_MODEL
 
+    commit = _commit()  # the code this arm runs, read before it starts: the checkout may move while it trains
     start = time.perf_counter()
     if arm == "base":
         trained: dict[str, object] = {"final": None}
@@ -208,7 +209,7 @@ def child(name: str, arm: str, out: Path) -> dict[str, object]:
     else:
         result |= _task_metric(name, str(final) if final else DEFAULT_MODEL)
     result["score_seconds"] = round(time.perf_counter() - start - train_seconds, 1)
-    result |= {"precision": _precision(), "cpu": cpu_name()}
+    result |= {"precision": _precision(), "cpu": cpu_name(), "commit": commit}
     return result | {k: v for k, v in trained.items() if k != "final"}
 
 
@@ -248,7 +249,6 @@ def run(sets: list[str], arms: list[str], results: Path, fresh: bool) -> None:
                 start = time.perf_counter()
                 result = _spawn(name, arm, Path(tmp))
             row = {"set": name, "arm": arm, **result, "wall_seconds": round(time.perf_counter() - start, 1)}
-            row |= {"commit": _commit()}
             print(json.dumps(row), flush=True)
             results.parent.mkdir(parents=True, exist_ok=True)
             with results.open("a") as handle:
