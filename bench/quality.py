@@ -283,8 +283,8 @@ def _verdict(rows: dict[str, dict[str, object]]) -> str:
 def table(results: Path) -> str:
     """docs/quality.md's tables: one per set and precision, an arm a row, the last run of each arm.
 
-    bf16 runs keep the frozen base in bf16, fp32 runs in fp32: their scores differ by more than the gaps the
-    targets judge, so rows of different precisions are never compared."""
+    bf16 runs keep the frozen base in bf16, fp32 runs in fp32: a different computation, so rows of different
+    precisions are never compared."""
     rows: dict[tuple[str, str], dict[str, dict[str, object]]] = {}
     for row in map(json.loads, results.read_text().splitlines()):
         rows.setdefault((row["set"], row["precision"]), {})[row["arm"]] = row
@@ -309,7 +309,8 @@ def _kept(row: dict[str, object]) -> str:
     """The step final/ holds, of the run's steps (recorded since the column was added; TRL keeps its last)."""
     if "kept_step" not in row:
         return "-"
-    return f"{row['kept_step'] or row['steps']} / {row['steps']}"
+    kept = row["steps"] if row["kept_step"] is None else row["kept_step"]
+    return f"{kept} / {row['steps']}"
 
 
 def _arm_order(arm: str) -> tuple[int, str]:
