@@ -12,7 +12,7 @@ from tests.conftest import chat, full_cross_entropy
 from tests.numerics import TINY_NORMS, assert_identity, assert_identity_scalar
 from tunesmith.config import RunConfig, auto_learning_rate, auto_plan, build_config, merge, parse_assignment
 from tunesmith.errors import ConfigError
-from tunesmith.tokenize.batches import PAD_MARK, collate, epoch_batches
+from tunesmith.tokenize.batches import PAD_MARK, WIDTH_STEP, collate, epoch_batches, padded_width
 from tunesmith.tokenize.encode import IGNORE, encode
 from tunesmith.train.loss import supervised_loss
 from tunesmith.train.plan import held_out_split, resolve
@@ -27,6 +27,15 @@ def test_each_epoch_uses_every_example_once_within_the_token_budget():
     assert all(len(b) * max(lengths[i] for i in b) <= 1024 for b in batches)
     assert batches == epoch_batches(lengths, 1024, seed=1, epoch=0)
     assert batches != epoch_batches(lengths, 1024, seed=1, epoch=1)
+
+
+def test_training_widths_are_rounded_up_by_less_than_an_eighth_to_few_shapes():
+    widths = np.arange(1, 4097)
+    padded = np.array([padded_width(int(w)) for w in widths])
+    assert (padded >= widths).all() and (padded % 8 == 0).all() and (np.diff(padded) >= 0).all()
+    assert (padded - widths < np.maximum(8, widths / 8)).all()  # short rows: < 8 tokens; longer: < 1/8
+    assert (padded[widths >= 512] % WIDTH_STEP == 0).all()
+    assert len(set(padded[:2048].tolist())) < 2048 // 32  # fewer shapes than a fixed step of 32 would make
 
 
 def test_auto_settings_are_filled_in():
