@@ -22,7 +22,8 @@ from tunesmith.tokenize.encode import IGNORE, Example, encode
 
 PAIR_WIDTH_STEP = 8
 """Pair batches are padded to a multiple of this many tokens. Rows of a pair batch are long (prompt and two
-answers), so a coarse step pads a lot: on the brand-voice pairs 64 (the supervised WIDTH_STEP) pads 19%, 8 pads 4%."""
+answers), so a coarse step pads a lot: on the brand-voice pairs 64 (batches.WIDTH_STEP) pads 19%, 8 pads 4%; the
+supervised batches' growing step (batches.padded_width: 16 to 64 beyond 128 tokens) would pad these long rows more."""
 
 
 @dataclass(frozen=True, slots=True)
