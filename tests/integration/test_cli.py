@@ -49,8 +49,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     assert result.output.strip().count("\n") == 0 and "missing.jsonl: no such file or folder" in result.output
     bad_model = runner.invoke(app, ["data", "check", str(tmp_path / "x.jsonl"), "--model", "nope"])
     assert bad_model.exit_code == 2 and "model 'nope' not found" in bad_model.output
+
+
+def test_a_bad_flag_fails_before_the_model_loads_or_the_speed_is_measured(home):
     bad_columns = runner.invoke(app, ["data", "check", "x.csv", "--columns", "prompt"])
     assert bad_columns.exit_code == 2 and "is not field=column" in bad_columns.output
+    assert not (home / "throughput.json").exists() and not (home / "models").exists()
 
 
 def test_show_marks_each_end_of_turn_trained(tmp_path, tokenizer):

@@ -52,6 +52,7 @@ def data_check(
 
     with user_errors():
         sources = build_config({"data": files}, "command line").data
+        column_map = parse_columns(columns)  # a bad flag fails before the model loads and the speed is measured
         tokenizer = load_tokenizer(model)
         speed = training_tokens_per_second(model) if estimate else None
         width = model_width(model)
@@ -63,7 +64,7 @@ def data_check(
                 format=format,
                 max_length=max_length,
                 supervise=supervise,  # type: ignore[arg-type]
-                columns=parse_columns(columns),
+                columns=column_map,
             )
             held_out = eval_file if index == 0 else None  # the main task's: a mix's first source
             reports.append(
