@@ -29,6 +29,8 @@ from tunesmith.export import writer as export_run
 from tunesmith.export.gguf_file import write_gguf
 from tunesmith.export.ollama import modelfile
 from tunesmith.export.writer import DTYPES, ExportRequest, export
+from tunesmith.models.load import cached_models, load_model, load_tokenizer, model_width
+from tunesmith.models.sources import resolve
 
 PROMPT = "<|im_start|>user\nQuestion 3?<|im_end|>\n<|im_start|>assistant\n"
 
@@ -77,15 +79,29 @@ def _cast_like_the_file(model, dtype):
     return {name: (w.to(DTYPES[dtype]) if w.ndim == 2 else w).float() for name, w in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16"])
-def test_gguf_export_reads_back_with_the_merged_weights_bit_for_bit(adapter_runs, tmp_path, dtype):
+def _read_gguf(path, reader):
+    """(model, tokenizer) of a GGUF file: by plain transformers, or as a user's `--model file.gguf` (its tokenizer
+    and config first, then the weights converted once into tunesmith's model cache and loaded from it)."""
+    if reader == "transformers":
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        return model, AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    source = resolve(str(path))
+    tokenizer = load_tokenizer(str(path))
+    assert source.kind == "gguf" and model_width(str(path)) == 64  # tokenizer and config alone: no weights yet
+    assert not source.cache_dir.exists() and not cached_models()
+    model = load_model(str(path), dtype="float32")
+    assert cached_models() == [source.cache_dir] and (source.cache_dir / "model.safetensors").is_file()
+    return model, tokenizer
+
+
+@pytest.mark.parametrize(("dtype", "reader"), [("f32", "tunesmith"), ("f16", "transformers")])
+def test_gguf_export_reads_back_with_the_merged_weights_bit_for_bit(adapter_runs, tmp_path, home, dtype, reader):
     run = adapter_runs["alpha"]
     merged = AutoModelForCausalLM.from_pretrained(
         export(ExportRequest(str(run), "merged", "f32", tmp_path / "merged")), dtype=torch.float32
     )
     folder = export(ExportRequest(str(run), "gguf", dtype, tmp_path / dtype))
-    back = AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf", dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="model.gguf")
+    back, tokenizer = _read_gguf(folder / "model.gguf", reader)
     reference = AutoTokenizer.from_pretrained(tmp_path / "merged")
     assert tokenizer(PROMPT).input_ids == reference(PROMPT).input_ids
     assert tokenizer.chat_template == reference.chat_template

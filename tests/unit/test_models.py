@@ -54,18 +54,6 @@ def test_default_model_loads_fast_from_its_cache(tokenizer):
     assert tokenizer.eos_token == "<|im_end|>"
 
 
-@pytest.mark.slow
-def test_a_gguf_file_is_converted_once_and_loads(tokenizer):
-    from tunesmith.models.sources import EMBEDDED, embedded_gguf_path
-
-    gguf = embedded_gguf_path(EMBEDDED[DEFAULT_MODEL])  # stands in for any .gguf file a user passes
-    source = resolve(str(gguf))
-    assert source.kind == "gguf" and source.cache_dir is not None
-    converted = load_tokenizer(str(gguf))
-    assert (source.cache_dir / "model.safetensors").is_file()
-    assert converted.chat_template == tokenizer.chat_template
-
-
 def test_atomic_writes_are_readable_and_keep_an_existing_mode(tmp_path):
     from tunesmith.paths import write_text_atomic
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,31 +47,53 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
 def _convert_gguf(source: ModelSource) -> Path:
     """Dequantize a GGUF file once into a safetensors folder with tokenizer and chat template."""
     assert source.cache_dir is not None
+    return _once(source.cache_dir, source, _write_conversion)
+
+
+def _light_folder(source: ModelSource) -> Path:
+    """A GGUF source's tokenizer and config: from the converted folder when there is one, else converted alone
+    (seconds, where the weights take half a minute), so that checking data or a small model's tests need not wait
+    for the weights. Kept in models/.light/, which `cached_models` does not list."""
+    assert source.cache_dir is not None
     if (source.cache_dir / SOURCE_FILE).is_file():
         return source.cache_dir
-    source.cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(source.cache_dir.with_name(f".{source.cache_dir.name}.lock")):  # two first runs convert once
-        if not (source.cache_dir / SOURCE_FILE).is_file():
-            _write_conversion(source)
-    return source.cache_dir
+    return _once(source.cache_dir.parent / ".light" / source.cache_dir.name, source, _write_light)
 
 
-def _write_conversion(source: ModelSource) -> None:
-    assert source.cache_dir is not None
+def _once(folder: Path, source: ModelSource, write: Callable[[ModelSource, Path], None]) -> Path:
+    """`folder`, written by `write` unless it is complete already; two processes asking first write it once."""
+    if (folder / SOURCE_FILE).is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder.with_name(f".{folder.name}.lock")):
+        if not (folder / SOURCE_FILE).is_file():
+            try:
+                with paths.atomic_folder(folder) as tmp:
+                    write(source, tmp)
+                    (tmp / SOURCE_FILE).write_text(json.dumps({"name": source.name, "gguf": source.location}, indent=2))
+            except Exception as exc:
+                raise ModelError(
+                    f"model {source.name!r}: could not convert {source.location}: {exc}",
+                    hint="is it a llama-family GGUF?",
+                ) from exc
+    return folder
+
+
+def _write_light(source: ModelSource, folder: Path) -> None:
+    gguf = Path(source.location)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
+    AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
+
+
+def _write_conversion(source: ModelSource, folder: Path) -> None:
     gguf = Path(source.location)
     log.info("converting %s into %s (once)", gguf, source.cache_dir)
-    try:
-        with paths.atomic_folder(source.cache_dir) as tmp:
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-            _drop_quantizer(model)
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            (tmp / SOURCE_FILE).write_text(json.dumps({"name": source.name, "gguf": str(gguf)}, indent=2))
-    except Exception as exc:
-        raise ModelError(
-            f"model {source.name!r}: could not convert {gguf}: {exc}", hint="is it a llama-family GGUF?"
-        ) from exc
+    light = _light_folder(source)  # its config spares transformers one more reading of the file
+    config = AutoConfig.from_pretrained(light)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config, dtype=torch.float32)
+    _drop_quantizer(model)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(light).save_pretrained(folder)
 
 
 def _drop_quantizer(model: PreTrainedModel) -> None:
@@ -90,6 +113,12 @@ def local_path(name: str) -> str:
     return source.location
 
 
+def _light_path(name: str) -> str:
+    """Where a model's tokenizer and config load from, without converting a GGUF source's weights."""
+    source = resolve(name)
+    return str(_light_folder(source)) if source.kind in ("embedded", "gguf") else source.location
+
+
 def _load_error(name: str, exc: Exception) -> ModelError:
     source = resolve(name)
     if source.kind == "hub":
@@ -103,7 +132,7 @@ def _load_error(name: str, exc: Exception) -> ModelError:
 
 def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The tokenizer of a model, with its chat template and a pad token."""
-    location = local_path(name)
+    location = _light_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -121,7 +150,7 @@ def _with_pad(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
 def model_width(name: str, *, trust_remote_code: bool = False) -> int | None:
     """The hidden size of a model (from its config, without loading weights); None when its config has none."""
     try:
-        config = AutoConfig.from_pretrained(local_path(name), trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(_light_path(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
     config = getattr(config, "text_config", None) or config
