@@ -119,7 +119,7 @@ def test_batched_greedy_answers_equal_one_by_one(fixed_run, tiny_model):
 
 def test_forgetting_guard_warns_on_a_broken_model(tmp_path, tiny_model):
     """A model taught the general questions, against a broken one (the untrained random model)."""
-    config = _config(GENERAL_QUESTIONS, tiny_model, method="full", epochs=200, max_steps=300, learning_rate=5e-3)
+    config = _config(GENERAL_QUESTIONS, tiny_model, method="full", epochs=200, max_steps=200, learning_rate=3e-3)
     config = config.model_copy(update={"eval_data": str(GENERAL_QUESTIONS), "eval_every": 1000})
     train(config, tmp_path / "knows")
     options = EvalOptions(data=str(GENERAL_QUESTIONS), baseline=str(tmp_path / "knows"), max_new_tokens=8, limit=5)
