@@ -63,3 +63,13 @@ def test_atomic_writes_are_readable_and_keep_an_existing_mode(tmp_path):
     target.chmod(0o600)
     write_text_atomic(target, "[]")
     assert target.stat().st_mode & 0o777 == 0o600 and target.read_text() == "[]"
+
+
+def test_a_broken_gguf_file_is_one_line_whether_its_tokenizer_or_its_model_is_asked_for(tmp_path, home):
+    gguf = tmp_path / "bad.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(64))
+    for load in (load_tokenizer, load_model):
+        with pytest.raises(ModelError, match=r"could not convert .*bad\.gguf: ") as error:
+            load(str(gguf))
+        assert str(error.value).count("could not convert") == 1 and "\n" not in str(error.value)
+    assert not list((home / "models").rglob("tunesmith-source.json"))  # nothing half-written is taken as done

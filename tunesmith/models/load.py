@@ -71,6 +71,8 @@ def _once(folder: Path, source: ModelSource, write: Callable[[ModelSource, Path]
                 with paths.atomic_folder(folder) as tmp:
                     write(source, tmp)
                     (tmp / SOURCE_FILE).write_text(json.dumps({"name": source.name, "gguf": source.location}, indent=2))
+            except ModelError:
+                raise  # the light folder's own, already one line
             except Exception as exc:
                 raise ModelError(
                     f"model {source.name!r}: could not convert {source.location}: {exc}",
