@@ -7,7 +7,7 @@ RNG states matter) with TUNESMITH_KILL_AT naming one moment (tunesmith/train/fau
 after its metrics line, inside a checkpoint write after any one of its files, after the checkpoint's rename, or
 with final/ written but not in place. The process must die by SIGKILL there; `tunesmith train --resume` then
 finishes it. A trial passes when every logged loss and the final adapter are bitwise equal to the uninterrupted
-run's.
+run's. Processes are forked from one that imported torch and transformers once (tests/launch.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +24,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from tests import launch
 from tunesmith.train.checkpoint import FILES
 
 STEPS = 24
@@ -33,9 +32,9 @@ SAVE_EVERY = 3
 
 
 def command(data: Path, model: Path, out: Path) -> list[str]:
-    """The run every trial repeats."""
+    """`tunesmith` arguments of the run every trial repeats."""
     return [
-        sys.executable, "-m", "tunesmith", "train", "--data", str(data), "--model", str(model), "--out", str(out),
+        "train", "--data", str(data), "--model", str(model), "--out", str(out),
         "--epochs", "20", "--max-steps", str(STEPS), "--batch-tokens", "256", "--save-every", str(SAVE_EVERY),
         "--eval-every", "10", "--lr", "1e-2", "--threads", "1", "--set", "lora.dropout=0.1", "--quiet", "--no-eval",
     ]  # fmt: skip
@@ -88,12 +87,8 @@ def run_trial(moment: str, data: Path, model: Path, whole: Path, out: Path) -> T
     """Kill a run at `moment`, resume it, compare it with `whole` (the uninterrupted run)."""
     started = time.perf_counter()
     env = {**os.environ, "TUNESMITH_KILL_AT": moment}
-    killed = subprocess.run(command(data, model, out), env=env, capture_output=True, text=True)
-    resumed = subprocess.run(
-        [sys.executable, "-m", "tunesmith", "train", "--resume", str(out), "--quiet", "--no-eval"],
-        capture_output=True,
-        text=True,
-    )
+    killed = launch.run(command(data, model, out), env=env)
+    resumed = launch.run(["train", "--resume", str(out), "--quiet", "--no-eval"])
     if resumed.returncode != 0:
         raise RuntimeError(f"{moment}: resume failed: {resumed.stderr.strip()[-500:]}")
     return Trial(
@@ -121,7 +116,7 @@ def main() -> None:
         root = Path(folder)
         model = make_tiny_model(root / "tiny", load_tokenizer(DEFAULT_MODEL))
         data = write_jsonl(root / "train.jsonl", [chat(i) for i in range(40)])
-        subprocess.run(command(data, model, root / "whole"), check=True, capture_output=True)
+        launch.run(command(data, model, root / "whole"), check=True)
         trials = []
         for k, moment in enumerate(moments(random.Random(seed), args.trials)):
             trials.append(run_trial(moment, data, model, root / "whole", root / f"trial-{k}"))

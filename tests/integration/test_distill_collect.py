@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -16,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import launch
 from tunesmith.distill.collect import CollectSettings, TeacherSettings, collect
 from tunesmith.errors import DataError
 
@@ -136,14 +133,14 @@ def test_a_collection_killed_with_sigkill_goes_on_where_it_stopped(tmp_path):
     source = tmp_path / "prompts.jsonl"
     source.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(40)))
     out = tmp_path / "teacher.jsonl"
-    command = [sys.executable, "-m", "tunesmith", "distill", "collect", "--teacher", server.url]
+    command = ["distill", "collect", "--teacher", server.url]
     command += ["--teacher-model", "big", "--prompts", str(source), "--out", str(out), "--api-key", "k"]
     command += ["--concurrency", "2"]
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = launch.start(command)
     deadline = time.monotonic() + 60
     while (not out.is_file() or len(out.read_text().splitlines()) < 8) and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
+    child.kill()
     child.wait()
     kept = set()
     for line in out.read_text().splitlines():  # the whole lines: a kill may leave the last one cut short
@@ -151,7 +148,7 @@ def test_a_collection_killed_with_sigkill_goes_on_where_it_stopped(tmp_path):
             kept.add(json.loads(line)["messages"][0]["content"])
     before = Counter(server.answered)
 
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = launch.run(command)
     server.shutdown()
     assert done.returncode == 0, done.stderr
     rows = [r["messages"][0]["content"] for r in _lines(out)]
@@ -166,10 +163,9 @@ def test_a_bad_prompt_line_is_a_one_line_error_naming_it(tmp_path, teacher):
     source.write_text('"fine"\n' + json.dumps(answered) + "\n")
     with pytest.raises(DataError, match=r"prompts.jsonl:2: the last message is the assistant's"):
         collect(str(source), tmp_path / "out.jsonl", _settings(teacher.url))
-    done = subprocess.run(
-        [sys.executable, "-m", "tunesmith", "distill", "collect", "--teacher", teacher.url, "--teacher-model", "m",
-         "--prompts", str(source), "--out", str(tmp_path / "out.jsonl"), "--api-key", "k"],
-        capture_output=True, text=True, check=False,
+    done = launch.run(
+        ["distill", "collect", "--teacher", teacher.url, "--teacher-model", "m", "--prompts", str(source), "--out",
+         str(tmp_path / "out.jsonl"), "--api-key", "k"],
     )  # fmt: skip
     assert done.returncode == 2 and "prompts.jsonl:2" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out.jsonl").exists() or not (tmp_path / "out.jsonl").read_text()

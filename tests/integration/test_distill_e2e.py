@@ -7,14 +7,13 @@ from __future__ import annotations
 import html
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from tests import launch
 from tests.conftest import write_jsonl
 from tunesmith.config import RunConfig
 from tunesmith.distill.collect import CollectSettings, TeacherSettings, collect
@@ -101,11 +100,11 @@ def test_distill_trains_on_the_teachers_top_k_then_the_report_compares_student_a
     held_out = write_jsonl(tmp_path / "held.jsonl", [_prompt(i) for i in range(3)])
     url, model = teacher
     command = [
-        sys.executable, "-m", "tunesmith", "distill", "report", str(run), "--teacher", url, "--teacher-model", model,
+        "distill", "report", str(run), "--teacher", url, "--teacher-model", model,
         "--data", str(held_out), "--api-key", "local", "--max-tokens", "12", "--price-in", "2.5", "--price-out",
         "10", "--hourly-cost", "0.5", "--dtype", "float32",
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = launch.run(command)
     assert done.returncode == 0, done.stderr[-2000:]
     folder = run / "distill-report"
     saved = json.loads((folder / "report.json").read_text())

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.kill_trials import history, same_adapter
+from tests import launch
 from tests.conftest import write_jsonl
 from tunesmith.config import RunConfig
 from tunesmith.evaluate.evaluation import EvalOptions
@@ -98,7 +97,7 @@ def test_a_text_file_cannot_train_dpo(tiny_model, tmp_path):
 def _command(pairs, model: Path, out: Path) -> list[str]:
     train_path, held_out = pairs
     return [
-        sys.executable, "-m", "tunesmith", "train", "--data", str(train_path), "--eval", str(held_out),
+        "train", "--data", str(train_path), "--eval", str(held_out),
         "--model", str(model), "--out", str(out), "--objective", "dpo", "--epochs", "2", "--batch-tokens", "1024",
         "--lr", "5e-3", "--save-every", "3", "--eval-every", "5", "--threads", "1", "--compile", "off", "--quiet",
         "--no-eval",
@@ -107,11 +106,10 @@ def _command(pairs, model: Path, out: Path) -> list[str]:
 
 def test_kill_9_then_resume_gives_the_uninterrupted_dpo_run_bit_for_bit(pairs, tiny_model, tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    subprocess.run(_command(pairs, tiny_model, whole), check=True, capture_output=True)
+    launch.run(_command(pairs, tiny_model, whole), check=True)
     env = {**os.environ, "TUNESMITH_KILL_AT": "logged:7"}
-    killed = subprocess.run(_command(pairs, tiny_model, cut), env=env, capture_output=True, text=True)
+    killed = launch.run(_command(pairs, tiny_model, cut), env=env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-500:]
-    resume = [sys.executable, "-m", "tunesmith", "train", "--resume", str(cut), "--quiet", "--no-eval"]
-    subprocess.run(resume, check=True, capture_output=True)
+    launch.run(["train", "--resume", str(cut), "--quiet", "--no-eval"], check=True)
     assert history(cut) == history(whole) and len(history(whole)) > 10
     assert same_adapter(cut, whole)

@@ -17,6 +17,7 @@ from openai.types import FileObject
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
+from tests import launch
 from tests.conftest import chat, write_jsonl
 from tests.integration.test_serve import KEY, start_server
 from tunesmith.runs import RunFolder
@@ -292,8 +293,7 @@ def test_pause_then_resume_finishes_and_cancel_stops_keeping_the_checkpoint(clie
 def _worker(home: Path, kill_at: str = "") -> int:
     """`tunesmith jobs worker --once` in a process of its own; its exit code (-9 when the kill hook fired)."""
     env = {**os.environ, "TUNESMITH_HOME": str(home), "TUNESMITH_KILL_AT": kill_at}
-    command = [sys.executable, "-m", "tunesmith", "jobs", "worker", "--once"]
-    return subprocess.run(command, env=env, capture_output=True, timeout=600).returncode
+    return launch.run(["jobs", "worker", "--once"], env=env).returncode
 
 
 def test_a_worker_killed_mid_job_is_resumed_by_the_next_to_the_same_adapter(tmp_path, tiny_model):

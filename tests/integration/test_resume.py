@@ -8,14 +8,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from bench import kill_trials
+from tests import launch
 from tests.conftest import chat, write_jsonl
 from tests.integration.test_train import _fixed_answers
 from tunesmith.config import build_config
@@ -28,7 +27,7 @@ STEPS = 40
 
 def _command(data: Path, model: Path, out: Path) -> list[str]:
     return [
-        sys.executable, "-m", "tunesmith", "train", "--data", str(data), "--model", str(model), "--out", str(out),
+        "train", "--data", str(data), "--model", str(model), "--out", str(out),
         "--epochs", "20", "--max-steps", str(STEPS), "--batch-tokens", "256", "--save-every", "3",
         "--eval-every", "10", "--lr", "1e-2", "--threads", "1", "--set", "lora.dropout=0.1", "--quiet",
     ]  # fmt: skip
@@ -42,11 +41,11 @@ def _logged_steps(run: Path) -> int:
     return max(steps, default=0)
 
 
-def _start_and_wait(command: list[str], run: Path, step: int) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start_and_wait(command: list[str], run: Path, step: int) -> launch.Launched:
+    process = launch.start(command)
     deadline = time.monotonic() + 120
     while _logged_steps(run) < step:
-        assert process.poll() is None, process.communicate()
+        assert process.poll() is None, process.output()
         assert time.monotonic() < deadline, "the run did not reach the step in time"
         time.sleep(0.02)
     return process
@@ -57,7 +56,7 @@ def uninterrupted(tmp_path_factory, tiny_model):
     """The kill trials' run, never interrupted: (data, its run folder)."""
     root = tmp_path_factory.mktemp("whole")
     data = write_jsonl(root / "train.jsonl", [chat(i) for i in range(40)])
-    subprocess.run(kill_trials.command(data, tiny_model, root / "whole"), check=True, capture_output=True)
+    launch.run(kill_trials.command(data, tiny_model, root / "whole"), check=True)
     return data, root / "whole"
 
 
@@ -74,16 +73,12 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_one_before(uninterrupted,
     data, whole = uninterrupted
     run = tmp_path / "run"
     env = {**os.environ, "TUNESMITH_KILL_AT": "logged:14"}
-    subprocess.run(kill_trials.command(data, tiny_model, run), env=env, capture_output=True)
+    launch.run(kill_trials.command(data, tiny_model, run), env=env)
     latest = sorted((run / "checkpoints").iterdir())[-1]
     assert latest.name == "step-000012"
     weights = latest / "optimizer.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])  # truncated, as by a disk that filled up or a lost write
-    resumed = subprocess.run(
-        [sys.executable, "-m", "tunesmith", "train", "--resume", str(run), "--quiet", "--no-eval"],
-        capture_output=True,
-        text=True,
-    )
+    resumed = launch.run(["train", "--resume", str(run), "--quiet", "--no-eval"])
     assert resumed.returncode == 0, resumed.stderr
     warning = [line for line in resumed.stderr.splitlines() if "damaged" in line]
     assert len(warning) == 1 and "step-000012" in warning[0] and "optimizer.safetensors has" in warning[0]
@@ -114,7 +109,7 @@ def test_sigterm_saves_a_checkpoint_before_exit(tmp_path, tiny_model):
     run = tmp_path / "run"
     process = _start_and_wait(_command(data, tiny_model, run), run, 5)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.output(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM
     assert "stopped by SIGTERM" in stderr and f"--resume {run}" in stderr
     saved = json.loads(sorted((run / "checkpoints").iterdir())[-1].joinpath("state.json").read_text())["step"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
+from tests import launch
 from tests.conftest import ADAPTER_ANSWERS
 
 KEY = "test-key-123"
@@ -36,15 +35,14 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model, *options: str) -> tuple[subprocess.Popen, str]:
+def start_server(model, *options: str) -> tuple[launch.Launched, str]:
     """`tunesmith serve` on a free port of 127.0.0.1, once it answers: (process, base URL)."""
     port = _port()
-    command = [sys.executable, "-m", "tunesmith", "serve", "--model", str(model), "--port", str(port), *options]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = launch.start(["serve", "--model", str(model), "--port", str(port), *options])
     url = f"http://127.0.0.1:{port}"
     for _ in range(240):
         if process.poll() is not None:
-            pytest.fail(f"server exited: {process.stderr.read()}")
+            pytest.fail(f"server exited: {process.output()[1]}")
         try:
             _http("GET", f"{url}/v1/models")
             return process, url

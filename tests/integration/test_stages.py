@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import yaml
 from peft import get_peft_model_state_dict
 from safetensors.torch import load_file
 
+from tests import launch
 from tests.conftest import chat, prose, write_jsonl
 from tunesmith.config import build_config, read_config_file
 from tunesmith.errors import ConfigError
@@ -53,8 +53,7 @@ def staged_config(tmp_path_factory, tiny_model) -> Path:
 
 
 def _train(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "tunesmith", "train", *args, "--quiet", "--no-eval"]
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False)
+    return launch.run(["train", *args, "--quiet", "--no-eval"], env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")
