@@ -9,6 +9,7 @@ student's server) stay ordinary `python -m tunesmith` processes, and so do the t
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import runpy
@@ -22,6 +23,7 @@ from pathlib import Path
 
 PRELOAD = ["torch", "transformers", "peft", "safetensors", "typer", "rich"]
 """What the fork server imports once (tunesmith itself is imported in each process, as the command line would)."""
+
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(PRELOAD)
@@ -81,13 +83,20 @@ class Launched:
         return _text(self.out), _text(self.err)
 
 
+@functools.cache
+def _outputs() -> tempfile.TemporaryDirectory[str]:
+    """The folder of the processes' stdout and stderr files: made at the first start (not in the forked processes,
+    which import this module too), removed when the process that made it ends."""
+    return tempfile.TemporaryDirectory(prefix="tunesmith-launch-")
+
+
 def _text(path: Path) -> str:
     return path.read_text(errors="replace") if path.is_file() else ""  # nothing written: it died before its start
 
 
 def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Launched:
     """`tunesmith *args` started, not waited for; `env` is the whole environment (default: this one)."""
-    folder = Path(tempfile.mkdtemp(prefix="tunesmith-launch-"))
+    folder = Path(tempfile.mkdtemp(dir=_outputs().name))
     out, err = folder / "stdout", folder / "stderr"
     environment = dict(os.environ if env is None else env)
     where = str(cwd or Path.cwd())
