@@ -49,6 +49,30 @@ def llama3_tokenizer(tokenizer):
     return tok
 
 
+@pytest.fixture(scope="session")
+def small_tokenizer(tokenizer):
+    """A byte-level BPE of 320 tokens (the 256 bytes, a few merges, the default model's special tokens and chat
+    template): for tests about tensors, where a 49k-token vocabulary only costs time (gguf-py reads it in Python)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator([chat(i)["messages"][1]["content"] for i in range(100)], trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        chat_template=tokenizer.chat_template,
+    )
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     """Write one JSON value per line (strings are written as they are, to make broken lines)."""
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
