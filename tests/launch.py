@@ -4,7 +4,7 @@ A CLI process spends about 7 s importing torch, transformers and peft before it 
 dozens. Here each is forked from a server process that imported them once (multiprocessing's forkserver): still a
 process of its own, with its own environment, stdout and stderr, that a test can kill -9 or SIGTERM, running
 tunesmith's `__main__` as `python -m tunesmith` does. Processes tunesmith itself starts (the server's jobs worker, a
-student's server) stay ordinary `python -m tunesmith` processes, and so do the tests of the command line itself.
+student's server) stay ordinary `python -m tunesmith` processes, which keeps that entry point tested too.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ _CONTEXT.set_forkserver_preload(PRELOAD)
 
 
 def _main(args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
-    """In the forked process: `python -m tunesmith *args` with this environment and output files."""
+    """In the forked process: `python -m tunesmith *args` in this folder, environment and output files."""
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -94,13 +93,13 @@ def _text(path: Path) -> str:
     return path.read_text(errors="replace") if path.is_file() else ""  # nothing written: it died before its start
 
 
-def start(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Launched:
-    """`tunesmith *args` started, not waited for; `env` is the whole environment (default: this one)."""
+def start(args: list[str], env: dict[str, str] | None = None) -> Launched:
+    """`tunesmith *args` started in the current folder, not waited for; `env` is the whole environment (default:
+    this one). Daemonic: a process a test leaves running ends with the test session."""
     folder = Path(tempfile.mkdtemp(dir=_outputs().name))
     out, err = folder / "stdout", folder / "stderr"
     environment = dict(os.environ if env is None else env)
-    where = str(cwd or Path.cwd())
-    process = _CONTEXT.Process(target=_main, args=(args, environment, where, str(out), str(err)), daemon=True)
+    process = _CONTEXT.Process(target=_main, args=(args, environment, os.getcwd(), str(out), str(err)), daemon=True)
     process.start()
     return Launched(process, out, err)
 
@@ -110,9 +109,8 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """`tunesmith *args` to its end: like `subprocess.run(..., capture_output=True, text=True)`."""
     launched = start(args, env)
-    deadline = time.monotonic() + timeout
     try:
-        stdout, stderr = launched.output(max(0.0, deadline - time.monotonic()))
+        stdout, stderr = launched.output(timeout)
     except subprocess.TimeoutExpired:
         launched.kill()
         raise
