@@ -11,6 +11,7 @@ manpages-dev and fortunes; committed under bench/data/quality with their sources
 - `grid-lrX-epN`: tunesmith with that learning rate and epochs, every other setting its default. The best cell is
   the "tuned by hand" reference.
 - `variant-NAME`: the defaults with one LoRA choice changed (rank, rsLoRA, LoRA+, NEFTune; `VARIANTS`).
+- `probe-NAME`: the defaults with more held-out evaluations (`PROBES`), asked for by name.
 
 Each arm is scored by the same code: the held-out loss per supervised token (fp32, tunesmith's tokenisation), and the
 task metric: ROUGE-L of greedy answers (`tunesmith eval`'s generation and scoring) for the chat sets, perplexity for
@@ -64,6 +65,14 @@ VARIANTS: dict[str, dict[str, object]] = {
 }
 """LoRA choices re-checked against the defaults (`variant-NAME` arms), every other setting auto."""
 
+PROBES: dict[str, dict[str, object]] = {
+    "evals-22": {"eval_every": 22},
+}
+"""The defaults with more held-out evaluations (`probe-NAME` arms, asked for by name): the same training path,
+seen at more points. On numpy-summaries the defaults evaluate twice (steps 88 and 176 of 176: its held-out set is a
+third of the training set's size, and evaluations are kept to ~10% of a run); every 22 steps shows the held-out loss
+between, and what keeping the best of more checkpoints would gain."""
+
 
 def _settings(arm: str) -> dict[str, object]:
     """The settings an arm of tunesmith changes from the defaults."""
@@ -72,6 +81,8 @@ def _settings(arm: str) -> dict[str, object]:
         return {"learning_rate": float(lr), "epochs": int(epochs)}
     if arm.startswith("variant-"):
         return VARIANTS[arm.removeprefix("variant-")]
+    if arm.startswith("probe-"):
+        return PROBES[arm.removeprefix("probe-")]
     return {}
 
 

@@ -28,3 +28,10 @@ def test_each_precision_has_its_own_table_and_verdict(tmp_path):
     assert "defaults >= TRL; defaults against the best grid cell so far (grid-lr0.0018-ep2): -0.5 points" in fp32
     assert "| 90 / 90 |" in fp32 and "| 40 / 60 |" in fp32  # the step final/ holds, of the run's
     assert quality._done(results, "bf16") == {("numpy-summaries", "defaults"), ("numpy-summaries", "grid-lr0.0018-ep2")}
+
+
+def test_arm_names_say_what_each_arm_changes_from_the_defaults():
+    assert quality._settings("defaults") == {}
+    assert quality._settings("grid-lr0.0006-ep2") == {"learning_rate": 6e-4, "epochs": 2}
+    assert quality._settings("variant-rank-8") == {"lora": {"rank": 8}}
+    assert quality._settings("probe-evals-22") == {"eval_every": 22}  # the defaults' path, evaluated more often
