@@ -114,7 +114,7 @@ def run(
     except subprocess.TimeoutExpired:
         launched.kill()
         raise
-    done = subprocess.CompletedProcess(["tunesmith", *args], launched.process.exitcode or 0, stdout, stderr)
+    done = subprocess.CompletedProcess(["tunesmith", *args], launched.wait(), stdout, stderr)
     if check:
         done.check_returncode()
     return done
