@@ -15,7 +15,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.tokenize.batches import PAD_MARK, WIDTH_STEP, collate, epoch_batches, padded_width
 from tunesmith.tokenize.encode import IGNORE, encode
 from tunesmith.train.loss import supervised_loss
-from tunesmith.train.plan import held_out_split, resolve
+from tunesmith.train.plan import Plan, held_out_split, resolve
 from tunesmith.train.setup import learning_rate_at
 
 
@@ -48,6 +48,25 @@ def test_auto_settings_are_filled_in():
     autos = ("epochs", "learning_rate", "warmup_steps", "batch_tokens", "eval_every", "save_every", "threads")
     assert all(getattr(resolved, name) != "auto" for name in autos)
     assert resolve(config.model_copy(update={"max_steps": 3}), lengths, lengths[:0])[1].total_steps == 3
+
+
+def _evaluated_epochs(plan: Plan) -> tuple[int, set[int]]:
+    """How many evaluations a plan makes (every eval_every steps and at the end), and the epochs they fall in."""
+    steps = {s for s in range(1, plan.total_steps + 1) if s % plan.eval_every == 0} | {plan.total_steps}
+    return len(steps), {plan.windows[s - 1][0] for s in steps}
+
+
+def test_auto_evaluations_cost_a_share_of_the_run_but_come_at_least_once_an_epoch():
+    config = RunConfig(data="x.jsonl", epochs=3)
+    lengths = np.full(300, 340)
+    small = resolve(config, lengths, np.full(30, 340))[1]  # a tenth of the training set: five fit in the share
+    assert _evaluated_epochs(small) == (5, {0, 1, 2})
+    large = resolve(config, lengths, np.full(100, 340))[1]  # a third: the share alone would allow two
+    assert _evaluated_epochs(large) == (3, {0, 1, 2})
+    huge = resolve(config, lengths, np.full(600, 340))[1]  # twice the training set: still once an epoch
+    assert _evaluated_epochs(huge) == (3, {0, 1, 2})
+    cut = resolve(config.model_copy(update={"max_steps": 60}), lengths, np.full(600, 340))[1]  # 60 steps: 2 epochs
+    assert _evaluated_epochs(cut) == (2, {0, 1})
 
 
 def test_the_auto_learning_rate_falls_with_the_width_as_tinkers_rule_and_is_fixed_for_full():

@@ -68,8 +68,9 @@ def resolve(
     trained = sum(int(train_lengths[indices].sum()) for _, window in windows[:total] for indices in window)
     every = config.eval_every
     if every == "auto":
-        evals = int(AUTO_EVAL_SHARE * trained / max(1, int(eval_lengths.sum())))
-        every = math.ceil(total / min(AUTO_EVALS_PER_RUN, max(1, evals)))
+        affordable = int(AUTO_EVAL_SHARE * trained / max(1, int(eval_lengths.sum())))
+        epochs_run = windows[total - 1][0] + 1 if total else 1
+        every = math.ceil(total / min(AUTO_EVALS_PER_RUN, max(epochs_run, affordable)))
     named = {"auto": every, "epoch": max(1, round(len(windows) / epochs))}
     save_every = named.get(str(config.save_every), config.save_every)
     lr = config.learning_rate
