@@ -325,7 +325,9 @@ def _kept(row: dict[str, object]) -> str:
 
 
 def _arm_order(arm: str) -> tuple[int, str]:
-    return ({"base": 0, "trl": 1, "old-defaults-lr2e-4": 2, "defaults": 3}.get(arm, 4), arm)
+    """Base, TRL, earlier defaults (`old-defaults-*`: rows renamed when a default changed), defaults, the rest."""
+    rank = 2 if arm.startswith("old-defaults-") else {"base": 0, "trl": 1, "defaults": 3}.get(arm, 4)
+    return (rank, arm)
 
 
 def main() -> None:
