@@ -200,6 +200,8 @@ def child(name: str, arm: str, out: Path) -> dict[str, object]:
     """One arm in this fresh process: train (timed), then score."""
     import math
 
+    import torch
+
     from tunesmith.models.hardware import cpu_name
     from tunesmith.models.sources import DEFAULT_MODEL
 
@@ -220,7 +222,7 @@ def child(name: str, arm: str, out: Path) -> dict[str, object]:
     else:
         result |= _task_metric(name, str(final) if final else DEFAULT_MODEL)
     result["score_seconds"] = round(time.perf_counter() - start - train_seconds, 1)
-    result |= {"precision": _precision(), "cpu": cpu_name(), "commit": commit}
+    result |= {"precision": _precision(), "cpu": cpu_name(), "commit": commit, "threads": torch.get_num_threads()}
     return result | {k: v for k, v in trained.items() if k != "final"}
 
 
@@ -310,10 +312,15 @@ def table(results: Path) -> str:
             lr, epochs = row.get("learning_rate", "-"), row.get("epochs", "-")
             lines.append(
                 f"| {arm} | {lr} | {epochs} | {_kept(row)} | {_metric(row)[1]:.2f} | {float(row['held_out_loss']):.4f} "  # type: ignore[arg-type]
-                f"| {row['train_seconds']} | {row['wall_seconds']} | {row['commit']} |"
+                f"| {_seconds(row, 'train_seconds')} | {_seconds(row, 'wall_seconds')} | {row['commit']} |"
             )
         lines += ["", _verdict(arms), ""]
     return "\n".join(lines)
+
+
+def _seconds(row: dict[str, object], key: str) -> str:
+    """A row's seconds, marked when its arm ran on one thread (two arms side by side, OMP_NUM_THREADS=1)."""
+    return f"{row[key]} (1 thread)" if row.get("threads") == 1 else str(row[key])
 
 
 def _kept(row: dict[str, object]) -> str:
