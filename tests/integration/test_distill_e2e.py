@@ -85,7 +85,7 @@ def test_distill_trains_on_the_teachers_top_k_then_the_report_compares_student_a
 ):
     run = tmp_path / "run"
     config = RunConfig(
-        data=str(collected), model=str(adapter_base), objective="distill", max_steps=60, learning_rate=3e-2,
+        data=str(collected), model=str(adapter_base), objective="distill", epochs=30, max_steps=60, learning_rate=3e-2,
         batch_tokens=512, threads=1, compile="off", eval_every=30, lora={"rank": 8},
     )  # fmt: skip
     result = train(config, run)
