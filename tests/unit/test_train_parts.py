@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -67,6 +68,15 @@ def test_auto_evaluations_cost_a_share_of_the_run_but_come_at_least_once_an_epoc
     assert _evaluated_epochs(huge) == (3, {0, 1, 2})
     cut = resolve(config.model_copy(update={"max_steps": 60}), lengths, np.full(600, 340))[1]  # 60 steps: 2 epochs
     assert _evaluated_epochs(cut) == (2, {0, 1})
+
+
+def test_auto_evaluations_reach_every_epoch_when_epochs_differ_in_steps():
+    config = RunConfig(data="x.jsonl", epochs=3)
+    lengths = np.random.default_rng(9).integers(40, 900, 300)  # packs into epochs of 89, 90 and 89 steps
+    plan = resolve(config, lengths, np.full(100, 340))[1]
+    assert sorted(Counter(epoch for epoch, _ in plan.windows).values()) == [89, 89, 90]
+    # every ceil(268 / 3) = 90 steps would evaluate at 90 (epoch 1), 180 (epoch 2) and 268, missing epoch 0
+    assert plan.eval_every == 89 and _evaluated_epochs(plan) == (4, {0, 1, 2})
 
 
 def test_the_auto_learning_rate_falls_with_the_width_as_tinkers_rule_and_is_fixed_for_full():

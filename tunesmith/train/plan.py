@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +72,7 @@ def resolve(
         affordable = int(AUTO_EVAL_SHARE * trained / max(1, int(eval_lengths.sum())))
         epochs_run = windows[total - 1][0] + 1 if total else 1
         every = math.ceil(total / min(AUTO_EVALS_PER_RUN, max(epochs_run, affordable)))
+        every = min(every, _shortest_complete_epoch(windows[:total]) or every)
     named = {"auto": every, "epoch": max(1, round(len(windows) / epochs))}
     save_every = named.get(str(config.save_every), config.save_every)
     lr = config.learning_rate
@@ -94,6 +96,15 @@ def resolve(
     )
     plan = Plan(windows[:total], ordered_batches(eval_lengths, budget), total, warmup, lr, every, save_every)
     return resolved, plan
+
+
+def _shortest_complete_epoch(windows: list[Window]) -> int:
+    """The fewest steps of any epoch the run finishes before its last (0 when it runs one). Evaluating at least that
+    often puts an evaluation in every epoch, however unequal their step counts: any run of that many consecutive steps
+    holds a multiple of it, and the last epoch ends with the run's own evaluation."""
+    counts = Counter(epoch for epoch, _ in windows)
+    last = windows[-1][0] if windows else 0
+    return min((count for epoch, count in counts.items() if epoch != last), default=0)
 
 
 def _epoch(lengths: np.ndarray, mix: Mix, budget: int, seed: int, epoch: int) -> list[list[int]]:
