@@ -222,7 +222,8 @@ def child(name: str, arm: str, out: Path) -> dict[str, object]:
     else:
         result |= _task_metric(name, str(final) if final else DEFAULT_MODEL)
     result["score_seconds"] = round(time.perf_counter() - start - train_seconds, 1)
-    result |= {"precision": _precision(), "cpu": cpu_name(), "commit": commit, "threads": torch.get_num_threads()}
+    result |= {"precision": _precision(), "cpu": cpu_name(), "isa": torch.backends.cpu.get_cpu_capability()}
+    result |= {"commit": commit, "threads": torch.get_num_threads()}
     return result | {k: v for k, v in trained.items() if k != "final"}
 
 
@@ -319,8 +320,11 @@ def table(results: Path) -> str:
 
 
 def _seconds(row: dict[str, object], key: str) -> str:
-    """A row's seconds, marked when its arm ran on one thread (two arms side by side, OMP_NUM_THREADS=1)."""
-    return f"{row[key]} (1 thread)" if row.get("threads") == 1 else str(row[key])
+    """A row's seconds, marked with the vector instructions its machine had (recorded since 2026-12-02: one model
+    name covers CPUs of different speeds) and when its arm ran on one thread (two arms side by side)."""
+    notes = [str(row["isa"])] if "isa" in row else []
+    notes += ["1 thread"] if row.get("threads") == 1 else []
+    return f"{row[key]} ({', '.join(notes)})" if notes else str(row[key])
 
 
 def _kept(row: dict[str, object]) -> str:

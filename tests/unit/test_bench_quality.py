@@ -21,6 +21,7 @@ def test_each_precision_has_its_own_table_and_verdict(tmp_path):
         _row("trl", 30.0, "fp32"),
         _row("grid-lr0.0006-ep1", 40.0, "fp32", threads=1),
         _row("old-defaults-evals-2", 49.0, "fp32"),
+        _row("grid-lr0.0002-ep1", 35.0, "fp32", isa="AVX512", threads=1),
     ]
     results = tmp_path / "quality.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -30,6 +31,7 @@ def test_each_precision_has_its_own_table_and_verdict(tmp_path):
     assert "defaults >= TRL; defaults against the best grid cell so far (grid-lr0.0018-ep2): -0.5 points" in fp32
     assert "| 90 / 90 |" in fp32 and "| 40 / 60 |" in fp32  # the step final/ holds, of the run's
     assert "| 10.0 (1 thread) | 12.0 (1 thread) |" in fp32 and fp32.count("(1 thread)") == 2  # arms run side by side
+    assert "| 10.0 (AVX512, 1 thread) |" in fp32  # which vector instructions its machine had, once recorded
     order = [line.split(" | ")[0] for line in fp32.splitlines() if line.startswith("| ") and "---" not in line]
     assert order[1:4] == ["| trl", "| old-defaults-evals-2", "| defaults"]  # earlier defaults just above today's
     assert quality._done(results, "bf16") == {("numpy-summaries", "defaults"), ("numpy-summaries", "grid-lr0.0018-ep2")}
