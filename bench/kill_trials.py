@@ -31,11 +31,11 @@ STEPS = 24
 SAVE_EVERY = 3
 
 
-def command(data: Path, model: Path, out: Path) -> list[str]:
-    """`tunesmith` arguments of the run every trial repeats."""
+def command(data: Path, model: Path, out: Path, steps: int = STEPS) -> list[str]:
+    """`tunesmith` arguments of the run every trial repeats (`steps` longer for a run stopped from outside)."""
     return [
         "train", "--data", str(data), "--model", str(model), "--out", str(out),
-        "--epochs", "20", "--max-steps", str(STEPS), "--batch-tokens", "256", "--save-every", str(SAVE_EVERY),
+        "--epochs", "20", "--max-steps", str(steps), "--batch-tokens", "256", "--save-every", str(SAVE_EVERY),
         "--eval-every", "10", "--lr", "1e-2", "--threads", "1", "--set", "lora.dropout=0.1", "--quiet", "--no-eval",
     ]  # fmt: skip
 

@@ -25,14 +25,6 @@ from tunesmith.train.runner import train
 STEPS = 40
 
 
-def _command(data: Path, model: Path, out: Path) -> list[str]:
-    return [
-        "train", "--data", str(data), "--model", str(model), "--out", str(out),
-        "--epochs", "20", "--max-steps", str(STEPS), "--batch-tokens", "256", "--save-every", "3",
-        "--eval-every", "10", "--lr", "1e-2", "--threads", "1", "--set", "lora.dropout=0.1", "--quiet",
-    ]  # fmt: skip
-
-
 def _logged_steps(run: Path) -> int:
     path = run / "metrics.jsonl"
     if not path.is_file():
@@ -107,7 +99,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_previou
 def test_sigterm_saves_a_checkpoint_before_exit(tmp_path, tiny_model):
     data = _fixed_answers(tmp_path / "train.jsonl", n=40)
     run = tmp_path / "run"
-    process = _start_and_wait(_command(data, tiny_model, run), run, 5)
+    process = _start_and_wait(kill_trials.command(data, tiny_model, run, STEPS), run, 5)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.output(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM
