@@ -279,7 +279,7 @@ def _metric(row: dict[str, object]) -> tuple[str, float, bool]:
 def _verdict(rows: dict[str, dict[str, object]]) -> str:
     """Defaults against TRL and against the grid's best cell, in the targets' terms."""
     if "defaults" not in rows:
-        return ""
+        return "no defaults row yet: nothing to compare"
     name, ours, higher = _metric(rows["defaults"])
     sign = 1 if higher else -1
     parts = []

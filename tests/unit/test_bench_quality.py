@@ -35,6 +35,8 @@ def test_each_precision_has_its_own_table_and_verdict(tmp_path):
     order = [line.split(" | ")[0] for line in fp32.splitlines() if line.startswith("| ") and "---" not in line]
     assert order[1:4] == ["| trl", "| old-defaults-evals-2", "| defaults"]  # earlier defaults just above today's
     assert quality._done(results, "bf16") == {("numpy-summaries", "defaults"), ("numpy-summaries", "grid-lr0.0018-ep2")}
+    results.write_text(json.dumps(_row("trl", 30.0, "fp32")) + "\n")
+    assert "no defaults row yet: nothing to compare" in quality.table(results)
 
 
 def test_arm_names_say_what_each_arm_changes_from_the_defaults():
