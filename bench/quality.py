@@ -154,6 +154,7 @@ def _train_trl(name: str, out: Path) -> dict[str, object]:
     trainer.train()
     final = out / "adapter"
     trainer.model.save_pretrained(final)
+    trainer.processing_class.save_pretrained(final)  # a run's final/ holds its tokenizer: evaluation loads it there
     write_run_file(final, DEFAULT_MODEL, "lora", _objective(name))  # so that tunesmith's evaluation loads it like a run
     return {"final": str(final), "steps": trainer.state.global_step}
 
@@ -240,11 +241,13 @@ def _done(results: Path, precision: str) -> set[tuple[str, str]]:
     return {(row["set"], row["arm"]) for row in rows if row["precision"] == precision}
 
 
-def _spawn(name: str, arm: str, out: Path) -> dict[str, object]:
+def _spawn(name: str, arm: str, out: Path) -> dict[str, object] | None:
+    """The arm's result, or None when it failed (its error goes to stderr; the arms after it still run)."""
     command = [sys.executable, "-m", "bench.quality", "--child", f"{name}:{arm}", "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        sys.exit(f"{name} {arm} failed:\n{done.stderr[-3000:]}")
+        print(f"{name} {arm} failed:\n{done.stderr[-3000:]}", file=sys.stderr, flush=True)
+        return None
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
     return json.loads(line.removeprefix("RESULT "))
 
@@ -253,6 +256,7 @@ def run(sets: list[str], arms: list[str], results: Path, fresh: bool) -> None:
     import tempfile
 
     done = set() if fresh else _done(results, _precision())
+    failed = []
     for name in sets:
         if not _paths(name)[0].is_file():
             sys.exit(f"{_paths(name)[0]} is missing: build it with .venv/bin/python -m bench.quality_data")
@@ -262,11 +266,16 @@ def run(sets: list[str], arms: list[str], results: Path, fresh: bool) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
                 result = _spawn(name, arm, Path(tmp))
+            if result is None:
+                failed.append(f"{name}:{arm}")
+                continue
             row = {"set": name, "arm": arm, **result, "wall_seconds": round(time.perf_counter() - start, 1)}
             print(json.dumps(row), flush=True)
             results.parent.mkdir(parents=True, exist_ok=True)
             with results.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
+    if failed:
+        sys.exit(f"failed (errors above): {', '.join(failed)}")
 
 
 def _metric(row: dict[str, object]) -> tuple[str, float, bool]:
