@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench import quality
 
 
@@ -44,3 +46,13 @@ def test_arm_names_say_what_each_arm_changes_from_the_defaults():
     assert quality._settings("grid-lr0.0006-ep2") == {"learning_rate": 6e-4, "epochs": 2}
     assert quality._settings("variant-rank-8") == {"lora": {"rank": 8}}
     assert quality._settings("probe-evals-22") == {"eval_every": 22}  # the defaults' path, evaluated more often
+
+
+def test_a_failed_arm_is_named_at_the_end_and_the_arms_after_it_still_run(tmp_path, monkeypatch):
+    outcomes = {"trl": None, "defaults": {"rougeL": 50.0, "precision": "fp32"}}
+    monkeypatch.setattr(quality, "_spawn", lambda name, arm, out: outcomes[arm])
+    monkeypatch.setattr(quality, "_precision", lambda: "fp32")
+    results = tmp_path / "quality.jsonl"
+    with pytest.raises(SystemExit, match=r"failed \(errors above\): numpy-summaries:trl$"):
+        quality.run(["numpy-summaries"], ["trl", "defaults"], results, fresh=False)
+    assert [json.loads(line)["arm"] for line in results.read_text().splitlines()] == ["defaults"]
