@@ -194,7 +194,8 @@ def _task_metric(name: str, target: str) -> dict[str, float]:
     _, eval_path = _paths(name)
     result = evaluate(target, EvalOptions(data=str(eval_path), baseline="none", guard=False, metrics=("rougeL",)))
     summary = result.tuned.summary()
-    return {"rougeL": summary["metrics"]["rougeL"], "stop_rate": summary["stop_rate"]}
+    items = [round(float(score), 2) for score in result.tuned.scores["rougeL"]]
+    return {"rougeL": summary["metrics"]["rougeL"], "stop_rate": summary["stop_rate"], "rougeL_items": items}
 
 
 def child(name: str, arm: str, out: Path) -> dict[str, object]:
@@ -299,8 +300,21 @@ def _verdict(rows: dict[str, dict[str, object]]) -> str:
         best = max(cells, key=lambda row: sign * _metric(row)[1])
         gap = sign * (ours - _metric(best)[1])
         gap_text = f"{100 * gap / _metric(best)[1]:+.1f}%" if name == "perplexity" else f"{gap:+.1f} points"
+        gap_text += _paired_error(rows["defaults"], best)
         parts.append(f"defaults against the best grid cell so far ({best['arm']}): {gap_text}")
     return "; ".join(parts)
+
+
+def _paired_error(ours: dict[str, object], other: dict[str, object]) -> str:
+    """The standard error of the mean per-item difference between two arms scored on the same held-out items: how
+    far the gap could move with another draw of items ("" for rows recorded before per-item scores were)."""
+    import numpy as np
+
+    a, b = ours.get("rougeL_items"), other.get("rougeL_items")
+    if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b) or len(a) < 2:
+        return ""
+    differences = np.array(a, dtype=float) - np.array(b, dtype=float)
+    return f" (paired standard error {differences.std(ddof=1) / np.sqrt(len(differences)):.1f})"
 
 
 def table(results: Path) -> str:

@@ -24,11 +24,16 @@ def test_each_precision_has_its_own_table_and_verdict(tmp_path):
         _row("grid-lr0.0006-ep1", 40.0, "fp32", threads=1),
         _row("old-defaults-evals-2", 49.0, "fp32"),
         _row("grid-lr0.0002-ep1", 35.0, "fp32", isa="AVX512", threads=1),
+        _row("defaults", 52.0, "fp64", rougeL_items=[50.0, 54.0, 52.0, 52.0]),
+        _row("grid-lr0.0006-ep1", 51.0, "fp64", rougeL_items=[49.0, 52.0, 50.0, 53.0]),
     ]
     results = tmp_path / "quality.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = quality.table(results)
     bf16, fp32 = text.split("### numpy-summaries, fp32")
+    # differences 1, 2, 2, -1: mean 1, standard deviation 1.41, standard error 1.41 / sqrt(4)
+    fp32, fp64 = fp32.split("### numpy-summaries, fp64")
+    assert "(grid-lr0.0006-ep1): +1.0 points (paired standard error 0.7)" in fp64
     assert "defaults against the best grid cell so far (grid-lr0.0018-ep2): -3.0 points" in bf16
     assert "defaults >= TRL; defaults against the best grid cell so far (grid-lr0.0018-ep2): -0.5 points" in fp32
     assert "| 90 / 90 |" in fp32 and "| 40 / 60 |" in fp32  # the step final/ holds, of the run's
