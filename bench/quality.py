@@ -187,7 +187,7 @@ def _held_out_loss(name: str, final: str | None) -> float:
     return loss
 
 
-def _task_metric(name: str, target: str) -> dict[str, float]:
+def _task_metric(name: str, target: str) -> dict[str, object]:
     """ROUGE-L of greedy answers on the held-out chats, as `tunesmith eval` scores them."""
     from tunesmith.evaluate.evaluation import EvalOptions, evaluate
 
