@@ -72,7 +72,8 @@ def resolve(
         affordable = int(AUTO_EVAL_SHARE * trained / max(1, int(eval_lengths.sum())))
         epochs_run = windows[total - 1][0] + 1 if total else 1
         every = math.ceil(total / min(AUTO_EVALS_PER_RUN, max(epochs_run, affordable)))
-        every = min(every, _shortest_complete_epoch(windows[:total]) or every)
+        if epochs_run <= AUTO_EVALS_PER_RUN:  # more epochs than evaluations: no epoch can be promised one
+            every = min(every, _shortest_complete_epoch(windows[:total]) or every)
     named = {"auto": every, "epoch": max(1, round(len(windows) / epochs))}
     save_every = named.get(str(config.save_every), config.save_every)
     lr = config.learning_rate
