@@ -77,7 +77,7 @@ def test_auto_evaluations_reach_every_epoch_when_epochs_differ_in_steps():
     assert sorted(Counter(epoch for epoch, _ in plan.windows).values()) == [89, 89, 90]
     # every ceil(268 / 3) = 90 steps would evaluate at 90 (epoch 1), 180 (epoch 2) and 268, missing epoch 0
     assert plan.eval_every == 89 and _evaluated_epochs(plan) == (4, {0, 1, 2})
-    many = resolve(config.model_copy(update={"epochs": 15}), lengths[:30], np.full(10, 340))[1]  # 9-10 steps each
+    many = resolve(config.model_copy(update={"epochs": 15}), lengths[:30], np.full(10, 340))[1]  # 11 steps each
     assert _evaluated_epochs(many)[0] == 5  # more epochs than evaluations: the cap holds, not one an epoch
 
 
