@@ -52,8 +52,8 @@ def test_auto_settings_are_filled_in():
 
 
 def _evaluated_epochs(plan: Plan) -> tuple[int, set[int]]:
-    """How many evaluations a plan makes (every eval_every steps and at the end), and the epochs they fall in."""
-    steps = {s for s in range(1, plan.total_steps + 1) if s % plan.eval_every == 0} | {plan.total_steps}
+    """How many evaluations a plan makes, and the epochs they fall in."""
+    steps = {s for s in range(1, plan.total_steps + 1) if plan.evaluates_after(s)}
     return len(steps), {plan.windows[s - 1][0] for s in steps}
 
 
@@ -76,9 +76,23 @@ def test_auto_evaluations_reach_every_epoch_when_epochs_differ_in_steps():
     plan = resolve(config, lengths, np.full(100, 340))[1]
     assert sorted(Counter(epoch for epoch, _ in plan.windows).values()) == [89, 89, 90]
     # every ceil(268 / 3) = 90 steps would evaluate at 90 (epoch 1), 180 (epoch 2) and 268, missing epoch 0
-    assert plan.eval_every == 89 and _evaluated_epochs(plan) == (4, {0, 1, 2})
+    # at 89, 178 and 268: the end's evaluation stands in for the one due at 267
+    assert plan.eval_every == 89 and _evaluated_epochs(plan) == (3, {0, 1, 2})
     many = resolve(config.model_copy(update={"epochs": 15}), lengths[:30], np.full(10, 340))[1]  # 11 steps each
     assert _evaluated_epochs(many)[0] == 5  # more epochs than evaluations: the cap holds, not one an epoch
+
+
+def evaluated(total: int, every: int) -> list[int]:
+    """The steps a plan of `total` steps evaluates after when asked to every `every` steps."""
+    plan = Plan([(0, [[0]])] * total, [], total, 1, 1e-3, every, every)
+    return [step for step in range(1, total + 1) if plan.evaluates_after(step)]
+
+
+def test_the_last_steps_evaluation_stands_in_for_one_due_less_than_half_an_interval_before_it():
+    assert evaluated(176, 58) == [58, 116, 176]  # numpy-summaries' epochs of 59, 58 and 59 steps: 174 is dropped
+    assert evaluated(130, 43) == [43, 86, 130] and evaluated(87, 43) == [43, 87]
+    assert evaluated(200, 50) == [50, 100, 150, 200] and evaluated(130, 50) == [50, 100, 130]  # 30 steps: kept
+    assert evaluated(5, 1) == [1, 2, 3, 4, 5] and evaluated(6, 100) == [6]
 
 
 def test_the_auto_learning_rate_falls_with_the_width_as_tinkers_rule_and_is_fixed_for_full():

@@ -107,7 +107,7 @@ def train_steps(run: LoopInputs, state: TrainState) -> str:
         run.sink.emit(Event("step", state.step, values))
         faults.reached("logged", state.step)
         last = state.step == plan.total_steps
-        early = (state.step % plan.eval_every == 0 or last) and _evaluate(run, state)
+        early = plan.evaluates_after(state.step) and _evaluate(run, state)
         if state.step % plan.save_every == 0 or last or early or run.stop:
             _save(run, state)
         if early:

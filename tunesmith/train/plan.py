@@ -46,6 +46,14 @@ class Plan:
     save_every: int
     """Steps between checkpoints."""
 
+    def evaluates_after(self, step: int) -> bool:
+        """Whether a held-out evaluation follows optimizer step `step` (counted from 1): every eval_every steps and
+        after the last, whose evaluation stands in for a periodic one due less than half an interval before it
+        (epochs of 59, 58 and 59 steps, evaluated every 58: steps 58, 116 and 176, not 174 as well)."""
+        if step == self.total_steps:
+            return True
+        return step % self.eval_every == 0 and 2 * (self.total_steps - step) >= self.eval_every
+
 
 def resolve(
     config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarray, mix: Mix | None = None
@@ -69,11 +77,7 @@ def resolve(
     trained = sum(int(train_lengths[indices].sum()) for _, window in windows[:total] for indices in window)
     every = config.eval_every
     if every == "auto":
-        affordable = int(AUTO_EVAL_SHARE * trained / max(1, int(eval_lengths.sum())))
-        epochs_run = windows[total - 1][0] + 1 if total else 1
-        every = math.ceil(total / min(AUTO_EVALS_PER_RUN, max(epochs_run, affordable)))
-        if epochs_run <= AUTO_EVALS_PER_RUN:  # more epochs than evaluations: no epoch can be promised one
-            every = min(every, _shortest_complete_epoch(windows[:total]) or every)
+        every = _auto_eval_every(windows[:total], trained, int(eval_lengths.sum()))
     named = {"auto": every, "epoch": max(1, round(len(windows) / epochs))}
     save_every = named.get(str(config.save_every), config.save_every)
     lr = config.learning_rate
@@ -99,13 +103,21 @@ def resolve(
     return resolved, plan
 
 
-def _shortest_complete_epoch(windows: list[Window]) -> int:
-    """The fewest steps of any epoch the run finishes before its last (0 when it runs one). Evaluating at least that
-    often puts an evaluation in every epoch, however unequal their step counts: any run of that many consecutive steps
-    holds a multiple of it, and the last epoch ends with the run's own evaluation."""
-    counts = Counter(epoch for epoch, _ in windows)
+def _auto_eval_every(windows: list[Window], trained_tokens: int, eval_tokens: int) -> int:
+    """Steps between held-out evaluations: as many as AUTO_EVAL_SHARE of the training tokens pays for, at least one
+    an epoch, at most AUTO_EVALS_PER_RUN. With at most that many epochs the interval is also at most the shortest
+    finished epoch, which puts an evaluation in every epoch however unequal their step counts: any run of that many
+    consecutive steps holds a multiple of it, and the last epoch ends with the run's own evaluation. (With more
+    epochs than evaluations no epoch can be promised one.)"""
+    total = len(windows)
+    affordable = int(AUTO_EVAL_SHARE * trained_tokens / max(1, eval_tokens))
+    steps_per_epoch = Counter(epoch for epoch, _ in windows)
+    every = math.ceil(total / min(AUTO_EVALS_PER_RUN, max(1, len(steps_per_epoch), affordable)))
+    if len(steps_per_epoch) > AUTO_EVALS_PER_RUN:
+        return every
     last = windows[-1][0] if windows else 0
-    return min((count for epoch, count in counts.items() if epoch != last), default=0)
+    finished = [count for epoch, count in steps_per_epoch.items() if epoch != last]
+    return min([every, *finished])
 
 
 def _epoch(lengths: np.ndarray, mix: Mix, budget: int, seed: int, epoch: int) -> list[list[int]]:
