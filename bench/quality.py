@@ -302,7 +302,7 @@ def _verdict(rows: dict[str, dict[str, object]]) -> str:
         gap_text = f"{100 * gap / _metric(best)[1]:+.1f}%" if name == "perplexity" else f"{gap:+.1f} points"
         gap_text += _paired_error(rows["defaults"], best)
         parts.append(f"defaults against the best grid cell so far ({best['arm']}): {gap_text}")
-    return "; ".join(parts)
+    return "; ".join(parts) or "no TRL or grid row yet: nothing to compare the defaults with"
 
 
 def _paired_error(ours: dict[str, object], other: dict[str, object]) -> str:

@@ -44,6 +44,8 @@ def test_each_precision_has_its_own_table_and_verdict(tmp_path):
     assert quality._done(results, "bf16") == {("numpy-summaries", "defaults"), ("numpy-summaries", "grid-lr0.0018-ep2")}
     results.write_text(json.dumps(_row("trl", 30.0, "fp32")) + "\n")
     assert "no defaults row yet: nothing to compare" in quality.table(results)
+    results.write_text(json.dumps(_row("defaults", 30.0, "fp32")) + "\n")
+    assert "no TRL or grid row yet: nothing to compare the defaults with" in quality.table(results)
 
 
 def test_arm_names_say_what_each_arm_changes_from_the_defaults():
