@@ -293,7 +293,8 @@ class RunConfig(_Frozen):
     """Preference settings (objective dpo)."""
     eval_every: int | Auto = "auto"
     """Steps between held-out evaluations (and one after the last step, which stands in for one due less than half
-    an interval before it); auto: up to 5 per run, fewer when the held-out set is large, but at least one an epoch."""
+    an interval before it in the same epoch); auto: up to 5 per run, fewer when the held-out set is large, but at
+    least one an epoch."""
     save_every: int | Literal["auto", "epoch"] = "auto"
     """Steps between checkpoints; auto is the same as eval_every, epoch is the steps of one epoch."""
     keep_checkpoints: int = Field(2, gt=0)

@@ -82,9 +82,11 @@ def test_auto_evaluations_reach_every_epoch_when_epochs_differ_in_steps():
     assert _evaluated_epochs(many)[0] == 5  # more epochs than evaluations: the cap holds, not one an epoch
 
 
-def evaluated(total: int, every: int) -> list[int]:
-    """The steps a plan of `total` steps evaluates after when asked to every `every` steps."""
-    plan = Plan([(0, [[0]])] * total, [], total, 1, 1e-3, every, every)
+def evaluated(total: int, every: int, epoch_steps: int | None = None) -> list[int]:
+    """The steps a plan of `total` steps (in epochs of `epoch_steps`, else one) evaluates after, asked to every
+    `every` steps."""
+    windows = [(step // (epoch_steps or total), [[0]]) for step in range(total)]
+    plan = Plan(windows, [], total, 1, 1e-3, every, every)
     return [step for step in range(1, total + 1) if plan.evaluates_after(step)]
 
 
@@ -93,6 +95,7 @@ def test_the_last_steps_evaluation_stands_in_for_one_due_less_than_half_an_inter
     assert evaluated(130, 43) == [43, 86, 130] and evaluated(87, 43) == [43, 87]
     assert evaluated(200, 50) == [50, 100, 150, 200] and evaluated(130, 50) == [50, 100, 130]  # 30 steps: kept
     assert evaluated(5, 1) == [1, 2, 3, 4, 5] and evaluated(6, 100) == [6]
+    assert evaluated(68, 58, epoch_steps=58) == [58, 68]  # cut 10 steps into epoch 1: epoch 0 keeps its evaluation
 
 
 def test_the_auto_learning_rate_falls_with_the_width_as_tinkers_rule_and_is_fixed_for_full():

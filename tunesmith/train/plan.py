@@ -48,11 +48,14 @@ class Plan:
 
     def evaluates_after(self, step: int) -> bool:
         """Whether a held-out evaluation follows optimizer step `step` (counted from 1): every eval_every steps and
-        after the last, whose evaluation stands in for a periodic one due less than half an interval before it
-        (epochs of 59, 58 and 59 steps, evaluated every 58: steps 58, 116 and 176, not 174 as well)."""
+        after the last, whose evaluation stands in for a periodic one due less than half an interval before it in the
+        same epoch (epochs of 59, 58 and 59 steps, evaluated every 58: steps 58, 116 and 176, not 174 as well)."""
         if step == self.total_steps:
             return True
-        return step % self.eval_every == 0 and 2 * (self.total_steps - step) >= self.eval_every
+        if step % self.eval_every:
+            return False
+        near_end = 2 * (self.total_steps - step) < self.eval_every
+        return not (near_end and self.windows[step - 1][0] == self.windows[-1][0])
 
 
 def resolve(
