@@ -44,7 +44,10 @@ SETS = ("numpy-summaries", "man-descriptions", "fortunes")
 TEXT_SETS = ("fortunes",)
 """Plain text, trained with --objective text (the one flag such data needs) and judged by perplexity."""
 GRID_LEARNING_RATES = (2e-4, 6e-4, 1.8e-3)
-"""From today's default (2e-4) up to about Tinker's rule for this model (5e-4 x (2000 / 576)^0.781 = 1.3e-3)."""
+"""From the old default (2e-4) to a little above Tinker's rule for this model (5e-4 x (2000 / 576)^0.781 = 1.3e-3);
+1.8e-3 was the best column on every set and is the automatic rate since 2026-12-02."""
+DEFAULT_MODEL_WIDTH = 576
+"""SmolLM2-135M-Instruct's hidden size, the width the automatic learning rate is computed for."""
 GRID_EPOCHS = (1, 2, 3)
 TRL_LEARNING_RATE, TRL_EPOCHS, TRL_BATCH = 2e-5, 3, 8
 """SFTConfig's defaults."""
@@ -286,11 +289,29 @@ def _metric(row: dict[str, object]) -> tuple[str, float, bool]:
     return "ROUGE-L", float(row["rougeL"]), True  # type: ignore[arg-type]
 
 
-def _verdict(rows: dict[str, dict[str, object]]) -> str:
-    """Defaults against TRL and against the grid's best cell, in the targets' terms."""
-    if "defaults" not in rows:
+def defaults_cell(name: str) -> str:
+    """The grid cell whose settings are the defaults' on a set (today's automatic learning rate and epochs): the same
+    run, so its row stands for the defaults until they are run under today's rule."""
+    from tunesmith.config import auto_epochs, auto_learning_rate
+
+    examples = len(_paths(name)[0].read_text().splitlines())
+    return f"grid-lr{auto_learning_rate('lora', DEFAULT_MODEL_WIDTH):g}-ep{auto_epochs(examples)}"
+
+
+def _verdict(rows: dict[str, dict[str, object]], stand_in: str) -> str:
+    """Defaults (or the grid cell `stand_in` with their settings) against TRL and the grid's best cell, in the
+    targets' terms."""
+    ours_arm = "defaults" if "defaults" in rows else stand_in
+    if ours_arm not in rows:
         return "no defaults row yet: nothing to compare"
-    name, ours, higher = _metric(rows["defaults"])
+    verdict = _compare(rows, rows[ours_arm])
+    if ours_arm == "defaults":
+        return verdict
+    return f"{stand_in} has the defaults' settings and stands for them: {verdict}"
+
+
+def _compare(rows: dict[str, dict[str, object]], defaults: dict[str, object]) -> str:
+    name, ours, higher = _metric(defaults)
     sign = 1 if higher else -1
     parts = []
     if "trl" in rows:
@@ -300,7 +321,7 @@ def _verdict(rows: dict[str, dict[str, object]]) -> str:
         best = max(cells, key=lambda row: sign * _metric(row)[1])
         gap = sign * (ours - _metric(best)[1])
         gap_text = f"{100 * gap / _metric(best)[1]:+.1f}%" if name == "perplexity" else f"{gap:+.1f} points"
-        gap_text += _paired_error(rows["defaults"], best)
+        gap_text += _paired_error(defaults, best)
         parts.append(f"defaults against the best grid cell so far ({best['arm']}): {gap_text}")
     return "; ".join(parts) or "no TRL or grid row yet: nothing to compare the defaults with"
 
@@ -338,7 +359,7 @@ def table(results: Path) -> str:
                 f"| {arm} | {lr} | {epochs} | {_kept(row)} | {_metric(row)[1]:.2f} | {float(row['held_out_loss']):.4f} "  # type: ignore[arg-type]
                 f"| {_seconds(row, 'train_seconds')} | {_seconds(row, 'wall_seconds')} | {row['commit']} |"
             )
-        lines += ["", _verdict(arms), ""]
+        lines += ["", _verdict(arms, defaults_cell(name)), ""]
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ def _row(arm: str, rouge: float, precision: str, **extra: object) -> dict[str, o
 
 
 def test_each_precision_has_its_own_table_and_verdict(tmp_path):
+    cells = [("trl", 30.0), ("grid-lr0.0018-ep3", 52.0), ("grid-lr0.0018-ep2", 53.0)]  # 300 examples: 3 epochs
     rows = [
         _row("defaults", 50.0, "bf16"),
         _row("grid-lr0.0018-ep2", 53.0, "bf16"),
@@ -44,6 +45,10 @@ def test_each_precision_has_its_own_table_and_verdict(tmp_path):
     assert quality._done(results, "bf16") == {("numpy-summaries", "defaults"), ("numpy-summaries", "grid-lr0.0018-ep2")}
     results.write_text(json.dumps(_row("trl", 30.0, "fp32")) + "\n")
     assert "no defaults row yet: nothing to compare" in quality.table(results)
+    results.write_text("".join(json.dumps(_row(arm, rouge, "fp32")) + "\n" for arm, rouge in cells))
+    stand_in = quality.table(results).split("\n\n")[-1]
+    assert stand_in.startswith("grid-lr0.0018-ep3 has the defaults' settings and stands for them: defaults >= TRL; ")
+    assert stand_in.endswith("the best grid cell so far (grid-lr0.0018-ep2): -1.0 points\n")
     results.write_text(json.dumps(_row("defaults", 30.0, "fp32")) + "\n")
     assert "no TRL or grid row yet: nothing to compare the defaults with" in quality.table(results)
 
