@@ -53,7 +53,7 @@ def test_the_check_names_the_objective_auto_follows_and_its_learning_rates(tmp_p
     for rows, objective in ((pairs, "dpo"), ([chat(i) for i in range(30)], "sft")):
         training = check_data(str(write_jsonl(tmp_path / f"{objective}.jsonl", rows)), tokenizer, width=576)
         assert training.stats["training"]["objective"] == objective
-        assert training.stats["training"]["learning_rates"]["lora"] == (1.3e-4 if objective == "dpo" else 1.3e-3)
+        assert training.stats["training"]["learning_rates"]["lora"] == (1.8e-4 if objective == "dpo" else 1.8e-3)
 
 
 def test_the_check_suggests_the_objective_by_shape_and_the_method_by_size(tmp_path, tokenizer):

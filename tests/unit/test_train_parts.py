@@ -43,7 +43,7 @@ def test_auto_settings_are_filled_in():
     config = RunConfig(data="x.jsonl")
     lengths = np.full(160, 100)
     resolved, plan = resolve(config, lengths, np.full(16, 100))
-    assert resolved.epochs == 3 and resolved.learning_rate == 1.3e-3  # LoRA's rule for SmolLM2-135M, 576 wide
+    assert resolved.epochs == 3 and resolved.learning_rate == 1.8e-3  # LoRA's rule for SmolLM2-135M, 576 wide
     assert resolved.precision in ("fp32", "bf16") and resolved.device == "cpu"
     assert plan.total_steps == len(plan.windows) and plan.warmup_steps >= 1
     autos = ("epochs", "learning_rate", "warmup_steps", "batch_tokens", "eval_every", "save_every", "threads")
@@ -98,14 +98,14 @@ def test_the_last_steps_evaluation_stands_in_for_one_due_less_than_half_an_inter
     assert evaluated(68, 58, epoch_steps=58) == [58, 68]  # cut 10 steps into epoch 1: epoch 0 keeps its evaluation
 
 
-def test_the_auto_learning_rate_falls_with_the_width_as_tinkers_rule_and_is_fixed_for_full():
-    assert auto_learning_rate("lora", 2000) == 5e-4 and auto_learning_rate("dora", None) == 5e-4
-    assert auto_learning_rate("lora", 576) == 1.3e-3 and auto_learning_rate("lora", 4096) == 2.9e-4
+def test_the_auto_learning_rate_falls_with_the_width_by_tinkers_exponent_and_is_fixed_for_full():
+    assert auto_learning_rate("lora", 2000) == 6.8e-4 and auto_learning_rate("dora", None) == 6.8e-4
+    assert auto_learning_rate("lora", 576) == 1.8e-3 and auto_learning_rate("lora", 4096) == 3.9e-4
     assert auto_learning_rate("full", 576) == auto_learning_rate("full", 4096) == 2e-5
 
 
 def test_preference_pairs_learn_at_a_tenth_of_the_supervised_rate():
-    assert auto_learning_rate("lora", 576, "dpo") == 1.3e-4 and auto_learning_rate("full", None, "dpo") == 2e-6
+    assert auto_learning_rate("lora", 576, "dpo") == 1.8e-4 and auto_learning_rate("full", None, "dpo") == 2e-6
     assert auto_learning_rate("lora", 576, "text") == auto_learning_rate("lora", 576)
     assert "divided by 10 for preference pairs" in auto_plan(320, "lora", 576, "dpo")[1]
 
@@ -113,7 +113,7 @@ def test_preference_pairs_learn_at_a_tenth_of_the_supervised_rate():
 def test_the_plan_says_what_auto_chooses_and_why():
     epochs, rate, keep = auto_plan(300, "lora", 576)
     assert epochs.startswith("3 epochs for 300 examples (about 3 passes")
-    assert rate.startswith("learning rate 0.0013 (") and "576 wide" in rate
+    assert rate.startswith("learning rate 0.0018 (") and "576 wide" in rate
     assert "lowest held-out loss" in keep
     assert auto_plan(20, "full", None)[0].startswith("5 epochs for 20 examples (examples x epochs kept within")
 
