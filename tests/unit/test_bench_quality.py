@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from bench import quality
+from tunesmith.config import RunConfig
+from tunesmith.train.plan import resolve
 
 
 def _row(arm: str, rouge: float, precision: str, **extra: object) -> dict[str, object]:
@@ -68,3 +71,13 @@ def test_a_failed_arm_is_named_at_the_end_and_the_arms_after_it_still_run(tmp_pa
     with pytest.raises(SystemExit, match=r"failed \(errors above\): numpy-summaries:trl$"):
         quality.run(["numpy-summaries"], ["trl", "defaults"], results, fresh=False)
     assert [json.loads(line)["arm"] for line in results.read_text().splitlines()] == ["defaults"]
+
+
+@pytest.mark.parametrize("name", quality.SETS)
+def test_the_grid_cell_that_stands_for_the_defaults_is_the_same_run(name):
+    train_path, eval_path = quality._paths(name)
+    lengths, eval_lengths = (np.full(len(p.read_text().splitlines()), 100) for p in (train_path, eval_path))
+    values = {"data": str(train_path), "eval_data": str(eval_path), "objective": quality._objective(name)}
+    cell = quality._settings(quality.defaults_cell(name))
+    defaults = resolve(RunConfig.model_validate(values), lengths, eval_lengths)
+    assert cell and resolve(RunConfig.model_validate(values | cell), lengths, eval_lengths) == defaults
