@@ -32,6 +32,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tunesmith.config import RunConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -46,8 +50,6 @@ TEXT_SETS = ("fortunes",)
 GRID_LEARNING_RATES = (2e-4, 6e-4, 1.8e-3)
 """From the old default (2e-4) to a little above Tinker's rule for this model (5e-4 x (2000 / 576)^0.781 = 1.3e-3);
 1.8e-3 was the best column on every set and is the automatic rate since 2026-12-02."""
-DEFAULT_MODEL_WIDTH = 576
-"""SmolLM2-135M-Instruct's hidden size, the width the automatic learning rate is computed for."""
 GRID_EPOCHS = (1, 2, 3)
 TRL_LEARNING_RATE, TRL_EPOCHS, TRL_BATCH = 2e-5, 3, 8
 """SFTConfig's defaults."""
@@ -97,17 +99,22 @@ def _objective(name: str) -> str:
     return "text" if name in TEXT_SETS else "sft"
 
 
-def _train_tunesmith(name: str, out: Path, settings: dict[str, object]) -> dict[str, object]:
-    import yaml
-
+def run_config(name: str, settings: dict[str, object]) -> RunConfig:
+    """What an arm of tunesmith trains with on a set: the set's files and objective, and the arm's settings."""
     from tunesmith.config import RunConfig
-    from tunesmith.runs import RunFolder
-    from tunesmith.train.runner import train
 
     train_path, eval_path = _paths(name)
     values = {"data": str(train_path), "eval_data": str(eval_path), "objective": _objective(name), **settings}
-    config = RunConfig.model_validate(values)
-    result = train(config, out / "run")
+    return RunConfig.model_validate(values)
+
+
+def _train_tunesmith(name: str, out: Path, settings: dict[str, object]) -> dict[str, object]:
+    import yaml
+
+    from tunesmith.runs import RunFolder
+    from tunesmith.train.runner import train
+
+    result = train(run_config(name, settings), out / "run")
     resolved = yaml.safe_load((out / "run" / "config.yaml").read_text())
     chosen = {key: resolved[key] for key in ("learning_rate", "epochs")}
     run = RunFolder(out / "run")
@@ -290,12 +297,16 @@ def _metric(row: dict[str, object]) -> tuple[str, float, bool]:
 
 
 def defaults_cell(name: str) -> str:
-    """The grid cell whose settings are the defaults' on a set (today's automatic learning rate and epochs): the same
-    run, so its row stands for the defaults until they are run under today's rule."""
-    from tunesmith.config import auto_epochs, auto_learning_rate
+    """The grid cell whose settings are the defaults' on a set (the learning rate and epochs their config resolves
+    to; neither depends on the examples' lengths): the same run, so its row stands for the defaults until they are
+    run under today's rule."""
+    import numpy as np
 
-    examples = len(_paths(name)[0].read_text().splitlines())
-    return f"grid-lr{auto_learning_rate('lora', DEFAULT_MODEL_WIDTH):g}-ep{auto_epochs(examples)}"
+    from tunesmith.train.plan import resolve
+
+    train, held_out = (np.ones(len(path.read_text().splitlines()), dtype=int) for path in _paths(name))
+    resolved = resolve(run_config(name, {}), train, held_out)[0]
+    return f"grid-lr{resolved.learning_rate:g}-ep{resolved.epochs}"
 
 
 def _verdict(rows: dict[str, dict[str, object]], stand_in: str) -> str:

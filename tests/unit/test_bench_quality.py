@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from bench import quality
-from tunesmith.config import RunConfig
 from tunesmith.train.plan import resolve
 
 
@@ -75,9 +74,8 @@ def test_a_failed_arm_is_named_at_the_end_and_the_arms_after_it_still_run(tmp_pa
 
 @pytest.mark.parametrize("name", quality.SETS)
 def test_the_grid_cell_that_stands_for_the_defaults_is_the_same_run(name):
-    train_path, eval_path = quality._paths(name)
-    lengths, eval_lengths = (np.full(len(p.read_text().splitlines()), 100) for p in (train_path, eval_path))
-    values = {"data": str(train_path), "eval_data": str(eval_path), "objective": quality._objective(name)}
+    lengths, eval_lengths = (np.full(len(p.read_text().splitlines()), 100) for p in quality._paths(name))
     cell = quality._settings(quality.defaults_cell(name))
-    defaults = resolve(RunConfig.model_validate(values), lengths, eval_lengths)
-    assert cell and resolve(RunConfig.model_validate(values | cell), lengths, eval_lengths) == defaults
+    defaults = resolve(quality.run_config(name, {}), lengths, eval_lengths)
+    assert cell and resolve(quality.run_config(name, cell), lengths, eval_lengths) == defaults
+    assert quality.defaults_cell(name) == "grid-lr0.0018-ep3"  # 300 or 1,200 examples on the 576-wide default model
