@@ -316,13 +316,17 @@ def _verdict(rows: dict[str, dict[str, object]], stand_in: str) -> str:
     if ours_arm not in rows:
         return "no defaults row yet: nothing to compare"
     verdict = _compare(rows, rows[ours_arm])
-    if ours_arm == "defaults":
+    if ours_arm != "defaults":
+        verdict = f"{stand_in} has the defaults' settings and stands for them: {verdict}"
+    variants = [row for arm, row in sorted(rows.items()) if arm.startswith("variant-")]
+    if not variants:
         return verdict
-    return f"{stand_in} has the defaults' settings and stands for them: {verdict}"
+    gaps = ", ".join(f"{row['arm'].removeprefix('variant-')} {_gap(row, rows[ours_arm])}" for row in variants)  # type: ignore[union-attr]
+    return f"{verdict}\n\nLoRA choices against the defaults ({ours_arm}), better is positive: {gaps}"
 
 
 def _compare(rows: dict[str, dict[str, object]], defaults: dict[str, object]) -> str:
-    name, ours, higher = _metric(defaults)
+    _, ours, higher = _metric(defaults)
     sign = 1 if higher else -1
     parts = []
     if "trl" in rows:
@@ -330,11 +334,17 @@ def _compare(rows: dict[str, dict[str, object]], defaults: dict[str, object]) ->
     cells = [row for arm, row in rows.items() if arm.startswith("grid-")]
     if cells:
         best = max(cells, key=lambda row: sign * _metric(row)[1])
-        gap = sign * (ours - _metric(best)[1])
-        gap_text = f"{100 * gap / _metric(best)[1]:+.1f}%" if name == "perplexity" else f"{gap:+.1f} points"
-        gap_text += _paired_error(defaults, best)
-        parts.append(f"defaults against the best grid cell so far ({best['arm']}): {gap_text}")
+        parts.append(f"defaults against the best grid cell so far ({best['arm']}): {_gap(defaults, best)}")
     return "; ".join(parts) or "no TRL or grid row yet: nothing to compare the defaults with"
+
+
+def _gap(ours: dict[str, object], other: dict[str, object]) -> str:
+    """How much better `ours` scored than `other`: points of ROUGE-L, or per cent of perplexity (lower is better),
+    with the paired standard error where both rows kept per-item scores."""
+    name, value, higher = _metric(ours)
+    gap = (value - _metric(other)[1]) * (1 if higher else -1)
+    text = f"{100 * gap / _metric(other)[1]:+.1f}%" if name == "perplexity" else f"{gap:+.1f} points"
+    return text + _paired_error(ours, other)
 
 
 def _paired_error(ours: dict[str, object], other: dict[str, object]) -> str:

@@ -29,6 +29,8 @@ def test_each_precision_has_its_own_table_and_verdict(tmp_path):
         _row("grid-lr0.0002-ep1", 35.0, "fp32", isa="AVX512", threads=1),
         _row("defaults", 52.0, "fp64", rougeL_items=[50.0, 54.0, 52.0, 52.0]),
         _row("grid-lr0.0006-ep1", 51.0, "fp64", rougeL_items=[49.0, 52.0, 50.0, 53.0]),
+        _row("variant-rank-8", 51.0, "fp64", rougeL_items=[49.0, 52.0, 50.0, 53.0]),
+        _row("variant-neftune-5", 53.5, "fp64"),
     ]
     results = tmp_path / "quality.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -37,6 +39,8 @@ def test_each_precision_has_its_own_table_and_verdict(tmp_path):
     # differences 1, 2, 2, -1: mean 1, standard deviation 1.41, standard error 1.41 / sqrt(4)
     fp32, fp64 = fp32.split("### numpy-summaries, fp64")
     assert "(grid-lr0.0006-ep1): +1.0 points (paired standard error 0.7)" in fp64
+    choices = "LoRA choices against the defaults (defaults), better is positive: neftune-5 +1.5 points, rank-8 -1.0 "
+    assert choices + "points (paired standard error 0.7)\n" in fp64 and "LoRA choices" not in fp32  # none run there
     assert "defaults against the best grid cell so far (grid-lr0.0018-ep2): -3.0 points" in bf16
     assert "defaults >= TRL; defaults against the best grid cell so far (grid-lr0.0018-ep2): -0.5 points" in fp32
     assert "| 90 / 90 |" in fp32 and "| 40 / 60 |" in fp32  # the step final/ holds, of the run's
@@ -79,3 +83,19 @@ def test_the_grid_cell_that_stands_for_the_defaults_is_the_same_run(name):
     defaults = resolve(quality.run_config(name, {}), lengths, eval_lengths)
     assert cell and resolve(quality.run_config(name, cell), lengths, eval_lengths) == defaults
     assert quality.defaults_cell(name) == "grid-lr0.0018-ep3"  # 300 or 1,200 examples on the 576-wide default model
+
+
+def test_perplexity_gaps_are_per_cent_and_lower_is_better(tmp_path):
+    rows = [
+        {"arm": "grid-lr0.0018-ep3", "perplexity": 32.5},
+        {"arm": "grid-lr0.0018-ep2", "perplexity": 32.0},
+        {"arm": "variant-rank-32", "perplexity": 31.0},
+    ]
+    common = {"set": "fortunes", "held_out_loss": 3.4, "train_seconds": 1.0, "wall_seconds": 1.0, "commit": "abc1234"}
+    results = tmp_path / "quality.jsonl"
+    results.write_text(
+        "".join(json.dumps(row | common | {"precision": "fp32", "cpu": "test CPU"}) + "\n" for row in rows)
+    )
+    verdict = quality.table(results).split("\n\n", 2)[2]
+    assert "(grid-lr0.0018-ep2): -1.6%" in verdict  # 0.5 worse than 32.0
+    assert verdict.rstrip().endswith("(grid-lr0.0018-ep3), better is positive: rank-32 +4.6%")  # 1.5 better than 32.5
