@@ -321,8 +321,16 @@ def _verdict(rows: dict[str, dict[str, object]], stand_in: str) -> str:
     variants = [row for arm, row in sorted(rows.items()) if arm.startswith("variant-")]
     if not variants:
         return verdict
-    gaps = ", ".join(f"{row['arm'].removeprefix('variant-')} {_gap(row, rows[ours_arm])}" for row in variants)  # type: ignore[union-attr]
-    return f"{verdict}\n\nLoRA choices against the defaults ({ours_arm}), better is positive: {gaps}"
+    gaps = "; ".join(_variant_gap(row, rows[ours_arm]) for row in variants)
+    signs = "the metric better if positive, the loss if negative"
+    return f"{verdict}\n\nLoRA choices against the defaults ({ours_arm}), {signs}: {gaps}"
+
+
+def _variant_gap(variant: dict[str, object], defaults: dict[str, object]) -> str:
+    """A variant's task-metric gap to the defaults, and its held-out loss against theirs (the steadier measure: the
+    loss of every answer token, where the metric scores 100 greedy answers)."""
+    loss = float(variant["held_out_loss"]) - float(defaults["held_out_loss"])  # type: ignore[arg-type]
+    return f"{str(variant['arm']).removeprefix('variant-')} {_gap(variant, defaults)}, held-out loss {loss:+.3f}"
 
 
 def _compare(rows: dict[str, dict[str, object]], defaults: dict[str, object]) -> str:

@@ -39,8 +39,10 @@ def test_each_precision_has_its_own_table_and_verdict(tmp_path):
     # differences 1, 2, 2, -1: mean 1, standard deviation 1.41, standard error 1.41 / sqrt(4)
     fp32, fp64 = fp32.split("### numpy-summaries, fp64")
     assert "(grid-lr0.0006-ep1): +1.0 points (paired standard error 0.7)" in fp64
-    choices = "LoRA choices against the defaults (defaults), better is positive: neftune-5 +1.5 points, rank-8 -1.0 "
-    assert choices + "points (paired standard error 0.7)\n" in fp64 and "LoRA choices" not in fp32  # none run there
+    choices = "LoRA choices against the defaults (defaults), the metric better if positive, the loss if negative: "
+    choices += "neftune-5 +1.5 points, held-out loss "
+    choices += "+0.000; rank-8 -1.0 points (paired standard error 0.7), held-out loss +0.000\n"
+    assert choices in fp64 and "LoRA choices" not in fp32  # none run there
     assert "defaults against the best grid cell so far (grid-lr0.0018-ep2): -3.0 points" in bf16
     assert "defaults >= TRL; defaults against the best grid cell so far (grid-lr0.0018-ep2): -0.5 points" in fp32
     assert "| 90 / 90 |" in fp32 and "| 40 / 60 |" in fp32  # the step final/ holds, of the run's
@@ -89,13 +91,14 @@ def test_perplexity_gaps_are_per_cent_and_lower_is_better(tmp_path):
     rows = [
         {"arm": "grid-lr0.0018-ep3", "perplexity": 32.5},
         {"arm": "grid-lr0.0018-ep2", "perplexity": 32.0},
-        {"arm": "variant-rank-32", "perplexity": 31.0},
+        {"arm": "variant-rank-32", "perplexity": 31.0, "held_out_loss": 3.35},
     ]
-    common = {"set": "fortunes", "held_out_loss": 3.4, "train_seconds": 1.0, "wall_seconds": 1.0, "commit": "abc1234"}
+    common = {"set": "fortunes", "train_seconds": 1.0, "wall_seconds": 1.0, "commit": "abc1234"}
     results = tmp_path / "quality.jsonl"
-    results.write_text(
-        "".join(json.dumps(row | common | {"precision": "fp32", "cpu": "test CPU"}) + "\n" for row in rows)
-    )
+    common |= {"precision": "fp32", "cpu": "test CPU"}
+    results.write_text("".join(json.dumps({"held_out_loss": 3.4} | row | common) + "\n" for row in rows))
     verdict = quality.table(results).split("\n\n", 2)[2]
     assert "(grid-lr0.0018-ep2): -1.6%" in verdict  # 0.5 worse than 32.0
-    assert verdict.rstrip().endswith("(grid-lr0.0018-ep3), better is positive: rank-32 +4.6%")  # 1.5 better than 32.5
+    choice = "(grid-lr0.0018-ep3), the metric better if positive, the loss if negative: rank-32 +4.6%, "
+    choice += "held-out loss -0.050"  # 1.5 better than 32.5, and a lower loss
+    assert verdict.rstrip().endswith(choice)
