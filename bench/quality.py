@@ -64,11 +64,14 @@ VARIANTS: dict[str, dict[str, object]] = {
     "rank-8": {"lora": {"rank": 8}},
     "rank-32": {"lora": {"rank": 32}},
     "rslora-32": {"lora": {"rank": 32, "rslora": True}},
+    "rslora-32-lr6.4e-4": {"lora": {"rank": 32, "rslora": True}, "learning_rate": 6.4e-4},
     "lora-plus-16": {"lora": {"b_lr_ratio": 16.0}},
     "neftune-5": {"neftune_alpha": 5.0},
     "attention-only": {"lora": {"targets": ["q_proj", "k_proj", "v_proj", "o_proj"]}},
 }
-"""LoRA choices re-checked against the defaults (`variant-NAME` arms), every other setting auto."""
+"""LoRA choices re-checked against the defaults (`variant-NAME` arms), every other setting auto. rsLoRA at rank 32
+scales the adapter 2.8x more than alpha / rank does at 16 (alpha / sqrt(32) against alpha / 16), which acts like a
+larger rate: `rslora-32-lr6.4e-4` divides the auto rate (1.8e-3 on the default model) by that factor."""
 
 PROBES: dict[str, dict[str, object]] = {
     "evals-22": {"eval_every": 22},

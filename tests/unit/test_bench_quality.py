@@ -65,6 +65,10 @@ def test_arm_names_say_what_each_arm_changes_from_the_defaults():
     assert quality._settings("defaults") == {}
     assert quality._settings("grid-lr0.0006-ep2") == {"learning_rate": 6e-4, "epochs": 2}
     assert quality._settings("variant-rank-8") == {"lora": {"rank": 8}}
+    rslora = quality.run_config("numpy-summaries", quality._settings("variant-rslora-32-lr6.4e-4"))
+    assert rslora.lora.rslora and rslora.learning_rate == pytest.approx(
+        1.8e-3 / (16 / 32**0.5), rel=0.01
+    )  # scale x2.83
     assert quality._settings("probe-evals-22") == {"eval_every": 22}  # the defaults' path, evaluated more often
 
 
