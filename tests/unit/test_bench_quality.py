@@ -106,3 +106,9 @@ def test_perplexity_gaps_are_per_cent_and_lower_is_better(tmp_path):
     choice = "(grid-lr0.0018-ep3), the metric better if positive, the loss if negative: rank-32 +4.6%, "
     choice += "held-out loss -0.050"  # 1.5 better than 32.5, and a lower loss
     assert verdict.rstrip().endswith(choice)
+
+
+def test_docs_quality_md_shows_the_tables_of_the_recorded_results():
+    doc = (quality.ROOT / "docs" / "quality.md").read_text()
+    blocks = quality.table(quality.RESULTS).split("### ")[1:]
+    assert len(blocks) >= 3 and all("#### " + block.strip() + "\n" in doc for block in blocks)
