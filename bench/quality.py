@@ -20,7 +20,7 @@ step final/ holds. Results are appended to a JSON Lines file as each arm ends, s
 parts: an arm already there is skipped unless --fresh. `--table` prints docs/quality.md's table from that file.
 
     .venv/bin/python -m bench.quality [--sets numpy-summaries,man-descriptions,fortunes] [--arms base,defaults,grid,...]
-    .venv/bin/python -m bench.quality --table
+    .venv/bin/python -m bench.quality --table [--write docs/quality.md]
 """
 
 from __future__ import annotations
@@ -395,6 +395,21 @@ def table(results: Path) -> str:
     return "\n".join(lines)
 
 
+def write_tables(doc: Path, results: Path) -> None:
+    """Put each set's table and verdict into `doc` between its markers ("<!-- table SET, PRECISION -->" and
+    "<!-- end of table -->"), leaving the text around them as it is."""
+    from tunesmith.paths import write_text_atomic
+
+    text = doc.read_text()
+    for block in table(results).split("### ")[1:]:
+        start, end = f"<!-- table {block.split(' (', 1)[0]} -->", "<!-- end of table -->"
+        if start not in text:
+            sys.exit(f"{doc}: no '{start}' marker: put it, and '{end}' after it, where this table goes")
+        head, rest = text.split(start, 1)
+        text = f"{head}{start}\n#### {block.strip()}\n{end}{rest.split(end, 1)[1]}"
+    write_text_atomic(doc, text)
+
+
 def _seconds(row: dict[str, object], key: str) -> str:
     """A row's seconds, marked with the vector instructions its machine had (recorded since 2026-12-02: one model
     name covers CPUs of different speeds) and when its arm ran on one thread (two arms side by side)."""
@@ -424,12 +439,15 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--fresh", action="store_true", help="run arms already in the results again")
     parser.add_argument("--table", action="store_true", help="print the table of the results and stop")
+    parser.add_argument("--write", type=Path, help="with --table: put the tables into this file (docs/quality.md)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         name, arm = args.child.split(":")
         print("RESULT " + json.dumps(child(name, arm, args.out)), flush=True)
+    elif args.table and args.write:
+        write_tables(args.write, args.results)
     elif args.table:
         print(table(args.results))
     else:

@@ -108,7 +108,25 @@ def test_perplexity_gaps_are_per_cent_and_lower_is_better(tmp_path):
     assert verdict.rstrip().endswith(choice)
 
 
-def test_docs_quality_md_shows_the_tables_of_the_recorded_results():
-    doc = (quality.ROOT / "docs" / "quality.md").read_text()
-    blocks = quality.table(quality.RESULTS).split("### ")[1:]
-    assert len(blocks) >= 3 and all("#### " + block.strip() + "\n" in doc for block in blocks)
+def test_docs_quality_md_shows_the_tables_of_the_recorded_results(tmp_path):
+    doc = quality.ROOT / "docs" / "quality.md"
+    written = tmp_path / "quality.md"
+    written.write_text(doc.read_text())
+    quality.write_tables(written, quality.RESULTS)
+    assert written.read_text() == doc.read_text()  # else: bench.quality --table --write docs/quality.md
+    assert doc.read_text().count("<!-- end of table -->") == len(quality.table(quality.RESULTS).split("### ")) - 1
+
+
+def test_writing_the_tables_keeps_the_text_around_them_and_names_a_missing_marker(tmp_path):
+    results = tmp_path / "quality.jsonl"
+    results.write_text(json.dumps(_row("defaults", 50.0, "bf16")) + "\n")
+    doc = tmp_path / "quality.md"
+    doc.write_text("intro\n<!-- table numpy-summaries, bf16 -->\nold table\n<!-- end of table -->\noutro\n")
+    quality.write_tables(doc, results)
+    text = doc.read_text()
+    assert text.startswith("intro\n<!-- table numpy-summaries, bf16 -->\n#### numpy-summaries, bf16 (test CPU)\n")
+    assert text.endswith("no TRL or grid row yet: nothing to compare the defaults with\n<!-- end of table -->\noutro\n")
+    doc.write_text("intro\n")
+    with pytest.raises(SystemExit, match=r"quality.md: no '<!-- table numpy-summaries, bf16 -->' marker"):
+        quality.write_tables(doc, results)
+    assert doc.read_text() == "intro\n"  # nothing lost
