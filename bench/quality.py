@@ -20,7 +20,7 @@ step final/ holds. Results are appended to a JSON Lines file as each arm ends, s
 parts: an arm already there is skipped unless --fresh. `--table` prints docs/quality.md's table from that file.
 
     .venv/bin/python -m bench.quality [--sets numpy-summaries,man-descriptions,fortunes] [--arms base,defaults,grid,...]
-    .venv/bin/python -m bench.quality --table [--write docs/quality.md]
+    .venv/bin/python -m bench.quality --table        # or --write docs/quality.md: into the page, between its markers
 """
 
 from __future__ import annotations
@@ -439,14 +439,14 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--fresh", action="store_true", help="run arms already in the results again")
     parser.add_argument("--table", action="store_true", help="print the table of the results and stop")
-    parser.add_argument("--write", type=Path, help="with --table: put the tables into this file (docs/quality.md)")
+    parser.add_argument("--write", type=Path, help="put the tables into this page (docs/quality.md) and stop")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         name, arm = args.child.split(":")
         print("RESULT " + json.dumps(child(name, arm, args.out)), flush=True)
-    elif args.table and args.write:
+    elif args.write:
         write_tables(args.write, args.results)
     elif args.table:
         print(table(args.results))
