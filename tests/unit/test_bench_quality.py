@@ -97,9 +97,9 @@ def test_perplexity_gaps_are_per_cent_and_lower_is_better(tmp_path):
         {"arm": "grid-lr0.0018-ep2", "perplexity": 32.0},
         {"arm": "variant-rank-32", "perplexity": 31.0, "held_out_loss": 3.35},
     ]
-    common = {"set": "fortunes", "train_seconds": 1.0, "wall_seconds": 1.0, "commit": "abc1234"}
+    common = {"set": "fortunes", "train_seconds": 1.0, "wall_seconds": 1.0, "commit": "abc1234", "precision": "fp32"}
+    common["cpu"] = "test CPU"
     results = tmp_path / "quality.jsonl"
-    common |= {"precision": "fp32", "cpu": "test CPU"}
     results.write_text("".join(json.dumps({"held_out_loss": 3.4} | row | common) + "\n" for row in rows))
     verdict = quality.table(results).split("\n\n", 2)[2]
     assert "(grid-lr0.0018-ep2): -1.6%" in verdict  # 0.5 worse than 32.0
@@ -113,7 +113,7 @@ def test_docs_quality_md_shows_the_tables_of_the_recorded_results(tmp_path):
     written = tmp_path / "quality.md"
     written.write_text(doc.read_text())
     quality.write_tables(written, quality.RESULTS)
-    assert written.read_text() == doc.read_text()  # else: bench.quality --table --write docs/quality.md
+    assert written.read_text() == doc.read_text()  # else: python -m bench.quality --write docs/quality.md
     assert doc.read_text().count("<!-- end of table -->") == len(quality.table(quality.RESULTS).split("### ")) - 1
 
 
