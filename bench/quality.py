@@ -370,19 +370,20 @@ def _paired_error(ours: dict[str, object], other: dict[str, object]) -> str:
     return f" (paired standard error {differences.std(ddof=1) / np.sqrt(len(differences)):.1f})"
 
 
-def table(results: Path) -> str:
-    """docs/quality.md's tables: one per set and precision, an arm a row, the last run of each arm.
+def tables(results: Path) -> dict[str, str]:
+    """docs/quality.md's tables, keyed "SET, PRECISION": each its heading (the CPUs it ran on), an arm a row (the
+    last run of each arm), and the verdict under it.
 
     bf16 runs keep the frozen base in bf16, fp32 runs in fp32: a different computation, so rows of different
     precisions are never compared."""
     rows: dict[tuple[str, str], dict[str, dict[str, object]]] = {}
     for row in map(json.loads, results.read_text().splitlines()):
         rows.setdefault((row["set"], row["precision"]), {})[row["arm"]] = row
-    lines = []
+    blocks = {}
     for (name, precision), arms in sorted(rows.items()):
         metric = _metric(next(iter(arms.values())))[0]
         cpus = ", ".join(sorted({str(row["cpu"]) for row in arms.values()}))
-        lines += [f"### {name}, {precision} ({cpus})", ""]
+        lines = [f"{name}, {precision} ({cpus})", ""]
         lines += [f"| arm | lr | epochs | kept / steps | {metric} | held-out loss | train s | wall s | commit |"]
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for arm, row in sorted(arms.items(), key=lambda item: _arm_order(item[0])):
@@ -391,8 +392,13 @@ def table(results: Path) -> str:
                 f"| {arm} | {lr} | {epochs} | {_kept(row)} | {_metric(row)[1]:.2f} | {float(row['held_out_loss']):.4f} "  # type: ignore[arg-type]
                 f"| {_seconds(row, 'train_seconds')} | {_seconds(row, 'wall_seconds')} | {row['commit']} |"
             )
-        lines += ["", _verdict(arms, defaults_cell(name)), ""]
-    return "\n".join(lines)
+        blocks[f"{name}, {precision}"] = "\n".join([*lines, "", _verdict(arms, defaults_cell(name))])
+    return blocks
+
+
+def table(results: Path) -> str:
+    """The tables as `--table` prints them, each under a "###" heading."""
+    return "\n".join(f"### {block}\n" for block in tables(results).values())
 
 
 def write_tables(doc: Path, results: Path) -> None:
@@ -401,12 +407,13 @@ def write_tables(doc: Path, results: Path) -> None:
     from tunesmith.paths import write_text_atomic
 
     text = doc.read_text()
-    for block in table(results).split("### ")[1:]:
-        start, end = f"<!-- table {block.split(' (', 1)[0]} -->", "<!-- end of table -->"
+    end = "<!-- end of table -->"
+    for key, block in tables(results).items():
+        start = f"<!-- table {key} -->"
         if start not in text:
             sys.exit(f"{doc}: no '{start}' marker: put it, and '{end}' after it, where this table goes")
         head, rest = text.split(start, 1)
-        text = f"{head}{start}\n#### {block.strip()}\n{end}{rest.split(end, 1)[1]}"
+        text = f"{head}{start}\n#### {block}\n{end}{rest.split(end, 1)[1]}"
     write_text_atomic(doc, text)
 
 
