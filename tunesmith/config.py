@@ -45,8 +45,8 @@ PREFERENCE_RATE_DIVISOR = 10
 the default model, one epoch of DPO: 3e-5 under-learns (per-token preference accuracy 48% -> 62%), 1e-4 reaches 96%
 and 1.3e-4 98%, both keeping the general questions; 1.3e-3 reaches 100% but forgets them (50% -> 0% right). At
 the auto rate since 2026-12-02, 1.8e-4 (Zen 4 EPYC, bf16): 100%, general questions 52% -> 44% (within the guard's
-10 points); brand-voice's demo.yaml keeps the measured 1.3e-4. Tinker's DPO recipe uses
-1e-5 on a 1B model, whose LoRA rate by Tinker's rule is 4.9e-4."""
+10 points); brand-voice's demo.yaml keeps the measured 1.3e-4. Tinker's DPO recipe uses 1e-5 on a 1B model, whose
+LoRA rate by Tinker's rule is 4.9e-4. The simpo loss is trained with --objective dpo and takes the same rate."""
 AUTO_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
 PAIR_BATCH_SHARE = 2
 """Preference runs take 1/PAIR_BATCH_SHARE of AUTO_BATCH_TOKENS: a pair's row holds its prompt and both answers, so
