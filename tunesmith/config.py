@@ -130,7 +130,8 @@ class LoraSettings(_Frozen):
     targets: tuple[str, ...] = ("all-linear",)
     """Module names to adapt, or all-linear for every linear layer but the output head."""
     rslora: bool = False
-    """Scale the adapter by alpha / sqrt(rank) (rsLoRA) instead of alpha / rank, so larger ranks still learn."""
+    """Scale the adapter by alpha / sqrt(rank) (rsLoRA) instead of alpha / rank, so larger ranks still learn. The auto
+    learning rate is set for alpha / rank: with rsLoRA divide it by the growth of the scale (2.8 at rank 32)."""
     b_lr_ratio: float = Field(1.0, gt=0)
     """LoRA+: the B matrices learn this many times faster than A (its paper suggests 16); 1 is plain LoRA."""
 
