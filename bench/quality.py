@@ -410,9 +410,9 @@ def write_tables(doc: Path, results: Path) -> None:
     end = "<!-- end of table -->"
     for key, block in tables(results).items():
         start = f"<!-- table {key} -->"
-        if start not in text:
-            sys.exit(f"{doc}: no '{start}' marker: put it, and '{end}' after it, where this table goes")
-        head, rest = text.split(start, 1)
+        head, found, rest = text.partition(start)
+        if not found or end not in rest:
+            sys.exit(f"{doc}: no '{start}' marker with '{end}' after it: put both where this table goes")
         text = f"{head}{start}\n#### {block}\n{end}{rest.split(end, 1)[1]}"
     write_text_atomic(doc, text)
 

@@ -126,7 +126,8 @@ def test_writing_the_tables_keeps_the_text_around_them_and_names_a_missing_marke
     text = doc.read_text()
     assert text.startswith("intro\n<!-- table numpy-summaries, bf16 -->\n#### numpy-summaries, bf16 (test CPU)\n")
     assert text.endswith("no TRL or grid row yet: nothing to compare the defaults with\n<!-- end of table -->\noutro\n")
-    doc.write_text("intro\n")
-    with pytest.raises(SystemExit, match=r"quality.md: no '<!-- table numpy-summaries, bf16 -->' marker"):
-        quality.write_tables(doc, results)
-    assert doc.read_text() == "intro\n"  # nothing lost
+    for page in ("intro\n", "intro\n<!-- table numpy-summaries, bf16 -->\nold table\n"):
+        doc.write_text(page)
+        with pytest.raises(SystemExit, match=r"quality.md: no '<!-- table numpy-summaries, bf16 -->' marker with"):
+            quality.write_tables(doc, results)
+        assert doc.read_text() == page  # nothing lost
