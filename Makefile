@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# ruff, and the layering of ARCHITECTURE.md (import-linter's contracts in pyproject.toml)
 lint: setup
 	$(BIN)/ruff check tunesmith tests bench examples
+	$(BIN)/lint-imports --no-cache
 
 # One test worker per core (at most 4), whole files to a worker so module fixtures are built once.
 test: setup lint

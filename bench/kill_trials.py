@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.kill_trials --trials 20 --json bench/results/kill_trials.json
 
 Each trial starts the same LoRA run (a tiny random Llama with the default model's tokenizer, dropout on, so that
-RNG states matter) with TUNESMITH_KILL_AT naming one moment (tunesmith/train/faults.py): after an optimizer step,
+RNG states matter) with TUNESMITH_KILL_AT naming one moment (tunesmith/training/faults.py): after an optimizer step,
 after its metrics line, inside a checkpoint write after any one of its files, after the checkpoint's rename, or
 with final/ written but not in place. The process must die by SIGKILL there; `tunesmith train --resume` then
 finishes it. A trial passes when every logged loss and the final adapter are bitwise equal to the uninterrupted
@@ -25,7 +25,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from tests import launch
-from tunesmith.train.checkpoint import FILES
+from tunesmith.training.checkpoint import FILES
 
 STEPS = 24
 SAVE_EVERY = 3

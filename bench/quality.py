@@ -115,7 +115,7 @@ def _train_tunesmith(name: str, out: Path, settings: dict[str, object]) -> dict[
     import yaml
 
     from tunesmith.runs import RunFolder
-    from tunesmith.train.runner import train
+    from tunesmith.training.runner import train
 
     result = train(run_config(name, settings), out / "run")
     resolved = yaml.safe_load((out / "run" / "config.yaml").read_text())
@@ -182,9 +182,9 @@ def _held_out_loss(name: str, final: str | None) -> float:
     from tunesmith.models.load import load_model, load_tokenizer
     from tunesmith.models.sources import DEFAULT_MODEL
     from tunesmith.tokenize.batches import ordered_batches
-    from tunesmith.train.data import load_run_data
-    from tunesmith.train.loss import mean_loss
-    from tunesmith.train.setup import Precision
+    from tunesmith.training.data import load_run_data
+    from tunesmith.training.loss import mean_loss
+    from tunesmith.training.setup import Precision
 
     train_path, eval_path = _paths(name)
     tokenizer = load_tokenizer(DEFAULT_MODEL)
@@ -305,7 +305,7 @@ def defaults_cell(name: str) -> str:
     run under today's rule."""
     import numpy as np
 
-    from tunesmith.train.plan import resolve
+    from tunesmith.training.plan import resolve
 
     train, held_out = (np.ones(len(path.read_text().splitlines()), dtype=int) for path in _paths(name))
     resolved = resolve(run_config(name, {}), train, held_out)[0]

@@ -55,8 +55,8 @@ def _matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 10) -> float:
 
 def _run_tunesmith(args: argparse.Namespace, out: Path, precision: str) -> dict[str, float | str]:
     from tunesmith.config import LoraSettings, RunConfig
-    from tunesmith.train.runner import train
-    from tunesmith.train.setup import choose_precision
+    from tunesmith.training.runner import train
+    from tunesmith.training.setup import choose_precision
 
     config = RunConfig(
         data=str(args.data),
@@ -134,9 +134,9 @@ def _eval_loss(args: argparse.Namespace, adapter: Path) -> float:
     from tunesmith.models.load import load_model, load_tokenizer
     from tunesmith.models.sources import DEFAULT_MODEL
     from tunesmith.tokenize.batches import ordered_batches
-    from tunesmith.train.data import load_run_data
-    from tunesmith.train.loss import mean_loss
-    from tunesmith.train.setup import Precision
+    from tunesmith.training.data import load_run_data
+    from tunesmith.training.loss import mean_loss
+    from tunesmith.training.setup import Precision
 
     tokenizer = load_tokenizer(DEFAULT_MODEL)
     data = load_run_data(RunConfig(data=str(args.data), eval_data=str(args.eval)), tokenizer)
@@ -154,7 +154,7 @@ def _model_flops_per_token(args: argparse.Namespace) -> tuple[float, float]:
     from tunesmith.config import RunConfig
     from tunesmith.models.load import load_model, load_tokenizer
     from tunesmith.models.sources import DEFAULT_MODEL
-    from tunesmith.train.data import load_run_data
+    from tunesmith.training.data import load_run_data
 
     model = load_model(DEFAULT_MODEL, dtype="float32")
     matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))

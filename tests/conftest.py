@@ -150,7 +150,7 @@ def adapter_base(tmp_path_factory, tokenizer) -> Path:
 def adapter_runs(tmp_path_factory, adapter_base) -> dict[str, Path]:
     """Two LoRA runs on adapter_base, each tuned to give one fixed answer (ADAPTER_ANSWERS)."""
     from tunesmith.config import build_config
-    from tunesmith.train.runner import train
+    from tunesmith.training.runner import train
 
     root = tmp_path_factory.mktemp("adapters")
     runs = {}

@@ -17,8 +17,8 @@ _PUBLIC = {
     "load_model": "tunesmith.models.load",
     "load_tokenizer": "tunesmith.models.load",
     "RunConfig": "tunesmith.config",
-    "train": "tunesmith.train.runner",
-    "resume": "tunesmith.train.runner",
+    "train": "tunesmith.training.runner",
+    "resume": "tunesmith.training.runner",
     "load_generator": "tunesmith.evaluate.generate",
 }
 __all__ = [*_PUBLIC, "__version__"]

@@ -73,6 +73,14 @@ def _length_warnings(source: str, encoded: Encoded, max_length: int) -> Iterator
             )
         else:
             yield Problem(source, line, "nothing_trained", "no turn to learn from (all weights 0?): left out")
+    for line, special in encoded.literal:
+        yield Problem(
+            source,
+            line,
+            "special_token_in_content",
+            f"a message holds {special!r}, a special token of this model: it is trained as plain text, not as the "
+            "control token (remove it if it was meant to end or start a turn)",
+        )
 
 
 @dataclass

@@ -8,10 +8,15 @@ live here and nowhere else.
       held-out.jsonl       plain-text runs only: the held-out windows, as text
       reference.safetensors  dpo runs only: the reference log-probs of every pair, computed once
       metrics.jsonl        one line per logged step and per evaluation
-      checkpoints/step-NNNNNN/
+      best.safetensors     the trainable weights at the best held-out loss so far
+      checkpoints/step-NNNNNN/   adapter/ inside for LoRA and DoRA runs (servable as a model)
+      stages/<n>-<name>/   staged runs: the model after each stage
       final/               adapter or weights, tokenizer, chat template, tunesmith-run.json
       eval/                report.json, samples.jsonl, report.html
-      export/<format>/
+      export/<format>/     and export/<format>.zip, the dashboard's download
+      distill-report/      tunesmith distill report
+
+A job's run folder is runs/<job id> under TUNESMITH_HOME (`job_run`).
 """
 
 from __future__ import annotations
@@ -23,12 +28,19 @@ from typing import Any
 
 import yaml
 
+from tunesmith import paths
 from tunesmith.errors import ModelError
 
 RUN_FILE = "tunesmith-run.json"
 """In final/: the base model, method and objective of the run, so that final/ can be used on its own."""
-ADAPTER_FILE = "adapter_config.json"
+ADAPTER_CONFIG = "adapter_config.json"
 """In final/ (or any model folder): present when it holds a PEFT adapter rather than full weights."""
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+"""The weights file of a PEFT adapter folder."""
+CHECKPOINT_PREFIX = "step-"
+"""checkpoints/step-NNNNNN: a checkpoint's folder name, with its step in six digits."""
+CHECKPOINT_ADAPTER = "adapter"
+"""In a checkpoint of a LoRA or DoRA run: its adapter in PEFT's format (not needed to resume)."""
 HELD_OUT_TEXTS = "held-out.jsonl"
 """In the run folder: the windows of plain text held out from training, one {"text"} per line. A document may be cut
 into windows that train and windows that are held out, so they are kept as text, not as line numbers."""
@@ -93,6 +105,27 @@ class RunFolder:
     def export(self, format: str) -> Path:
         return self.root / "export" / format
 
+    def export_zip(self, format: str) -> Path:
+        """export/<format>.zip: an export as one download."""
+        return self.root / "export" / f"{format}.zip"
+
+    @property
+    def distill_report(self) -> Path:
+        """Where `tunesmith distill report` writes by default."""
+        return self.root / "distill-report"
+
+    def checkpoint(self, step: int) -> Path:
+        """Where the checkpoint at `step` is (or would be)."""
+        return self.checkpoints / f"{CHECKPOINT_PREFIX}{step:06d}"
+
+    def checkpoint_adapter(self, step: int) -> Path:
+        """The PEFT adapter inside the checkpoint at `step` (LoRA and DoRA runs)."""
+        return self.checkpoint(step) / CHECKPOINT_ADAPTER
+
+    def stage(self, number: int, name: str) -> Path:
+        """stages/<number>-<name>/: the model after stage `number` (from 1)."""
+        return self.root / "stages" / f"{number}-{name}"
+
     def is_run(self) -> bool:
         """Training started here (config.yaml and metrics.jsonl exist), finished or not."""
         return self.config.is_file() and self.metrics.exists()
@@ -116,6 +149,11 @@ class RunFolder:
         """The step whose weights final/ holds (the best held-out loss, or the last step), None before the end."""
         ends = [row for row in self.read_metrics() if row.get("event") == "end" and row.get("kept_step") is not None]
         return int(ends[-1]["kept_step"]) if ends else None
+
+
+def job_run(job_id: str) -> RunFolder:
+    """The run folder of a fine-tuning job."""
+    return RunFolder(paths.runs_dir() / job_id)
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
@@ -161,4 +199,4 @@ def base_model_of(final: Path) -> str:
 
 def is_adapter(final: Path) -> bool:
     """The folder holds a PEFT adapter (LoRA, DoRA), not full weights."""
-    return (final / ADAPTER_FILE).is_file()
+    return (final / ADAPTER_CONFIG).is_file()

@@ -8,7 +8,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.integration.test_train import _config, _fixed_answers
-from tunesmith.train.runner import train
+from tunesmith.training.runner import train
 
 ADAPTER = "adapter_model.safetensors"
 

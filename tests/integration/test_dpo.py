@@ -17,7 +17,7 @@ from tunesmith.config import RunConfig
 from tunesmith.evaluate.evaluation import EvalOptions
 from tunesmith.evaluate.report import evaluate_to_folder
 from tunesmith.runs import RunFolder
-from tunesmith.train.runner import train
+from tunesmith.training.runner import train
 
 ROOT = Path(__file__).resolve().parents[2]
 BRAND = ROOT / "examples" / "brand-voice"

@@ -13,14 +13,15 @@ from tests.conftest import write_jsonl
 from tests.integration.test_train import FIXED, _config, _fixed_answers
 from tunesmith.cli import app
 from tunesmith.data.validate import read_dataset
+from tunesmith.engine.sampling import Sampling
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate import evaluation as eval_run
 from tunesmith.evaluate import report as report_module
 from tunesmith.evaluate.evaluation import EvalOptions, evaluate
-from tunesmith.evaluate.generate import Sampling, load_generator
+from tunesmith.evaluate.generate import load_generator
 from tunesmith.evaluate.items import GENERAL_QUESTIONS, items_of
 from tunesmith.evaluate.report import evaluate_to_folder
-from tunesmith.train.runner import train
+from tunesmith.training.runner import train
 
 
 class _Page(HTMLParser):
@@ -106,7 +107,7 @@ def test_batched_greedy_answers_equal_one_by_one(fixed_run, tiny_model):
     # the top two of a random model's 49k logits are that close with a chance of about 1e-5 per token.
     generator = load_generator(str(tiny_model), dtype="float64")
     prompts = [i.prompt for i in items_of(read_dataset(str(GENERAL_QUESTIONS)).records)[:12]]
-    sampling = Sampling(max_new_tokens=12)
+    sampling = Sampling(max_tokens=12)
     batched = generator.generate(prompts, sampling, batch_size=8)
     single = [generator.generate([p], sampling, batch_size=1)[0] for p in prompts]
     assert [a.text for a in batched] == [a.text for a in single]

@@ -19,7 +19,7 @@ from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
 from tests import launch
 from tests.conftest import chat, write_jsonl
-from tests.integration.test_serve import KEY, start_server
+from tests.integration.test_serve import KEY, serving, start_server
 from tunesmith.runs import RunFolder
 
 ENDED = ("succeeded", "failed", "cancelled")
@@ -32,12 +32,8 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(home, tiny_model):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TUNESMITH_HOME", str(home))
-        process, url = start_server(tiny_model, "--api-key", KEY, "--dtype", "float32", "--max-upload", "1")
-    yield url
-    process.terminate()
-    process.wait(timeout=60)
+    with serving(tiny_model, "--api-key", KEY, "--dtype", "float32", "--max-upload", "1", home=home) as (_, url):
+        yield url
     assert _worker_gone(home), "the server's worker outlived it"
 
 

@@ -19,8 +19,8 @@ from tests.conftest import chat, write_jsonl
 from tests.integration.test_train import _fixed_answers
 from tunesmith.config import build_config
 from tunesmith.errors import TrainingError
-from tunesmith.train import checkpoint
-from tunesmith.train.runner import train
+from tunesmith.training import checkpoint
+from tunesmith.training.runner import train
 
 STEPS = 40
 

@@ -7,7 +7,10 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 
 import openai
 import pytest
@@ -49,6 +52,20 @@ def start_server(model, *options: str) -> tuple[launch.Launched, str]:
         except OSError:
             time.sleep(0.25)
     pytest.fail("the server did not answer in 60 s")
+
+
+@contextmanager
+def serving(model, *options: str, home: Path | None = None) -> Iterator[tuple[launch.Launched, str]]:
+    """`tunesmith serve` for the length of the block, with its own TUNESMITH_HOME when given: (process, URL)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if home is not None:
+            patch.setenv("TUNESMITH_HOME", str(home))
+        process, url = start_server(model, *options)
+    try:
+        yield process, url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")

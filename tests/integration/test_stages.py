@@ -21,10 +21,10 @@ from tunesmith.config import build_config, read_config_file
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.evaluation import EvalOptions, evaluate
 from tunesmith.evaluate.report import report_dict
-from tunesmith.runs import RunFolder
-from tunesmith.train.runner import train
-from tunesmith.train.setup import ADAPTER_FILE, build_model, choose_precision
-from tunesmith.train.stages import stage_config, stage_folders
+from tunesmith.runs import ADAPTER_WEIGHTS, RunFolder
+from tunesmith.training.runner import train
+from tunesmith.training.setup import build_model, choose_precision
+from tunesmith.training.stages import stage_config, stage_folders
 
 TEXT_STEPS, SFT_STEPS = 4, 8
 
@@ -72,7 +72,7 @@ def test_the_stages_share_one_folder_and_hand_over_their_adapter(whole, staged_c
     config = build_config(read_config_file(whole / "config.yaml"))
     first, second = stage_folders(whole, config)
     assert (first.name, second.name) == ("1-text", "2-sft")
-    assert (whole / "final" / ADAPTER_FILE).read_bytes() == (second / "final" / ADAPTER_FILE).read_bytes()
+    assert (whole / "final" / ADAPTER_WEIGHTS).read_bytes() == (second / "final" / ADAPTER_WEIGHTS).read_bytes()
     assert [(stage, step) for stage, step, _ in _losses(whole)] == [("text", s) for s in range(1, 5)] + [
         ("sft", s) for s in range(5, 13)
     ]  # one curve, steps counted on across the stages
@@ -82,7 +82,7 @@ def test_the_stages_share_one_folder_and_hand_over_their_adapter(whole, staged_c
     assert second_config.start_from == str((first / "final").resolve()) and second_config.objective == "sft"
     model = build_model(second_config, choose_precision(second_config))
     handed = get_peft_model_state_dict(model)
-    saved = load_file(str(first / "final" / ADAPTER_FILE))
+    saved = load_file(str(first / "final" / ADAPTER_WEIGHTS))
     assert handed.keys() == saved.keys() and all(torch.equal(handed[k], saved[k]) for k in saved)
     assert any(bool(saved[k].abs().sum()) for k in saved if "lora_B" in k)  # stage 1 learned something to hand over
 
@@ -104,7 +104,7 @@ def test_a_kill_in_the_second_stage_then_resume_equals_the_uninterrupted_run(who
     assert resumed.returncode == 0, resumed.stderr
     assert _losses(run) == _losses(whole)
     for folder in ("final", "stages/1-text/final", "stages/2-sft/final"):
-        assert (run / folder / ADAPTER_FILE).read_bytes() == (whole / folder / ADAPTER_FILE).read_bytes()
+        assert (run / folder / ADAPTER_WEIGHTS).read_bytes() == (whole / folder / ADAPTER_WEIGHTS).read_bytes()
 
 
 def test_the_evaluation_compares_base_after_the_first_stage_and_final(whole, tmp_path):

@@ -15,9 +15,9 @@ from tests.conftest import prose, write_jsonl
 from tunesmith.cli import app
 from tunesmith.config import build_config
 from tunesmith.errors import ConfigError, TrainingError
-from tunesmith.train import loop as loop_module
-from tunesmith.train import objectives
-from tunesmith.train.runner import resume, train
+from tunesmith.training import loop as loop_module
+from tunesmith.training import objectives
+from tunesmith.training.runner import resume, train
 
 FIXED = "The answer is always blue."
 
@@ -73,7 +73,7 @@ def test_lora_trains_every_adapter_weight_and_no_base_weight(tmp_path, tiny_mode
         seen["trainable"] = {n for n, p in run.model.named_parameters() if p.requires_grad}
         return reason
 
-    monkeypatch.setattr("tunesmith.train.runner.train_steps", spy)
+    monkeypatch.setattr("tunesmith.training.runner.train_steps", spy)
     train(_config(_fixed_answers(tmp_path / "t.jsonl"), tiny_model, max_steps=3), tmp_path / "run")
     before, after, trainable = seen["before"], seen["after"], seen["trainable"]
     assert trainable and all("lora_" in n for n in trainable)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench import quality
-from tunesmith.train.plan import resolve
+from tunesmith.training.plan import resolve
 
 
 def _row(arm: str, rouge: float, precision: str, **extra: object) -> dict[str, object]:

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from tunesmith.cli import app
 from tunesmith.cli.settings import FILE_ONLY, settings
 from tunesmith.config import LoraSettings, PreferenceSettings, RunConfig
-from tunesmith.train import runner
+from tunesmith.training import runner
 
 runner_cli = CliRunner()
 

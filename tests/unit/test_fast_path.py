@@ -18,12 +18,12 @@ from tunesmith.data.formats import FORMATS
 from tunesmith.models import hardware
 from tunesmith.tokenize.batches import collate, epoch_batches
 from tunesmith.tokenize.encode import encode
-from tunesmith.train import memory
-from tunesmith.train import plan as plan_module
-from tunesmith.train.fused_ce import linear_cross_entropy
-from tunesmith.train.loss import supervised_loss
-from tunesmith.train.plan import resolve
-from tunesmith.train.setup import choose_precision, compile_layers, compiler_settings
+from tunesmith.training import memory
+from tunesmith.training import plan as plan_module
+from tunesmith.training.fused_ce import linear_cross_entropy
+from tunesmith.training.loss import supervised_loss
+from tunesmith.training.plan import resolve
+from tunesmith.training.setup import choose_precision, compile_layers, compiler_settings
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tunesmith.config import LoraSettings, RunConfig
-from tunesmith.train.loss import causal_lm
-from tunesmith.train.setup import Precision, build_model, build_optimizer, set_learning_rate
+from tunesmith.training.loss import causal_lm
+from tunesmith.training.setup import Precision, build_model, build_optimizer, set_learning_rate
 
 CPU_FP32 = Precision(torch.device("cpu"), torch.float32)
 

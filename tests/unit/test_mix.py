@@ -11,8 +11,8 @@ from tests.conftest import chat, prose, write_jsonl
 from tunesmith.config import RunConfig, build_config, merge
 from tunesmith.errors import ConfigError
 from tunesmith.tokenize.mix import Mix, shares
-from tunesmith.train.data import load_run_data
-from tunesmith.train.plan import resolve
+from tunesmith.training.data import load_run_data
+from tunesmith.training.plan import resolve
 
 
 def test_a_source_is_a_path_with_an_optional_weight_and_objective():

@@ -158,7 +158,7 @@ def test_only_assistant_contents_and_their_end_token_are_trained(tokenizer, conv
 def test_a_padded_call_of_the_tokenizer_leaves_later_encodes_and_its_digest_alone(tokenizer):
     """Generation pads its batches on the left through the tokenizer, which leaves padding switched on in the
     backend it shares; encoding after that must give the same ids as before (held-out scores were shifted by it)."""
-    from tunesmith.train.manifest import tokenizer_digest
+    from tunesmith.training.manifest import tokenizer_digest
 
     own = copy.deepcopy(tokenizer)
     records = [

@@ -13,8 +13,8 @@ from tunesmith.data.formats import FORMATS
 from tunesmith.tokenize.batches import collate
 from tunesmith.tokenize.encode import IGNORE, encode
 from tunesmith.tokenize.teacher import soften_all, vocabulary_texts
-from tunesmith.train.loss import supervised_loss
-from tunesmith.train.top_k_kl import linear_top_k_kl, top_k_kl, top_k_kl_kernel
+from tunesmith.training.loss import supervised_loss
+from tunesmith.training.top_k_kl import linear_top_k_kl, top_k_kl, top_k_kl_kernel
 
 
 def test_the_loss_is_the_kl_over_the_top_tokens_and_one_bucket_for_the_rest():

@@ -15,9 +15,9 @@ from tunesmith.config import RunConfig, auto_learning_rate, auto_plan, build_con
 from tunesmith.errors import ConfigError
 from tunesmith.tokenize.batches import PAD_MARK, WIDTH_STEP, collate, epoch_batches, padded_width
 from tunesmith.tokenize.encode import IGNORE, encode
-from tunesmith.train.loss import supervised_loss
-from tunesmith.train.plan import Plan, held_out_split, resolve
-from tunesmith.train.setup import learning_rate_at
+from tunesmith.training.loss import supervised_loss
+from tunesmith.training.plan import Plan, held_out_split, resolve
+from tunesmith.training.setup import learning_rate_at
 
 
 def test_each_epoch_uses_every_example_once_within_the_token_budget():

@@ -48,7 +48,7 @@ def data_check(
     from tunesmith.cli.show import print_check_report, print_mix
     from tunesmith.config import build_config
     from tunesmith.models.load import load_tokenizer, model_width
-    from tunesmith.train.throughput import training_tokens_per_second
+    from tunesmith.training.throughput import training_tokens_per_second
 
     with user_errors():
         sources = build_config({"data": files}, "command line").data

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tunesmith.cli.common import err, out, user_errors
 from tunesmith.distill import collect as collecting
 from tunesmith.errors import ConfigError
+from tunesmith.runs import RunFolder
 
 distill_app = typer.Typer(help="Teach a small model a large model's job.", no_args_is_help=True)
 
@@ -151,7 +152,7 @@ def report(
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if not key:
             raise ConfigError("no API key", hint="pass --api-key or set OPENAI_API_KEY (any text for a local server)")
-        folder = out_dir or Path(run) / "distill-report"
+        folder = out_dir or RunFolder(Path(run)).distill_report
         settings = ReportSettings(
             run=run,
             data=data,

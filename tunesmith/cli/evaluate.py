@@ -14,8 +14,6 @@ from tunesmith.cli.common import MaxTokens, RunOrModel, err, out, user_errors
 
 Opt = typer.Option
 
-QUICK_EVAL_EXAMPLES = 50
-
 
 def evaluate_and_print(target: str, options: Any, out_dir: Path | None, log_json: bool = False) -> None:
     from tunesmith.evaluate.report import evaluate_to_folder
@@ -69,9 +67,9 @@ def compare(
     max_tokens: MaxTokens = 256,
 ) -> None:
     """Base and tuned answers to held-out prompts, side by side with the reference answer."""
+    from tunesmith.engine.sampling import Sampling
     from tunesmith.errors import DataError
     from tunesmith.evaluate.compare import Sample, from_samples_file, side_by_side
-    from tunesmith.evaluate.generate import Sampling
     from tunesmith.runs import RunFolder
 
     samples_file = RunFolder(Path(run)).samples
@@ -83,7 +81,7 @@ def compare(
                 f"{run} has no evaluation yet", hint=f"pass --data eval.jsonl, or run: tunesmith eval {run}"
             )
         else:
-            samples = side_by_side(run, data, n, Sampling(max_new_tokens=max_tokens))
+            samples = side_by_side(run, data, n, Sampling(max_tokens=max_tokens))
     for i, sample in enumerate(samples, start=1):
         table = Table(title=f"held-out example {i}", show_lines=True, expand=True)
         for header in ("reference (expert)", "base model", "fine-tuned"):

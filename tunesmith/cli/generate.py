@@ -10,15 +10,19 @@ from tunesmith.cli.common import MaxTokens, RunOrModel, err, out, user_errors
 
 Opt = typer.Option
 
-Temperature = Annotated[float, Opt(help="0 answers greedily; higher varies more.")]
+Temperature = Annotated[float, Opt(min=0.0, help="0 answers greedily; higher varies more.")]
+Seed = Annotated[
+    int | None, Opt(help="Makes sampling repeatable: the same seed gives the answer the API gives with it.")
+]
 
 
-def _open(model: str, max_tokens: int, temperature: float) -> tuple[Any, Any]:
+def _open(model: str, max_tokens: int, temperature: float, seed: int | None) -> tuple[Any, Any]:
     """The generator for `model` and the sampling settings, both commands alike."""
-    from tunesmith.evaluate.generate import Sampling, load_generator
+    from tunesmith.engine.sampling import Sampling
+    from tunesmith.evaluate.generate import load_generator
 
     with user_errors():
-        return load_generator(model), Sampling(max_new_tokens=max_tokens, temperature=temperature)
+        return load_generator(model), Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed)
 
 
 def _answer(generator: Any, conversation: Any, sampling: Any) -> str:
@@ -37,11 +41,12 @@ def generate(
     system: Annotated[str | None, Opt(help="A system message.")] = None,
     max_tokens: MaxTokens = 256,
     temperature: Temperature = 0.0,
+    seed: Seed = None,
 ) -> None:
     """Answer one prompt with a model or a run's result, under its chat template."""
     from tunesmith.data.schema import Message
 
-    generator, sampling = _open(model, max_tokens, temperature)
+    generator, sampling = _open(model, max_tokens, temperature, seed)
     _answer(generator, (*([Message("system", system)] if system else []), Message("user", prompt)), sampling)
 
 
@@ -50,11 +55,12 @@ def chat(
     system: Annotated[str | None, Opt(help="A system message.")] = None,
     max_tokens: MaxTokens = 512,
     temperature: Temperature = 0.0,
+    seed: Seed = None,
 ) -> None:
     """Talk to a model or a run's result; answers stream as they are made. /reset starts over, /exit ends."""
     from tunesmith.data.schema import Message
 
-    generator, sampling = _open(model, max_tokens, temperature)
+    generator, sampling = _open(model, max_tokens, temperature, seed)
     start: list[Message] = [Message("system", system)] if system else []
     history = list(start)
     err.print("[dim]/reset starts over, /exit or Ctrl-D ends[/]")

@@ -7,7 +7,7 @@ import json
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from tunesmith.train.events import Event
+from tunesmith.training.events import Event
 
 
 class ConsoleProgress:

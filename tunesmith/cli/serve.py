@@ -34,36 +34,19 @@ def serve(
     OpenAI's files and fine-tuning jobs API."""
     import uvicorn
 
-    from tunesmith.jobs.api import JobsAPI
-    from tunesmith.jobs.models import JobModels
-    from tunesmith.jobs.store import Store
-    from tunesmith.serve.app import create_app
-    from tunesmith.serve.engine import Engine
-    from tunesmith.serve.loaded import default_base, load_models
-    from tunesmith.web.pages import Dashboard
+    from tunesmith.server.app import ServerSettings, build_server
 
-    store = Store()
     with user_errors():
-        runs = adapter or []
-        models = load_models(model or default_base(runs), runs, dtype=dtype, tuned=JobModels(store))
-    for served in models.served.values():
+        settings = ServerSettings(model, tuple(adapter or ()), api_key, dtype, max_batch, max_waiting, max_upload)
+        server = build_server(settings)
+    for served in server.models.served.values():
         out.print(f"serving [bold]{served.id}[/]")
     out.print(f"OpenAI base URL: http://{host}:{port}/v1" + (" (API key required)" if api_key else ""))
-    engine = Engine(models, max_batch, max_waiting)
-    limit = max_upload * 1024 * 1024
-    jobs = JobsAPI(store, limit)
-    dashboard = Dashboard(store, api_key, models.base)
-    routers = [jobs.router(), dashboard.router()]
-    app = create_app(models, engine, api_key, routers, {"/v1/files": limit + UPLOAD_OVERHEAD})
     child = _start_worker() if worker else None
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(server.app, host=host, port=port, log_level="warning")
     # uvicorn ends the process with the signal that stopped it; the worker then finishes its job and exits
     if child is not None:
         child.terminate()
-
-
-UPLOAD_OVERHEAD = 64 * 1024
-"""Room for the multipart envelope around an upload of the largest file size."""
 
 
 def _start_worker() -> subprocess.Popen[bytes]:

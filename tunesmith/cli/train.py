@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from tunesmith.cli.common import err, out, user_errors
-from tunesmith.cli.evaluate import QUICK_EVAL_EXAMPLES, evaluate_and_print
-from tunesmith.train.events import EventSink, StopFlag
+from tunesmith.cli.evaluate import evaluate_and_print
+from tunesmith.training.events import EventSink, StopFlag
 
 Opt = typer.Option
 
@@ -61,8 +61,8 @@ def train(
     """Fine-tune a model on your data: LoRA, DoRA or full; answers (sft) or plain text."""
     from tunesmith import paths
     from tunesmith.config import build_config, merge, read_config_file
-    from tunesmith.train.runner import resume as resume_run
-    from tunesmith.train.runner import train as train_run
+    from tunesmith.training.runner import resume as resume_run
+    from tunesmith.training.runner import train as train_run
 
     sink = _sink(quiet, log_json)
     stop = _stop_on_signals()
@@ -77,12 +77,11 @@ def train(
             result = train_run(run_config, run_dir, sink=sink, stop=stop)
     _print_summary(result, log_json)
     if evaluate:
-        from tunesmith.evaluate.evaluation import EvalOptions
-        from tunesmith.evaluate.items import has_held_out
-        from tunesmith.runs import RunFolder
+        from tunesmith.evaluate.report import after_training
 
-        if has_held_out(RunFolder(result.run_dir)):
-            evaluate_and_print(str(result.run_dir), EvalOptions(limit=QUICK_EVAL_EXAMPLES), None, log_json)
+        options = after_training(result.run_dir)
+        if options is not None:
+            evaluate_and_print(str(result.run_dir), options, None, log_json)
         elif not log_json:
             err.print("[dim]no held-out data (under 20 examples and no --eval): not evaluated[/]")
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.data.schema import Message
-from tunesmith.evaluate.generate import Sampling, load_generator
+from tunesmith.engine.sampling import Sampling
+from tunesmith.evaluate.generate import load_generator
 from tunesmith.evaluate.items import load_held_out
 
 

@@ -13,9 +13,10 @@ from typing import Any, Literal
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from tunesmith.engine.sampling import Sampling
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.choice import choice_scores
-from tunesmith.evaluate.generate import Answer, Generator, Sampling, load_generator
+from tunesmith.evaluate.generate import Answer, Generator, load_generator
 from tunesmith.evaluate.items import HeldOut, Item, general_questions, load_held_out
 from tunesmith.evaluate.metrics import (
     DIAGNOSTICS,
@@ -29,8 +30,8 @@ from tunesmith.evaluate.pairs import PairScores, pair_scores, preference_records
 from tunesmith.runs import RunFolder, result_folder, run_of
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.encode import encode
-from tunesmith.train.loss import mean_loss
-from tunesmith.train.stages import stages_of
+from tunesmith.training.loss import mean_loss
+from tunesmith.training.stages import stages_of
 
 TIE = 0.5
 """Scores closer than this (on 0-100) are a tie."""
@@ -129,7 +130,7 @@ def _run_model(
     if held_out.items:
         prompts = [i.prompt for i in held_out.items]
         limits = answer_limits(held_out.items, generator.tokenizer, options)
-        sampling = Sampling(max_new_tokens=max(limits))
+        sampling = Sampling(max_tokens=max(limits))
         if held_out.kind == "text":
             texts = [p[0].content for p in prompts]
             result.answers = generator.complete(texts, sampling, options.batch_size)
@@ -138,7 +139,7 @@ def _run_model(
         result.scores = {m: _item_scores(m, generator, held_out, result.answers, options) for m in metrics}
     if options.guard:
         questions = general_questions()
-        sampling = Sampling(max_new_tokens=GUARD_TOKENS)  # short prompts and answers: one batch
+        sampling = Sampling(max_tokens=GUARD_TOKENS)  # short prompts and answers: one batch
         answers = generator.generate([q.prompt for q in questions], sampling, len(questions))
         result.guard = float(np.mean([contains(a.text, q.reference) for a, q in zip(answers, questions)]))
     del generator

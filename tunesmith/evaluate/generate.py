@@ -1,32 +1,25 @@
-"""Generate with a base model or a run's result, under the chat template it was trained with.
+"""Answer conversations with a base model or a run's result, under the chat template it was trained with.
 
-Prompts are batched with left padding and a KV cache; every sequence stops at the end-of-turn token.
+The text side of generation: prompts rendered and tokenised here (special-token strings typed in messages stay
+text), answers decoded here; the tokens come from the one engine (`tunesmith.engine`) the server uses too, so the
+same prompt, settings and seed give the same answer in `eval`, `compare`, `generate`, `chat` and the API.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from threading import Thread
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.data.schema import Message
+from tunesmith.engine.core import Engine, Request, generate
+from tunesmith.engine.sampling import Sampling
+from tunesmith.engine.text import TextStream
 from tunesmith.models.load import load_for_inference
+from tunesmith.tokenize.literal import encode_prompt
 from tunesmith.tokenize.render import ChatRenderer
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How tokens are chosen."""
-
-    max_new_tokens: int = 256
-    """The longest answer."""
-    temperature: float = 0.0
-    """0 is greedy (the same answer every time); higher is more varied."""
-    top_p: float = 1.0
-    """Sample only from the smallest set of tokens whose probability reaches top_p."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +29,7 @@ class Answer:
     text: str
     """The answer, special tokens removed."""
     stopped: bool
-    """It ended with the end-of-turn token (not cut off by max_new_tokens)."""
+    """It ended with the end-of-turn token (not cut off by max_tokens)."""
     tokens: int
     """Tokens generated, the end token included."""
 
@@ -54,23 +47,20 @@ class Generator:
     stop_ids: list[int]
     """End-of-turn and eos token ids."""
 
-    def _inputs(self, texts: Sequence[str], raw: bool = False) -> dict[str, torch.Tensor]:
-        """Left-padded ids (see load_generator); chat prompts already hold their special tokens, raw text gets the
-        tokenizer's own."""
-        batch = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=raw)
-        return {k: v.to(self.model.device) for k, v in batch.items()}
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else self.stop_ids[0])
 
-    def _options(self, sampling: Sampling) -> dict[str, object]:
-        sample = sampling.temperature > 0
-        return {
-            "max_new_tokens": sampling.max_new_tokens,
-            "do_sample": sample,
-            "temperature": sampling.temperature if sample else None,
-            "top_p": sampling.top_p if sample else None,
-            "top_k": None,
-            "eos_token_id": self.stop_ids,
-            "pad_token_id": self.tokenizer.pad_token_id,
-        }
+    def chat_prompt(self, conversation: Sequence[Message]) -> list[int]:
+        """A conversation's prompt ids, up to where the answer starts."""
+        messages = tuple(conversation)
+        text = self.renderer.prompt(messages)
+        return encode_prompt(self.tokenizer, text, [m.content for m in messages], self.renderer.specials)
+
+    def text_prompt(self, text: str) -> list[int]:
+        """Plain text to continue, with the tokenizer's own leading tokens (e.g. bos)."""
+        return list(self.tokenizer(text)["input_ids"])
 
     def generate(
         self,
@@ -79,66 +69,50 @@ class Generator:
         batch_size: int = 8,
         limits: Sequence[int] | None = None,
     ) -> list[Answer]:
-        """One answer per conversation, in batches of similar prompt length (left padding, KV cache).
-
-        `limits` caps each answer on its own (at most sampling.max_new_tokens); conversations with similar caps
-        are batched together, so that a batch stops at its own longest cap.
-        """
-        texts = [self.renderer.prompt(tuple(c)) for c in conversations]
-        return self._in_batches(texts, sampling, batch_size, False, limits)
+        """One answer per conversation, `batch_size` rows at a time; `limits` caps each answer on its own (at most
+        sampling.max_tokens)."""
+        return self._answers([self.chat_prompt(c) for c in conversations], sampling, batch_size, limits)
 
     def complete(self, texts: Sequence[str], sampling: Sampling, batch_size: int = 8) -> list[Answer]:
         """Continue plain texts (no chat template), as a model trained on documents would."""
-        return self._in_batches(texts, sampling, batch_size, True, None)
+        return self._answers([self.text_prompt(t) for t in texts], sampling, batch_size, None)
 
-    def _in_batches(
-        self, texts: Sequence[str], sampling: Sampling, batch_size: int, raw: bool, limits: Sequence[int] | None
+    def _answers(
+        self, prompts: list[list[int]], sampling: Sampling, batch_size: int, limits: Sequence[int] | None
     ) -> list[Answer]:
-        caps = [min(c, sampling.max_new_tokens) for c in limits] if limits else [sampling.max_new_tokens] * len(texts)
-        order = sorted(range(len(texts)), key=lambda i: (caps[i], len(texts[i])))
-        answers: dict[int, Answer] = {}
-        for start in range(0, len(order), batch_size):
-            chosen = order[start : start + batch_size]
-            longest = replace(sampling, max_new_tokens=max(caps[i] for i in chosen))
-            rows = self._batch([texts[i] for i in chosen], longest, raw)
-            answers.update((i, self._answer(row, caps[i])) for i, row in zip(chosen, rows))
-        return [answers[i] for i in range(len(texts))]
-
-    def _batch(self, texts: Sequence[str], sampling: Sampling, raw: bool) -> list[list[int]]:
-        """The new token ids of each row."""
-        inputs = self._inputs(texts, raw)
-        # several rows: a preallocated cache saves concatenating every layer's keys and values at every step
-        cache = {"cache_implementation": "static"} if len(texts) > 1 else {}
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **self._options(sampling), **cache)
-        return out[:, inputs["input_ids"].shape[1] :].tolist()  # type: ignore[no-any-return]
-
-    def _answer(self, ids: list[int], cap: int) -> Answer:
-        stops = [at for at, token in enumerate(ids[:cap]) if token in self.stop_ids]
-        kept = ids[: stops[0] + 1] if stops else ids[:cap]
-        text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
-        return Answer(text, bool(stops), len(kept))
+        caps = [min(c, sampling.max_tokens) for c in limits] if limits else [sampling.max_tokens] * len(prompts)
+        samplings = [replace(sampling, max_tokens=cap) for cap in caps]
+        made = generate(
+            self.model, prompts, samplings, pad_id=self.pad_id, stop_ids=self.stop_ids, max_batch=batch_size
+        )
+        return [
+            Answer(
+                self.tokenizer.decode(a.ids, skip_special_tokens=True).strip(),
+                a.finish == "stop",
+                len(a.ids) + (a.finish == "stop"),
+            )
+            for a in made
+        ]
 
     def stream(self, conversation: Sequence[Message], sampling: Sampling) -> Iterator[str]:
         """The answer to one conversation, piece by piece as it is generated."""
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        inputs = self._inputs([self.renderer.prompt(tuple(conversation))])
-        thread = Thread(target=_generate_into, args=(self.model, inputs, self._options(sampling), streamer))
-        thread.start()
-        yield from streamer
-        thread.join()
-
-
-def _generate_into(
-    model: PreTrainedModel, inputs: dict[str, torch.Tensor], options: dict[str, object], streamer: object
-) -> None:
-    with torch.inference_mode():
-        model.generate(**inputs, **options, streamer=streamer)
+        engine = Engine(self.model, self.pad_id, max_batch=1)
+        request = Request(self.chat_prompt(conversation), sampling, frozenset(self.stop_ids))
+        engine.add(request)
+        (answer,) = request.answers
+        text = TextStream(self.tokenizer)
+        with torch.inference_mode():
+            while not request.done:
+                engine.step()
+                if answer.error is not None:
+                    raise answer.error
+                piece = text.update(answer.ids, request.done)
+                if piece:
+                    yield piece
 
 
 def load_generator(name: str, *, device: str = "auto", dtype: str = "auto", base: bool = False) -> Generator:
     """A model by name (short name, hub id, folder, .gguf) or a run; base=True takes a run's base model."""
     model, tokenizer = load_for_inference(name, device=device, dtype=dtype, base=base)
-    tokenizer.padding_side = "left"  # a generator's own tokenizer: prompts end where the answers start
     renderer = ChatRenderer(tokenizer)
     return Generator(model, tokenizer, renderer, renderer.stop_token_ids())

@@ -11,7 +11,7 @@ from tunesmith.data.validate import data_error, read_dataset
 from tunesmith.errors import DataError
 from tunesmith.runs import RunFolder
 from tunesmith.tokenize.encode import conversation_of
-from tunesmith.train.stages import stages_of
+from tunesmith.training.stages import stages_of
 
 GENERAL_QUESTIONS = Path(__file__).with_name("general.jsonl")
 """The forgetting guard: everyday questions with one- or two-word answers, written for tunesmith."""

@@ -117,6 +117,18 @@ def write_report(evaluation: Evaluation, out_dir: Path, run_dir: Path | None) ->
     return out_dir / REPORT_FILES[-1]
 
 
+QUICK_EVAL_EXAMPLES = 50
+"""Held-out examples the evaluation at the end of training looks at (`tunesmith eval` takes them all)."""
+
+
+def after_training(run_dir: Path) -> EvalOptions | None:
+    """The evaluation a finished run gets (from the CLI and from a job alike), or None when the run has no
+    held-out data of its own."""
+    from tunesmith.evaluate.items import has_held_out
+
+    return EvalOptions(limit=QUICK_EVAL_EXAMPLES) if has_held_out(RunFolder(run_dir)) else None
+
+
 def evaluate_to_folder(target: str, options: EvalOptions, out_dir: Path | None = None) -> tuple[Evaluation, Path]:
     """Evaluate and write the report: into <run>/eval/ for a run, else into out_dir (default under home)."""
     evaluation = evaluate(target, options)

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Auto = Literal["auto"]
+MetadataKey = Annotated[str, Field(max_length=64)]
+MetadataValue = Annotated[str, Field(max_length=512)]
 
 
 class Hyperparameters(BaseModel):
@@ -89,8 +91,9 @@ class JobRequest(BaseModel):
     """Part of the tuned model's name."""
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     """Seed of the run; random when not given."""
-    metadata: dict[str, str] | None = Field(None, max_length=16)
-    """Up to 16 key-value pairs, for the client's own use (the job list filters on them)."""
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=16)
+    """Up to 16 key-value pairs, for the client's own use (the job list filters on them); keys of at most 64
+    characters, values of at most 512, as OpenAI allows."""
     integrations: list[Any] | None = None
     """Accepted and ignored (no Weights & Biases here)."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from tunesmith.jobs.records import CheckpointRecord, new_id
 from tunesmith.jobs.store import Store
-from tunesmith.train.events import Event, StopFlag
+from tunesmith.training.events import Event, StopFlag
 
 PAIR_METRICS = ("reward_accuracy", "reward_margin")
 """A DPO run's metrics that its events carry too (train_ and valid_ before them), beside OpenAI's."""

@@ -52,6 +52,22 @@ ACTIVE = ("validating_files", "queued", "running", "pausing", "paused")
 """Statuses of a job that has not ended."""
 
 
+class UnknownCursor(Exception):
+    """A list's `after` names no object of that list."""
+
+    def __init__(self, after: str) -> None:
+        super().__init__(after)
+        self.after = after
+
+
+class FileInUse(Exception):
+    """A file that a job which has not ended still needs."""
+
+    def __init__(self, file_id: str, job_id: str) -> None:
+        super().__init__(file_id)
+        self.file_id, self.job_id = file_id, job_id
+
+
 def database_path() -> Path:
     return paths.home() / "tunesmith.db"
 
@@ -110,7 +126,17 @@ class Store:
         return Page([FileRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
 
     def delete_file(self, file_id: str) -> bool:
+        """Forget a file; False when there is none. A job that has not ended still needs its files: FileInUse, and
+        the file stays (checked and deleted in one transaction, so no job can be created on it in between)."""
+        statuses = ", ".join("?" * len(ACTIVE))
         with self._db() as db:
+            user = db.execute(
+                f"SELECT id FROM jobs WHERE status IN ({statuses}) AND (training_file = ? OR validation_file = ?) "
+                "ORDER BY seq LIMIT 1",
+                [*ACTIVE, file_id, file_id],
+            ).fetchone()
+            if user is not None:
+                raise FileInUse(file_id, user["id"])
             return db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
 
     def _page(
@@ -118,10 +144,13 @@ class Store:
     ) -> list[sqlite3.Row]:
         """limit + 1 rows after the row `after` in seq order (the extra row says whether more follow)."""
         sign, order = ("<", "DESC") if newest_first else (">", "ASC")
-        if after is not None:
-            query += f" AND seq {sign} COALESCE((SELECT seq FROM {table} WHERE id = ?), -1)"
-            args = [*args, after]
         with self._db() as db:
+            if after is not None:
+                cursor = db.execute(f"{query} AND id = ?", [*args, after]).fetchone()
+                if cursor is None:  # else the list would silently start again from the top
+                    raise UnknownCursor(after)
+                query += f" AND seq {sign} ?"
+                args = [*args, cursor["seq"]]
             return db.execute(f"{query} ORDER BY seq {order} LIMIT ?", [*args, limit + 1]).fetchall()
 
     # jobs

@@ -21,21 +21,18 @@ from tunesmith import paths
 from tunesmith.config import build_config
 from tunesmith.errors import TunesmithError
 from tunesmith.jobs.files import store_bytes
-from tunesmith.jobs.models import job_run
 from tunesmith.jobs.records import JobRecord
 from tunesmith.jobs.sink import JobSink
 from tunesmith.jobs.store import Store
 from tunesmith.jobs.validation import fail
-from tunesmith.runs import REPORT_FILES, RunFolder
-from tunesmith.train.events import StopFlag
-from tunesmith.train.runner import TrainResult, resume, train
+from tunesmith.runs import REPORT_FILES, RunFolder, job_run
+from tunesmith.training.events import StopFlag
+from tunesmith.training.runner import TrainResult, resume, train
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
 """How often an idle worker looks for a queued job."""
-QUICK_EVAL_EXAMPLES = 50
-"""Held-out examples the end-of-job evaluation answers (its headline is the "completed" event)."""
 CSV_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 """OpenAI's columns of a job's metrics file (accuracies are not measured here and left empty)."""
 
@@ -166,14 +163,13 @@ def metrics_csv(run: RunFolder) -> bytes:
 
 def _headline(run_dir: Path) -> str:
     """The evaluation's one line, or nothing when the run had no held-out data or the evaluation failed."""
-    from tunesmith.evaluate.evaluation import EvalOptions
-    from tunesmith.evaluate.items import has_held_out
-    from tunesmith.evaluate.report import evaluate_to_folder
+    from tunesmith.evaluate.report import after_training, evaluate_to_folder
 
-    if not has_held_out(RunFolder(run_dir)):
+    options = after_training(run_dir)
+    if options is None:
         return ""
     try:
-        evaluation, _ = evaluate_to_folder(str(run_dir), EvalOptions(limit=QUICK_EVAL_EXAMPLES))
+        evaluation, _ = evaluate_to_folder(str(run_dir), options)
     except Exception:
         log.exception("the evaluation of %s failed", run_dir)
         return ""

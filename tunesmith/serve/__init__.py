@@ -1,1 +1,1 @@
-"""The OpenAI-compatible server: registry of models, dynamic batching engine, HTTP app."""
+"""Inference for the server: the base model and its adapters in memory, and the batching engine (no HTTP)."""

@@ -10,6 +10,7 @@ from tokenizers import Encoding, Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data.schema import Conversation, Message, PreferencePair, Record, TextDoc
+from tunesmith.tokenize.literal import encode_literal
 from tunesmith.tokenize.render import ChatRenderer, Rendered, Supervise
 
 IGNORE = -100
@@ -46,6 +47,8 @@ class Encoded:
     """(line, length): longer than max_length; later turns were cut, whole answers kept."""
     dropped: list[tuple[int, int]] = field(default_factory=list)
     """(line, length): no whole answer fits in max_length, so the example is left out."""
+    literal: list[tuple[int, str]] = field(default_factory=list)
+    """(line, special string): a message holds a special token's text, trained as plain text."""
 
 
 def conversation_of(record: Record) -> Conversation | None:
@@ -132,9 +135,28 @@ def fit(ids: np.ndarray, labels: np.ndarray, max_length: int) -> int:
     return int(ends[-1]) if len(ends) else 0
 
 
+def _with_literal(
+    tokenizer: PreTrainedTokenizerBase, rendered: list[Rendered], encoded: Iterator[tuple[np.ndarray, np.ndarray]]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The batch encodings, except for renderings with special strings typed in contents: those are encoded again
+    with them as plain text (rare, so the fast batched path stays the common one)."""
+    for r, pair in zip(rendered, encoded):
+        if not r.literal:
+            yield pair
+            continue
+        ids, offsets = encode_literal(tokenizer, r.text, r.literal)
+        as_array = np.asarray(ids, dtype=np.int32)
+        yield as_array, labels_for(as_array, np.asarray(offsets, dtype=np.int64).reshape(-1, 2), r.spans)
+
+
 def _conversations(rows: list[tuple[int, Conversation]], renderer: ChatRenderer, max_length: int, out: Encoded) -> None:
     rendered: list[Rendered] = [renderer.render(c) for _, c in rows]
-    encoded = _ids_and_labels(renderer.tokenizer, [r.text for r in rendered], [r.spans for r in rendered])
+    batch = _ids_and_labels(renderer.tokenizer, [r.text for r in rendered], [r.spans for r in rendered])
+    encoded = _with_literal(renderer.tokenizer, rendered, batch)
+    for (line, _), r in zip(rows, rendered):
+        if r.literal:
+            start, end = r.literal[0]
+            out.literal.append((line, r.text[start:end]))
     for (line, _), (ids, labels) in zip(rows, encoded):
         out.full_lengths[line] = len(ids)
         keep = fit(ids, labels, max_length)

@@ -15,11 +15,13 @@ from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data.schema import Conversation, Message, as_dicts
 from tunesmith.errors import ConfigError
+from tunesmith.tokenize.literal import content_spans, injected, specials_in
 from tunesmith.tokenize.template import END, START, Glue, jinja, learn_glue
 
 log = logging.getLogger(__name__)
 
 Supervise = Literal["assistant", "last", "all"]
+Span = tuple[int, int]
 SUPERVISE_MODES: tuple[Supervise, ...] = ("assistant", "last", "all")
 VERIFY_SAMPLE = 32
 
@@ -32,6 +34,9 @@ class Rendered:
     """The text exactly as the template renders it."""
     spans: tuple[tuple[int, int], ...]
     """[start, end) character ranges to learn from, in order."""
+    literal: tuple[tuple[int, int], ...] = ()
+    """[start, end) of special-token strings typed inside message contents: tokenised as plain text
+    (tokenize/literal.py)."""
 
 
 def supervised_turns(messages: tuple[Message, ...], supervise: Supervise) -> list[int]:
@@ -93,10 +98,18 @@ class ChatRenderer:
             return at + length
         return start + len(text[start:].rstrip())
 
-    def _spans(self, text: str, ends: list[tuple[int, int]]) -> Rendered:
+    def _spans(
+        self, text: str, ends: list[tuple[int, int]], messages: tuple[Message, ...], contents: list[Span] | None
+    ) -> Rendered:
+        """The rendering with its trained spans, and where special strings were typed inside contents (whose
+        spans `contents` gives when known)."""
+        literal: tuple[Span, ...] = ()
+        if any(specials_in(m.content, self.specials) for m in messages):
+            found = contents if contents is not None else content_spans(text, [m.content for m in messages])
+            literal = tuple(injected(text, found, self.specials))
         if self.supervise == "all":
-            return Rendered(text, ((0, len(text)),))
-        return Rendered(text, tuple((s, self._turn_end(text, e)) for s, e in ends))
+            return Rendered(text, ((0, len(text)),), literal)
+        return Rendered(text, tuple((s, self._turn_end(text, e)) for s, e in ends), literal)
 
     def _fast(self, messages: tuple[Message, ...]) -> Rendered | None:
         if self.glue is None:
@@ -109,16 +122,18 @@ class ChatRenderer:
         parts: list[str] = []
         length = 0
         ends: list[tuple[int, int]] = []
+        contents: list[Span] = []
         for i, message in enumerate(messages):
             glue = self.glue.pieces[keys[i]]
             content = message.content.strip() if self.glue.strips else message.content
             parts += [glue, content]
             length += len(glue)
+            contents.append((length, length + len(content)))
             if i in chosen:
-                ends.append((length, length + len(content)))
+                ends.append(contents[-1])
             length += len(content)
         parts.append(self.glue.pieces[keys[-1]])
-        return self._spans("".join(parts), ends)
+        return self._spans("".join(parts), ends, messages, contents)
 
     def _exact(self, messages: tuple[Message, ...]) -> Rendered:
         """Reference path: the spans come from rendering each prefix of the conversation."""
@@ -141,4 +156,4 @@ class ChatRenderer:
                 )
             ends.append((at, at + len(content)))
             cursor = at + len(content)
-        return self._spans(text, ends)
+        return self._spans(text, ends, messages, None)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from tunesmith.train.fused_ce import CHUNK_ROWS, chunked_head_loss, fused_head_loss
+from tunesmith.training.fused_ce import CHUNK_ROWS, chunked_head_loss, fused_head_loss
 
 
 def _terms(wide: torch.Tensor, ids: torch.Tensor, probs: torch.Tensor) -> tuple[torch.Tensor, ...]:

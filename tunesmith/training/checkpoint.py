@@ -21,15 +21,12 @@ from safetensors.torch import load_file, save, save_file
 
 from tunesmith import paths
 from tunesmith.errors import ConfigError, TrainingError
-from tunesmith.runs import RunFolder
-from tunesmith.train import faults
-from tunesmith.train.setup import trainable
+from tunesmith.runs import CHECKPOINT_ADAPTER, CHECKPOINT_PREFIX, RunFolder
+from tunesmith.training import faults
+from tunesmith.training.setup import trainable
 
-PREFIX = "step-"
 CHECKSUMS = "checksums.json"
 """Written last into a checkpoint: every other file's size and sha256."""
-ADAPTER_DIR = "adapter"
-"""In a checkpoint of a LoRA or DoRA run: its adapter in PEFT's format (not needed to resume)."""
 FILES = ("trainable.safetensors", "optimizer.safetensors", "optimizer.json", "rng.safetensors", "state.json")
 
 
@@ -53,22 +50,17 @@ class TrainState:
     """The step of the best held-out loss, whose trainable weights are in the run's best.safetensors."""
 
 
-def checkpoint_folder(run_dir: Path, step: int) -> Path:
-    """Where the checkpoint at `step` is (or would be)."""
-    return RunFolder(run_dir).checkpoints / f"{PREFIX}{step:06d}"
-
-
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
     """Finished checkpoints, oldest first."""
     root = RunFolder(run_dir).checkpoints
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX))
 
 
 def remove_partial_writes(run_dir: Path) -> None:
     """Temporary folders left by a crash in the middle of writing a checkpoint or final/."""
-    for folder in [*run_dir.glob(".final.*"), *RunFolder(run_dir).checkpoints.glob(f".{PREFIX}*")]:
+    for folder in [*run_dir.glob(".final.*"), *RunFolder(run_dir).checkpoints.glob(f".{CHECKPOINT_PREFIX}*")]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -159,7 +151,7 @@ def _write_files(tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optim
         sums[name] = _synced(tmp / name)
         faults.reached("checkpoint", state.step, name)
     if hasattr(model, "peft_config"):  # the adapter as PEFT saves it: a checkpoint can be served as a model
-        model.save_pretrained(tmp / ADAPTER_DIR)
+        model.save_pretrained(tmp / CHECKPOINT_ADAPTER)
     (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=2))
     _synced(tmp / CHECKSUMS)
 
@@ -172,7 +164,7 @@ def save_checkpoint(
     A full disk (or any write error) stops the run with one line; the previous checkpoints stay as they were.
     """
     root = RunFolder(run_dir).checkpoints
-    final = checkpoint_folder(run_dir, state.step)
+    final = RunFolder(run_dir).checkpoint(state.step)
     try:
         with paths.atomic_folder(final) as tmp:
             _write_files(tmp, model, optimizer, state)

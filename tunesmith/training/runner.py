@@ -24,22 +24,22 @@ from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.models.load import load_tokenizer
 from tunesmith.runs import RunFolder, write_run_file
 from tunesmith.tokenize.batches import ordered_batches
-from tunesmith.train import faults
-from tunesmith.train.checkpoint import (
+from tunesmith.training import faults
+from tunesmith.training.checkpoint import (
     TrainState,
     latest_checkpoint,
     load_best,
     remove_partial_writes,
     restore_checkpoint,
 )
-from tunesmith.train.data import Item, RunData, item_length, load_run_data
-from tunesmith.train.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
-from tunesmith.train.loop import LoopInputs, train_steps
-from tunesmith.train.manifest import manifest
-from tunesmith.train.objectives import Objective, Preference, Supervised, reference_log_probs
-from tunesmith.train.plan import Plan, resolve
-from tunesmith.train.setup import Precision, build_model, build_optimizer, choose_precision, compiler_settings
-from tunesmith.train.stages import (
+from tunesmith.training.data import Item, RunData, item_length, load_run_data
+from tunesmith.training.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
+from tunesmith.training.loop import LoopInputs, train_steps
+from tunesmith.training.manifest import manifest
+from tunesmith.training.objectives import Objective, Preference, Supervised, reference_log_probs
+from tunesmith.training.plan import Plan, resolve
+from tunesmith.training.setup import Precision, build_model, build_optimizer, choose_precision, compiler_settings
+from tunesmith.training.stages import (
     StageEvents,
     clear_unstarted,
     finish_stages,

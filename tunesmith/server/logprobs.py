@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.serve.engine import TokenLogprob
+from tunesmith.engine.sampling import TokenLogprob
 
 
 def _text(tokenizer: PreTrainedTokenizerBase, token: int) -> str:

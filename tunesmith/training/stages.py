@@ -29,7 +29,7 @@ import tunesmith
 from tunesmith import paths
 from tunesmith.config import RunConfig, build_config
 from tunesmith.runs import RunFolder
-from tunesmith.train.events import Event, EventSink
+from tunesmith.training.events import Event, EventSink
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class StageEvents:
 
 def stage_folders(run_dir: Path, config: RunConfig) -> list[Path]:
     """stages/<number>-<name>/ of every stage, in order."""
-    return [run_dir / "stages" / f"{i + 1}-{stage.name}" for i, stage in enumerate(config.stages)]
+    return [RunFolder(run_dir).stage(i + 1, stage.name) for i, stage in enumerate(config.stages)]
 
 
 def start_stages(config: RunConfig, run_dir: Path) -> None:

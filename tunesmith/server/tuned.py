@@ -6,20 +6,13 @@ LoRA or DoRA job's, while the checkpoint is kept: the last three).
 
 from __future__ import annotations
 
-from tunesmith import paths
 from tunesmith.jobs.records import JobRecord
 from tunesmith.jobs.store import Store
 from tunesmith.models.load import local_path
-from tunesmith.runs import RunFolder
+from tunesmith.runs import job_run
 from tunesmith.serve.loaded import Tuned
-from tunesmith.train.checkpoint import ADAPTER_DIR, checkpoint_folder
 
 CHECKPOINT_MARK = ":ckpt-step-"
-
-
-def job_run(job_id: str) -> RunFolder:
-    """The run folder of a job."""
-    return RunFolder(paths.runs_dir() / job_id)
 
 
 class JobModels:
@@ -46,7 +39,7 @@ class JobModels:
 
     def _checkpoint(self, job: JobRecord, step: str) -> Tuned | None:
         record = self.store.checkpoint(job.id, int(step)) if step.isdigit() else None
-        adapter = checkpoint_folder(job_run(job.id).root, record.step) / ADAPTER_DIR if record else None
+        adapter = job_run(job.id).checkpoint_adapter(record.step) if record else None
         if record is None or adapter is None or not adapter.is_dir():
             return None
         return Tuned(adapter, local_path(job.model), job.model, record.created_at)

@@ -17,7 +17,7 @@ from tunesmith.config import RunConfig
 from tunesmith.data.load import source_digest
 from tunesmith.models.load import pick_device, pick_dtype
 from tunesmith.tokenize.encode import plain_backend
-from tunesmith.train.data import RunData
+from tunesmith.training.data import RunData
 
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "numpy")
 

@@ -20,10 +20,9 @@ from safetensors.torch import load_file
 from tunesmith.config import RunConfig
 from tunesmith.errors import ConfigError
 from tunesmith.models.load import load_model, pick_device, pick_dtype
-from tunesmith.train.loss import causal_lm
+from tunesmith.runs import ADAPTER_WEIGHTS
+from tunesmith.training.loss import causal_lm
 
-ADAPTER_FILE = "adapter_model.safetensors"
-"""The weights file of a PEFT adapter folder."""
 ACTIVATION_MEMORY_BUDGET = 0.8
 """Share of the saved activations compiled layers keep; the rest is recomputed in backward (36% less memory for
 LoRA on SmolLM2-135M, and no slower)."""
@@ -93,10 +92,10 @@ def build_model(config: RunConfig, precision: Precision) -> torch.nn.Module:
 def load_adapter(model: torch.nn.Module, folder: Path) -> None:
     """Put a saved adapter's weights (an earlier run's final/) into the adapter just made, which must have the same
     shape: same model, method, rank and targets."""
-    file = folder / ADAPTER_FILE
+    file = folder / ADAPTER_WEIGHTS
     if not file.is_file():
         raise ConfigError(
-            f"start_from {folder}: no {ADAPTER_FILE}, so it is not the final/ of a LoRA or DoRA run",
+            f"start_from {folder}: no {ADAPTER_WEIGHTS}, so it is not the final/ of a LoRA or DoRA run",
             hint="pass a run's final/ folder trained with the same method",
         )
     state = load_file(str(file))

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.tokenize.pairs import PairBatch
-from tunesmith.train.fused_ce import CHUNK_ROWS
-from tunesmith.train.loss import causal_lm
+from tunesmith.training.fused_ce import CHUNK_ROWS
+from tunesmith.training.loss import causal_lm
 
 
 class _TokenLogProbs(torch.autograd.Function):

@@ -17,7 +17,7 @@ from tunesmith.tokenize.encode import Example
 from tunesmith.tokenize.mix import Mix, shares
 from tunesmith.tokenize.pairs import PairExample, encode_pairs
 from tunesmith.tokenize.teacher import soften_all, teacher_logprobs
-from tunesmith.train.plan import held_out_split
+from tunesmith.training.plan import held_out_split
 
 Item = Example | PairExample
 """What a run trains on: an example, or a preference pair (objective dpo)."""

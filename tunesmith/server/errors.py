@@ -92,7 +92,7 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0]
-    param = field_path(tuple(p for p in first.get("loc", ()) if p != "body")) or None
+    param = field_path(tuple(first.get("loc", ()))[1:]) or None  # after "body", "path" or "query"
     missing = first.get("type") == "missing"
     message = f"{param or 'body'}: {first.get('msg', 'invalid value')}"
     return APIError(400, message, param, "missing_required_parameter" if missing else "invalid_value").response()

@@ -21,10 +21,10 @@ from tunesmith.jobs.control import JobError, cancel_job, find_job, pause_job, re
 from tunesmith.jobs.files import FILE_LIMIT, SUFFIXES, TooLarge, store_upload, suffix_of
 from tunesmith.jobs.records import FileRecord, JobRecord, new_id
 from tunesmith.jobs.schemas import JobRequest
-from tunesmith.jobs.store import Page, Store
+from tunesmith.jobs.store import FileInUse, Page, Store, UnknownCursor
 from tunesmith.jobs.validation import validate_job
 from tunesmith.models.sources import resolve
-from tunesmith.serve.errors import APIError
+from tunesmith.server.errors import APIError
 
 UPLOAD_PURPOSES = ("fine-tune",)
 """What may be uploaded: training and validation data."""
@@ -93,7 +93,7 @@ class JobsAPI:
         order: Literal["asc", "desc"] = "desc",
         purpose: str | None = None,
     ) -> dict[str, Any]:
-        page = self.store.files(after, limit, purpose, newest_first=order == "desc")
+        page = _paged(self.store.files, after, limit, purpose, newest_first=order == "desc")
         return _listing(page, [f.as_object() for f in page.items])
 
     def _file(self, file_id: str) -> FileRecord:
@@ -107,7 +107,11 @@ class JobsAPI:
 
     def delete_file(self, file_id: str) -> dict[str, Any]:
         record = self._file(file_id)
-        self.store.delete_file(file_id)
+        try:
+            self.store.delete_file(file_id)
+        except FileInUse as exc:
+            message = f"{file_id} is a file of {exc.job_id}, which has not ended: cancel it or wait for it to end"
+            raise APIError(409, message, "file_id", "file_in_use") from None
         Path(record.path).unlink(missing_ok=True)
         return {"id": file_id, "object": "file", "deleted": True}
 
@@ -165,7 +169,7 @@ class JobsAPI:
             for key, value in request.query_params.items()
             if key.startswith("metadata[") and key.endswith("]")
         }
-        page = self.store.jobs(after, limit, metadata)
+        page = _paged(self.store.jobs, after, limit, metadata)
         return _listing(page, [j.as_object() for j in page.items])
 
     def _job(self, job_id: str) -> JobRecord:
@@ -185,13 +189,21 @@ class JobsAPI:
 
     def events(self, job_id: str, after: str | None = None, limit: Limit = 20) -> dict[str, Any]:
         self._job(job_id)
-        page = self.store.events(job_id, after, limit)
+        page = _paged(self.store.events, job_id, after, limit)
         return _listing(page, [e.as_object() for e in page.items])
 
     def checkpoints(self, job_id: str, after: str | None = None, limit: Limit = 10) -> dict[str, Any]:
         job = self._job(job_id)
-        page = self.store.checkpoints(job_id, after, limit)
+        page = _paged(self.store.checkpoints, job_id, after, limit)
         return _listing(page, [c.as_object(job.tuned_name()) for c in page.items])
+
+
+def _paged(listing: Callable[..., Page], *args: Any, **options: Any) -> Page:
+    """A page of a list; an `after` that is not in the list is a 400 (not the list from its top again)."""
+    try:
+        return listing(*args, **options)
+    except UnknownCursor as exc:
+        raise APIError(400, f"after: {exc.after!r} is not an object of this list", "after", "invalid_value") from None
 
 
 def _answer(action: Callable[[Store, str], JobRecord], store: Store, job_id: str) -> JobRecord:

@@ -1,4 +1,4 @@
-"""The dashboard's pages (the JSON routes they use beyond OpenAI's API are in web/api.py).
+"""The dashboard's pages (the JSON routes they use beyond OpenAI's API are in api.py beside it).
 
 Pages are Jinja2 templates from this package; scripts and styles are files of this package too (no CDN, nothing
 fetched at run time). With an API key, the login page keeps the key in an HttpOnly cookie that the server's key
@@ -7,7 +7,6 @@ check accepts like a Bearer header.
 
 from __future__ import annotations
 
-import hmac
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,19 +18,18 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from tunesmith.config import AUTO_BATCH_TOKENS, LoraSettings
 from tunesmith.export.writer import EXPORT_FORMATS
-from tunesmith.jobs.models import job_run
 from tunesmith.jobs.records import JobRecord
 from tunesmith.jobs.store import ACTIVE, Store
 from tunesmith.models.load import cached_models
 from tunesmith.models.sources import EMBEDDED
-from tunesmith.runs import REPORT_FILES
-from tunesmith.serve.app import KEY_COOKIE
-from tunesmith.serve.errors import APIError
-from tunesmith.web.api import DashboardAPI
+from tunesmith.runs import REPORT_FILES, job_run
+from tunesmith.server.auth import KEY_COOKIE, key_matches
+from tunesmith.server.dashboard.api import DashboardAPI
+from tunesmith.server.errors import APIError
 
 STATIC = Path(__file__).parent / "static"
 """The dashboard's own scripts and styles."""
-TEMPLATES = Environment(loader=PackageLoader("tunesmith.web"), autoescape=select_autoescape())
+TEMPLATES = Environment(loader=PackageLoader("tunesmith.server.dashboard"), autoescape=select_autoescape())
 REPORT_POLICY = "sandbox allow-same-origin; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 """An evaluation report is shown as it was written: no script runs, nothing is fetched (same origin, so that the page
 that embeds it can size it and screenshots include it)."""
@@ -73,7 +71,7 @@ class Dashboard:
         return _page("login.html")
 
     def login(self, key: Annotated[str, Form()]) -> Response:
-        if self.api_key is None or not hmac.compare_digest(key.encode(), self.api_key.encode()):
+        if self.api_key is None or not key_matches(key, self.api_key):
             return _page("login.html", status=401, error="That key is not this server's.")
         response = RedirectResponse("/data", status_code=303)
         response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict")

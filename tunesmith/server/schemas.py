@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -10,6 +10,8 @@ MAX_STOPS = 4
 """OpenAI's limit on stop strings."""
 MAX_TOP_LOGPROBS = 20
 """OpenAI's limit on top_logprobs."""
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+"""OpenAI's seed is a signed 64-bit integer."""
 
 
 class ChatMessage(BaseModel):
@@ -49,10 +51,10 @@ class _Sampled(BaseModel):
     """Send server-sent events as tokens are made."""
     stream_options: StreamOptions | None = None
     """include_usage."""
-    stop: str | list[str] | None = Field(None, max_length=MAX_STOPS)
-    """Up to 4 strings that end an answer."""
-    seed: int | None = None
-    """Makes sampling repeatable."""
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOPS)] | None = None
+    """A string, or up to 4, that end an answer."""
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
+    """Makes sampling repeatable (a 64-bit signed integer, as OpenAI takes)."""
 
     def wants_usage(self) -> bool:
         """A streamed response ends with a usage chunk."""

@@ -12,8 +12,8 @@ from tunesmith import paths
 from tunesmith.config import RunConfig
 from tunesmith.tokenize.batches import collate
 from tunesmith.tokenize.encode import Example
-from tunesmith.train.loss import supervised_loss
-from tunesmith.train.setup import build_model, build_optimizer, choose_precision
+from tunesmith.training.loss import supervised_loss
+from tunesmith.training.setup import build_model, build_optimizer, choose_precision
 
 PROBE_ROWS = 4
 PROBE_LENGTH = 512

@@ -8,9 +8,10 @@ import itertools
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
 from tunesmith import paths
@@ -18,15 +19,18 @@ from tunesmith.check import DataOptions, check_data
 from tunesmith.data.validate import RecordReader
 from tunesmith.errors import TunesmithError
 from tunesmith.export.writer import EXPORT_FORMATS, ExportFormat, ExportRequest, export
-from tunesmith.jobs.models import CHECKPOINT_MARK, job_run
 from tunesmith.jobs.records import FileRecord
 from tunesmith.jobs.store import Store
 from tunesmith.models.load import load_tokenizer, model_width
-from tunesmith.serve.errors import APIError
+from tunesmith.runs import job_run
+from tunesmith.server.errors import APIError
+from tunesmith.server.tuned import CHECKPOINT_MARK
 from tunesmith.tokenize.encode import conversation_of
 from tunesmith.tokenize.marks import marks
-from tunesmith.train.throughput import training_tokens_per_second
+from tunesmith.training.throughput import training_tokens_per_second
 
+MAX_LINE = 2**31 - 1
+"""The largest line number asked for (a larger one is a 400, not an overflow in the file reader)."""
 LINE_LIMIT = 20_000
 """Characters of a line shown when a problem is clicked."""
 PREVIEW_LIMIT = 10
@@ -113,7 +117,7 @@ class DashboardAPI:
         report["stats"]["train"]["file"] = record.filename
         return report
 
-    def line(self, file_id: str, line: int) -> dict[str, Any]:
+    def line(self, file_id: str, line: Annotated[int, PathParam(ge=1, le=MAX_LINE)]) -> dict[str, Any]:
         """One line of an uploaded file as it was sent, to see what a problem is about."""
         return {"line": line, "text": _lines_of(self._file(file_id), line)}
 
@@ -147,7 +151,7 @@ class DashboardAPI:
         if format not in EXPORT_FORMATS:
             raise APIError(400, f"format {format!r} is unknown: use {', '.join(EXPORT_FORMATS)}", "format", None)
         name = job.fine_tuned_model.replace(":", "_").replace("/", "_")
-        return job_run(job_id).root / "export" / f"{format}.zip", f"{name}-{format}.zip"
+        return job_run(job_id).export_zip(format), f"{name}-{format}.zip"
 
     async def make_export(self, job_id: str, format: str) -> dict[str, Any]:
         """Export a succeeded job's model (once; later calls reuse it) and say where to download it."""

@@ -1,49 +1,70 @@
-"""The OpenAI-compatible HTTP API: /v1/models, /v1/chat/completions and /v1/completions, streamed or not.
+"""OpenAI's inference routes: /v1/models, /v1/chat/completions and /v1/completions, streamed or not.
 
-Every error is OpenAI's object, {"error": {"message", "type", "param", "code"}}, with its status code.
+Rendering and tokenising a prompt run in a thread, off the event loop (a prompt of megabytes would stall every
+other request); the engine answers in its own thread and its pieces come back through an asyncio queue. A client
+that goes away, streaming or not, frees its rows at the next token.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
-import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
 
 from tunesmith.data.schema import Message
-from tunesmith.serve.engine import Busy, Delta, Engine, Job, RequestSampling, TokenLogprob
-from tunesmith.serve.errors import APIError, BodyLimit, install_error_handlers
+from tunesmith.engine.sampling import Sampling, TokenLogprob
+from tunesmith.errors import DataError
+from tunesmith.serve.batcher import Batcher, Busy, Delta, Generation
 from tunesmith.serve.loaded import ModelSet, Served
-from tunesmith.serve.logprobs import chat_logprobs, completion_logprobs
-from tunesmith.serve.schemas import ChatRequest, CompletionRequest
-
-log = logging.getLogger(__name__)
+from tunesmith.server.errors import APIError
+from tunesmith.server.logprobs import chat_logprobs, completion_logprobs
+from tunesmith.server.schemas import ChatRequest, CompletionRequest
+from tunesmith.tokenize.literal import encode_prompt
 
 DEFAULT_MAX_TOKENS = 512
-KEY_COOKIE = "tunesmith_key"
-"""The dashboard's session: the API key in an HttpOnly, same-site cookie, set by its login page."""
-PUBLIC_PATHS = ("/login", "/static/app.css", "/static/app.js")
-"""What answers without the key: the login form and its style."""
+"""A chat answer's length when the request names none (or less where the context ends sooner)."""
+DISCONNECT_POLL_SECONDS = 0.1
+"""How often a request waiting for its whole answer checks that its client is still there."""
+GENERATION_FAILED = "generation failed; see the server log"
+
+
+@dataclass(frozen=True)
+class _Gone:
+    """Put on a request's queue when its client has disconnected."""
 
 
 class Service:
-    """What the routes share: the models, the engine, the API key."""
+    """What the routes share: the models and the generation thread."""
 
-    def __init__(self, models: ModelSet, engine: Engine, api_key: str | None) -> None:
-        self.models, self.engine, self.api_key = models, engine, api_key
+    def __init__(self, models: ModelSet, batcher: Batcher) -> None:
+        self.models, self.batcher = models, batcher
 
     def model(self, model_id: str) -> Served:
         served = self.models.find(model_id)
         if served is None:
             raise APIError(404, f"The model '{model_id}' does not exist", "model", "model_not_found")
         return served
+
+    def chat_prompt(self, served: Served, messages: tuple[Message, ...]) -> list[int]:
+        """The prompt's ids under the model's template; special-token strings inside contents stay text."""
+        text = served.renderer.prompt(messages)
+        specials = served.renderer.specials
+        try:
+            return encode_prompt(self.models.tokenizer, text, [m.content for m in messages], specials)
+        except DataError as exc:
+            raise APIError(400, exc.message, "messages", exc.code) from None
+
+    def text_prompt(self, text: str) -> list[int]:
+        """A completion's ids, with the tokenizer's own leading tokens. The prompt is raw text the client laid out
+        itself (no template), so special tokens in it are meant as such, as other servers read them."""
+        return list(self.models.tokenizer(text)["input_ids"])
 
     def check_context(self, prompt: list[int], max_tokens: int, param: str) -> None:
         if len(prompt) + max_tokens > self.models.context:
@@ -55,30 +76,19 @@ class Service:
                 "context_length_exceeded",
             )
 
-    async def authorize(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """With a key, every route needs it (Bearer header, or the dashboard's cookie) but the login page; a browser
-        opening a page is sent to that login page, anything else answers 401."""
-        if self.api_key is None or request.url.path in PUBLIC_PATHS:
-            return await call_next(request)
-        bearer = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        given = bearer or request.cookies.get(KEY_COOKIE, "")
-        if hmac.compare_digest(given.encode(), self.api_key.encode()):
-            return await call_next(request)
-        if "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(("/v1/", "/api/")):
-            return RedirectResponse("/login", status_code=303)  # a browser opening a page
-        return APIError(
-            401, "Incorrect or missing API key (send Authorization: Bearer KEY)", None, "invalid_api_key"
-        ).response()
-
     def start(
-        self, prompt: list[int], served: Served, sampling: RequestSampling, n: int
-    ) -> tuple[asyncio.Queue[Delta], Job]:
-        """Queue a request with the engine: its pieces arrive on the queue; a full engine is a 429."""
+        self, prompt: list[int], served: Served, body: ChatRequest | CompletionRequest, sampling: Sampling
+    ) -> tuple[asyncio.Queue[Delta | _Gone], Generation]:
+        """Queue a request for generation: its pieces arrive on the queue; a full queue is a 429."""
         loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[Delta] = asyncio.Queue()
-        job = Job(prompt, served, sampling, n, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
+        pieces: asyncio.Queue[Delta | _Gone] = asyncio.Queue()
+
+        def send(piece: Delta) -> None:  # from the generation thread
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        job = Generation(prompt, served, sampling, body.stops(), body.n, send)
         try:
-            self.engine.submit(job)
+            self.batcher.submit(job)
         except Busy:
             raise APIError(
                 429, "The server is busy: too many requests wait already. Retry after a moment.", None, "rate_limited"
@@ -86,22 +96,33 @@ class Service:
         return pieces, job
 
 
-async def _collect(pieces: asyncio.Queue[Delta], job: Job) -> list[Delta]:
+async def _watch(request: Request, pieces: asyncio.Queue[Delta | _Gone]) -> None:
+    """Tell a waiting request that its client has gone (uvicorn does not cancel a handler that is not streaming)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+    pieces.put_nowait(_Gone())
+
+
+async def _collect(request: Request, pieces: asyncio.Queue[Delta | _Gone], job: Generation) -> list[Delta]:
     """The whole of each of the job's n answers: (text, finish, tokens) per row as one Delta."""
     n = job.n
     texts, done = [""] * n, [None] * n
     logprobs: list[list[TokenLogprob]] = [[] for _ in range(n)]
+    watcher = asyncio.create_task(_watch(request, pieces))
     try:
         while any(d is None for d in done):
             piece = await pieces.get()
+            if isinstance(piece, _Gone):
+                raise APIError(499, "the client closed the request", None, "client_closed_request")
             texts[piece.row] += piece.text
             logprobs[piece.row] += piece.logprobs
             if piece.finish:
                 done[piece.row] = piece  # type: ignore[call-overload]
     finally:
-        job.cancelled.set()  # finished, or the request was dropped: its rows leave the batch
+        watcher.cancel()
+        job.cancelled.set()  # finished, or the client went away: its rows leave the batch
     if any(d.finish == "error" for d in done):  # type: ignore[union-attr]
-        raise APIError(500, "generation failed; see the server log", None, "server_error")
+        raise APIError(500, GENERATION_FAILED, None, "server_error")
     return [Delta(i, texts[i], d.finish, d.tokens, tuple(logprobs[i])) for i, d in enumerate(done)]  # type: ignore[union-attr]
 
 
@@ -111,12 +132,13 @@ def _usage(prompt: int, answers: int) -> dict[str, int]:
 
 async def _events(
     opening: str,
-    pieces: asyncio.Queue[Delta],
-    job: Job,
+    pieces: asyncio.Queue[Delta | _Gone],
+    job: Generation,
     chunk: Callable[[Delta], dict[str, Any]],
     usage: Callable[[int], dict[str, Any]] | None,
 ) -> AsyncIterator[str]:
-    """Server-sent events: `opening` (when not empty), a chunk per piece, the usage chunk if asked, [DONE].
+    """Server-sent events: `opening` (when not empty), a chunk per piece, the usage chunk if asked, [DONE]; a
+    failed answer sends OpenAI's error object as its last event.
 
     A client that disconnects closes this generator: the job is cancelled and its rows free their batch slots.
     """
@@ -126,6 +148,11 @@ async def _events(
         finished, tokens = 0, 0
         while finished < job.n:
             piece = await pieces.get()
+            assert isinstance(piece, Delta)  # only _collect watches for a disconnect
+            if piece.finish == "error":
+                error = {"message": GENERATION_FAILED, "type": "server_error", "param": None, "code": "server_error"}
+                yield f"data: {json.dumps({'error': error})}\n\n"
+                return
             finished, tokens = finished + bool(piece.finish), tokens + piece.tokens
             yield f"data: {json.dumps(chunk(piece))}\n\n"
         if usage is not None:
@@ -135,40 +162,28 @@ async def _events(
         job.cancelled.set()
 
 
-def _sampling(body: ChatRequest | CompletionRequest, max_tokens: int, logprobs: int | None) -> RequestSampling:
-    return RequestSampling(max_tokens, body.temperature, body.top_p, body.stops(), body.seed, logprobs)
+def _sampling(body: ChatRequest | CompletionRequest, max_tokens: int, logprobs: int | None) -> Sampling:
+    return Sampling(max_tokens, body.temperature, body.top_p, body.seed, logprobs)
 
 
 def _messages(body: ChatRequest) -> tuple[Message, ...]:
     return tuple(Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages)
 
 
-def create_app(
-    models: ModelSet,
-    engine: Engine,
-    api_key: str | None = None,
-    routers: Sequence[APIRouter] = (),
-    larger_bodies: Mapping[str, int] | None = None,
-) -> FastAPI:
-    """The FastAPI app; `api_key` (when set) is required on every route, the `routers` (the jobs API) included;
-    `larger_bodies` raises the body limit on some paths (uploads)."""
-    service = Service(models, engine, api_key)
-    app = FastAPI(title="tunesmith", docs_url=None, redoc_url=None, openapi_url=None)
-    app.middleware("http")(service.authorize)
-    app.add_middleware(BodyLimit, larger=larger_bodies)
-    install_error_handlers(app)
-    for router in routers:
-        app.include_router(router)
+def inference_router(models: ModelSet, batcher: Batcher) -> APIRouter:
+    """The routes on one model set and its generation thread."""
+    service = Service(models, batcher)
+    router = APIRouter()
 
-    @app.get("/v1/models")
+    @router.get("/v1/models")
     def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [_model_card(s) for s in models.all()]}
 
-    @app.get("/v1/models/{model_id:path}")
+    @router.get("/v1/models/{model_id:path}")
     def get_model(model_id: str) -> dict[str, Any]:
         return _model_card(service.model(model_id))
 
-    @app.delete("/v1/models/{model_id:path}")
+    @router.delete("/v1/models/{model_id:path}")
     def delete_model(model_id: str) -> dict[str, Any]:
         if models.tuned is None or not models.tuned.delete(model_id):
             raise APIError(
@@ -177,29 +192,28 @@ def create_app(
         models.forget(model_id)
         return {"id": model_id, "object": "model", "deleted": True}
 
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat(body: ChatRequest) -> Response | dict[str, Any]:
-        return await _chat(service, body)
+    @router.post("/v1/chat/completions", response_model=None)
+    async def chat(body: ChatRequest, request: Request) -> Response | dict[str, Any]:
+        return await _chat(service, body, request)
 
-    @app.post("/v1/completions", response_model=None)
-    async def completions(body: CompletionRequest) -> Response | dict[str, Any]:
-        return await _completion(service, body)
+    @router.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest, request: Request) -> Response | dict[str, Any]:
+        return await _completion(service, body, request)
 
-    return app
+    return router
 
 
 def _model_card(served: Served) -> dict[str, Any]:
     return {"id": served.id, "object": "model", "created": served.created, "owned_by": "tunesmith"}
 
 
-async def _chat(service: Service, body: ChatRequest) -> Response | dict[str, Any]:
-    served = service.model(body.model)
-    text = served.renderer.prompt(_messages(body))
-    prompt = service.models.tokenizer(text, add_special_tokens=False).input_ids
+async def _chat(service: Service, body: ChatRequest, request: Request) -> Response | dict[str, Any]:
+    served = await asyncio.to_thread(service.model, body.model)  # may attach a tuned model's adapter
+    prompt = await asyncio.to_thread(service.chat_prompt, served, _messages(body))
     asked = body.max_completion_tokens or body.max_tokens
     max_tokens = asked or max(1, min(DEFAULT_MAX_TOKENS, service.models.context - len(prompt)))
     service.check_context(prompt, max_tokens, "max_tokens" if asked else "messages")
-    pieces, job = service.start(prompt, served, _sampling(body, max_tokens, body.logprob_count()), body.n)
+    pieces, job = service.start(prompt, served, body, _sampling(body, max_tokens, body.logprob_count()))
     tokenizer = service.models.tokenizer
     wanted = body.logprobs
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -221,7 +235,7 @@ async def _chat(service: Service, body: ChatRequest) -> Response | dict[str, Any
         opening = f"data: {json.dumps(head | {'object': 'chat.completion.chunk', 'choices': first})}\n\n"
         events = _events(opening, pieces, job, chunk, usage if body.wants_usage() else None)
         return StreamingResponse(events, media_type="text/event-stream")
-    answers = await _collect(pieces, job)
+    answers = await _collect(request, pieces, job)
     choices = [
         {
             "index": a.row,
@@ -235,14 +249,14 @@ async def _chat(service: Service, body: ChatRequest) -> Response | dict[str, Any
     return head | {"object": "chat.completion", "choices": choices, "usage": usage}
 
 
-async def _completion(service: Service, body: CompletionRequest) -> Response | dict[str, Any]:
-    served = service.model(body.model)
+async def _completion(service: Service, body: CompletionRequest, request: Request) -> Response | dict[str, Any]:
+    served = await asyncio.to_thread(service.model, body.model)
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if len(prompts) != 1:
         raise APIError(400, "prompt: send one prompt per request", "prompt", "invalid_value")
-    prompt = service.models.tokenizer(prompts[0]).input_ids
+    prompt = await asyncio.to_thread(service.text_prompt, prompts[0])
     service.check_context(prompt, body.max_tokens, "max_tokens")
-    pieces, job = service.start(prompt, served, _sampling(body, body.max_tokens, body.logprobs), body.n)
+    pieces, job = service.start(prompt, served, body, _sampling(body, body.max_tokens, body.logprobs))
     tokenizer, wanted = service.models.tokenizer, body.logprobs is not None
     head = {
         "id": f"cmpl-{uuid.uuid4().hex[:24]}",
@@ -263,7 +277,7 @@ async def _completion(service: Service, body: CompletionRequest) -> Response | d
 
         events = _events("", pieces, job, chunk, usage if body.wants_usage() else None)
         return StreamingResponse(events, media_type="text/event-stream")
-    answers = await _collect(pieces, job)
+    answers = await _collect(request, pieces, job)
     choices = [
         {
             "index": a.row,

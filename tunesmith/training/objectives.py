@@ -17,8 +17,8 @@ from tunesmith.config import PreferenceSettings
 from tunesmith.tokenize.batches import collate
 from tunesmith.tokenize.encode import Example
 from tunesmith.tokenize.pairs import PairExample, collate_pairs
-from tunesmith.train.loss import mean_loss, supervised_loss
-from tunesmith.train.preference import dpo_loss, sequence_log_probs, simpo_loss
+from tunesmith.training.loss import mean_loss, supervised_loss
+from tunesmith.training.preference import dpo_loss, sequence_log_probs, simpo_loss
 
 Autocast = Callable[[], AbstractContextManager[object]]
 

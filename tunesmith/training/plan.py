@@ -22,7 +22,7 @@ from tunesmith.config import (
 from tunesmith.models.load import model_width
 from tunesmith.tokenize.batches import epoch_batches, ordered_batches
 from tunesmith.tokenize.mix import Mix
-from tunesmith.train.setup import choose_precision, compiler_available
+from tunesmith.training.setup import choose_precision, compiler_available
 
 Window = tuple[int, list[list[int]]]
 

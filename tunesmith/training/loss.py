@@ -11,8 +11,8 @@ from transformers import PreTrainedModel
 
 from tunesmith.tokenize.batches import Batch, collate
 from tunesmith.tokenize.encode import Example
-from tunesmith.train.fused_ce import linear_cross_entropy
-from tunesmith.train.top_k_kl import linear_top_k_kl, top_k_kl
+from tunesmith.training.fused_ce import linear_cross_entropy
+from tunesmith.training.top_k_kl import linear_top_k_kl, top_k_kl
 
 
 def causal_lm(model: torch.nn.Module) -> PreTrainedModel:

@@ -11,13 +11,13 @@ import torch
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import TrainingError
-from tunesmith.train import faults
-from tunesmith.train.checkpoint import TrainState, save_best, save_checkpoint
-from tunesmith.train.events import Event, EventSink, StopFlag
-from tunesmith.train.memory import HeapTrimmer
-from tunesmith.train.objectives import Objective
-from tunesmith.train.plan import Plan
-from tunesmith.train.setup import learning_rate_at, set_learning_rate, trainable
+from tunesmith.training import faults
+from tunesmith.training.checkpoint import TrainState, save_best, save_checkpoint
+from tunesmith.training.events import Event, EventSink, StopFlag
+from tunesmith.training.memory import HeapTrimmer
+from tunesmith.training.objectives import Objective
+from tunesmith.training.plan import Plan
+from tunesmith.training.setup import learning_rate_at, set_learning_rate, trainable
 
 
 @dataclass(frozen=True)
