@@ -182,8 +182,8 @@ def _held_out_loss(name: str, final: str | None) -> float:
     from tunesmith.models.load import load_model, load_tokenizer
     from tunesmith.models.sources import DEFAULT_MODEL
     from tunesmith.tokenize.batches import ordered_batches
-    from tunesmith.training.data import load_run_data
     from tunesmith.training.loss import mean_loss
+    from tunesmith.training.objectives import load_run_data
     from tunesmith.training.setup import Precision
 
     train_path, eval_path = _paths(name)
@@ -305,10 +305,10 @@ def defaults_cell(name: str) -> str:
     run under today's rule."""
     import numpy as np
 
-    from tunesmith.training.plan import resolve
+    from tunesmith.training.plan import resolve_plan
 
     train, held_out = (np.ones(len(path.read_text().splitlines()), dtype=int) for path in _paths(name))
-    resolved = resolve(run_config(name, {}), train, held_out)[0]
+    resolved = resolve_plan(run_config(name, {}), train, held_out)[0]
     return f"grid-lr{resolved.learning_rate:g}-ep{resolved.epochs}"
 
 

@@ -134,8 +134,8 @@ def _eval_loss(args: argparse.Namespace, adapter: Path) -> float:
     from tunesmith.models.load import load_model, load_tokenizer
     from tunesmith.models.sources import DEFAULT_MODEL
     from tunesmith.tokenize.batches import ordered_batches
-    from tunesmith.training.data import load_run_data
     from tunesmith.training.loss import mean_loss
+    from tunesmith.training.objectives import load_run_data
     from tunesmith.training.setup import Precision
 
     tokenizer = load_tokenizer(DEFAULT_MODEL)
@@ -154,7 +154,7 @@ def _model_flops_per_token(args: argparse.Namespace) -> tuple[float, float]:
     from tunesmith.config import RunConfig
     from tunesmith.models.load import load_model, load_tokenizer
     from tunesmith.models.sources import DEFAULT_MODEL
-    from tunesmith.training.data import load_run_data
+    from tunesmith.training.objectives import load_run_data
 
     model = load_model(DEFAULT_MODEL, dtype="float32")
     matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))

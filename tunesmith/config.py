@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,33 +32,50 @@ MAX_EPOCHS = 25
 LORA_RATE_AT_WIDTH_2000 = 6.8e-4
 """LoRA's learning rate for a model 2,000 wide: 13.6x full fine-tuning's 5e-5, with alpha / rank scaling (alpha 32),
 so that it hardly depends on the rank. "LoRA Without Regret" (Thinking Machines 2025) finds LoRA's best rate about
-10x full fine-tuning's (Tinker's get_lr: 5e-4 here) and nearer 15x in short runs; runs of a few hundred examples are
-short. On the quality benchmark (docs/quality.md) the best column of the learning-rate grid is 1.8e-3 on all three
-sets, which this gives at the default model's width; Tinker's 1.3e-3 was 1.5 ROUGE-L points below it on
-man-descriptions (1.1 for three epochs each) and 0.4 on numpy-summaries, 1.5% better in perplexity on fortunes."""
+10x full fine-tuning's and nearer 15x in short runs, and runs of a few hundred examples are short; this value puts
+the default model at the best column of the quality benchmark's learning-rate grid (docs/quality.md)."""
 LORA_RATE_WIDTH_EXPONENT = 0.781
 """The rate falls with the model's width as (2000 / width)^0.781 (Tinker's fit on Llama models): 1.8e-3 for
 SmolLM2-135M (576 wide), 3.9e-4 for an 8B model (4,096)."""
 FULL_LEARNING_RATE = 2e-5
 """Full fine-tuning's rate, whatever the width (the quality benchmark measures adapters only)."""
 PREFERENCE_RATE_DIVISOR = 10
-"""Preference objectives (dpo, simpo) learn at a tenth of the supervised rate. Measured on examples/brand-voice with
-the default model, one epoch of DPO: 3e-5 under-learns (per-token preference accuracy 48% -> 62%), 1e-4 reaches 96%
-and 1.3e-4 98%, both keeping the general questions; 1.3e-3 reaches 100% but forgets them (50% -> 0% right). At
-the auto rate since 2026-12-02, 1.8e-4 (Zen 4 EPYC, bf16): 100%, general questions 52% -> 44% (within the guard's
-10 points); brand-voice's demo.yaml keeps the measured 1.3e-4. Tinker's DPO recipe uses 1e-5 on a 1B model, whose
-LoRA rate by Tinker's rule is 4.9e-4. The simpo loss is trained with --objective dpo and takes the same rate."""
+"""Preference objectives (dpo, simpo) learn at a tenth of the supervised rate: on examples/brand-voice a tenth
+learns the preference and keeps the general questions, the supervised rate itself forgets them (the measurements:
+docs/quality.md and examples/brand-voice/README.md). The simpo loss is trained with --objective dpo and takes the
+same rate."""
 AUTO_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
 PAIR_BATCH_SHARE = 2
 """Preference runs take 1/PAIR_BATCH_SHARE of AUTO_BATCH_TOKENS: a pair's row holds its prompt and both answers, so
-1024 tokens carry about 6 brand-voice pairs a step (the step size DPO's auto learning rate was measured at) and
-half the activations (peak RSS 6.1 -> 3.7 GB on brand-voice in fp32, uncompiled), for 6% more time."""
+half the budget carries the step size DPO's auto learning rate was chosen at, with half the activations
+(docs/benchmarks.md)."""
+
+
+@dataclass(frozen=True)
+class AutoRules:
+    """How "auto" treats an objective, where it differs from learning tokens by cross-entropy."""
+
+    batch_share: int = 1
+    """The micro-batch budget is AUTO_BATCH_TOKENS divided by this."""
+    rate_divisor: float = 1
+    """The automatic learning rate is the supervised one divided by this."""
+    why: str = ""
+    """What the data check says of the division."""
+
+
+OBJECTIVE_RULES: dict[str, AutoRules] = {
+    "dpo": AutoRules(PAIR_BATCH_SHARE, PREFERENCE_RATE_DIVISOR, "for preference pairs, trained with --objective dpo"),
+}
+"""Each objective's auto rules (an objective not named here is treated as sft)."""
+
+
+def _rules(objective: str) -> AutoRules:
+    return OBJECTIVE_RULES.get(objective, AutoRules())
 
 
 def auto_batch_tokens(device: str, objective: str) -> int:
     """The micro-batch token budget `batch_tokens: auto` means on a device type for an objective."""
-    tokens = AUTO_BATCH_TOKENS.get(device, AUTO_BATCH_TOKENS["cpu"])
-    return tokens // PAIR_BATCH_SHARE if objective == "dpo" else tokens
+    return AUTO_BATCH_TOKENS.get(device, AUTO_BATCH_TOKENS["cpu"]) // _rules(objective).batch_share
 
 
 AUTO_WARMUP_FRACTION = 0.05
@@ -91,9 +109,7 @@ def auto_learning_rate(method: str, width: int | None, objective: str = "sft") -
         rate = FULL_LEARNING_RATE
     else:
         rate = LORA_RATE_AT_WIDTH_2000 * (2000 / (width or 2000)) ** LORA_RATE_WIDTH_EXPONENT
-    if objective == "dpo":
-        rate /= PREFERENCE_RATE_DIVISOR
-    return float(f"{rate:.2g}")
+    return float(f"{rate / _rules(objective).rate_divisor:.2g}")
 
 
 def auto_plan(examples: int, method: str, width: int | None, objective: str = "sft") -> list[str]:
@@ -105,8 +121,9 @@ def auto_plan(examples: int, method: str, width: int | None, objective: str = "s
     else:
         wide = f"{width:,} wide" if width else "width unknown, 2,000 assumed"
         rate_why = f"LoRA's rule for a model {wide}: 6.8e-4 x (2000 / width)^0.781"
-    if objective == "dpo":
-        rate_why += f", divided by {PREFERENCE_RATE_DIVISOR} for preference pairs, trained with --objective dpo"
+    rules = _rules(objective)
+    if rules.rate_divisor != 1:
+        rate_why += f", divided by {rules.rate_divisor:g} {rules.why}"
     return [
         f"{epochs} epochs for {examples:,} examples ({rule}, as OpenAI's auto does)",
         f"learning rate {auto_learning_rate(method, width, objective):.2g} ({rate_why})",
@@ -351,7 +368,8 @@ class RunConfig(_Frozen):
 
     @field_serializer("data")
     def _write_sources(self, sources: tuple[DataSource, ...]) -> Any:
-        """One plain source stays a bare path in config.yaml (and in the digest, as before mixes existed)."""
+        """One plain source stays a bare path in config.yaml, so that a run's digest does not change with the
+        form its source was given in."""
         if len(sources) == 1 and sources[0].plain:
             return sources[0].path
         return [s.path if s.plain else s.model_dump(exclude_defaults=True) for s in sources]
@@ -410,7 +428,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return values
 
 
-def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def merge_settings(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Settings from a file with command-line values on top; dotted keys (lora.rank) reach into parts."""
     merged: dict[str, Any] = {key: dict(v) if isinstance(v, Mapping) else v for key, v in base.items()}
     if "data" in overrides:

@@ -21,7 +21,7 @@ from tunesmith.distill.student import servers_for, serving
 from tunesmith.errors import ConfigError
 from tunesmith.runs import RunFolder
 from tunesmith.tokenize.batches import collate
-from tunesmith.training.data import load_run_data
+from tunesmith.training.objectives import load_run_data
 from tunesmith.training.runner import train
 from tunesmith.training.top_k_kl import top_k_kl
 

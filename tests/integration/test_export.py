@@ -30,7 +30,7 @@ from tunesmith.export.gguf_file import write_gguf
 from tunesmith.export.ollama import modelfile
 from tunesmith.export.writer import DTYPES, ExportRequest, export
 from tunesmith.models.load import cached_models, load_model, load_tokenizer, model_width
-from tunesmith.models.sources import resolve
+from tunesmith.models.sources import model_source
 
 PROMPT = "<|im_start|>user\nQuestion 3?<|im_end|>\n<|im_start|>assistant\n"
 
@@ -85,7 +85,7 @@ def _read_gguf(path, reader):
     if reader == "transformers":
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         return model, AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    source = resolve(str(path))
+    source = model_source(str(path))
     tokenizer = load_tokenizer(str(path))
     assert source.kind == "gguf" and model_width(str(path)) == 64  # tokenizer and config alone: no weights yet
     assert not source.cache_dir.exists() and not cached_models()

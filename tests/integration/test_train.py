@@ -16,7 +16,7 @@ from tunesmith.cli import app
 from tunesmith.config import build_config
 from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.training import loop as loop_module
-from tunesmith.training import objectives
+from tunesmith.training.objectives import supervised as objectives
 from tunesmith.training.runner import resume, train
 
 FIXED = "The answer is always blue."

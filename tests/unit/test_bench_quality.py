@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench import quality
-from tunesmith.training.plan import resolve
+from tunesmith.training.plan import resolve_plan
 
 
 def _row(arm: str, rouge: float, precision: str, **extra: object) -> dict[str, object]:
@@ -86,8 +86,8 @@ def test_a_failed_arm_is_named_at_the_end_and_the_arms_after_it_still_run(tmp_pa
 def test_the_grid_cell_that_stands_for_the_defaults_is_the_same_run(name):
     lengths, eval_lengths = (np.full(len(p.read_text().splitlines()), 100) for p in quality._paths(name))
     cell = quality._settings(quality.defaults_cell(name))
-    defaults = resolve(quality.run_config(name, {}), lengths, eval_lengths)
-    assert cell and resolve(quality.run_config(name, cell), lengths, eval_lengths) == defaults
+    defaults = resolve_plan(quality.run_config(name, {}), lengths, eval_lengths)
+    assert cell and resolve_plan(quality.run_config(name, cell), lengths, eval_lengths) == defaults
     assert quality.defaults_cell(name) == "grid-lr0.0018-ep3"  # 300 or 1,200 examples on the 576-wide default model
 
 

@@ -22,7 +22,7 @@ from tunesmith.training import memory
 from tunesmith.training import plan as plan_module
 from tunesmith.training.fused_ce import linear_cross_entropy
 from tunesmith.training.loss import supervised_loss
-from tunesmith.training.plan import resolve
+from tunesmith.training.plan import resolve_plan
 from tunesmith.training.setup import choose_precision, compile_layers, compiler_settings
 
 
@@ -152,11 +152,11 @@ def test_compile_is_chosen_by_run_size_unless_set(monkeypatch):
     small, large = np.full(100, 200), np.full(400, 200)  # 20k and 80k tokens in one epoch
     held_out = np.full(10, 200)
     auto = RunConfig(data="x.jsonl", epochs=1)
-    assert resolve(auto, small, held_out)[0].compile == "off"
-    assert resolve(auto, large, held_out)[0].compile == "on"
-    assert resolve(auto.model_copy(update={"compile": "off"}), large, held_out)[0].compile == "off"
+    assert resolve_plan(auto, small, held_out)[0].compile == "off"
+    assert resolve_plan(auto, large, held_out)[0].compile == "on"
+    assert resolve_plan(auto.model_copy(update={"compile": "off"}), large, held_out)[0].compile == "off"
     monkeypatch.setattr(plan_module, "compiler_available", lambda: False)
-    assert resolve(auto, large, held_out)[0].compile == "off"
+    assert resolve_plan(auto, large, held_out)[0].compile == "off"
 
 
 @pytest.mark.parametrize(
@@ -213,6 +213,6 @@ def test_a_far_slower_bf16_is_timed_once_a_close_one_repeatedly(monkeypatch, bf1
 def test_save_every_epoch_saves_once_an_epoch():
     lengths = np.full(100, 200)  # 20k tokens: 10 batches of 2048 tokens an epoch
     config = RunConfig(data="x.jsonl", epochs=3, save_every="epoch", device="cpu", precision="fp32")
-    resolved, plan = resolve(config, lengths, np.full(10, 200))
+    resolved, plan = resolve_plan(config, lengths, np.full(10, 200))
     per_epoch = plan.total_steps // 3
     assert plan.save_every == per_epoch == resolved.save_every and plan.total_steps == 3 * per_epoch

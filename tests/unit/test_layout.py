@@ -64,3 +64,14 @@ def test_the_public_functions_stay_functions_after_every_module_is_imported():
     for name in tunesmith.__all__:
         value = getattr(tunesmith, name)
         assert not isinstance(value, type(tunesmith)), f"tunesmith.{name} is a module, not the public {name}"
+
+
+def test_every_objective_setting_has_its_unit_and_every_unit_its_setting():
+    from typing import get_args
+
+    from tunesmith.config import OBJECTIVE_RULES, RunConfig
+    from tunesmith.training.objectives import OBJECTIVES
+
+    assert set(get_args(RunConfig.model_fields["objective"].annotation)) == set(OBJECTIVES)
+    assert set(OBJECTIVE_RULES) <= set(OBJECTIVES)
+    assert all(kind.name == name for name, kind in OBJECTIVES.items())

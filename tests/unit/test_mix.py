@@ -8,11 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import chat, prose, write_jsonl
-from tunesmith.config import RunConfig, build_config, merge
+from tunesmith.config import RunConfig, build_config, merge_settings
 from tunesmith.errors import ConfigError
 from tunesmith.tokenize.mix import Mix, shares
-from tunesmith.training.data import load_run_data
-from tunesmith.training.plan import resolve
+from tunesmith.training.objectives import load_run_data
+from tunesmith.training.plan import resolve_plan
 
 
 def test_a_source_is_a_path_with_an_optional_weight_and_objective():
@@ -51,7 +51,7 @@ def test_a_bad_mix_is_one_line_naming_the_field(values, says):
 
 
 def test_data_on_the_command_line_replaces_the_files_datasets():
-    merged = merge({"datasets": ["a.jsonl", "b.jsonl"], "epochs": 2}, {"data": ["c.jsonl"]})
+    merged = merge_settings({"datasets": ["a.jsonl", "b.jsonl"], "epochs": 2}, {"data": ["c.jsonl"]})
     assert build_config(merged).data[0].path == "c.jsonl" and len(build_config(merged).data) == 1
 
 
@@ -104,7 +104,7 @@ def test_a_run_draws_its_mix_every_epoch_and_reports_it_in_tokens(two_sources, t
     assert all(e.supervised >= len(e.input_ids) - 1 for e in data.train[54:])  # text: every token learned
     assert all(e.supervised < len(e.input_ids) - 1 for e in data.train[:54])  # sft: the answers only
     lengths = np.array([len(e.input_ids) for e in data.train])
-    _, plan = resolve(config, lengths, np.array([len(e.input_ids) for e in data.held_out]), data.mix)
+    _, plan = resolve_plan(config, lengths, np.array([len(e.input_ids) for e in data.held_out]), data.mix)
     for epoch in range(3):
         drawn = [i for e, window in plan.windows if e == epoch for batch in window for i in batch]
         assert Counter(int(i >= 54) for i in drawn) == {0: 20, 1: 61}

@@ -10,12 +10,12 @@ import torch
 from tests.conftest import make_tiny_model
 from tunesmith.errors import ModelError
 from tunesmith.models.load import load_model, load_tokenizer, pick_dtype
-from tunesmith.models.sources import DEFAULT_MODEL, resolve
+from tunesmith.models.sources import DEFAULT_MODEL, model_source
 
 
 def test_local_folder_loads(tmp_path, tokenizer):
     folder = make_tiny_model(tmp_path / "tiny", tokenizer)
-    assert resolve(str(folder)).kind == "folder"
+    assert model_source(str(folder)).kind == "folder"
     model = load_model(str(folder))
     assert model.config.num_hidden_layers == 2
     assert load_tokenizer(str(folder)).chat_template == tokenizer.chat_template
@@ -24,12 +24,12 @@ def test_local_folder_loads(tmp_path, tokenizer):
 
 def test_unknown_names_get_one_clear_error(tmp_path):
     with pytest.raises(ModelError, match="not found: not a short name"):
-        resolve("nope")
+        model_source("nope")
     with pytest.raises(ModelError, match="GGUF file not found"):
-        resolve(str(tmp_path / "m.gguf"))
+        model_source(str(tmp_path / "m.gguf"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match=r"folder has no config\.json"):
-        resolve(str(tmp_path / "empty"))
+        model_source(str(tmp_path / "empty"))
 
 
 def test_unreachable_hub_id_says_what_was_tried():

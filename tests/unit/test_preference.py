@@ -16,7 +16,7 @@ from tunesmith.data.schema import Message, PreferencePair
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.encode import IGNORE
 from tunesmith.tokenize.pairs import PAIR_WIDTH_STEP, collate_pairs, encode_pairs
-from tunesmith.training.objectives import Preference, reference_log_probs
+from tunesmith.training.objectives.preference import Preference, reference_log_probs
 from tunesmith.training.preference import dpo_loss, sequence_log_probs, simpo_loss, token_log_probs
 
 PAIR = PreferencePair(

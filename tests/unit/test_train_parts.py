@@ -11,12 +11,12 @@ import torch
 
 from tests.conftest import chat, full_cross_entropy
 from tests.numerics import TINY_NORMS, assert_identity, assert_identity_scalar
-from tunesmith.config import RunConfig, auto_learning_rate, auto_plan, build_config, merge, parse_assignment
+from tunesmith.config import RunConfig, auto_learning_rate, auto_plan, build_config, merge_settings, parse_assignment
 from tunesmith.errors import ConfigError
 from tunesmith.tokenize.batches import PAD_MARK, WIDTH_STEP, collate, epoch_batches, padded_width
 from tunesmith.tokenize.encode import IGNORE, encode
 from tunesmith.training.loss import supervised_loss
-from tunesmith.training.plan import Plan, held_out_split, resolve
+from tunesmith.training.plan import Plan, held_out_split, resolve_plan
 from tunesmith.training.setup import learning_rate_at
 
 
@@ -42,13 +42,13 @@ def test_training_widths_are_rounded_up_by_less_than_an_eighth_to_few_shapes():
 def test_auto_settings_are_filled_in():
     config = RunConfig(data="x.jsonl")
     lengths = np.full(160, 100)
-    resolved, plan = resolve(config, lengths, np.full(16, 100))
+    resolved, plan = resolve_plan(config, lengths, np.full(16, 100))
     assert resolved.epochs == 3 and resolved.learning_rate == 1.8e-3  # LoRA's rule for SmolLM2-135M, 576 wide
     assert resolved.precision in ("fp32", "bf16") and resolved.device == "cpu"
     assert plan.total_steps == len(plan.windows) and plan.warmup_steps >= 1
     autos = ("epochs", "learning_rate", "warmup_steps", "batch_tokens", "eval_every", "save_every", "threads")
     assert all(getattr(resolved, name) != "auto" for name in autos)
-    assert resolve(config.model_copy(update={"max_steps": 3}), lengths, lengths[:0])[1].total_steps == 3
+    assert resolve_plan(config.model_copy(update={"max_steps": 3}), lengths, lengths[:0])[1].total_steps == 3
 
 
 def _evaluated_epochs(plan: Plan) -> tuple[int, set[int]]:
@@ -60,25 +60,25 @@ def _evaluated_epochs(plan: Plan) -> tuple[int, set[int]]:
 def test_auto_evaluations_cost_a_share_of_the_run_but_come_at_least_once_an_epoch():
     config = RunConfig(data="x.jsonl", epochs=3)
     lengths = np.full(300, 340)
-    small = resolve(config, lengths, np.full(30, 340))[1]  # a tenth of the training set: five fit in the share
+    small = resolve_plan(config, lengths, np.full(30, 340))[1]  # a tenth of the training set: five fit in the share
     assert _evaluated_epochs(small) == (5, {0, 1, 2})
-    large = resolve(config, lengths, np.full(100, 340))[1]  # a third: the share alone would allow two
+    large = resolve_plan(config, lengths, np.full(100, 340))[1]  # a third: the share alone would allow two
     assert _evaluated_epochs(large) == (3, {0, 1, 2})
-    huge = resolve(config, lengths, np.full(600, 340))[1]  # twice the training set: still once an epoch
+    huge = resolve_plan(config, lengths, np.full(600, 340))[1]  # twice the training set: still once an epoch
     assert _evaluated_epochs(huge) == (3, {0, 1, 2})
-    cut = resolve(config.model_copy(update={"max_steps": 60}), lengths, np.full(600, 340))[1]  # 60 steps: 2 epochs
+    cut = resolve_plan(config.model_copy(update={"max_steps": 60}), lengths, np.full(600, 340))[1]  # 60 steps: 2 epochs
     assert _evaluated_epochs(cut) == (2, {0, 1})
 
 
 def test_auto_evaluations_reach_every_epoch_when_epochs_differ_in_steps():
     config = RunConfig(data="x.jsonl", epochs=3)
     lengths = np.random.default_rng(9).integers(40, 900, 300)  # packs into epochs of 89, 90 and 89 steps
-    plan = resolve(config, lengths, np.full(100, 340))[1]
+    plan = resolve_plan(config, lengths, np.full(100, 340))[1]
     assert sorted(Counter(epoch for epoch, _ in plan.windows).values()) == [89, 89, 90]
     # every ceil(268 / 3) = 90 steps would evaluate at 90 (epoch 1), 180 (epoch 2) and 268, missing epoch 0
     # at 89, 178 and 268: the end's evaluation stands in for the one due at 267
     assert plan.eval_every == 89 and _evaluated_epochs(plan) == (3, {0, 1, 2})
-    many = resolve(config.model_copy(update={"epochs": 15}), lengths[:30], np.full(10, 340))[1]  # 11 steps each
+    many = resolve_plan(config.model_copy(update={"epochs": 15}), lengths[:30], np.full(10, 340))[1]  # 11 steps each
     assert _evaluated_epochs(many)[0] == 5  # more epochs than evaluations: the cap holds, not one an epoch
 
 
@@ -177,7 +177,7 @@ def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match=r"field lora\.rnk: Extra inputs are not permitted"):
         build_config({"data": "d.jsonl", "lora": {"rnk": 8}})
     with pytest.raises(ConfigError, match=r"field lora\.rank: Input should be greater than 0 \(got -1\)"):
-        build_config(merge({"data": "d.jsonl"}, dict([parse_assignment("lora.rank=-1")])))
+        build_config(merge_settings({"data": "d.jsonl"}, dict([parse_assignment("lora.rank=-1")])))
     with pytest.raises(ConfigError, match=r"field method: Input should be 'lora', 'dora' or 'full' \(got 'qlora'\)"):
         build_config({"data": "d.jsonl", "method": "qlora"})
     with pytest.raises(ConfigError, match="field data: Field required"):
@@ -187,7 +187,7 @@ def test_config_errors_name_the_field():
 
 
 def test_flags_override_the_file_and_dotted_keys_reach_into_parts():
-    merged = merge({"data": "a.jsonl", "lora": {"rank": 8, "alpha": 16}}, {"lora.rank": 4, "data": "b.jsonl"})
+    merged = merge_settings({"data": "a.jsonl", "lora": {"rank": 8, "alpha": 16}}, {"lora.rank": 4, "data": "b.jsonl"})
     config = build_config(merged)
     assert (config.source, config.lora.rank, config.lora.alpha) == ("b.jsonl", 4, 16)
     assert parse_assignment("lora.targets=[q_proj, v_proj]") == ("lora.targets", ["q_proj", "v_proj"])

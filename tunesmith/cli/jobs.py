@@ -25,7 +25,7 @@ def _on_signal(worker: object, signum: int, frame: FrameType | None) -> None:
 
 @jobs_app.command("worker")
 def worker(
-    once: Annotated[bool, typer.Option(help="Run the waiting jobs, then exit.")] = False,
+    once: Annotated[bool, typer.Option(help="Do the waiting dashboard tasks and jobs, then exit.")] = False,
     parent: Annotated[int | None, typer.Option(hidden=True, help="Exit when idle and this process is gone.")] = None,
 ) -> None:
     """Run queued jobs one at a time (one worker per TUNESMITH_HOME; `tunesmith serve` starts one)."""

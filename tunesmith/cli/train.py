@@ -60,7 +60,7 @@ def train(
 ) -> None:
     """Fine-tune a model on your data: LoRA, DoRA or full; answers (sft) or plain text."""
     from tunesmith import paths
-    from tunesmith.config import build_config, merge, read_config_file
+    from tunesmith.config import build_config, merge_settings, read_config_file
     from tunesmith.training.runner import resume as resume_run
     from tunesmith.training.runner import train as train_run
 
@@ -71,7 +71,7 @@ def train(
         if resume is not None:
             result = resume_run(resume, overrides=overrides, force=force, sink=sink, stop=stop)
         else:
-            settings = merge(read_config_file(config) if config else {}, overrides)
+            settings = merge_settings(read_config_file(config) if config else {}, overrides)
             run_config = build_config(settings, str(config) if config else "command line")
             run_dir = out_dir or paths.runs_dir() / datetime.now().strftime("%Y%m%d-%H%M%S")
             result = train_run(run_config, run_dir, sink=sink, stop=stop)

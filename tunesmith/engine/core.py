@@ -98,7 +98,7 @@ class _Batch:
     next_ids: torch.Tensor
 
     def extend(self, other: _Batch) -> None:
-        self.mask = kv.merge(self.cache, self.mask, other.cache, other.mask)
+        self.mask = kv.join(self.cache, self.mask, other.cache, other.mask)
         self.rows += other.rows
         self.next_ids = torch.cat([self.next_ids, other.next_ids])
 
@@ -193,10 +193,7 @@ class Engine:
     def _model_forward(
         self, rows: list[Answer], ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache
     ) -> torch.Tensor:
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-        )
-        return out.logits[:, -1]
+        return last_logits(self.model, ids, mask, positions, cache)
 
     def _logits(self, rows: list[Answer], ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
@@ -209,7 +206,7 @@ class Engine:
         ids = torch.tensor([[self.pad_id] * (longest - len(p)) + p for p in prompts], device=device)
         starts = torch.tensor([longest - len(p) for p in prompts], device=device)
         mask = (torch.arange(longest, device=device)[None] >= starts[:, None]).long()
-        cache = DynamicCache()
+        cache = kv.RoomyCache()
         logits = self._logits(rows, ids, mask, cache)
         chosen = [self._advance(row, logits[i]) for i, row in enumerate(rows)]
         return _Batch(rows, cache, mask, torch.tensor(chosen, device=device)[:, None])
@@ -257,6 +254,27 @@ class Engine:
             batch.mask = kv.keep_rows(batch.cache, batch.mask, keep)
             batch.rows = [batch.rows[i] for i in keep]
             batch.next_ids = batch.next_ids[keep]
+
+
+def last_logits(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    cache: DynamicCache,
+    **extra: object,
+) -> torch.Tensor:
+    """The logits of each row's last position (the output head runs there only), the cache extended."""
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+        **extra,
+    )
+    return out.logits[:, -1]
 
 
 def _device(model: torch.nn.Module) -> torch.device:

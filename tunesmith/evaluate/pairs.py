@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.data.schema import PreferencePair, Record
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.pairs import encode_pairs
-from tunesmith.training.objectives import reference_log_probs
+from tunesmith.training.objectives.preference import reference_log_probs
 
 PAIR_BATCH_TOKENS = 4096
 

@@ -227,3 +227,33 @@ class CheckpointRecord:
             "metrics": self.metrics,
             "step_number": self.step,
         }
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """Heavy work a dashboard page asked for (a data check, an export), done by the worker, its result kept."""
+
+    id: str
+    """task-..."""
+    kind: str
+    """check or export."""
+    key: str
+    """What it is about (the file and model, the job and format): one task per kind and key."""
+    args: dict[str, Any]
+    """What its handler needs."""
+    status: str
+    """queued, running, succeeded or failed."""
+    result: dict[str, Any] | None
+    """What it made, once succeeded."""
+    error: dict[str, Any] | None
+    """{"message", "code", "param"} once failed."""
+    created_at: int
+    """Unix time."""
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> TaskRecord:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        for name in ("args", "result", "error"):
+            values[name] = json.loads(values[name]) if values[name] else None
+        values["args"] = values["args"] or {}
+        return cls(**values)

@@ -28,7 +28,9 @@ class Hyperparameters(BaseModel):
     """tunesmith's own: the rank of a LoRA or DoRA adapter; auto is the training default."""
 
 
-class Supervised(BaseModel):
+class SupervisedMethod(BaseModel):
+    """OpenAI's method.supervised: the hyperparameters of supervised fine-tuning."""
+
     model_config = ConfigDict(extra="forbid")
 
     hyperparameters: Hyperparameters = Hyperparameters()
@@ -42,7 +44,9 @@ class DpoHyperparameters(Hyperparameters):
     """How far the tuned model may move from its reference (the base): higher keeps it closer; auto is 0.1."""
 
 
-class Dpo(BaseModel):
+class DpoMethod(BaseModel):
+    """OpenAI's method.dpo: the hyperparameters of preference tuning."""
+
     model_config = ConfigDict(extra="forbid")
 
     hyperparameters: DpoHyperparameters = DpoHyperparameters()
@@ -54,9 +58,9 @@ class Method(BaseModel):
 
     type: Literal["supervised", "dpo", "reinforcement"]
     """supervised trains on answers; dpo on preference pairs; reinforcement is not available."""
-    supervised: Supervised | None = None
+    supervised: SupervisedMethod | None = None
     """Its hyperparameters, for type supervised."""
-    dpo: Dpo | None = None
+    dpo: DpoMethod | None = None
     """Its hyperparameters, for type dpo."""
 
     @model_validator(mode="after")
@@ -66,7 +70,7 @@ class Method(BaseModel):
                 raise ValueError(f"method {self.type} takes its hyperparameters in method.{self.type}, not {other}")
         return self
 
-    def inner(self) -> Supervised | Dpo | None:
+    def inner(self) -> SupervisedMethod | DpoMethod | None:
         """The hyperparameters' holder for this method's type."""
         return self.supervised if self.type == "supervised" else self.dpo
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import paths
-from tunesmith.jobs.records import CheckpointRecord, EventRecord, FileRecord, JobRecord, new_id
+from tunesmith.jobs.records import CheckpointRecord, EventRecord, FileRecord, JobRecord, TaskRecord, new_id
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -45,6 +45,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     "ALTER TABLE jobs ADD COLUMN model_deleted INTEGER NOT NULL DEFAULT 0;",
+    """
+    CREATE TABLE tasks (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL,
+        args TEXT NOT NULL, status TEXT NOT NULL, result TEXT, error TEXT, created_at INTEGER NOT NULL,
+        UNIQUE (kind, key)
+    );
+    """,
 )
 """Schema version N is MIGRATIONS[:N] applied in order; a database is moved forward on open, never back."""
 
@@ -130,14 +137,18 @@ class Store:
         the file stays (checked and deleted in one transaction, so no job can be created on it in between)."""
         statuses = ", ".join("?" * len(ACTIVE))
         with self._db() as db:
-            user = db.execute(
-                f"SELECT id FROM jobs WHERE status IN ({statuses}) AND (training_file = ? OR validation_file = ?) "
-                "ORDER BY seq LIMIT 1",
-                [*ACTIVE, file_id, file_id],
-            ).fetchone()
-            if user is not None:
-                raise FileInUse(file_id, user["id"])
-            return db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
+            db.execute("BEGIN IMMEDIATE")  # the write lock first: no job can be created on the file in between
+            try:
+                user = db.execute(
+                    f"SELECT id FROM jobs WHERE status IN ({statuses}) AND (training_file = ? OR validation_file = ?) "
+                    "ORDER BY seq LIMIT 1",
+                    [*ACTIVE, file_id, file_id],
+                ).fetchone()
+                if user is not None:
+                    raise FileInUse(file_id, user["id"])
+                return db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
+            finally:
+                db.execute("COMMIT")
 
     def _page(
         self, query: str, args: list[Any], table: str, after: str | None, limit: int, newest_first: bool
@@ -220,6 +231,51 @@ class Store:
                 if status != "queued" or self.move(job.id, "running", only_from=("queued",)):
                     return self.job(job.id)
         return None
+
+    # tasks: the heavy work a dashboard page asks for, done by the worker
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return TaskRecord.from_row(row) if row else None
+
+    def ask_task(self, kind: str, key: str, args: Mapping[str, Any]) -> TaskRecord:
+        """The task of this kind for `key`: the one asked before (a failed one queued again), else a new one."""
+        with self._db() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO tasks (id, kind, key, args, status, created_at) "
+                "VALUES (?, ?, ?, ?, 'queued', ?)",
+                (new_id("task-"), kind, key, json.dumps(dict(args)), int(time.time())),
+            )
+            db.execute(
+                "UPDATE tasks SET status = 'queued', error = NULL WHERE kind = ? AND key = ? AND status = 'failed'",
+                (kind, key),
+            )
+            row = db.execute("SELECT * FROM tasks WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+        return TaskRecord.from_row(row)
+
+    def claim_task(self) -> TaskRecord | None:
+        """The oldest queued task, moved to running (compare-and-set: one taker)."""
+        with self._db() as db:
+            for row in db.execute("SELECT id FROM tasks WHERE status = 'queued' ORDER BY seq").fetchall():
+                taken = db.execute("UPDATE tasks SET status = 'running' WHERE id = ? AND status = 'queued'", (row[0],))
+                if taken.rowcount:
+                    return self.task(row[0])
+        return None
+
+    def end_task(self, task_id: str, result: Mapping[str, Any] | None, error: Mapping[str, Any] | None) -> None:
+        """A task succeeded with `result`, or failed with OpenAI's error object fields."""
+        status = "failed" if error is not None else "succeeded"
+        with self._db() as db:
+            db.execute(
+                "UPDATE tasks SET status = ?, result = ?, error = ? WHERE id = ?",
+                (status, _json(result), _json(error), task_id),
+            )
+
+    def requeue_tasks(self) -> None:
+        """Tasks left running by a worker that stopped are queued again."""
+        with self._db() as db:
+            db.execute("UPDATE tasks SET status = 'queued' WHERE status = 'running'")
 
     # events and checkpoints
 

@@ -24,6 +24,7 @@ from tunesmith.jobs.files import store_bytes
 from tunesmith.jobs.records import JobRecord
 from tunesmith.jobs.sink import JobSink
 from tunesmith.jobs.store import Store
+from tunesmith.jobs.tasks import TaskRunner, run_waiting_tasks
 from tunesmith.jobs.validation import fail
 from tunesmith.runs import REPORT_FILES, RunFolder, job_run
 from tunesmith.training.events import StopFlag
@@ -69,17 +70,27 @@ class Worker:
             self.current.request(reason)
 
     def run(self, *, once: bool = False, parent: int | None = None) -> None:
-        """Claim and run jobs; with `once`, return when none is waiting; with `parent` (the server that started it),
-        return when idle and that process is gone. A job it runs is finished first: a server that crashes does not
-        take its job down, and the next server's worker waits for this one's lock."""
-        while not self.stopping:
-            job = self.store.claim_next()
-            if job is None:
-                if once or (parent is not None and os.getppid() != parent):
-                    return
-                time.sleep(POLL_SECONDS)
-                continue
-            self.run_job(job)
+        """Claim and run jobs, and beside them (in a thread) the tasks dashboard pages ask for; with `once`, do what
+        is waiting and return; with `parent` (the server that started it), return when idle and that process is
+        gone. A job it runs is finished first: a server that crashes does not take its job down, and the next
+        server's worker waits for this one's lock."""
+        tasks = TaskRunner(self.store)
+        if once:  # one pass, in this thread: the tasks waiting, then the jobs
+            self.store.requeue_tasks()
+            run_waiting_tasks(self.store)
+        else:
+            tasks.start()
+        try:
+            while not self.stopping:
+                job = self.store.claim_next()
+                if job is None:
+                    if once or (parent is not None and os.getppid() != parent):
+                        return
+                    time.sleep(POLL_SECONDS)
+                    continue
+                self.run_job(job)
+        finally:
+            tasks.stop()
 
     def run_job(self, job: JobRecord) -> None:
         if job.status == "pausing":  # the worker stopped while pausing it: its checkpoint is there

@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from tunesmith import paths, runs
 from tunesmith.errors import ModelError
 from tunesmith.models import hardware
-from tunesmith.models.sources import ModelSource, resolve
+from tunesmith.models.sources import ModelSource, model_source
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _drop_quantizer(model: PreTrainedModel) -> None:
 
 def local_path(name: str) -> str:
     """The folder or hub id that transformers should load for `name`, converting a GGUF source first."""
-    source = resolve(name)
+    source = model_source(name)
     if source.kind in ("embedded", "gguf"):
         return str(_convert_gguf(source))
     return source.location
@@ -117,12 +117,12 @@ def local_path(name: str) -> str:
 
 def _light_path(name: str) -> str:
     """Where a model's tokenizer and config load from, without converting a GGUF source's weights."""
-    source = resolve(name)
+    source = model_source(name)
     return str(_light_folder(source)) if source.kind in ("embedded", "gguf") else source.location
 
 
 def _load_error(name: str, exc: Exception) -> ModelError:
-    source = resolve(name)
+    source = model_source(name)
     if source.kind == "hub":
         return ModelError(
             f"model {name!r}: not a short name, local folder or .gguf file, and the hub could not provide it "

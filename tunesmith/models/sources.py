@@ -80,7 +80,7 @@ def _gguf_cache_dir(path: Path) -> Path:
     return paths.models_dir() / f"gguf-{path.stem.lower()}-{key}"
 
 
-def resolve(name: str) -> ModelSource:
+def model_source(name: str) -> ModelSource:
     """Turn a `--model` value into a source: a short name, a .gguf file, a local folder or a hub id."""
     if name in EMBEDDED:
         model = EMBEDDED[name]

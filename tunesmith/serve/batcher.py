@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from tunesmith.engine.core import Answer, Engine, Request
+from tunesmith.engine.core import Answer, Engine, Request, last_logits
 from tunesmith.engine.sampling import Sampling, TokenLogprob
 from tunesmith.engine.text import TextStream
 from tunesmith.serve.loaded import ModelSet, Served
@@ -170,7 +170,4 @@ class Batcher:
                 model.set_adapter(group)
             else:
                 extra = {"adapter_names": [row.request.adapter for row in rows]}
-        out = model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, **extra
-        )
-        return out.logits[:, -1]
+        return last_logits(model, ids, mask, positions, cache, **extra)

@@ -23,7 +23,7 @@ from tunesmith.jobs.records import FileRecord, JobRecord, new_id
 from tunesmith.jobs.schemas import JobRequest
 from tunesmith.jobs.store import FileInUse, Page, Store, UnknownCursor
 from tunesmith.jobs.validation import validate_job
-from tunesmith.models.sources import resolve
+from tunesmith.models.sources import model_source
 from tunesmith.server.errors import APIError
 
 UPLOAD_PURPOSES = ("fine-tune",)
@@ -147,7 +147,7 @@ class JobsAPI:
             message = f"method {body.method_type()!r} is not available; use supervised or dpo"
             raise APIError(400, message, "method.type", "invalid_value")
         try:
-            resolve(body.model)
+            model_source(body.model)
         except ModelError as exc:
             message = f"The model '{body.model}' does not exist: {exc.message}"
             raise APIError(404, message, "model", "model_not_found") from None

@@ -1,26 +1,33 @@
-"""The examples a run trains and evaluates on: checked, tokenised, and split when no eval data is given."""
+"""The examples a run trains and evaluates on: checked, tokenised, and split when no eval data is given.
+
+The conversations and texts that token-learning objectives read (sft, text, distill), mixes of sources included;
+an objective with another data kind reads it in its own unit (objectives/preference.py reads pairs), with the
+helpers here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.check import DataOptions, Prepared, prepare_data
-from tunesmith.config import SOURCE_OBJECTIVES, DataSource, RunConfig
-from tunesmith.data.schema import PreferencePair
-from tunesmith.data.validate import RecordReader, data_error
+from tunesmith.config import DataSource, RunConfig
+from tunesmith.data.validate import data_error
 from tunesmith.errors import ConfigError
 from tunesmith.runs import HELD_OUT_TEXTS
 from tunesmith.tokenize.encode import Example
 from tunesmith.tokenize.mix import Mix, shares
-from tunesmith.tokenize.pairs import PairExample, encode_pairs
-from tunesmith.tokenize.teacher import soften_all, teacher_logprobs
+from tunesmith.tokenize.pairs import PairExample
 from tunesmith.training.plan import held_out_split
 
 Item = Example | PairExample
 """What a run trains on: an example, or a preference pair (objective dpo)."""
+Targets = Callable[[list[Example], list[Example] | None, dict[str, Any]], tuple[list[Example], list[Example] | None]]
+"""An objective's change to the first source's training and given held-out examples before anything is held out
+(distill: the teacher's top-k targets), noting what it did in the report."""
 
 
 def item_length(item: Item) -> int:
@@ -56,9 +63,9 @@ def _objective_of(config: RunConfig, source: DataSource) -> str:
     return source.objective or config.objective
 
 
-def _check_sources(config: RunConfig) -> None:
-    """A mix learns by cross-entropy (sft and text sources); dpo and distill read one source of their own kind."""
-    if config.objective in SOURCE_OBJECTIVES:
+def check_sources(config: RunConfig, mixes: bool) -> None:
+    """A mix learns by cross-entropy (sft and text sources); other objectives read one source of their own kind."""
+    if mixes:
         return
     if len(config.data) > 1 or config.data[0].objective not in (None, config.objective):
         raise ConfigError(
@@ -68,10 +75,11 @@ def _check_sources(config: RunConfig) -> None:
         )
 
 
-def _prepare(
-    config: RunConfig, tokenizer: PreTrainedTokenizerBase, source: DataSource, eval_source: str | None
+def prepare_source(
+    config: RunConfig, tokenizer: PreTrainedTokenizerBase, source: DataSource, eval_source: str | None, answers: bool
 ) -> Prepared:
-    """One source read and tokenised as its objective learns it; data errors stop the run here."""
+    """One source read and tokenised as its objective learns it; data errors stop the run here, and plain text where
+    the objective learns `answers`."""
     objective = _objective_of(config, source)
     options = DataOptions.of_source(
         source, objective, format=config.format, max_length=config.max_length, supervise=config.supervise
@@ -79,7 +87,8 @@ def _prepare(
     prepared = prepare_data(source.path, tokenizer, options, eval_source=eval_source)
     if prepared.report.errors:
         raise data_error(prepared.report.errors, prepared.report.error_count, source.path)
-    if objective in ("sft", "distill") and prepared.report.stats["train"]["format"] == "text":
+    learns_answers = answers if source.objective is None else source.objective != "text"
+    if learns_answers and prepared.report.stats["train"]["format"] == "text":
         raise ConfigError(
             f"{source.path}: plain text has no answers to learn with objective {objective}",
             hint="use --objective text (or path@text in a mix) for continued pre-training, or give conversations",
@@ -87,17 +96,19 @@ def _prepare(
     return prepared
 
 
-def load_run_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunData:
-    """Read and tokenise every source; any data error stops the run before the model is loaded."""
-    _check_sources(config)
-    first = _prepare(config, tokenizer, config.data[0], config.eval_data)
+def load_examples(
+    config: RunConfig, tokenizer: PreTrainedTokenizerBase, *, mixes: bool, answers: bool, targets: Targets | None = None
+) -> RunData:
+    """Read and tokenise every source (`answers`: the objective learns answers, so plain text is refused unless a
+    source says @text); any data error stops the run before the model is loaded."""
+    check_sources(config, mixes)
+    first = prepare_source(config, tokenizer, config.data[0], config.eval_data, answers)
     report = first.report.as_dict()
-    if config.objective == "dpo":
-        return _pair_data(config, tokenizer, report)
-    parts = [list(first.train)] + [list(_prepare(config, tokenizer, s, None).train) for s in config.data[1:]]
+    rest = [list(prepare_source(config, tokenizer, s, None, answers).train) for s in config.data[1:]]
+    parts = [list(first.train), *rest]
     given = first.eval
-    if config.objective == "distill":
-        parts[0], given = _teacher_targets(config, tokenizer, parts[0], given, report)
+    if targets is not None:
+        parts[0], given = targets(parts[0], None if given is None else list(given), report)
     texts = None
     if given is None:
         parts, given, texts = _hold_out(config, tokenizer, parts, first, report)
@@ -119,7 +130,8 @@ def _hold_out(
     report: dict[str, Any],
 ) -> tuple[list[list[Example]], list[Example], list[str] | None]:
     """Each source's held-out share (10%, see held_out_split) and what is left to train on; where they came from
-    goes into the report (the first source's as before mixes existed, the others' under "sources")."""
+    goes into the report (the first source's at the top, where one-source runs have it; the others' under
+    "sources")."""
     kept, held = [], []
     for part in parts:
         chosen = set(held_out_split(len(part), config.seed).tolist())
@@ -159,48 +171,3 @@ def mix_report(config: RunConfig, parts: list[list[Example]], mix: Mix) -> list[
         }
         for s, size, take, t in zip(config.data, mix.sizes, mix.per_epoch, tokens, strict=True)
     ]
-
-
-def _teacher_targets(
-    config: RunConfig,
-    tokenizer: PreTrainedTokenizerBase,
-    train: list[Example],
-    held_out: list[Example] | None,
-    report: dict[str, Any],
-) -> tuple[list[Example], list[Example] | None]:
-    """Training (and eval) examples with the teacher's top-k targets; an error when no answer lines up."""
-    train, tally = soften_all(train, teacher_logprobs(config.source), tokenizer)
-    report["distill"] = tally.as_dict()
-    if tally.aligned == 0:
-        why = "has no teacher log-probs" if tally.answers == 0 else "has log-probs of another tokenizer"
-        raise ConfigError(
-            f"{config.source}: objective distill needs the teacher's top-k log-probs of the student's tokens, and the "
-            f"file {why}",
-            hint="collect with `tunesmith distill collect --logprobs 20` from a teacher that shares the student's "
-            "tokenizer, or train on the answers with --objective sft",
-        )
-    if held_out is None:
-        return list(train), None
-    return list(train), list(soften_all(held_out, teacher_logprobs(str(config.eval_data)), tokenizer)[0])
-
-
-def _read_pairs(source: str, config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> list[PairExample]:
-    records = [r for chunk in RecordReader(source, format=config.format).chunks() for r in chunk]
-    if not all(isinstance(r, PreferencePair) for _, r in records):
-        raise ConfigError(
-            f"{source}: objective dpo needs preference pairs ({{prompt, chosen, rejected}} or OpenAI's "
-            f"{{input, preferred_output, non_preferred_output}})",
-            hint="give a preference file, or train on the answers with --objective sft",
-        )
-    return encode_pairs(records, tokenizer, max_length=config.max_length).pairs  # type: ignore[arg-type]
-
-
-def _pair_data(config: RunConfig, tokenizer: PreTrainedTokenizerBase, report: dict[str, Any]) -> RunData:
-    """Preference pairs, and the held-out ones (the eval data, or 10% of the training pairs)."""
-    pairs = _read_pairs(config.source, config, tokenizer)
-    if config.eval_data:
-        return RunData(tokenizer, list(pairs), list(_read_pairs(config.eval_data, config, tokenizer)), report)
-    chosen = set(held_out_split(len(pairs), config.seed).tolist())
-    report["held_out"] = {"source": config.source, "lines": [p.line for i, p in enumerate(pairs) if i in chosen]}
-    held_out: list[Item] = [p for i, p in enumerate(pairs) if i in chosen]
-    return RunData(tokenizer, [p for i, p in enumerate(pairs) if i not in chosen], held_out, report)

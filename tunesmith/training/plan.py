@@ -58,7 +58,7 @@ class Plan:
         return not (near_end and self.windows[step - 1][0] == self.windows[-1][0])
 
 
-def resolve(
+def resolve_plan(
     config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarray, mix: Mix | None = None
 ) -> tuple[RunConfig, Plan]:
     """The config with every auto value filled in, and the plan it implies (each epoch drawn from `mix`, when the

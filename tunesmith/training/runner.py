@@ -14,16 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save
-from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith import paths
-from tunesmith.config import RunConfig, build_config, merge, read_config_file
+from tunesmith.config import RunConfig, build_config, merge_settings, read_config_file
 from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.models.load import load_tokenizer
 from tunesmith.runs import RunFolder, write_run_file
-from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.training import faults
 from tunesmith.training.checkpoint import (
     TrainState,
@@ -32,12 +29,12 @@ from tunesmith.training.checkpoint import (
     remove_partial_writes,
     restore_checkpoint,
 )
-from tunesmith.training.data import Item, RunData, item_length, load_run_data
+from tunesmith.training.data import Item, RunData, item_length
 from tunesmith.training.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
 from tunesmith.training.loop import LoopInputs, train_steps
 from tunesmith.training.manifest import manifest
-from tunesmith.training.objectives import Objective, Preference, Supervised, reference_log_probs
-from tunesmith.training.plan import Plan, resolve
+from tunesmith.training.objectives import OBJECTIVES, Objective, Setup, load_run_data
+from tunesmith.training.plan import Plan, resolve_plan
 from tunesmith.training.setup import Precision, build_model, build_optimizer, choose_precision, compiler_settings
 from tunesmith.training.stages import (
     StageEvents,
@@ -97,51 +94,25 @@ def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedToke
 
 
 def _resolve(config: RunConfig, data: RunData) -> tuple[RunConfig, Plan]:
-    return resolve(config, _lengths(data.train), _lengths(data.held_out), data.mix)
-
-
-def _reference(
-    plan: Plan, data: RunData, model: torch.nn.Module, config: RunConfig, precision: Precision, path: Path
-) -> tuple[Tensor, ...]:
-    """DPO's reference log-probs of the training and held-out pairs: computed once with the model before its first
-    step (an adapter is still zero, so this is the base model: no second copy of the weights), kept in the run
-    folder, read back on resume."""
-    if path.is_file():
-        stored = load_file(str(path))
-        return stored["train"], stored["held_out"]
-    tensors = {}
-    train_batches = ordered_batches(_lengths(data.train), int(config.batch_tokens))
-    for name, pairs, batches in (("train", data.train, train_batches), ("held_out", data.held_out, plan.eval_batches)):
-        tensors[name] = reference_log_probs(  # held out: the batches every evaluation uses, so step 0 shows no margin
-            model,
-            pairs,
-            batches,
-            data.pad_id,
-            precision.autocast,  # type: ignore[arg-type]
-        )
-    with paths.atomic_file(path) as handle:
-        handle.write(save(tensors))
-    return tensors["train"], tensors["held_out"]
+    return resolve_plan(config, _lengths(data.train), _lengths(data.held_out), data.mix)
 
 
 def _objective(
     config: RunConfig, plan: Plan, data: RunData, model: torch.nn.Module, precision: Precision, run_dir: Path
 ) -> Objective:
-    autocast = precision.autocast
-    if config.objective != "dpo":
-        compiled = config.compile == "on"
-        return Supervised(data.train, data.held_out, data.pad_id, config.max_length, autocast, compiled)  # type: ignore[arg-type]
-    empty = (torch.zeros(len(data.train), 2), torch.zeros(len(data.held_out), 2))
-    needed = config.preference.loss == "dpo"
-    reference = _reference(plan, data, model, config, precision, RunFolder(run_dir).reference) if needed else empty
-    return Preference(
-        data.train,
-        data.held_out,
-        config.preference,
-        reference,
-        data.pad_id,
-        autocast,  # type: ignore[arg-type]
+    """The run's objective unit builds its step from the model as it is before any checkpoint is restored."""
+    setup = Setup(
+        data=data,
+        model=model,
+        autocast=precision.autocast,  # type: ignore[arg-type]
+        eval_batches=plan.eval_batches,
+        batch_tokens=int(config.batch_tokens),
+        max_length=config.max_length,
+        compiled=config.compile == "on",
+        preference=config.preference,
+        run=RunFolder(run_dir),
     )
+    return OBJECTIVES[config.objective].build(setup)
 
 
 def _execute(
@@ -158,7 +129,7 @@ def _execute(
     checkpoint, damaged = latest_checkpoint(run_dir)
     for warning in damaged:
         log.warning(warning)
-    with compiler_settings():  # dpo's reference is this model, before a checkpoint is restored into it
+    with compiler_settings():  # an objective may measure this model (dpo's reference) before the checkpoint
         objective = _objective(resolved, plan, data, model, precision, run_dir)
     state = restore_checkpoint(checkpoint, model, optimizer) if checkpoint else TrainState()
     metrics.truncate_after(state.step if checkpoint else -1)  # from the start: even the step-0 evaluation again
@@ -246,7 +217,7 @@ def resume(
     if not config_file.is_file():
         raise ConfigError(f"{run_dir}: no config.yaml, so it is not a run folder", hint="pass the folder of a run")
     stored = build_config(read_config_file(config_file), str(config_file))
-    config = build_config(merge(stored.model_dump(mode="json"), overrides or {}), "command line")
+    config = build_config(merge_settings(stored.model_dump(mode="json"), overrides or {}), "command line")
     changed = _changed_fields(stored, config)
     if changed and not force:
         raise TrainingError(

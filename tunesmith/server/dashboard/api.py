@@ -1,33 +1,33 @@
 """The few JSON routes the dashboard needs beyond OpenAI's API: a file's check, its lines and examples as trained,
-the system prompt a tuned model learned with, and a finished job's exports as downloads."""
+the system prompt a tuned model learned with, and a finished job's exports as downloads.
+
+A check and an export are heavy (a model's training speed is measured, weights are merged and written): they are
+tasks the jobs worker does. Their POST answers 202 with the task, which the page polls at GET /api/tasks/{id}
+until it answers 200 with the result (or an error object).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import zipfile
-from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 
-from tunesmith import paths
-from tunesmith.check import DataOptions, check_data
+from tunesmith.check import DataOptions
 from tunesmith.data.validate import RecordReader
-from tunesmith.errors import TunesmithError
-from tunesmith.export.writer import EXPORT_FORMATS, ExportFormat, ExportRequest, export
-from tunesmith.jobs.records import FileRecord
+from tunesmith.export.writer import EXPORT_FORMATS
+from tunesmith.jobs.records import FileRecord, TaskRecord
 from tunesmith.jobs.store import Store
-from tunesmith.models.load import load_tokenizer, model_width
+from tunesmith.models.load import load_tokenizer
 from tunesmith.runs import job_run
 from tunesmith.server.errors import APIError
 from tunesmith.server.tuned import CHECKPOINT_MARK
 from tunesmith.tokenize.encode import conversation_of
 from tunesmith.tokenize.marks import marks
-from tunesmith.training.throughput import training_tokens_per_second
 
 MAX_LINE = 2**31 - 1
 """The largest line number asked for (a larger one is a 400, not an overflow in the file reader)."""
@@ -35,8 +35,6 @@ LINE_LIMIT = 20_000
 """Characters of a line shown when a problem is clicked."""
 PREVIEW_LIMIT = 10
 """Examples a preview shows at most."""
-CHECKS_KEPT = 32
-"""Check reports kept in memory (files never change, so a report stays true)."""
 
 
 def _lines_of(record: FileRecord, line: int) -> str:
@@ -62,12 +60,12 @@ def _system_prompt(path: str) -> str:
     return ""
 
 
-def _zip(folder: Path, target: Path) -> None:
-    """The export folder as one zip (stored: weights do not compress), written atomically."""
-    with paths.atomic_file(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
-        for file in sorted(folder.rglob("*")):
-            if file.is_file():
-                archive.write(file, file.relative_to(folder).as_posix())
+def _named(report: dict[str, Any], filename: str) -> dict[str, Any]:
+    """A check report naming the file as it was uploaded, never by where it is stored."""
+    for problem in report["errors"] + report["warnings"]:
+        problem["file"] = filename
+    report["stats"]["train"]["file"] = filename
+    return report
 
 
 class DashboardAPI:
@@ -75,7 +73,6 @@ class DashboardAPI:
 
     def __init__(self, store: Store, base_model: str) -> None:
         self.store, self.base_model = store, base_model
-        self._checks: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/api")
@@ -85,6 +82,7 @@ class DashboardAPI:
         router.add_api_route("/system-prompt", self.system_prompt, methods=["GET"])
         router.add_api_route("/jobs/{job_id}/exports/{format}", self.make_export, methods=["POST"])
         router.add_api_route("/jobs/{job_id}/exports/{format}.zip", self.download, methods=["GET"])
+        router.add_api_route("/tasks/{task_id}", self.task, methods=["GET"], response_model=None)
         return router
 
     def _file(self, file_id: str) -> FileRecord:
@@ -93,29 +91,34 @@ class DashboardAPI:
             raise APIError(404, f"No such File object: {file_id}", "id", "file_not_found")
         return record
 
-    async def check(self, file_id: str, model: str | None = None) -> dict[str, Any]:
+    def check(self, file_id: str, model: str | None = None) -> JSONResponse:
         """The data check of an uploaded file under a model's tokenizer (the served one by default), with the
-        estimated training time on this machine; problems are named by the file's name, never its stored path."""
+        estimated training time on this machine: a task of the worker, done once per file and model."""
         record = self._file(file_id)
-        key = (file_id, model or self.base_model)
-        if key not in self._checks:
-            self._checks[key] = await asyncio.to_thread(self._check, record, key[1])
-            while len(self._checks) > CHECKS_KEPT:
-                self._checks.popitem(last=False)
-        return self._checks[key]
+        chosen = model or self.base_model
+        args = {"path": record.path, "model": chosen, "filename": record.filename}
+        task = self.store.ask_task("check", f"{file_id}|{chosen}", args)
+        return self._answer(task)
 
-    def _check(self, record: FileRecord, model: str) -> dict[str, Any]:
-        try:
-            speed, width = training_tokens_per_second(model), model_width(model)
-            report = check_data(
-                record.path, load_tokenizer(model), DataOptions(), tokens_per_second=speed, width=width
-            ).as_dict()
-        except TunesmithError as exc:
-            raise APIError(400, exc.message, "model", exc.code or "invalid_request") from None
-        for problem in report["errors"] + report["warnings"]:
-            problem["file"] = record.filename
-        report["stats"]["train"]["file"] = record.filename
-        return report
+    def task(self, task_id: str) -> JSONResponse:
+        """How a task stands: 202 while it waits or runs, 200 with its result, or its error object."""
+        task = self.store.task(task_id)
+        if task is None:
+            raise APIError(404, f"No such task: {task_id}", "task_id", "not_found")
+        return self._answer(task)
+
+    def _answer(self, task: TaskRecord) -> JSONResponse:
+        if task.status in ("queued", "running"):
+            return JSONResponse({"id": task.id, "object": "task", "status": task.status}, status_code=202)
+        if task.error is not None:
+            error = task.error
+            status = 500 if error.get("code") == "server_error" else 400
+            raise APIError(status, error["message"], error.get("param"), error.get("code"))
+        result = task.result or {}
+        if task.kind == "check":
+            return JSONResponse(_named(result, task.args["filename"]))
+        job_id, format = task.args["job_id"], task.args["format"]
+        return JSONResponse({"url": f"/api/jobs/{job_id}/exports/{format}.zip", "bytes": result["bytes"]})
 
     def line(self, file_id: str, line: Annotated[int, PathParam(ge=1, le=MAX_LINE)]) -> dict[str, Any]:
         """One line of an uploaded file as it was sent, to see what a problem is about."""
@@ -153,19 +156,14 @@ class DashboardAPI:
         name = job.fine_tuned_model.replace(":", "_").replace("/", "_")
         return job_run(job_id).export_zip(format), f"{name}-{format}.zip"
 
-    async def make_export(self, job_id: str, format: str) -> dict[str, Any]:
-        """Export a succeeded job's model (once; later calls reuse it) and say where to download it."""
+    def make_export(self, job_id: str, format: str) -> JSONResponse:
+        """Export a succeeded job's model (once, by the worker; later calls reuse it) and say where to download
+        it."""
         target, _ = self._exported(job_id, format)
-        if not target.is_file():
-            await asyncio.to_thread(self._export, job_id, format, target)  # type: ignore[arg-type]
-        return {"url": f"/api/jobs/{job_id}/exports/{format}.zip", "bytes": target.stat().st_size}
-
-    def _export(self, job_id: str, format: ExportFormat, target: Path) -> None:
-        try:
-            folder = export(ExportRequest(str(job_run(job_id).root), format))
-        except TunesmithError as exc:
-            raise APIError(400, exc.message, "format", exc.code or "invalid_request") from None
-        _zip(folder, target)
+        if target.is_file():
+            return JSONResponse({"url": f"/api/jobs/{job_id}/exports/{format}.zip", "bytes": target.stat().st_size})
+        task = self.store.ask_task("export", f"{job_id}|{format}", {"job_id": job_id, "format": format})
+        return self._answer(task)
 
     def download(self, job_id: str, format: str) -> FileResponse:
         target, name = self._exported(job_id, format)

@@ -13,3 +13,15 @@ function duration(seconds) {
 function ready(form) {
   form.querySelector("button[type=submit]").disabled = false;
 }
+
+// The answer to a request for heavy work (a data check, an export), which the jobs worker does: while the server
+// answers 202 with the task, ask again every half second. Returns the final response and its JSON body.
+async function finished(answer) {
+  let body = await answer.json();
+  while (answer.status === 202) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    answer = await fetch(`/api/tasks/${body.id}`);
+    body = await answer.json();
+  }
+  return [answer, body];
+}

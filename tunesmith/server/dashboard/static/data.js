@@ -129,8 +129,7 @@ form.addEventListener("submit", async (event) => {
     return;
   }
   status.textContent = `Checking ${record.filename} (${record.id})...`;
-  const checked = await fetch(`/api/files/${record.id}/check`, { method: "POST" });
-  const report = await checked.json();
+  const [checked, report] = await finished(await fetch(`/api/files/${record.id}/check`, { method: "POST" }));
   if (!checked.ok) {
     status.textContent = `Check failed: ${report.error.message}`;
     return;

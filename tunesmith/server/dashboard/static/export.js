@@ -9,8 +9,7 @@ async function download(button) {
   status.textContent = `Exporting ${format} of ${job}...`;
   button.disabled = true;
   try {
-    const answer = await fetch(`/api/jobs/${job}/exports/${format}`, { method: "POST" });
-    const body = await answer.json();
+    const [answer, body] = await finished(await fetch(`/api/jobs/${job}/exports/${format}`, { method: "POST" }));
     if (!answer.ok) {
       status.textContent = `Export failed: ${body.error.message}`;
       return;

@@ -22,8 +22,7 @@ async function autoValues() {
   field("estimate").textContent = "Checking the file under this model...";
   const file = encodeURIComponent(field("training-file").value);
   const model = encodeURIComponent(field("model").value);
-  const answer = await fetch(`/api/files/${file}/check?model=${model}`, { method: "POST" });
-  const report = await answer.json();
+  const [answer, report] = await finished(await fetch(`/api/files/${file}/check?model=${model}`, { method: "POST" }));
   if (!answer.ok) {
     field("estimate").textContent = report.error.message;
     return;

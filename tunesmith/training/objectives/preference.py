@@ -1,84 +1,28 @@
-"""What a step learns: the supervised loss on examples, or a preference loss on pairs.
-
-An objective turns one optimizer step's micro-batches into a backward pass and the step's numbers, and measures
-the held-out set. The loop does the rest (clip, step, report, evaluate, save) the same way for both.
-"""
+"""dpo (and simpo): preference pairs, each pair one row of its micro-batch (`collate_pairs`: the prompt once, then
+both answers); the loss pushes the chosen answer's log-probability above the rejected one's, against a reference
+(the model before its first step) for dpo, reference-free and length-normalised for simpo."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
+from safetensors.torch import load_file, save
+from transformers import PreTrainedTokenizerBase
 
-from tunesmith.config import PreferenceSettings
-from tunesmith.tokenize.batches import collate
-from tunesmith.tokenize.encode import Example
-from tunesmith.tokenize.pairs import PairExample, collate_pairs
-from tunesmith.training.loss import mean_loss, supervised_loss
+from tunesmith import paths
+from tunesmith.config import PreferenceSettings, RunConfig
+from tunesmith.data.schema import PreferencePair
+from tunesmith.data.validate import RecordReader
+from tunesmith.errors import ConfigError
+from tunesmith.tokenize.batches import ordered_batches
+from tunesmith.tokenize.pairs import PairExample, collate_pairs, encode_pairs
+from tunesmith.training.data import Item, RunData, check_sources, item_length, prepare_source
+from tunesmith.training.objectives.base import Autocast, Kind, Setup, StepResult
+from tunesmith.training.plan import held_out_split
 from tunesmith.training.preference import dpo_loss, sequence_log_probs, simpo_loss
-
-Autocast = Callable[[], AbstractContextManager[object]]
-
-
-@dataclass
-class StepResult:
-    """One optimizer step's numbers."""
-
-    loss: float
-    """Mean loss of the step (per supervised token, or per pair)."""
-    tokens: int
-    """Real tokens that went through the model."""
-    supervised: int
-    """Tokens learned (sft) or pairs (dpo): what the loss is averaged over."""
-    metrics: dict[str, float] = field(default_factory=dict)
-    """Objective-specific numbers for metrics.jsonl (rewards of preference pairs)."""
-
-
-class Objective(Protocol):
-    def backward(self, model: torch.nn.Module, items: list[list[int]]) -> StepResult:
-        """Forward and backward of one step's micro-batches (indexes into the training items)."""
-        ...
-
-    def evaluate(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
-        """eval_loss (and more) on the held-out items, in eval mode without gradients; None without any."""
-        ...
-
-    def evaluate_start(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
-        """`evaluate` before the first step."""
-        ...
-
-
-@dataclass(frozen=True)
-class Supervised:
-    """Cross-entropy on the learned tokens, averaged over every learned token of the step."""
-
-    train: Sequence[Example]
-    held_out: Sequence[Example]
-    pad_id: int
-    max_length: int
-    autocast: Autocast
-    compiled: bool
-
-    def backward(self, model: torch.nn.Module, items: list[list[int]]) -> StepResult:
-        batches = [collate([self.train[i] for i in indices], self.pad_id, self.max_length) for indices in items]
-        supervised = max(1, sum(b.supervised for b in batches))
-        loss_sum = 0.0
-        for batch in batches:
-            with self.autocast():
-                loss, _ = supervised_loss(model, batch, compiled=self.compiled)
-            (loss / supervised).backward()
-            loss_sum += loss.item()
-        return StepResult(loss_sum / supervised, sum(b.real_tokens for b in batches), supervised)
-
-    def evaluate(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
-        loss = mean_loss(model, self.held_out, batches, self.pad_id, self.autocast)
-        return None if loss is None else {"eval_loss": loss}
-
-    def evaluate_start(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
-        return self.evaluate(model, batches)
 
 
 @dataclass
@@ -201,3 +145,62 @@ class Preference:
         sums = PairSums()
         sums.add(loss, margin, ref[:, 0], ref[:, 1])
         return {"eval_loss": sums.loss / sums.pairs, **sums.means("eval_")}
+
+
+def _read_pairs(source: str, config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> list[PairExample]:
+    records = [r for chunk in RecordReader(source, format=config.format).chunks() for r in chunk]
+    if not all(isinstance(r, PreferencePair) for _, r in records):
+        raise ConfigError(
+            f"{source}: objective dpo needs preference pairs ({{prompt, chosen, rejected}} or OpenAI's "
+            f"{{input, preferred_output, non_preferred_output}})",
+            hint="give a preference file, or train on the answers with --objective sft",
+        )
+    return encode_pairs(records, tokenizer, max_length=config.max_length).pairs  # type: ignore[arg-type]
+
+
+def load_pairs(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunData:
+    """Preference pairs, and the held-out ones (the eval data, or 10% of the training pairs)."""
+    check_sources(config, mixes=False)
+    report = prepare_source(config, tokenizer, config.data[0], config.eval_data, answers=False).report.as_dict()
+    pairs = _read_pairs(config.source, config, tokenizer)
+    if config.eval_data:
+        return RunData(tokenizer, list(pairs), list(_read_pairs(config.eval_data, config, tokenizer)), report)
+    chosen = set(held_out_split(len(pairs), config.seed).tolist())
+    report["held_out"] = {"source": config.source, "lines": [p.line for i, p in enumerate(pairs) if i in chosen]}
+    held_out: list[Item] = [p for i, p in enumerate(pairs) if i in chosen]
+    return RunData(tokenizer, [p for i, p in enumerate(pairs) if i not in chosen], held_out, report)
+
+
+def _lengths(items: Sequence[Item]) -> np.ndarray:
+    return np.array([item_length(item) for item in items], dtype=np.int64)
+
+
+def _reference(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
+    """dpo's reference log-probs of the training and held-out pairs: computed once with the model before its first
+    step (an adapter is still zero, so this is the base model: no second copy of the weights), kept in the run
+    folder, read back on resume."""
+    path, data = setup.run.reference, setup.data
+    if path.is_file():
+        stored = load_file(str(path))
+        return stored["train"], stored["held_out"]
+    train_batches = ordered_batches(_lengths(data.train), setup.batch_tokens)
+    tensors = {}
+    # held out: the batches every evaluation uses, so that step 0 shows no margin
+    for name, pairs, batches in (("train", data.train, train_batches), ("held_out", data.held_out, setup.eval_batches)):
+        tensors[name] = reference_log_probs(setup.model, pairs, batches, data.pad_id, setup.autocast)  # type: ignore[arg-type]
+    with paths.atomic_file(path) as handle:
+        handle.write(save(tensors))
+    return tensors["train"], tensors["held_out"]
+
+
+def build_preference(setup: Setup) -> Preference:
+    data = setup.data
+    if setup.preference.loss == "dpo":
+        reference = _reference(setup)
+    else:  # simpo needs no reference
+        reference = (torch.zeros(len(data.train), 2), torch.zeros(len(data.held_out), 2))
+    return Preference(data.train, data.held_out, setup.preference, reference, data.pad_id, setup.autocast)  # type: ignore[arg-type]
+
+
+DPO = Kind("dpo", load_pairs, build_preference)
+"""Preference pairs, with the loss `preference.loss` names (dpo or simpo)."""

@@ -1,0 +1,101 @@
+"""The heavy work a dashboard page asks for, done by the jobs worker instead of the server's threads: a file's data
+check under a model's tokenizer (with this machine's measured training speed), and a finished job's export as a
+zip. The server queues a task in the store and answers at once; the page polls it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tunesmith import paths
+from tunesmith.check import DataOptions, check_data
+from tunesmith.errors import TunesmithError
+from tunesmith.export.writer import ExportRequest, export
+from tunesmith.jobs.records import TaskRecord
+from tunesmith.jobs.store import Store
+from tunesmith.models.load import load_tokenizer, model_width
+from tunesmith.runs import job_run
+from tunesmith.training.throughput import training_tokens_per_second
+
+log = logging.getLogger(__name__)
+
+IDLE_SECONDS = 0.5
+"""How often an idle task runner looks for a queued task."""
+
+
+def check_file(args: dict[str, Any]) -> dict[str, Any]:
+    """The data check of a stored file under a model's tokenizer, with the estimated training time here."""
+    model = str(args["model"])
+    speed, width = training_tokens_per_second(model), model_width(model)
+    options = DataOptions()
+    return check_data(str(args["path"]), load_tokenizer(model), options, tokens_per_second=speed, width=width).as_dict()
+
+
+def _zip(folder: Path, target: Path) -> None:
+    """An export folder as one zip (stored: weights do not compress), written atomically."""
+    with paths.atomic_file(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(folder).as_posix())
+
+
+def export_job(args: dict[str, Any]) -> dict[str, Any]:
+    """A succeeded job's model exported in a format (once), zipped for download."""
+    run = job_run(str(args["job_id"]))
+    target = run.export_zip(str(args["format"]))
+    if not target.is_file():
+        _zip(export(ExportRequest(str(run.root), args["format"])), target)
+    return {"bytes": target.stat().st_size}
+
+
+HANDLERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"check": check_file, "export": export_job}
+"""Each kind of task and what does it."""
+
+
+def run_task(store: Store, task: TaskRecord) -> None:
+    """Do one claimed task and record how it ended; a user's mistake is its error, anything else is logged."""
+    try:
+        result = HANDLERS[task.kind](task.args)
+    except TunesmithError as exc:
+        store.end_task(task.id, None, {"message": exc.message, "code": exc.code or "invalid_request", "param": None})
+    except Exception as exc:
+        log.exception("task %s (%s) failed", task.id, task.kind)
+        store.end_task(
+            task.id, None, {"message": f"{type(exc).__name__}: {exc}", "code": "server_error", "param": None}
+        )
+    else:
+        store.end_task(task.id, result, None)
+
+
+def run_waiting_tasks(store: Store) -> int:
+    """Do every queued task now, in this thread; how many were done."""
+    done = 0
+    while (task := store.claim_task()) is not None:
+        run_task(store, task)
+        done += 1
+    return done
+
+
+class TaskRunner:
+    """A thread of the worker process that does tasks as they come, beside the job it trains."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="tunesmith-tasks", daemon=True)
+
+    def start(self) -> None:
+        self.store.requeue_tasks()  # a worker that stopped mid-task left it running
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            if run_waiting_tasks(self.store) == 0:
+                self.stopped.wait(IDLE_SECONDS)

@@ -1,0 +1,57 @@
+"""sft and text: cross-entropy on the learned tokens (an answer's, or every token of a document), averaged over
+every learned token of the step."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from tunesmith.tokenize.batches import collate
+from tunesmith.tokenize.encode import Example
+from tunesmith.training.data import load_examples
+from tunesmith.training.loss import mean_loss, supervised_loss
+from tunesmith.training.objectives.base import Autocast, Kind, Setup, StepResult
+
+
+@dataclass(frozen=True)
+class Supervised:
+    """Cross-entropy on the learned tokens (soft targets where an example carries a teacher's top-k)."""
+
+    train: Sequence[Example]
+    held_out: Sequence[Example]
+    pad_id: int
+    max_length: int
+    autocast: Autocast
+    compiled: bool
+
+    def backward(self, model: torch.nn.Module, items: list[list[int]]) -> StepResult:
+        batches = [collate([self.train[i] for i in indices], self.pad_id, self.max_length) for indices in items]
+        supervised = max(1, sum(b.supervised for b in batches))
+        loss_sum = 0.0
+        for batch in batches:
+            with self.autocast():
+                loss, _ = supervised_loss(model, batch, compiled=self.compiled)
+            (loss / supervised).backward()
+            loss_sum += loss.item()
+        return StepResult(loss_sum / supervised, sum(b.real_tokens for b in batches), supervised)
+
+    def evaluate(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
+        loss = mean_loss(model, self.held_out, batches, self.pad_id, self.autocast)
+        return None if loss is None else {"eval_loss": loss}
+
+    def evaluate_start(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
+        return self.evaluate(model, batches)
+
+
+def build_supervised(setup: Setup) -> Supervised:
+    data = setup.data
+    return Supervised(data.train, data.held_out, data.pad_id, setup.max_length, setup.autocast, setup.compiled)  # type: ignore[arg-type]
+
+
+SFT = Kind("sft", partial(load_examples, mixes=True, answers=True), build_supervised, mixes=True)
+"""Conversations: the assistant turns and the token that ends each are learned, never the prompt."""
+TEXT = Kind("text", partial(load_examples, mixes=True, answers=False), build_supervised, mixes=True)
+"""Plain text (continued pre-training): every token of every window is learned."""
