@@ -76,7 +76,7 @@ def _run_tunesmith(args: argparse.Namespace, out: Path, tool: str) -> dict[str, 
     result = train(config, out / "run")
     seconds = time.perf_counter() - start
     (out / "adapter").symlink_to(result.final)
-    compute = str(choose_precision(config).compute).removeprefix("torch.")
+    compute = str(choose_precision(config.device, config.precision).compute).removeprefix("torch.")
     return {"seconds": seconds, "loop_seconds": result.state.elapsed, "compute": compute}
 
 

@@ -75,7 +75,7 @@ def _run_tunesmith(args: argparse.Namespace, out: Path, precision: str) -> dict[
     result = train(config, out / "run")
     train_seconds = time.perf_counter() - start
     (out / "adapter").symlink_to(result.final)
-    compute = str(choose_precision(config).compute).removeprefix("torch.")
+    compute = str(choose_precision(config.device, config.precision).compute).removeprefix("torch.")
     return {
         "tokens": result.state.tokens,
         "seconds": result.state.elapsed,

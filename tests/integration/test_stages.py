@@ -23,7 +23,7 @@ from tunesmith.evaluate.evaluation import EvalOptions, evaluate
 from tunesmith.evaluate.report import report_dict
 from tunesmith.runs import ADAPTER_WEIGHTS, RunFolder
 from tunesmith.training.runner import train
-from tunesmith.training.setup import build_model, choose_precision
+from tunesmith.training.setup import ModelSpec, build_model, choose_precision
 from tunesmith.training.stages import stage_config, stage_folders
 
 TEXT_STEPS, SFT_STEPS = 4, 8
@@ -80,7 +80,7 @@ def test_the_stages_share_one_folder_and_hand_over_their_adapter(whole, staged_c
     assert [s["name"] for s in manifest["stages"]] == ["text", "sft"] and all(s["data"] for s in manifest["stages"])
     second_config = stage_config(config, 1, [first, second])
     assert second_config.start_from == str((first / "final").resolve()) and second_config.objective == "sft"
-    model = build_model(second_config, choose_precision(second_config))
+    model = build_model(ModelSpec.of(second_config), choose_precision(second_config.device, second_config.precision))
     handed = get_peft_model_state_dict(model)
     saved = load_file(str(first / "final" / ADAPTER_WEIGHTS))
     assert handed.keys() == saved.keys() and all(torch.equal(handed[k], saved[k]) for k in saved)
@@ -92,7 +92,7 @@ def test_an_adapter_of_another_shape_is_refused_in_one_line(whole, staged_config
     smaller = config.lora.model_copy(update={"rank": 4})
     other = config.stage(1, str(whole / "final")).model_copy(update={"lora": smaller})
     with pytest.raises(ConfigError, match="its adapter does not fit this run's"):
-        build_model(other, choose_precision(other))
+        build_model(ModelSpec.of(other), choose_precision(other.device, other.precision))
 
 
 def test_a_kill_in_the_second_stage_then_resume_equals_the_uninterrupted_run(whole, staged_config, tmp_path):

@@ -19,10 +19,9 @@ from tunesmith.models import hardware
 from tunesmith.tokenize.batches import collate, epoch_batches
 from tunesmith.tokenize.encode import encode
 from tunesmith.training import memory
-from tunesmith.training import plan as plan_module
 from tunesmith.training.fused_ce import linear_cross_entropy
 from tunesmith.training.loss import supervised_loss
-from tunesmith.training.plan import resolve_plan
+from tunesmith.training.plan import PlanFacts, resolve_plan
 from tunesmith.training.setup import choose_precision, compile_layers, compiler_settings
 
 
@@ -147,16 +146,16 @@ def test_heap_is_trimmed_only_past_the_working_set(monkeypatch):
     assert trims == [3, 6]
 
 
-def test_compile_is_chosen_by_run_size_unless_set(monkeypatch):
-    monkeypatch.setattr(plan_module, "compiler_available", lambda: True)
+def test_compile_is_chosen_by_run_size_unless_set():
     small, large = np.full(100, 200), np.full(400, 200)  # 20k and 80k tokens in one epoch
     held_out = np.full(10, 200)
     auto = RunConfig(data="x.jsonl", epochs=1)
-    assert resolve_plan(auto, small, held_out)[0].compile == "off"
-    assert resolve_plan(auto, large, held_out)[0].compile == "on"
-    assert resolve_plan(auto.model_copy(update={"compile": "off"}), large, held_out)[0].compile == "off"
-    monkeypatch.setattr(plan_module, "compiler_available", lambda: False)
-    assert resolve_plan(auto, large, held_out)[0].compile == "off"
+    compiler = PlanFacts("cpu", bf16=False, width=576, compiler=True)  # the plan is a function of these facts
+    assert resolve_plan(auto, small, held_out, facts=compiler)[0].compile == "off"
+    assert resolve_plan(auto, large, held_out, facts=compiler)[0].compile == "on"
+    assert resolve_plan(auto.model_copy(update={"compile": "off"}), large, held_out, facts=compiler)[0].compile == "off"
+    without = PlanFacts("cpu", bf16=False, width=576, compiler=False)
+    assert resolve_plan(auto, large, held_out, facts=without)[0].compile == "off"
 
 
 @pytest.mark.parametrize(
@@ -174,10 +173,10 @@ def test_compute_dtype_is_chosen_by_device(monkeypatch, cuda, bf16_gpu, cpu_spee
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_gpu)
     monkeypatch.setattr(hardware, "cpu_bf16_speedup", lambda: cpu_speedup)
-    precision = choose_precision(RunConfig(data="x.jsonl"))
+    precision = choose_precision()
     assert precision.device.type == ("cuda" if cuda else "cpu")
     assert precision.compute == expected
-    assert choose_precision(RunConfig(data="x.jsonl", precision="fp32")).compute == torch.float32
+    assert choose_precision(precision="fp32").compute == torch.float32
 
 
 def test_the_cpu_measurement_is_made_once_and_cached(home, monkeypatch):

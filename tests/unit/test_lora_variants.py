@@ -9,7 +9,7 @@ import torch
 
 from tunesmith.config import LoraSettings, RunConfig
 from tunesmith.training.loss import causal_lm
-from tunesmith.training.setup import Precision, build_model, build_optimizer, set_learning_rate
+from tunesmith.training.setup import ModelSpec, Precision, build_model, build_optimizer, set_learning_rate
 
 CPU_FP32 = Precision(torch.device("cpu"), torch.float32)
 
@@ -17,7 +17,7 @@ CPU_FP32 = Precision(torch.device("cpu"), torch.float32)
 def _model(tiny_model, **settings):
     lora = LoraSettings(**settings.pop("lora", {}))
     config = RunConfig(data="x.jsonl", model=str(tiny_model), lora=lora, compile="off", **settings)
-    return config, build_model(config, CPU_FP32)
+    return config, build_model(ModelSpec.of(config), CPU_FP32)
 
 
 def _scalings(model) -> set[float]:
@@ -31,7 +31,7 @@ def test_rslora_scales_by_the_square_root_of_the_rank(tiny_model):
 
 def test_lora_plus_gives_the_b_matrices_their_ratio_and_a_the_rate(tiny_model):
     config, model = _model(tiny_model, lora={"b_lr_ratio": 16})
-    optimizer = build_optimizer(model, config, 1e-4)
+    optimizer = build_optimizer(model, 1e-4, b_lr_ratio=config.lora.b_lr_ratio)
     set_learning_rate(optimizer, 3e-4)
     names = {id(p): n for n, p in model.named_parameters()}
     rates = {names[id(p)]: group["lr"] for group in optimizer.param_groups for p in group["params"]}
@@ -40,8 +40,8 @@ def test_lora_plus_gives_the_b_matrices_their_ratio_and_a_the_rate(tiny_model):
 
 
 def test_plain_lora_keeps_one_rate_and_the_two_groups_of_before(tiny_model):
-    config, model = _model(tiny_model)
-    optimizer = build_optimizer(model, config, 1e-4)
+    _, model = _model(tiny_model)
+    optimizer = build_optimizer(model, 1e-4)
     set_learning_rate(optimizer, 3e-4)
     assert len(optimizer.param_groups) == 2 and {g["lr"] for g in optimizer.param_groups} == {3e-4}
 

@@ -28,8 +28,31 @@ Window = tuple[int, list[list[int]]]
 
 
 @dataclass(frozen=True)
+class PlanFacts:
+    """What "auto" depends on besides the settings and the data: this machine and the model, measured once."""
+
+    device: str
+    """Where the run computes (cpu, cuda)."""
+    bf16: bool
+    """It computes in bf16 (autocast)."""
+    width: int | None
+    """The model's hidden size (for the automatic learning rate); None when the rate is given."""
+    compiler: bool
+    """torch.compile can run here (a C++ compiler or CUDA)."""
+
+    @classmethod
+    def measure(cls, config: RunConfig) -> PlanFacts:
+        precision = choose_precision(config.device, config.precision)
+        width = None
+        if config.learning_rate == "auto":
+            width = model_width(config.model, trust_remote_code=config.trust_remote_code)
+        return cls(str(precision.device), precision.compute == torch.bfloat16, width, compiler_available())
+
+
+@dataclass(frozen=True)
 class Plan:
-    """Every optimizer step's micro-batches, fixed before training starts (a pure function of the config)."""
+    """Every optimizer step's micro-batches, fixed before training starts: a pure function of the settings, the
+    examples' lengths and the machine's facts."""
 
     windows: list[Window]
     """(epoch, micro-batches as example indices) for each optimizer step."""
@@ -59,16 +82,20 @@ class Plan:
 
 
 def resolve_plan(
-    config: RunConfig, train_lengths: np.ndarray, eval_lengths: np.ndarray, mix: Mix | None = None
+    config: RunConfig,
+    train_lengths: np.ndarray,
+    eval_lengths: np.ndarray,
+    mix: Mix | None = None,
+    facts: PlanFacts | None = None,
 ) -> tuple[RunConfig, Plan]:
     """The config with every auto value filled in, and the plan it implies (each epoch drawn from `mix`, when the
-    training examples come from a weighted mix of sources)."""
-    precision = choose_precision(config)
+    training examples come from a weighted mix of sources); `facts` measured here when not given."""
+    facts = facts or PlanFacts.measure(config)
     mix = mix or Mix((len(train_lengths),), (len(train_lengths),))
     epochs = config.epochs if config.epochs != "auto" else auto_epochs(sum(mix.per_epoch))
     budget = config.batch_tokens
     if budget == "auto":
-        budget = auto_batch_tokens(precision.device.type, config.objective)
+        budget = auto_batch_tokens(facts.device.split(":")[0], config.objective)
     windows: list[Window] = []
     for epoch in range(epochs):
         batches = _epoch(train_lengths, mix, int(budget), config.seed, epoch)
@@ -85,8 +112,7 @@ def resolve_plan(
     save_every = named.get(str(config.save_every), config.save_every)
     lr = config.learning_rate
     if lr == "auto":
-        width = model_width(config.model, trust_remote_code=config.trust_remote_code)
-        lr = auto_learning_rate(config.method, width, config.objective)
+        lr = auto_learning_rate(config.method, facts.width, config.objective)
     threads = config.threads if config.threads != "auto" else torch.get_num_threads()
     resolved = config.model_copy(
         update={
@@ -97,9 +123,9 @@ def resolve_plan(
             "save_every": save_every,
             "learning_rate": lr,
             "threads": threads,
-            "device": str(precision.device),
-            "precision": "fp32" if precision.compute == torch.float32 else "bf16",
-            "compile": _compile(config, trained),
+            "device": facts.device,
+            "precision": "bf16" if facts.bf16 else "fp32",
+            "compile": _compile(config, trained, facts.compiler),
         }
     )
     plan = Plan(windows[:total], ordered_batches(eval_lengths, budget), total, warmup, lr, every, save_every)
@@ -131,13 +157,13 @@ def _epoch(lengths: np.ndarray, mix: Mix, budget: int, seed: int, epoch: int) ->
     return [[int(picked[j]) for j in batch] for batch in epoch_batches(lengths[picked], budget, seed, epoch)]
 
 
-def _compile(config: RunConfig, trained_tokens: int) -> str:
+def _compile(config: RunConfig, trained_tokens: int, compiler: bool) -> str:
     """on or off: auto compiles when the run is long enough to pay for compiling and a C++ compiler is there."""
     if config.compile != "auto":
         return config.compile
     if config.activation_checkpointing:
         return "off"
-    return "on" if trained_tokens >= AUTO_COMPILE_MIN_TOKENS and compiler_available() else "off"
+    return "on" if trained_tokens >= AUTO_COMPILE_MIN_TOKENS and compiler else "off"
 
 
 def held_out_split(count: int, seed: int) -> np.ndarray:

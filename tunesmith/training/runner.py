@@ -34,8 +34,15 @@ from tunesmith.training.events import Broadcast, Event, EventSink, MetricsFile, 
 from tunesmith.training.loop import LoopInputs, train_steps
 from tunesmith.training.manifest import manifest
 from tunesmith.training.objectives import OBJECTIVES, Objective, Setup, load_run_data
-from tunesmith.training.plan import Plan, resolve_plan
-from tunesmith.training.setup import Precision, build_model, build_optimizer, choose_precision, compiler_settings
+from tunesmith.training.plan import Plan, PlanFacts, resolve_plan
+from tunesmith.training.setup import (
+    ModelSpec,
+    Precision,
+    build_model,
+    build_optimizer,
+    choose_precision,
+    compiler_settings,
+)
 from tunesmith.training.stages import (
     StageEvents,
     clear_unstarted,
@@ -94,7 +101,8 @@ def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedToke
 
 
 def _resolve(config: RunConfig, data: RunData) -> tuple[RunConfig, Plan]:
-    return resolve_plan(config, _lengths(data.train), _lengths(data.held_out), data.mix)
+    facts = PlanFacts.measure(config)  # the machine and the model: the plan itself is a pure function
+    return resolve_plan(config, _lengths(data.train), _lengths(data.held_out), data.mix, facts)
 
 
 def _objective(
@@ -121,9 +129,10 @@ def _execute(
     """Build everything from the resolved config, restore the latest checkpoint if any, and train."""
     torch.set_num_threads(int(resolved.threads))
     torch.manual_seed(resolved.seed)
-    precision = choose_precision(resolved)
-    model = build_model(resolved, precision)
-    optimizer = build_optimizer(model, resolved, plan.learning_rate)
+    precision = choose_precision(resolved.device, resolved.precision)
+    model = build_model(ModelSpec.of(resolved), precision)
+    ratio = resolved.lora.b_lr_ratio if resolved.method in ("lora", "dora") else 1.0
+    optimizer = build_optimizer(model, plan.learning_rate, resolved.weight_decay, ratio)
     metrics = MetricsFile(RunFolder(run_dir).metrics)
     remove_partial_writes(run_dir)
     checkpoint, damaged = latest_checkpoint(run_dir)

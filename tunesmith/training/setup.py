@@ -7,7 +7,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import torch._functorch.config
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file
 
-from tunesmith.config import RunConfig
+from tunesmith.config import LoraSettings, RunConfig
 from tunesmith.errors import ConfigError
 from tunesmith.models.load import load_model, pick_device, pick_dtype
 from tunesmith.runs import ADAPTER_WEIGHTS
@@ -43,17 +43,47 @@ class Precision:
         return torch.autocast(self.device.type, dtype=self.compute)
 
 
-def choose_precision(config: RunConfig) -> Precision:
-    device = pick_device(config.device)
-    if config.precision == "fp32":
-        return Precision(device, torch.float32)
-    if config.precision == "bf16":
-        return Precision(device, torch.bfloat16)
-    fast = pick_dtype(device)
-    return Precision(device, torch.bfloat16 if fast == torch.bfloat16 else torch.float32)
+def choose_precision(device: str = "auto", precision: str = "auto") -> Precision:
+    """The settings' device and precision (RunConfig.device, RunConfig.precision), "auto" resolved on this machine
+    (bf16 where it measures fast)."""
+    chosen = pick_device(device)
+    if precision == "fp32":
+        return Precision(chosen, torch.float32)
+    if precision == "bf16":
+        return Precision(chosen, torch.bfloat16)
+    fast = pick_dtype(chosen)
+    return Precision(chosen, torch.bfloat16 if fast == torch.bfloat16 else torch.float32)
 
 
-def build_model(config: RunConfig, precision: Precision) -> torch.nn.Module:
+@dataclass(frozen=True)
+class ModelSpec:
+    """What building the model to train reads of the settings (RunConfig's fields of the same names)."""
+
+    model: str
+    """The base model."""
+    method: str = "lora"
+    """lora, dora or full."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """The adapter of lora and dora."""
+    device: str = "auto"
+    """Where the model lives."""
+    trust_remote_code: bool = False
+    """Run the model repository's own code."""
+    activation_checkpointing: bool = False
+    """Recompute activations in backward."""
+    compile: str = "off"
+    """on compiles each decoder layer."""
+    neftune_alpha: float = 0.0
+    """NEFTune noise on the input embeddings while training."""
+    start_from: str | None = None
+    """An earlier run's final/ to continue from."""
+
+    @classmethod
+    def of(cls, config: RunConfig) -> ModelSpec:
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+
+def build_model(config: ModelSpec, precision: Precision) -> torch.nn.Module:
     """The model to train. Adapter runs keep the frozen base in the compute dtype, the adapter in fp32."""
     adapter = config.method in ("lora", "dora")
     dtype = "bfloat16" if adapter and precision.compute == torch.bfloat16 else "float32"
@@ -175,17 +205,18 @@ def _groups(params: list[tuple[str, torch.nn.Parameter]], weight_decay: float, l
     ]
 
 
-def build_optimizer(model: torch.nn.Module, config: RunConfig, learning_rate: float) -> torch.optim.AdamW:
+def build_optimizer(
+    model: torch.nn.Module, learning_rate: float, weight_decay: float = 0.0, b_lr_ratio: float = 1.0
+) -> torch.optim.AdamW:
     """AdamW; no weight decay on biases, norms and adapter magnitudes (1-d tensors); LoRA+ gives the B matrices
-    `lora.b_lr_ratio` times the learning rate (a group's `lr_scale`, applied by `set_learning_rate`)."""
+    `b_lr_ratio` times the learning rate (a group's `lr_scale`, applied by `set_learning_rate`)."""
     params = list(trainable(model).items())
-    ratio = config.lora.b_lr_ratio if config.method in ("lora", "dora") else 1.0
-    if ratio == 1.0:
-        groups = _groups(params, config.weight_decay, 1.0)
+    if b_lr_ratio == 1.0:
+        groups = _groups(params, weight_decay, 1.0)
     else:
         b_matrices = [(n, p) for n, p in params if ".lora_B." in n]
         others = [(n, p) for n, p in params if ".lora_B." not in n]
-        groups = _groups(others, config.weight_decay, 1.0) + _groups(b_matrices, config.weight_decay, ratio)
+        groups = _groups(others, weight_decay, 1.0) + _groups(b_matrices, weight_decay, b_lr_ratio)
     return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, foreach=True)
 
 

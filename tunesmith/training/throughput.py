@@ -9,21 +9,19 @@ import numpy as np
 import torch
 
 from tunesmith import paths
-from tunesmith.config import RunConfig
 from tunesmith.tokenize.batches import collate
 from tunesmith.tokenize.encode import Example
 from tunesmith.training.loss import supervised_loss
-from tunesmith.training.setup import build_model, build_optimizer, choose_precision
+from tunesmith.training.setup import ModelSpec, Precision, build_model, build_optimizer, choose_precision
 
 PROBE_ROWS = 4
 PROBE_LENGTH = 512
 PROBE_STEPS = 2
 
 
-def _key(config: RunConfig) -> str:
-    precision = choose_precision(config)
+def _key(spec: ModelSpec, precision: Precision) -> str:
     return (
-        f"{config.method}-step|{config.model}|{precision.device.type}|{precision.compute}|"
+        f"{spec.method}-step|{spec.model}|{precision.device.type}|{precision.compute}|"
         f"threads={torch.get_num_threads()}|torch={torch.__version__}"
     )
 
@@ -39,10 +37,9 @@ def _probe_batch(vocab: int) -> list[Example]:
     return rows
 
 
-def _measure(config: RunConfig) -> float:
-    precision = choose_precision(config)
-    model = build_model(config, precision)
-    optimizer = build_optimizer(model, config, 1e-5)
+def _measure(spec: ModelSpec, precision: Precision) -> float:
+    model = build_model(spec, precision)
+    optimizer = build_optimizer(model, 1e-5)
     batch = collate(_probe_batch(model.config.vocab_size), pad_id=0)
     elapsed = 0.0
     for step in range(PROBE_STEPS + 1):  # the first step warms up
@@ -61,11 +58,11 @@ def training_tokens_per_second(model_name: str, method: str = "lora") -> float:
 
     Measured once (a few seconds), then cached in TUNESMITH_HOME/throughput.json.
     """
-    config = RunConfig(data="-", model=model_name, method=method)  # type: ignore[arg-type]
+    spec, precision = ModelSpec(model_name, method), choose_precision()
     cache = paths.home() / "throughput.json"
-    key = _key(config)
+    key = _key(spec, precision)
     known = json.loads(cache.read_text()) if cache.is_file() else {}
     if key not in known:
-        known[key] = _measure(config)
+        known[key] = _measure(spec, precision)
         paths.write_text_atomic(cache, json.dumps(known, indent=2))
     return float(known[key])
