@@ -1,6 +1,7 @@
-"""The heavy work a dashboard page asks for, done by the jobs worker instead of the server's threads: a file's data
-check under a model's tokenizer (with this machine's measured training speed), and a finished job's export as a
-zip. The server queues a task in the store and answers at once; the page polls it."""
+"""The heavy work the server is asked for, done by the jobs worker instead of the server's threads: a new job's files
+validated (validating_files), a file's data check under a model's tokenizer (with this machine's measured training
+speed) and a finished job's export as a zip. The server writes the job or the task into the store and answers at
+once; a client polls it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.export.writer import ExportRequest, export
 from tunesmith.jobs.records import TaskRecord
 from tunesmith.jobs.store import Store
+from tunesmith.jobs.validation import validate_job
 from tunesmith.models.load import load_tokenizer, model_width
 from tunesmith.runs import job_run
 from tunesmith.training.throughput import training_tokens_per_second
@@ -72,8 +74,11 @@ def run_task(store: Store, task: TaskRecord) -> None:
 
 
 def run_waiting_tasks(store: Store) -> int:
-    """Do every queued task now, in this thread; how many were done."""
+    """Validate every job waiting for it and do every queued task now, in this thread; how many were done."""
     done = 0
+    for job in store.jobs_with_status("validating_files"):
+        validate_job(store, job.id)
+        done += 1
     while (task := store.claim_task()) is not None:
         run_task(store, task)
         done += 1

@@ -6,7 +6,6 @@ runs in a thread of the server, off its event loop.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -22,7 +21,6 @@ from tunesmith.jobs.files import FILE_LIMIT, SUFFIXES, TooLarge, store_upload, s
 from tunesmith.jobs.records import FileRecord, JobRecord, new_id
 from tunesmith.jobs.schemas import JobRequest
 from tunesmith.jobs.store import FileInUse, Page, Store, UnknownCursor
-from tunesmith.jobs.validation import validate_job
 from tunesmith.models.sources import model_source
 from tunesmith.server.errors import APIError
 
@@ -42,14 +40,13 @@ def _listing(page: Page, objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class JobsAPI:
-    """The routes and what they share: the store, and the validations running in threads."""
+    """The routes and what they share: the store."""
 
     def __init__(self, store: Store, file_limit: int = FILE_LIMIT) -> None:
         self.store, self.file_limit = store, file_limit
-        self.validations: set[asyncio.Task[None]] = set()
 
     def router(self) -> APIRouter:
-        router = APIRouter(on_startup=[self.revalidate])
+        router = APIRouter()
         router.add_api_route("/v1/files", self.upload, methods=["POST"])
         router.add_api_route("/v1/files", self.list_files, methods=["GET"])
         router.add_api_route("/v1/files/{file_id}", self.get_file, methods=["GET"])
@@ -63,11 +60,6 @@ class JobsAPI:
         router.add_api_route("/v1/fine_tuning/jobs/{job_id}/events", self.events, methods=["GET"])
         router.add_api_route("/v1/fine_tuning/jobs/{job_id}/checkpoints", self.checkpoints, methods=["GET"])
         return router
-
-    async def revalidate(self) -> None:
-        """At start-up: jobs left validating by a server that stopped are validated again."""
-        for job in self.store.jobs_with_status("validating_files"):
-            self._validate_later(job.id)
 
     # files
 
@@ -139,7 +131,6 @@ class JobsAPI:
         )
         self.store.add_job(job)
         self.store.add_event(job.id, "created", f"Created fine-tuning job: {job.id}")
-        self._validate_later(job.id)
         return job.as_object()
 
     def _check_request(self, body: JobRequest) -> None:
@@ -157,11 +148,6 @@ class JobsAPI:
                 raise APIError(400, f"invalid {param}: {file_id} does not exist", param, "invalid_file")
             if record is not None and record.purpose != "fine-tune":
                 raise APIError(400, f"invalid {param}: {file_id} has purpose {record.purpose}", param, "invalid_file")
-
-    def _validate_later(self, job_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(validate_job, self.store, job_id))
-        self.validations.add(task)
-        task.add_done_callback(self.validations.discard)
 
     def list_jobs(self, request: Request, after: str | None = None, limit: Limit = 20) -> dict[str, Any]:
         metadata = {
