@@ -69,9 +69,9 @@ def _chunks(texts: list[str]) -> Iterator[tuple[int, list[str]]]:
 
 
 def plain_backend(tokenizer: PreTrainedTokenizerBase) -> Tokenizer | None:
-    """The fast tokenizer's own backend, without padding or truncation. A padded call of the tokenizer (the
-    evaluation's left-padded generation batches) leaves both switched on in the backend it shares, and every
-    encode_batch would then pad each text to its chunk's longest."""
+    """The fast tokenizer's own backend, without padding or truncation. A padded call of the tokenizer (a caller's
+    batch with padding=True) leaves both switched on in the backend it shares, and every encode_batch would then pad
+    each text to its chunk's longest."""
     backend: Tokenizer | None = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None and backend.padding is not None:
         backend.no_padding()
