@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 import urllib.error
@@ -210,6 +211,18 @@ def test_sampling_with_a_seed_repeats_and_n_gives_several_answers(client, ids):
     second = _ask(client, ids["base"], **options)
     assert len(first.choices) == 2 and [c.index for c in first.choices] == [0, 1]
     assert [c.message.content for c in first.choices] == [c.message.content for c in second.choices]
+
+
+def test_a_seed_gives_the_api_and_the_command_line_the_same_sampled_answer(client, ids, adapter_runs):
+    """float32 on both sides: the server's adapter per row, the command line's adapter merged into its model."""
+    options = {"temperature": 1.0, "top_p": 0.9, "seed": 11, "max_tokens": 16}
+    served = _ask(client, ids["alpha"], "Question 3?", **options).choices[0].message.content
+    assert served != _ask(client, ids["alpha"], "Question 3?", **(options | {"seed": 12})).choices[0].message.content
+    command = ["generate", "--model", str(adapter_runs["alpha"]), "--prompt", "Question 3?", "--dtype", "float32"]
+    command += ["--temperature", "1.0", "--top-p", "0.9", "--seed", "11", "--max-tokens", "16"]
+    done = launch.run(command, env={**os.environ, "COLUMNS": "1000"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == served.strip()
 
 
 @pytest.mark.parametrize(

@@ -12,17 +12,20 @@ Opt = typer.Option
 
 Temperature = Annotated[float, Opt(min=0.0, help="0 answers greedily; higher varies more.")]
 Seed = Annotated[
-    int | None, Opt(help="Makes sampling repeatable: the same seed gives the answer the API gives with it.")
+    int | None,
+    Opt(help="Makes sampling repeatable: in float32 the same seed gives the answer the API gives with it."),
 ]
+Dtype = Annotated[str, Opt(help="auto (bf16 where fast), float32 or bfloat16.")]
+TopP = Annotated[float, Opt(min=0.01, max=1.0, help="Sample from the likeliest tokens up to this mass.")]
 
 
-def _open(model: str, max_tokens: int, temperature: float, seed: int | None) -> tuple[Any, Any]:
+def _open(model: str, dtype: str, **sampling: Any) -> tuple[Any, Any]:
     """The generator for `model` and the sampling settings, both commands alike."""
     from tunesmith.engine.sampling import Sampling
     from tunesmith.evaluate.generate import load_generator
 
     with user_errors():
-        return load_generator(model), Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed)
+        return load_generator(model, dtype=dtype), Sampling(**sampling)
 
 
 def _answer(generator: Any, conversation: Any, sampling: Any) -> str:
@@ -41,12 +44,14 @@ def generate(
     system: Annotated[str | None, Opt(help="A system message.")] = None,
     max_tokens: MaxTokens = 256,
     temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
     seed: Seed = None,
+    dtype: Dtype = "auto",
 ) -> None:
     """Answer one prompt with a model or a run's result, under its chat template."""
     from tunesmith.data.schema import Message
 
-    generator, sampling = _open(model, max_tokens, temperature, seed)
+    generator, sampling = _open(model, dtype, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     _answer(generator, (*([Message("system", system)] if system else []), Message("user", prompt)), sampling)
 
 
@@ -55,12 +60,14 @@ def chat(
     system: Annotated[str | None, Opt(help="A system message.")] = None,
     max_tokens: MaxTokens = 512,
     temperature: Temperature = 0.0,
+    top_p: TopP = 1.0,
     seed: Seed = None,
+    dtype: Dtype = "auto",
 ) -> None:
     """Talk to a model or a run's result; answers stream as they are made. /reset starts over, /exit ends."""
     from tunesmith.data.schema import Message
 
-    generator, sampling = _open(model, max_tokens, temperature, seed)
+    generator, sampling = _open(model, dtype, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     start: list[Message] = [Message("system", system)] if system else []
     history = list(start)
     err.print("[dim]/reset starts over, /exit or Ctrl-D ends[/]")
