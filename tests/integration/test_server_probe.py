@@ -171,6 +171,8 @@ def test_a_line_number_beyond_any_file_is_a_400_not_a_500(url, upload):
 def test_a_pages_heavy_work_is_done_by_the_jobs_worker_not_the_server(url, home, upload):
     status, task = _send(url, "POST", f"/api/files/{upload.id}/check")
     assert status == 202 and task["status"] == "queued", task
+    status, unknown = _send(url, "POST", f"/api/files/{upload.id}/check?model=no-such-model")
+    assert status == 202, unknown
     time.sleep(1.0)
     assert _send(url, "GET", f"/api/tasks/{task['id']}")[0] == 202  # no worker: nobody has done it
     assert not (home / "throughput.json").exists()  # the server measured no training speed
@@ -181,6 +183,7 @@ def test_a_pages_heavy_work_is_done_by_the_jobs_worker_not_the_server(url, home,
     assert status == 200 and report["error_count"] == 0, report
     assert report["stats"]["train"]["file"] == "train.jsonl" and report["stats"]["training"]["estimated_seconds"] > 0
     assert _send(url, "POST", f"/api/files/{upload.id}/check") == (200, report)  # asked again: the result kept
+    _assert_error(*_send(url, "GET", f"/api/tasks/{unknown['id']}"), 400, param="model")
     status, missing = _send(url, "GET", "/api/tasks/task-doesnotexist")
     _assert_error(status, missing, 404, "not_found")
 

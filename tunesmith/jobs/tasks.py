@@ -54,16 +54,20 @@ def export_job(args: dict[str, Any]) -> dict[str, Any]:
     return {"bytes": target.stat().st_size}
 
 
-HANDLERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"check": check_file, "export": export_job}
-"""Each kind of task and what does it."""
+HANDLERS: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]], str]] = {
+    "check": (check_file, "model"),
+    "export": (export_job, "format"),
+}
+"""Each kind of task: what does it, and the request parameter a user's mistake in it is about."""
 
 
 def run_task(store: Store, task: TaskRecord) -> None:
     """Do one claimed task and record how it ended; a user's mistake is its error, anything else is logged."""
+    handler, param = HANDLERS[task.kind]
     try:
-        result = HANDLERS[task.kind](task.args)
+        result = handler(task.args)
     except TunesmithError as exc:
-        store.end_task(task.id, None, {"message": exc.message, "code": exc.code or "invalid_request", "param": None})
+        store.end_task(task.id, None, {"message": exc.message, "code": exc.code or "invalid_request", "param": param})
     except Exception as exc:
         log.exception("task %s (%s) failed", task.id, task.kind)
         store.end_task(
