@@ -60,14 +60,12 @@ def chat(
     system: Annotated[str | None, Opt(help="A system message.")] = None,
     max_tokens: MaxTokens = 512,
     temperature: Temperature = 0.0,
-    top_p: TopP = 1.0,
     seed: Seed = None,
-    dtype: Dtype = "auto",
 ) -> None:
     """Talk to a model or a run's result; answers stream as they are made. /reset starts over, /exit ends."""
     from tunesmith.data.schema import Message
 
-    generator, sampling = _open(model, dtype, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    generator, sampling = _open(model, "auto", max_tokens=max_tokens, temperature=temperature, seed=seed)
     start: list[Message] = [Message("system", system)] if system else []
     history = list(start)
     err.print("[dim]/reset starts over, /exit or Ctrl-D ends[/]")
