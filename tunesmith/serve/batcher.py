@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from tunesmith.engine.core import Answer, Engine, Request, last_logits
 from tunesmith.engine.sampling import Sampling, TokenLogprob
@@ -71,9 +71,9 @@ class Busy(Exception):
 class _Sender:
     """Turns one generation's answers, token by token, into Deltas."""
 
-    def __init__(self, generation: Generation, tokenizer: object) -> None:
+    def __init__(self, generation: Generation, tokenizer: PreTrainedTokenizerBase) -> None:
         self.generation = generation
-        self.streams = [TextStream(tokenizer, generation.stop) for _ in range(generation.n)]  # type: ignore[arg-type]
+        self.streams = [TextStream(tokenizer, generation.stop) for _ in range(generation.n)]
         self.logprobs_sent = [0] * generation.n
 
     def __call__(self, answer: Answer) -> None:
@@ -139,6 +139,7 @@ class Batcher:
             try:
                 if idle and not self.engine.pending:
                     generation = self.waiting.get()  # nothing to do: wait for work
+                    deadline = time.monotonic() + COLLECT_SECONDS  # company is waited for from the first's arrival
                 elif idle:
                     generation = self.waiting.get(timeout=max(0.0, deadline - time.monotonic()))
                 else:
