@@ -18,7 +18,6 @@ from tunesmith.engine.core import Engine, Request, generate
 from tunesmith.engine.sampling import Sampling
 from tunesmith.engine.text import TextStream
 from tunesmith.models.load import load_for_inference
-from tunesmith.tokenize.literal import encode_prompt
 from tunesmith.tokenize.render import ChatRenderer
 
 
@@ -54,9 +53,7 @@ class Generator:
 
     def chat_prompt(self, conversation: Sequence[Message]) -> list[int]:
         """A conversation's prompt ids, up to where the answer starts."""
-        messages = tuple(conversation)
-        text = self.renderer.prompt(messages)
-        return encode_prompt(self.tokenizer, text, [m.content for m in messages], self.renderer.specials)
+        return self.renderer.prompt_ids(tuple(conversation))
 
     def text_prompt(self, text: str) -> list[int]:
         """Plain text to continue, with the tokenizer's own leading tokens (e.g. bos)."""

@@ -26,7 +26,6 @@ from tunesmith.serve.loaded import ModelSet, Served
 from tunesmith.server.errors import APIError
 from tunesmith.server.logprobs import chat_logprobs, completion_logprobs
 from tunesmith.server.schemas import ChatRequest, CompletionRequest
-from tunesmith.tokenize.literal import encode_prompt
 
 DEFAULT_MAX_TOKENS = 512
 """A chat answer's length when the request names none (or less where the context ends sooner)."""
@@ -54,10 +53,8 @@ class Service:
 
     def chat_prompt(self, served: Served, messages: tuple[Message, ...]) -> list[int]:
         """The prompt's ids under the model's template; special-token strings inside contents stay text."""
-        text = served.renderer.prompt(messages)
-        specials = served.renderer.specials
         try:
-            return encode_prompt(self.models.tokenizer, text, [m.content for m in messages], specials)
+            return served.renderer.prompt_ids(messages)
         except DataError as exc:
             raise APIError(400, exc.message, "messages", exc.code) from None
 

@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from tunesmith.data.schema import Conversation, Message, as_dicts
 from tunesmith.errors import ConfigError
-from tunesmith.tokenize.literal import content_spans, injected, specials_in
+from tunesmith.tokenize.literal import content_spans, encode_prompt, injected, specials_in
 from tunesmith.tokenize.template import END, START, Glue, jinja, learn_glue
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,11 @@ class ChatRenderer:
     def prompt(self, messages: tuple[Message, ...]) -> str:
         """The text a model continues to answer: the conversation plus the generation prompt."""
         return jinja(self.tokenizer, as_dicts(messages), generate=True)
+
+    def prompt_ids(self, messages: tuple[Message, ...]) -> list[int]:
+        """The ids of `prompt`; special-token strings typed inside the messages stay text (DataError where the
+        template rewrites a message that holds one)."""
+        return encode_prompt(self.tokenizer, self.prompt(messages), [m.content for m in messages], self.specials)
 
     def stop_token_ids(self) -> list[int]:
         """The token that closes an assistant turn under this template, and eos: generation stops at either."""
