@@ -1,8 +1,9 @@
 """Answer conversations with a base model or a run's result, under the chat template it was trained with.
 
 The text side of generation: prompts rendered and tokenised here (special-token strings typed in messages stay
-text), answers decoded here; the tokens come from the one engine (`tunesmith.engine`) the server uses too, so the
-same prompt, settings and seed give the same answer in `eval`, `compare`, `generate`, `chat` and the API.
+text), answers decoded here; the tokens come from the one engine (`tunesmith.engine`) the server uses too, so in
+float32 the same prompt, settings and seed give the same answer in `eval`, `compare`, `generate`, `chat` and the API
+(bf16 rounds differently with the batch's shape).
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ helpers here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.check import DataOptions, Prepared, prepare_data
@@ -35,6 +36,11 @@ def item_length(item: Item) -> int:
     if isinstance(item, PairExample):
         return item.length
     return len(item.input_ids)
+
+
+def item_lengths(items: Sequence[Item]) -> np.ndarray:
+    """`item_length` of every item, for the batch layout."""
+    return np.array([item_length(item) for item in items], dtype=np.int64)
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def resolve_plan(
     epochs = config.epochs if config.epochs != "auto" else auto_epochs(sum(mix.per_epoch))
     budget = config.batch_tokens
     if budget == "auto":
-        budget = auto_batch_tokens(facts.device.split(":")[0], config.objective)
+        budget = auto_batch_tokens(torch.device(facts.device).type, config.objective)
     windows: list[Window] = []
     for epoch in range(epochs):
         batches = _epoch(train_lengths, mix, int(budget), config.seed, epoch)

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -29,7 +28,7 @@ from tunesmith.training.checkpoint import (
     remove_partial_writes,
     restore_checkpoint,
 )
-from tunesmith.training.data import Item, RunData, item_length
+from tunesmith.training.data import RunData, item_lengths
 from tunesmith.training.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
 from tunesmith.training.loop import LoopInputs, train_steps
 from tunesmith.training.manifest import manifest
@@ -79,10 +78,6 @@ class _NullSink:
         return None
 
 
-def _lengths(items: list[Item]) -> np.ndarray:
-    return np.array([item_length(item) for item in items], dtype=np.int64)
-
-
 def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> Path:
     """final/: a PEFT adapter or full safetensors weights, with the tokenizer and chat template."""
     final = RunFolder(run_dir).final
@@ -102,7 +97,7 @@ def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedToke
 
 def _resolve(config: RunConfig, data: RunData) -> tuple[RunConfig, Plan]:
     facts = PlanFacts.measure(config)  # the machine and the model: the plan itself is a pure function
-    return resolve_plan(config, _lengths(data.train), _lengths(data.held_out), data.mix, facts)
+    return resolve_plan(config, item_lengths(data.train), item_lengths(data.held_out), data.mix, facts)
 
 
 def _objective(

@@ -68,6 +68,11 @@ def _named(report: dict[str, Any], filename: str) -> dict[str, Any]:
     return report
 
 
+def _download(job_id: str, format: str, size: int) -> JSONResponse:
+    """Where a made export is downloaded, and its size."""
+    return JSONResponse({"url": f"/api/jobs/{job_id}/exports/{format}.zip", "bytes": size})
+
+
 class DashboardAPI:
     """The JSON routes, for one server's store and base model."""
 
@@ -117,8 +122,7 @@ class DashboardAPI:
         result = task.result or {}
         if task.kind == "check":
             return JSONResponse(_named(result, task.args["filename"]))
-        job_id, format = task.args["job_id"], task.args["format"]
-        return JSONResponse({"url": f"/api/jobs/{job_id}/exports/{format}.zip", "bytes": result["bytes"]})
+        return _download(task.args["job_id"], task.args["format"], result["bytes"])
 
     def line(self, file_id: str, line: Annotated[int, PathParam(ge=1, le=MAX_LINE)]) -> dict[str, Any]:
         """One line of an uploaded file as it was sent, to see what a problem is about."""
@@ -161,7 +165,7 @@ class DashboardAPI:
         it."""
         target, _ = self._exported(job_id, format)
         if target.is_file():
-            return JSONResponse({"url": f"/api/jobs/{job_id}/exports/{format}.zip", "bytes": target.stat().st_size})
+            return _download(job_id, format, target.stat().st_size)
         task = self.store.ask_task("export", f"{job_id}|{format}", {"job_id": job_id, "format": format})
         return self._answer(task)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save
 from transformers import PreTrainedTokenizerBase
@@ -19,7 +18,7 @@ from tunesmith.data.validate import RecordReader
 from tunesmith.errors import ConfigError
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.pairs import PairExample, collate_pairs, encode_pairs
-from tunesmith.training.data import Item, RunData, check_sources, item_length, prepare_source
+from tunesmith.training.data import Item, RunData, check_sources, item_lengths, prepare_source
 from tunesmith.training.objectives.base import Autocast, Kind, Setup, StepResult
 from tunesmith.training.plan import held_out_split
 from tunesmith.training.preference import dpo_loss, sequence_log_probs, simpo_loss
@@ -171,10 +170,6 @@ def load_pairs(config: RunConfig, tokenizer: PreTrainedTokenizerBase) -> RunData
     return RunData(tokenizer, [p for i, p in enumerate(pairs) if i not in chosen], held_out, report)
 
 
-def _lengths(items: Sequence[Item]) -> np.ndarray:
-    return np.array([item_length(item) for item in items], dtype=np.int64)
-
-
 def _reference(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
     """dpo's reference log-probs of the training and held-out pairs: computed once with the model before its first
     step (an adapter is still zero, so this is the base model: no second copy of the weights), kept in the run
@@ -183,7 +178,7 @@ def _reference(setup: Setup) -> tuple[torch.Tensor, torch.Tensor]:
     if path.is_file():
         stored = load_file(str(path))
         return stored["train"], stored["held_out"]
-    train_batches = ordered_batches(_lengths(data.train), setup.batch_tokens)
+    train_batches = ordered_batches(item_lengths(data.train), setup.batch_tokens)
     tensors = {}
     # held out: the batches every evaluation uses, so that step 0 shows no margin
     for name, pairs, batches in (("train", data.train, train_batches), ("held_out", data.held_out, setup.eval_batches)):
