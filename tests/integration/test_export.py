@@ -135,7 +135,8 @@ def test_gguf_round_trips_other_llama_family_layouts(kind, small_tokenizer, tmp_
 
 def test_unsupported_architecture_gets_one_line_naming_what_is_supported(tokenizer, tmp_path):
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2))
-    with pytest.raises(ExportError, match="GGUF export supports llama, mistral, qwen2 models; this one is 'gpt2'"):
+    supported = "llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3"
+    with pytest.raises(ExportError, match=f"GGUF export supports {supported} models; this one is 'gpt2'"):
         write_gguf(model, tokenizer, tmp_path / "x.gguf", "f32", name="x")
     assert not (tmp_path / "x.gguf").exists()
 
@@ -198,24 +199,28 @@ def _template_of(text):
     return text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
 
 
+def go_render(template: str, conversations: list, folder) -> list[str]:
+    """Each conversation rendered by Go's text/template (as Ollama renders its TEMPLATE)."""
+    (folder / "render.go").write_text(GO_RENDER)
+    (folder / "template.txt").write_text(template)
+    done = subprocess.run(
+        ["go", "run", str(folder / "render.go"), str(folder / "template.txt")],
+        input=json.dumps(conversations),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=folder,
+        env={**os.environ, "GOCACHE": str(folder / "gocache")},
+    )
+    return done.stdout.split("\x00")[:-1]
+
+
 @pytest.mark.skipif(
     shutil.which("go") is None, reason="needs Go's text/template (Debian golang-go; .ci/run installs it)"
 )
 def test_modelfile_template_renders_like_the_chat_template(tokenizer, llama3_tokenizer, tmp_path):
-    (tmp_path / "render.go").write_text(GO_RENDER)
     for tok in (tokenizer, llama3_tokenizer):
-        text = modelfile(tok, "model.gguf")
-        (tmp_path / "template.txt").write_text(_template_of(text))
-        done = subprocess.run(
-            ["go", "run", str(tmp_path / "render.go"), str(tmp_path / "template.txt")],
-            input=json.dumps(CONVERSATIONS),
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=tmp_path,
-            env={**os.environ, "GOCACHE": str(tmp_path / "gocache")},
-        )
-        rendered = done.stdout.split("\x00")[:-1]
+        rendered = go_render(_template_of(modelfile(tok, "model.gguf")), CONVERSATIONS, tmp_path)
         expected = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in CONVERSATIONS]
         assert rendered == expected
 

@@ -1,12 +1,15 @@
 """A GGUF file for llama.cpp and Ollama, written with the `gguf` package from a (merged) transformers model.
 
-Llama-family layouts only: llama, mistral (written as llama, as llama.cpp does) and qwen2. Tokenizers must be
-byte-level BPE (SmolLM2, Llama 3, Qwen2), written as `gpt2` with their merges, special tokens and chat template.
+Layouts: llama (Llama 3.x with its llama3 rope as llama.cpp's `rope_freqs`), mistral (written as llama, as llama.cpp
+does), qwen2, qwen3, gemma2, gemma3 (text), phi3, each as llama.cpp's converter writes it (Gemma's norms stored as
+1 + w, llama's q and k rows interleaved). Tokenizers must be byte-level BPE (SmolLM2, Llama 3, Qwen), written as
+`gpt2` with their merges, special tokens and chat template.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -18,9 +21,25 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tunesmith.errors import ExportError
 from tunesmith.tokenize.encode import plain_backend
 
-ARCHITECTURES = {"llama": gguf.MODEL_ARCH.LLAMA, "mistral": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}
+ARCHITECTURES = {
+    "llama": gguf.MODEL_ARCH.LLAMA,
+    "mistral": gguf.MODEL_ARCH.LLAMA,
+    "qwen2": gguf.MODEL_ARCH.QWEN2,
+    "qwen3": gguf.MODEL_ARCH.QWEN3,
+    "gemma2": gguf.MODEL_ARCH.GEMMA2,
+    "gemma3_text": gguf.MODEL_ARCH.GEMMA3,
+    "phi3": gguf.MODEL_ARCH.PHI3,
+}
+NORM_PLUS_ONE = (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3)
+"""Gemma's RMSNorm multiplies by (1 + w); llama.cpp's by w, so its converter stores 1 + w."""
 FILE_TYPES = {"f32": (gguf.LlamaFileType.ALL_F32, np.float32), "f16": (gguf.LlamaFileType.MOSTLY_F16, np.float16)}
-PRE_TOKENIZERS = {"qwen2": "qwen2", "smollm": "smollm"}
+PRE_TOKENIZERS = {"qwen2": "qwen2", "qwen3": "qwen2", "smollm": "smollm", "llama3": "llama-bpe"}
+
+
+def _rope(config: object) -> dict:
+    """The rope parameters of full-attention layers (Gemma 3 keeps one set per layer type)."""
+    rope = dict(getattr(config, "rope_parameters", None) or {})
+    return dict(rope.get("full_attention", rope))
 
 
 def _architecture(model: PreTrainedModel) -> gguf.MODEL_ARCH:
@@ -30,13 +49,32 @@ def _architecture(model: PreTrainedModel) -> gguf.MODEL_ARCH:
             f"GGUF export supports {', '.join(ARCHITECTURES)} models; this one is {kind!r}",
             hint="export it with --format merged (safetensors) instead",
         )
-    rope = dict(getattr(model.config, "rope_parameters", None) or {})
-    if rope.get("rope_type", "default") != "default":
+    rope_type = _rope(model.config).get("rope_type", "default")
+    if rope_type != "default" and not (kind == "llama" and rope_type == "llama3"):
         raise ExportError(
-            f"GGUF export does not write rope scaling ({rope['rope_type']}) yet",
+            f"GGUF export does not write {rope_type} rope scaling of {kind} models yet",
             hint="export it with --format merged (safetensors) instead",
         )
     return ARCHITECTURES[kind]
+
+
+def _head_dim(config: object) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def llama3_rope_factors(config: object) -> np.ndarray:
+    """llama.cpp's `rope_freqs` for Llama 3.1+'s rope: the divisor of each base frequency (HF's inv_freq is the base
+    inv_freq divided by it), as its converter computes them."""
+    rope = _rope(config)
+    dim = _head_dim(config)
+    freqs = 1.0 / (rope["rope_theta"] ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    old = rope["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / freqs
+    smooth = (old / wavelen - low) / (high - low)
+    middle = 1 / ((1 - smooth) / factor + smooth)
+    out = np.where(wavelen < old / high, 1.0, np.where(wavelen > old / low, factor, middle))
+    return out.astype(np.float32)
 
 
 def _permute(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -57,11 +95,15 @@ def _tensors(model: PreTrainedModel, arch: gguf.MODEL_ARCH, dtype: type) -> list
         if target is None:
             raise ExportError(f"tensor {name} has no GGUF name for {arch.name.lower()}", hint="use --format merged")
         data = tensor.detach().to(torch.float32).cpu().numpy()
+        if arch in NORM_PLUS_ONE and name.endswith("norm.weight"):
+            data = data + np.float32(1.0)
         if arch == gguf.MODEL_ARCH.LLAMA and name.endswith("q_proj.weight"):
             data = _permute(data, config.num_attention_heads)
         elif arch == gguf.MODEL_ARCH.LLAMA and name.endswith("k_proj.weight"):
             data = _permute(data, config.num_key_value_heads)
         out.append((target, data.astype(dtype) if data.ndim == 2 else data))  # norms and biases stay f32
+    if _rope(config).get("rope_type") == "llama3":
+        out.append((gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", llama3_rope_factors(config)))
     return out
 
 
@@ -103,9 +145,25 @@ def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, 
 
 
 def _family(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
-    if model.config.model_type == "qwen2":
-        return "qwen2"
-    return "smollm" if "<|im_start|>" in tokenizer.get_vocab() and model.config.vocab_size == 49152 else "default"
+    """The pre-tokenizer llama.cpp knows this vocabulary by (its regex for splitting text before BPE)."""
+    kind, vocab = model.config.model_type, tokenizer.get_vocab()
+    if kind in ("qwen2", "qwen3"):
+        return kind
+    if kind == "llama" and "<|begin_of_text|>" in vocab and model.config.vocab_size >= 128000:
+        return "llama3"
+    return "smollm" if "<|im_start|>" in vocab and model.config.vocab_size == 49152 else "default"
+
+
+def _add_family_keys(writer: gguf.GGUFWriter, arch: gguf.MODEL_ARCH, config: object) -> None:
+    """What a family's attention needs besides the common keys: head sizes, soft-capping, sliding windows."""
+    writer.add_key_length(_head_dim(config))
+    writer.add_value_length(_head_dim(config))
+    if arch == gguf.MODEL_ARCH.GEMMA2:
+        writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
+    if arch in NORM_PLUS_ONE and getattr(config, "final_logit_softcapping", None):
+        writer.add_final_logit_softcapping(config.final_logit_softcapping)
+    if arch in (*NORM_PLUS_ONE, gguf.MODEL_ARCH.PHI3) and getattr(config, "sliding_window", None):
+        writer.add_sliding_window(config.sliding_window)
 
 
 def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, dtype: str, name: str) -> None:
@@ -123,10 +181,10 @@ def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
+    writer.add_rope_dimension_count(_head_dim(config))
+    writer.add_rope_freq_base(float(_rope(config)["rope_theta"]))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    _add_family_keys(writer, arch, config)
     _add_tokenizer(writer, tokenizer, model)
     for tensor_name, data in _tensors(model, arch, numpy_dtype):
         writer.add_tensor(tensor_name, data)

@@ -1,36 +1,27 @@
-"""An Ollama Modelfile whose TEMPLATE renders conversations exactly as the chat template did in training.
+"""An Ollama Modelfile whose TEMPLATE renders prompts exactly as the chat template does.
 
-The chat template is probed (tunesmith.tokenize.template) for the text between each pair of roles. That glue
-splits into what closes a turn (after a role's content) and what opens one (before it), plus what the template
-adds at the very start. A Go template made of those pieces renders the same text as the Jinja template.
+The chat template is probed (tunesmith.tokenize.template) for the text between each pair of neighbouring roles in
+a prompt (a conversation ending in the generation prompt). The Go template keeps the previous message's role in a
+variable and writes, before each message's content, the glue for (previous role, this role), and after the last
+message the glue into the generation prompt. So templates that merge the system message into the first user turn
+(Mistral, Gemma 3), that add a default system prompt (Qwen2.5, Llama 3) or whose final answer differs from earlier
+ones (Qwen3) are written as they render prompts; a template that refuses a system role (Gemma 2) gets the system
+message merged into the first user turn as training merged it (tokenize/render.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.errors import ExportError
-from tunesmith.tokenize.render import ChatRenderer
-from tunesmith.tokenize.template import END, GENERATE, START, Glue
+from tunesmith.tokenize.render import SYSTEM_JOIN, ChatRenderer
+from tunesmith.tokenize.template import GENERATE, START, learn_glue
 
 ROLES = ("system", "user", "assistant")
-
-
-@dataclass(frozen=True)
-class TurnPieces:
-    """A chat template as pieces: opening[role] + content + closing[role] per turn."""
-
-    start: dict[str, str]
-    """Text before the first turn, by the first turn's role (e.g. a default system prompt)."""
-    opening: dict[str, str]
-    """Text before a turn's content, by role."""
-    closing: dict[str, str]
-    """Text after a turn's content, by role."""
-    generation: str
-    """The assistant turn's opening at generation time."""
+NONE = ""
+"""The previous role before the first message."""
 
 
 def _unexpressible(why: str) -> ExportError:
@@ -40,78 +31,59 @@ def _unexpressible(why: str) -> ExportError:
     )
 
 
-def _propagate(middle: dict[tuple[str, str], str], closing: dict[str, str], opening: dict[str, str]) -> None:
-    """glue(a, b) = closing(a) + opening(b): fill in one side wherever the other is known."""
-    for (before, after), text in middle.items():
-        if before in closing and after not in opening and text.startswith(closing[before]):
-            opening[after] = text[len(closing[before]) :]
-        if after in opening and before not in closing and text.endswith(opening[after]):
-            closing[before] = text[: len(text) - len(opening[after])]
-
-
-def turn_pieces(glue: Glue) -> TurnPieces:
-    """Split probed glue into per-role opening and closing text; raises when the template does not split so."""
-    pieces = glue.pieces
-    middle = {k: v for k, v in pieces.items() if k[0] != START and k[1] not in (END, GENERATE)}
-    closing = {before: text for (before, after), text in pieces.items() if after == END}
-    opening: dict[str, str] = {}
-    for _ in range(2 * len(ROLES)):
-        _propagate(middle, closing, opening)
-        for role in ROLES:  # a turn no probe isolates opens like the others, with its own role name
-            known = next(((r, t) for r, t in opening.items() if r in t), None)
-            if role not in opening and known is not None:
-                opening[role] = known[1].replace(known[0], role)
-    for (before, after), text in middle.items():
-        if closing.get(before, "\0") + opening.get(after, "\0") != text:
-            raise _unexpressible(f"the text between {before} and {after} turns depends on both")
-    roles = [r for r in ROLES if r in opening]
-    start = {}
-    for role in roles:
-        first = pieces.get((START, role))
-        if first is None:
-            continue
-        if role not in opening or not first.endswith(opening[role]):
-            raise _unexpressible(f"a conversation starting with {role} opens differently")
-        start[role] = first[: len(first) - len(opening[role])]
-    generations = {pieces[k][len(closing[k[0]]) :] for k in pieces if k[1] == GENERATE and k[0] in closing}
-    if len(generations) != 1:
-        raise _unexpressible("the generation prompt depends on the turn before it")
-    return TurnPieces(start, opening, closing, generations.pop())
-
-
 def _literal(text: str) -> str:
     if "{{" in text or '"""' in text:
         raise _unexpressible('its text contains "{{" or triple quotes')
     return text
 
 
-def go_template(parts: TurnPieces) -> str:
-    """The Go template (Ollama's TEMPLATE) for these pieces: no trim markers, so every character is kept."""
-    first = "".join(
-        f'{{{{ {"if" if i == 0 else "else if"} eq (index .Messages 0).Role "{role}" }}}}{_literal(text)}'
-        for i, (role, text) in enumerate(parts.start.items())
+def _choices(cases: list[tuple[str, str]]) -> str:
+    """An if / else-if chain over (condition, text); empty when there are no cases."""
+    chain = "".join(
+        f"{{{{ {'if' if i == 0 else 'else if'} {condition} }}}}{_literal(text)}"
+        for i, (condition, text) in enumerate(cases)
     )
-    first = f"{first}{{{{ end }}}}" if first else ""
-    turns = "".join(
-        f'{{{{ {"if" if i == 0 else "else if"} eq .Role "{role}" }}}}'
-        f"{_literal(parts.opening[role])}{{{{ .Content }}}}{_literal(parts.closing[role])}"
-        for i, role in enumerate(r for r in ROLES if r in parts.opening and r in parts.closing)
-    )
+    return f"{chain}{{{{ end }}}}" if chain else ""
+
+
+def go_template(pieces: dict[tuple[str, str], str]) -> str:
+    """The Go template (Ollama's TEMPLATE) for probed prompt glue: no trim markers, so every character is kept."""
+
+    def previous(role: str) -> str:
+        return f'eq $prev "{NONE if role == START else role}"'
+
+    before = [
+        (f'and ({previous(a)}) (eq .Role "{b}")', text)
+        for (a, b), text in pieces.items()
+        if b in ROLES and (a in ROLES or a == START)
+    ]
+    after = [(previous(a), text) for (a, b), text in pieces.items() if b == GENERATE and a in ROLES]
+    if not after:
+        raise _unexpressible("no generation prompt could be probed")
     return (
-        f"{{{{ if .Messages }}}}{first}{{{{ range .Messages }}}}{turns}{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}"
-        + _literal(parts.generation)
+        f'{{{{ $prev := "{NONE}" }}}}{{{{ range .Messages }}}}{_choices(before)}{{{{ .Content }}}}'
+        f"{{{{ $prev = .Role }}}}{{{{ end }}}}{_choices(after)}"
     )
+
+
+def _prompt_glue(renderer: ChatRenderer) -> dict[tuple[str, str], str]:
+    glue = learn_glue(renderer.tokenizer, prompts_only=True)
+    if glue is None:
+        raise _unexpressible("its prompts depend on more than the roles of neighbouring turns")
+    pieces = dict(glue.pieces)
+    if renderer.merges_system and (START, "user") in pieces:  # as rendering merges it: system, join, user
+        pieces[(START, "system")] = pieces[(START, "user")]
+        pieces[("system", "user")] = SYSTEM_JOIN
+    return pieces
 
 
 def modelfile(tokenizer: PreTrainedTokenizerBase, gguf_name: str) -> str:
     """The Modelfile text: FROM the GGUF beside it, the TEMPLATE, and a stop parameter per end-of-turn token."""
     renderer = ChatRenderer(tokenizer)
-    if renderer.glue is None:
-        raise _unexpressible("its output depends on more than the roles of neighbouring turns")
-    template = go_template(turn_pieces(renderer.glue))
+    template = go_template(_prompt_glue(renderer))
     stops = [tokenizer.convert_ids_to_tokens(i) for i in renderer.stop_token_ids()]
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
-    if renderer.glue.strips:
+    if renderer.glue is not None and renderer.glue.strips:
         lines.insert(0, "# The chat template trims each message; this TEMPLATE cannot, so send messages trimmed.")
     lines += [f'PARAMETER stop "{stop}"' for stop in dict.fromkeys(stops)]
     return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from jinja2 import TemplateError
 
 from tunesmith.data.schema import Message
 from tunesmith.engine.sampling import Sampling, TokenLogprob
@@ -51,12 +52,16 @@ class Service:
             raise APIError(404, f"The model '{model_id}' does not exist", "model", "model_not_found")
         return served
 
-    def chat_prompt(self, served: Served, messages: tuple[Message, ...]) -> list[int]:
+    def chat_prompt(
+        self, served: Served, messages: tuple[Message, ...], options: dict[str, object] | None = None
+    ) -> list[int]:
         """The prompt's ids under the model's template; special-token strings inside contents stay text."""
         try:
-            return served.renderer.prompt_ids(messages)
+            return served.renderer.prompt_ids(messages, options)
         except DataError as exc:
             raise APIError(400, exc.message, "messages", exc.code) from None
+        except TemplateError as exc:
+            raise APIError(400, f"the model's chat template refused the messages: {exc}", "messages") from None
 
     def text_prompt(self, text: str) -> list[int]:
         """A completion's ids, with the tokenizer's own leading tokens. The prompt is raw text the client laid out
@@ -206,7 +211,7 @@ def _model_card(served: Served) -> dict[str, Any]:
 
 async def _chat(service: Service, body: ChatRequest, request: Request) -> Response | dict[str, Any]:
     served = await asyncio.to_thread(service.model, body.model)  # may attach a tuned model's adapter
-    prompt = await asyncio.to_thread(service.chat_prompt, served, _messages(body))
+    prompt = await asyncio.to_thread(service.chat_prompt, served, _messages(body), body.chat_template_kwargs)
     asked = body.max_completion_tokens or body.max_tokens
     max_tokens = asked or max(1, min(DEFAULT_MAX_TOKENS, service.models.context - len(prompt)))
     service.check_context(prompt, max_tokens, "max_tokens" if asked else "messages")

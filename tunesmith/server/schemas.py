@@ -79,6 +79,8 @@ class ChatRequest(_Sampled):
     """Return each answer token's log-probability."""
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     """With logprobs: also the likeliest tokens' at each position."""
+    chat_template_kwargs: dict[str, bool | int | float | str] | None = None
+    """Variables for the model's chat template, as vLLM takes them (e.g. {"enable_thinking": false} for Qwen3)."""
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self) -> ChatRequest:

@@ -1,13 +1,19 @@
 """Render conversations with the model's own chat template and mark the characters to learn from.
 
-By default every assistant turn is supervised (weight 0 leaves one out), and with it the end-of-turn token
-that closes it, so the model learns to stop, also when pad == eos.
+By default every assistant turn is supervised (weight 0 leaves one out): from where the generation prompt ends (so
+whatever the template writes before the content, such as Qwen3's empty `<think></think>` block or Mistral's space,
+is learned as the model will have to write it) through the end-of-turn token that closes it, so the model learns to
+stop, also when pad == eos.
+
+A template that refuses a system role (Gemma 2 raises) gets the system message merged into the first user turn,
+separated by a blank line, as the family's next template (Gemma 3) does itself.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.data.schema import Conversation, Message, as_dicts
 from tunesmith.errors import ConfigError
 from tunesmith.tokenize.literal import content_spans, encode_prompt, injected, specials_in
-from tunesmith.tokenize.template import END, START, Glue, jinja, learn_glue
+from tunesmith.tokenize.template import END, GENERATE, START, Glue, jinja, learn_glue
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +30,8 @@ Supervise = Literal["assistant", "last", "all"]
 Span = tuple[int, int]
 SUPERVISE_MODES: tuple[Supervise, ...] = ("assistant", "last", "all")
 VERIFY_SAMPLE = 32
+SYSTEM_JOIN = "\n\n"
+"""Between a merged system message and the first user message (Gemma 3's own template joins them so)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,29 @@ def special_strings(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
     return tuple(sorted((s for s in found if s), key=len, reverse=True))
 
 
+def refuses_system(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """The template raises on a system message where it renders the same conversation without one."""
+    user = {"role": "user", "content": "hi"}
+    try:
+        jinja(tokenizer, [user])
+    except Exception:
+        return False  # it refuses more than the system role: nothing to learn from this probe
+    try:
+        jinja(tokenizer, [{"role": "system", "content": "be brief"}, user])
+    except Exception:
+        return True
+    return False
+
+
+def merge_system(messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    """The system message, if first, folded into the first user message (SYSTEM_JOIN between them)."""
+    if len(messages) < 2 or messages[0].role != "system" or messages[1].role != "user":
+        return messages
+    system, user = messages[0], messages[1]
+    merged = Message("user", system.content + SYSTEM_JOIN + user.content, weight=user.weight)
+    return (merged, *messages[2:])
+
+
 class ChatRenderer:
     """Renders conversations: by concatenating learned glue when the template allows, else through Jinja."""
 
@@ -62,28 +93,37 @@ class ChatRenderer:
         self.supervise = supervise
         self.glue: Glue | None = learn_glue(tokenizer)
         self.specials = special_strings(tokenizer)
+        self.merges_system = refuses_system(tokenizer)
+        """System messages are folded into the first user turn before rendering."""
+
+    def _messages(self, messages: tuple[Message, ...]) -> tuple[Message, ...]:
+        return merge_system(messages) if self.merges_system else messages
 
     def verify(self, conversations: list[Conversation]) -> None:
         """Compare fast and reference rendering on a sample; fall back to Jinja for good on any difference."""
         for conversation in conversations[:VERIFY_SAMPLE]:
-            fast = self._fast(conversation.messages)
-            if fast is not None and fast != self._exact(conversation.messages):
+            messages = self._messages(conversation.messages)
+            fast = self._fast(messages)
+            if fast is not None and fast != self._exact(messages):
                 log.warning("chat template renders differently than probed: using Jinja for every example")
                 self.glue = None
                 return
 
     def render(self, conversation: Conversation) -> Rendered:
         """The text and the supervised spans of one conversation."""
-        return self._fast(conversation.messages) or self._exact(conversation.messages)
+        messages = self._messages(conversation.messages)
+        return self._fast(messages) or self._exact(messages)
 
-    def prompt(self, messages: tuple[Message, ...]) -> str:
-        """The text a model continues to answer: the conversation plus the generation prompt."""
-        return jinja(self.tokenizer, as_dicts(messages), generate=True)
+    def prompt(self, messages: tuple[Message, ...], options: Mapping[str, object] | None = None) -> str:
+        """The text a model continues to answer: the conversation plus the generation prompt (`options`: the
+        template's own variables, e.g. {"enable_thinking": False} for Qwen3)."""
+        return jinja(self.tokenizer, as_dicts(self._messages(messages)), generate=True, options=options)
 
-    def prompt_ids(self, messages: tuple[Message, ...]) -> list[int]:
+    def prompt_ids(self, messages: tuple[Message, ...], options: Mapping[str, object] | None = None) -> list[int]:
         """The ids of `prompt`; special-token strings typed inside the messages stay text (DataError where the
         template rewrites a message that holds one)."""
-        return encode_prompt(self.tokenizer, self.prompt(messages), [m.content for m in messages], self.specials)
+        contents = [m.content for m in self._messages(messages)]
+        return encode_prompt(self.tokenizer, self.prompt(messages, options), contents, self.specials)
 
     def stop_token_ids(self) -> list[int]:
         """The token that closes an assistant turn under this template, and eos: generation stops at either."""
@@ -132,13 +172,20 @@ class ChatRenderer:
             glue = self.glue.pieces[keys[i]]
             content = message.content.strip() if self.glue.strips else message.content
             parts += [glue, content]
+            answer = length + self._answer_offset(keys[i], glue)
             length += len(glue)
             contents.append((length, length + len(content)))
             if i in chosen:
-                ends.append(contents[-1])
+                ends.append((answer, length + len(content)))
             length += len(content)
         parts.append(self.glue.pieces[keys[-1]])
         return self._spans("".join(parts), ends, messages, contents)
+
+    def _answer_offset(self, key: tuple[str, str], glue: str) -> int:
+        """Where, inside the glue before an assistant turn, the generation prompt ends: what follows is the
+        model's to write."""
+        prompt = self.glue.pieces.get((key[0], GENERATE)) if self.glue else None
+        return len(prompt) if prompt is not None and glue.startswith(prompt) else len(glue)
 
     def _exact(self, messages: tuple[Message, ...]) -> Rendered:
         """Reference path: the spans come from rendering each prefix of the conversation."""
@@ -159,6 +206,10 @@ class ChatRenderer:
                     "the chat template changes assistant contents, so the trained tokens cannot be located",
                     hint="use --supervise all, or give the model a standard chat template",
                 )
-            ends.append((at, at + len(content)))
+            # the answer starts where the generation prompt ends, when what lies between is the template's own
+            # the answer starts where the generation prompt ends: what the template writes before the content is
+            # the model's to write too
+            answer = start if before and text.startswith(before) else at
+            ends.append((answer, at + len(content)))
             cursor = at + len(content)
         return self._spans(text, ends, messages, None)

@@ -9,6 +9,7 @@ conversation whose role sequence was not probed.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -25,9 +26,15 @@ _PROBES: tuple[tuple[str, ...], ...] = (
 )
 
 
-def jinja(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], generate: bool = False) -> str:
-    """The reference rendering: the model's own template."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generate)
+def jinja(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, str]],
+    generate: bool = False,
+    options: Mapping[str, object] | None = None,
+) -> str:
+    """The reference rendering: the model's own template (`options`: its own variables, e.g. Qwen3's
+    enable_thinking)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generate, **(options or {}))
     assert isinstance(text, str)
     return text
 
@@ -60,9 +67,12 @@ def _record(pieces: dict[tuple[str, str], str], key: tuple[str, str], value: str
 
 
 def _probe_shape(
-    tokenizer: PreTrainedTokenizerBase, roles: tuple[str, ...], pieces: dict[tuple[str, str], str]
+    tokenizer: PreTrainedTokenizerBase,
+    roles: tuple[str, ...],
+    pieces: dict[tuple[str, str], str],
+    modes: tuple[bool, ...],
 ) -> bool:
-    for generate in (False, True):
+    for generate in modes:
         shape = roles[:-1] if generate else roles
         messages = [{"role": r, "content": _SENTINEL.format(i)} for i, r in enumerate(shape)]
         try:
@@ -78,8 +88,10 @@ def _probe_shape(
     return True
 
 
-def learn_glue(tokenizer: PreTrainedTokenizerBase) -> Glue | None:
-    """Probe the template; None when it cannot be rendered by concatenation."""
+def learn_glue(tokenizer: PreTrainedTokenizerBase, prompts_only: bool = False) -> Glue | None:
+    """Probe the template; None when it cannot be rendered by concatenation. With `prompts_only`, only
+    conversations ending in a generation prompt are probed: Qwen3's template, for one, writes an empty think block
+    into a final answer alone, so whole conversations depend on position while prompts do not."""
     strips = False
     probe = jinja(tokenizer, [{"role": "user", "content": " " + _SENTINEL.format(0) + " "}])
     if " " + _SENTINEL.format(0) + " " not in probe:
@@ -88,6 +100,6 @@ def learn_glue(tokenizer: PreTrainedTokenizerBase) -> Glue | None:
         strips = True
     pieces: dict[tuple[str, str], str] = {}
     for roles in _PROBES:
-        if not _probe_shape(tokenizer, roles, pieces):
+        if not _probe_shape(tokenizer, roles, pieces, (True,) if prompts_only else (False, True)):
             return None
     return Glue(pieces=pieces, strips=strips) if pieces else None

@@ -1,0 +1,189 @@
+"""The model families people fine-tune, as tiny random models: each a local folder with the family's architecture
+(its own config class, shrunk), its real chat template (tests/families/*.jinja) and its special tokens.
+
+The vocabulary is a small byte-level BPE (the layouts and templates are the matter, a 150k vocabulary would only cost
+time) with the family's special tokens added at the end, as in the family's own tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TEMPLATES = Path(__file__).resolve().parent / "families"
+SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+SHAPE |= {"num_key_value_heads": 2, "max_position_embeddings": 1024, "initializer_range": 0.2}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: how its tiny model and tokenizer are built."""
+
+    name: str
+    """Short name, used as the test id."""
+    template: str
+    """File name of its chat template under tests/families/."""
+    specials: tuple[str, ...]
+    """Its special tokens, in the order its tokenizer lists them."""
+    bos: str | None
+    """Its begin-of-text token (None where the family has none)."""
+    eos: str
+    """The tokenizer's eos token."""
+    pad: str
+    """The pad token."""
+    end_of_turn: str
+    """The token that closes an assistant turn under the template (what generation stops at)."""
+    config: Callable[[dict], object] = field(repr=False, default=lambda common: None)
+    """Builds the transformers config from the common sizes and token ids."""
+    extra_tokens: tuple[str, ...] = ()
+    """Added tokens that are not special (Qwen3's <think>)."""
+
+
+def _llama(common: dict) -> object:
+    from transformers import LlamaConfig
+
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0}
+    rope |= {"high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+    return LlamaConfig(**common, tie_word_embeddings=True, rope_parameters=rope)
+
+
+def _qwen2(common: dict) -> object:
+    from transformers import Qwen2Config
+
+    return Qwen2Config(**common, tie_word_embeddings=True)
+
+
+def _qwen3(common: dict) -> object:
+    from transformers import Qwen3Config
+
+    return Qwen3Config(**common, head_dim=128, tie_word_embeddings=True)  # 128 as every Qwen3 size
+
+
+def _gemma2(common: dict) -> object:
+    from transformers import Gemma2Config
+
+    return Gemma2Config(
+        **common, head_dim=256, query_pre_attn_scalar=256, sliding_window=8, hidden_activation="gelu_pytorch_tanh"
+    )
+
+
+def _gemma3(common: dict) -> object:
+    from transformers import Gemma3TextConfig
+
+    return Gemma3TextConfig(**common, head_dim=256, query_pre_attn_scalar=256, sliding_window=8)
+
+
+def _mistral(common: dict) -> object:
+    from transformers import MistralConfig
+
+    return MistralConfig(**common, tie_word_embeddings=False)
+
+
+def _phi3(common: dict) -> object:
+    from transformers import Phi3Config
+
+    return Phi3Config(**common, tie_word_embeddings=False)
+
+
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+FAMILIES = (
+    Family(
+        "llama3",
+        "llama-3.2.jinja",
+        ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+        bos="<|begin_of_text|>",
+        eos="<|eot_id|>",
+        pad="<|end_of_text|>",
+        end_of_turn="<|eot_id|>",
+        config=_llama,
+    ),
+    Family("qwen2.5", "qwen2.5.jinja", QWEN_SPECIALS, None, "<|im_end|>", "<|endoftext|>", "<|im_end|>", _qwen2),
+    Family(
+        "qwen3",
+        "qwen3.jinja",
+        QWEN_SPECIALS,
+        None,
+        "<|im_end|>",
+        "<|endoftext|>",
+        "<|im_end|>",
+        _qwen3,
+        extra_tokens=("<think>", "</think>"),
+    ),
+    Family(
+        "gemma2",
+        "gemma-2.jinja",
+        ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"),
+        "<bos>",
+        "<eos>",
+        "<pad>",
+        "<end_of_turn>",
+        _gemma2,
+    ),
+    Family(
+        "gemma3",
+        "gemma-3.jinja",
+        ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"),
+        "<bos>",
+        "<eos>",
+        "<pad>",
+        "<end_of_turn>",
+        _gemma3,
+    ),
+    Family("mistral", "mistral-v0.2.jinja", ("<unk>", "<s>", "</s>"), "<s>", "</s>", "</s>", "</s>", _mistral),
+    Family(
+        "phi3",
+        "phi-3.5.jinja",
+        ("<|endoftext|>", "<s>", "</s>", "<|assistant|>", "<|end|>", "<|system|>", "<|user|>"),
+        "<s>",
+        "<|endoftext|>",
+        "<|endoftext|>",
+        "<|end|>",
+        _phi3,
+    ),
+)
+BY_NAME = {family.name: family for family in FAMILIES}
+
+CORPUS = [f"What is {i} + {i}? {i} + {i} is {2 * i}. The answer is alpha. Beta it is, always." for i in range(100)]
+
+
+def family_tokenizer(family: Family):
+    """A byte-level BPE of about 300 tokens with the family's special tokens and chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=list(family.specials), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(CORPUS, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token=family.bos,
+        eos_token=family.eos,
+        pad_token=family.pad,
+        chat_template=(TEMPLATES / family.template).read_text(encoding="utf-8"),
+    )
+    if family.extra_tokens:
+        tokenizer.add_tokens(list(family.extra_tokens))
+    return tokenizer
+
+
+def make_family_model(family: Family, path: Path, seed: int = 0) -> Path:
+    """The family's tiny random model and tokenizer, saved as a local folder."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = family_tokenizer(family)
+    ids = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id}
+    ids |= {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    config = family.config(SHAPE | ids)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # nn.Embedding zeroes the pad row; a real model's is not zero
+        model.get_input_embeddings().weight[tokenizer.pad_token_id].normal_(0, 0.2)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
