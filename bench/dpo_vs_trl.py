@@ -52,8 +52,8 @@ def _pairs(path: Path, count: int) -> list[dict]:
 
 def _run_tunesmith(args: argparse.Namespace, out: Path, tool: str) -> dict[str, float | str]:
     from tunesmith.config import LoraSettings, PreferenceSettings, RunConfig
+    from tunesmith.training.precision import choose_precision
     from tunesmith.training.runner import train
-    from tunesmith.training.setup import choose_precision
 
     data = out / "train.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in _pairs(args.data, args.pairs)))

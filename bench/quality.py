@@ -184,7 +184,7 @@ def _held_out_loss(name: str, final: str | None) -> float:
     from tunesmith.tokenize.batches import ordered_batches
     from tunesmith.training.loss import mean_loss
     from tunesmith.training.objectives import load_run_data
-    from tunesmith.training.setup import Precision
+    from tunesmith.training.precision import Precision
 
     train_path, eval_path = _paths(name)
     tokenizer = load_tokenizer(DEFAULT_MODEL)

@@ -55,8 +55,8 @@ def _matmul_peak(dtype: torch.dtype, size: int = 2048, reps: int = 10) -> float:
 
 def _run_tunesmith(args: argparse.Namespace, out: Path, precision: str) -> dict[str, float | str]:
     from tunesmith.config import LoraSettings, RunConfig
+    from tunesmith.training.precision import choose_precision
     from tunesmith.training.runner import train
-    from tunesmith.training.setup import choose_precision
 
     config = RunConfig(
         data=str(args.data),
@@ -136,7 +136,7 @@ def _eval_loss(args: argparse.Namespace, adapter: Path) -> float:
     from tunesmith.tokenize.batches import ordered_batches
     from tunesmith.training.loss import mean_loss
     from tunesmith.training.objectives import load_run_data
-    from tunesmith.training.setup import Precision
+    from tunesmith.training.precision import Precision
 
     tokenizer = load_tokenizer(DEFAULT_MODEL)
     data = load_run_data(RunConfig(data=str(args.data), eval_data=str(args.eval)), tokenizer)

@@ -332,17 +332,25 @@ class RunConfig(_Frozen):
     """Seed of the adapter's initialisation, the shuffling, dropout and the held-out split."""
     device: str = "auto"
     """cuda, cpu, or auto for cuda when present."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """auto computes in bf16 where the hardware is fast at it (CUDA; CPUs whose bf16 matmuls measure >= 2x fp32)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto computes in bf16 where the hardware is fast at it (CUDA GPUs with bf16; CPUs whose bf16 matmuls measure
+    >= 2x fp32), in fp16 with a loss scaler on CUDA GPUs without bf16 (T4, V100), else fp32."""
+    quantize: Literal["none", "4bit", "8bit"] = "none"
+    """QLoRA: load the frozen base of a lora or dora run in 4 bits (NF4, double quantisation) or 8 bits through
+    bitsandbytes, on CUDA only; the adapter trained is an ordinary one of the full-precision base."""
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = "adamw"
+    """adamw (torch's, moments in fp32); adamw_8bit and paged_adamw_8bit (bitsandbytes', CUDA only): moments in 8
+    bits, a quarter of the memory; paged moves them to CPU memory when the GPU runs short."""
     threads: int | Auto = "auto"
     """CPU threads; auto is torch's default (the physical cores)."""
     compile: Literal["auto", "on", "off"] = "auto"
     """torch.compile each decoder layer (fused kernels, fewer stored activations): up to 1.6x faster steps on CPU
     (1.0-1.3x without AMX), for a first step about 30 s longer on 2 cores (a few seconds once cached on disk);
     auto turns it on for runs of 50k tokens or more."""
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool | Auto = "auto"
     """Keep only each decoder layer's input and recompute the layer in backward: less memory when a micro-batch's
-    activations are most of it (small models, long batches), for about a third more compute; runs uncompiled."""
+    activations are most of it (small models, long batches), for about a third more compute; runs uncompiled. auto
+    turns it on where the memory plan (`tunesmith data check --model M`) says the batch would not fit otherwise."""
     trust_remote_code: bool = False
     """Run code shipped with a hub model; off unless you trust it."""
     start_from: str | None = None

@@ -22,8 +22,9 @@ from tunesmith.errors import ConfigError
 from tunesmith.evaluate.evaluation import EvalOptions, evaluate
 from tunesmith.evaluate.report import report_dict
 from tunesmith.runs import ADAPTER_WEIGHTS, RunFolder
+from tunesmith.training.precision import choose_precision
 from tunesmith.training.runner import train
-from tunesmith.training.setup import ModelSpec, build_model, choose_precision
+from tunesmith.training.setup import ModelSpec, build_model
 from tunesmith.training.stages import stage_config, stage_folders
 
 TEXT_STEPS, SFT_STEPS = 4, 8

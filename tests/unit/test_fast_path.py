@@ -22,7 +22,8 @@ from tunesmith.training import memory
 from tunesmith.training.fused_ce import linear_cross_entropy
 from tunesmith.training.loss import supervised_loss
 from tunesmith.training.plan import PlanFacts, resolve_plan
-from tunesmith.training.setup import choose_precision, compile_layers, compiler_settings
+from tunesmith.training.precision import choose_precision
+from tunesmith.training.setup import compile_layers, compiler_settings
 
 
 @pytest.fixture(scope="module")
@@ -150,11 +151,11 @@ def test_compile_is_chosen_by_run_size_unless_set():
     small, large = np.full(100, 200), np.full(400, 200)  # 20k and 80k tokens in one epoch
     held_out = np.full(10, 200)
     auto = RunConfig(data="x.jsonl", epochs=1)
-    compiler = PlanFacts("cpu", bf16=False, width=576, compiler=True)  # the plan is a function of these facts
+    compiler = PlanFacts("cpu", precision="fp32", width=576, compiler=True)  # the plan is a function of these facts
     assert resolve_plan(auto, small, held_out, facts=compiler)[0].compile == "off"
     assert resolve_plan(auto, large, held_out, facts=compiler)[0].compile == "on"
     assert resolve_plan(auto.model_copy(update={"compile": "off"}), large, held_out, facts=compiler)[0].compile == "off"
-    without = PlanFacts("cpu", bf16=False, width=576, compiler=False)
+    without = PlanFacts("cpu", precision="fp32", width=576, compiler=False)
     assert resolve_plan(auto, large, held_out, facts=without)[0].compile == "off"
 
 
@@ -166,7 +167,7 @@ def test_compile_is_chosen_by_run_size_unless_set():
         (False, False, 1.3, torch.float32),  # too little gain for autocast's casts
         (False, False, 0.5, torch.float32),  # CPUs that emulate bf16: fp32 is faster
         (True, True, 0.5, torch.bfloat16),  # Ampere and newer GPUs
-        (True, False, 0.5, torch.float32),  # older GPUs: fp16 would need loss scaling; fp32 instead
+        (True, False, 0.5, torch.float16),  # older GPUs (T4, V100): fp16 with a loss scaler
     ],
 )
 def test_compute_dtype_is_chosen_by_device(monkeypatch, cuda, bf16_gpu, cpu_speedup, expected):
@@ -176,6 +177,7 @@ def test_compute_dtype_is_chosen_by_device(monkeypatch, cuda, bf16_gpu, cpu_spee
     precision = choose_precision()
     assert precision.device.type == ("cuda" if cuda else "cpu")
     assert precision.compute == expected
+    assert (precision.scaler() is not None) == (expected == torch.float16)
     assert choose_precision(precision="fp32").compute == torch.float32
 
 

@@ -9,7 +9,8 @@ import torch
 
 from tunesmith.config import LoraSettings, RunConfig
 from tunesmith.training.loss import causal_lm
-from tunesmith.training.setup import ModelSpec, Precision, build_model, build_optimizer, set_learning_rate
+from tunesmith.training.precision import Precision
+from tunesmith.training.setup import ModelSpec, build_model, build_optimizer, set_learning_rate
 
 CPU_FP32 = Precision(torch.device("cpu"), torch.float32)
 

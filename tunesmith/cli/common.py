@@ -23,6 +23,8 @@ FormatOption = Annotated[str, typer.Option(help=doc("format"))]
 ColumnsOption = Annotated[str, typer.Option(help="Map fields to CSV/table columns: prompt=question,completion=answer")]
 MaxLengthOption = Annotated[int, typer.Option("--max-length", help=doc("max_length"))]
 SuperviseOption = Annotated[str, typer.Option(help=doc("supervise"))]
+MethodOption = Annotated[str, typer.Option(help=doc("method"))]
+QuantizeOption = Annotated[str, typer.Option(help=doc("quantize"))]
 RunOrModel = Annotated[str, typer.Argument(help="A run folder, or a model: short name, hub id, folder, .gguf.")]
 MaxTokens = Annotated[int, typer.Option("--max-tokens", help="The longest answer, in tokens.")]
 

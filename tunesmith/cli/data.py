@@ -11,7 +11,9 @@ from tunesmith.cli.common import (
     ColumnsOption,
     FormatOption,
     MaxLengthOption,
+    MethodOption,
     ModelOption,
+    QuantizeOption,
     SuperviseOption,
     out,
     parse_columns,
@@ -39,11 +41,14 @@ def data_check(
     columns: ColumnsOption = "",
     max_length: MaxLengthOption = MAX_LENGTH,
     supervise: SuperviseOption = SUPERVISE,
+    method: MethodOption = "lora",
+    quantize: QuantizeOption = "none",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     estimate: Annotated[bool, typer.Option(help="Measure this machine's speed to estimate training time.")] = True,
 ) -> None:
     """Find every problem in a data set (or each source of a mix) and what training on it would cost, before
-    spending compute; suggest the objective and method."""
+    spending compute: whether the run fits this device's memory (with which batch tokens, activation
+    checkpointing and quantisation) and how long it takes; suggest the objective and method."""
     from tunesmith.check import DataOptions, check_data, mix_estimate
     from tunesmith.cli.show import print_check_report, print_mix
     from tunesmith.config import build_config
@@ -54,7 +59,8 @@ def data_check(
         sources = build_config({"data": files}, "command line").data
         column_map = parse_columns(columns)  # a bad flag fails before the model loads and the speed is measured
         tokenizer = load_tokenizer(model)
-        speed = training_tokens_per_second(model) if estimate else None
+        memory = memory_plan(model, method, quantize, max_length)
+        speed = training_tokens_per_second(model, method) if estimate and memory["fits"] else None
         width = model_width(model)
         reports = []
         for index, source in enumerate(sources):
@@ -70,6 +76,8 @@ def data_check(
             reports.append(
                 check_data(source.path, tokenizer, options, eval_source=held_out, tokens_per_second=speed, width=width)
             )
+        for report in reports:
+            report.stats["training"]["memory"] = memory
         mix = mix_estimate(list(sources), reports) if len(sources) > 1 else None
     if as_json:
         whole = reports[0].as_dict() if mix is None else {"sources": [r.as_dict() for r in reports], "mix": mix}
@@ -82,6 +90,23 @@ def data_check(
         if mix is not None:
             print_mix(out, mix)
     raise typer.Exit(0 if all(r.ok for r in reports) else 2)
+
+
+def memory_plan(model: str, method: str, quantize: str, max_length: int) -> dict:
+    """The run's memory plan on this device (tunesmith/training/fit.py), as the report shows it."""
+    import torch
+
+    from tunesmith.config import build_config
+    from tunesmith.training.plan import PlanFacts
+    from tunesmith.training.precision import check_quantize
+
+    config = build_config({"data": "-", "model": model, "method": method, "quantize": quantize}, "command line")
+    facts = PlanFacts.measure(config)
+    check_quantize(quantize, method, torch.device(facts.device))
+    fit = facts.fit(config.model_copy(update={"max_length": max_length}))
+    if fit is None:
+        return {"fits": True, "device": facts.device, "precision": facts.precision, "planned": False}
+    return {"device": facts.device, "precision": facts.precision, **fit.as_dict()}
 
 
 @data_app.command("show")

@@ -48,6 +48,23 @@ def _duration(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
+def _memory_line(memory: dict[str, Any]) -> str:
+    """Whether the run fits the device, with the settings that make it fit."""
+    if not memory.get("planned", True):
+        return f"Memory: not planned for this model's architecture ({memory['device']}, {memory['precision']})"
+    settings = (
+        f"{memory['batch_tokens']:,} batch tokens, {memory['precision']}, activation checkpointing "
+        f"{'on' if memory['activation_checkpointing'] else 'off'}, quantize {memory['quantize']}"
+    )
+    free = "" if memory["available_gib"] is None else f" of {memory['available_gib']} GiB free"
+    if memory["fits"]:
+        return f"Memory: fits on {memory['device']}: about {memory['needed_gib']} GiB{free} ({settings})"
+    return (
+        f"[bold red]Memory: does not fit[/] on {memory['device']}: about {memory['needed_gib']} GiB{free} even with "
+        f"{settings}; try --quantize 4bit on a CUDA GPU, a smaller --max-length, or a smaller model"
+    )
+
+
 def print_check_report(console: Console, report: CheckReport) -> None:
     """Errors, warnings, then statistics per data set and the training estimate."""
     _problems(console, "Errors", "bold red", report.errors)
@@ -68,6 +85,8 @@ def print_check_report(console: Console, report: CheckReport) -> None:
             f"at {training['tokens_per_second']:,.0f} tokens/s"
         )
     console.print(line)
+    if "memory" in training:
+        console.print(_memory_line(training["memory"]))
     advice = training.get("advice")
     if advice:
         console.print(f"Suggested: --objective {advice['objective']} --method {advice['method']}")

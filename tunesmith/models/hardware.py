@@ -99,3 +99,30 @@ def cpu_bf16_speedup() -> float:
 def cpu_prefers_bf16() -> bool:
     """bf16 matmuls here are at least BF16_MIN_SPEEDUP times faster than fp32."""
     return cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+
+
+def attention_implementation(device: torch.device) -> str | None:
+    """flash_attention_2 on CUDA where the flash-attn package is installed; else None, which leaves transformers
+    its per-model default (sdpa where the model supports it, eager where it needs what sdpa lacks, such as Gemma 2's
+    soft-capping)."""
+    import importlib.util
+
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return None
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes a run may use on the device now: CUDA's free memory, or the system's available memory for CPU (None
+    where neither can be read)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+    except OSError:
+        return None
+    available = fields.get("MemAvailable")
+    return int(available.split()[0]) * 1024 if available else None

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from filelock import FileLock
@@ -149,30 +150,45 @@ def _with_pad(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def model_width(name: str, *, trust_remote_code: bool = False) -> int | None:
-    """The hidden size of a model (from its config, without loading weights); None when its config has none."""
+def model_config(name: str, *, trust_remote_code: bool = False) -> Any:
+    """A model's config (its text model's, for multimodal ones), read without loading weights."""
     try:
         config = AutoConfig.from_pretrained(_light_path(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
-    config = getattr(config, "text_config", None) or config
-    width = getattr(config, "hidden_size", None)
+    return getattr(config, "text_config", None) or config
+
+
+def model_width(name: str, *, trust_remote_code: bool = False) -> int | None:
+    """The hidden size of a model (from its config, without loading weights); None when its config has none."""
+    width = getattr(model_config(name, trust_remote_code=trust_remote_code), "hidden_size", None)
     return int(width) if isinstance(width, int) else None
 
 
 def load_model(
-    name: str, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
+    name: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    quantization: Any = None,
 ) -> PreTrainedModel:
-    """A causal LM on the chosen device, in the dtype that device computes fastest."""
+    """A causal LM on the chosen device, in the dtype that device computes fastest (`quantization`: a
+    transformers quantization config, e.g. bitsandbytes' for QLoRA; the weights are then placed as loaded)."""
     location = local_path(name)
     target = pick_device(device)
+    extra: dict[str, Any] = {}
+    if (attention := hardware.attention_implementation(target)) is not None:
+        extra["attn_implementation"] = attention
+    if quantization is not None:
+        extra |= {"quantization_config": quantization, "device_map": {"": target}}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=pick_dtype(target, dtype), trust_remote_code=trust_remote_code
+            location, dtype=pick_dtype(target, dtype), trust_remote_code=trust_remote_code, **extra
         )
     except (OSError, ValueError) as exc:
         raise _load_error(name, exc) from exc
-    return model.to(target)
+    return model if quantization is not None else model.to(target)
 
 
 def load_for_inference(

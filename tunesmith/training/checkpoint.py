@@ -48,6 +48,8 @@ class TrainState:
     """Evaluations since the best one, for early stopping."""
     best_step: int | None = None
     """The step of the best held-out loss, whose trainable weights are in the run's best.safetensors."""
+    scaler: dict[str, float] | None = None
+    """The fp16 gradient scaler's state (its scale and growth tracker), so a resumed fp16 run scales as before."""
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:

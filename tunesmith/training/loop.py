@@ -27,7 +27,7 @@ class LoopInputs:
     model: torch.nn.Module
     """The model (PEFT-wrapped for adapter runs), in train mode."""
     optimizer: torch.optim.Optimizer
-    """AdamW over the trainable parameters."""
+    """AdamW (or bitsandbytes' 8-bit AdamW) over the trainable parameters."""
     config: RunConfig
     """The resolved settings."""
     plan: Plan
@@ -40,6 +40,8 @@ class LoopInputs:
     """Set by a signal: save and stop after the current step."""
     run_dir: Path
     """The run folder."""
+    scaler: torch.amp.GradScaler | None = None
+    """fp16's gradient scaler (None in fp32 and bf16)."""
 
 
 def _evaluate(run: LoopInputs, state: TrainState) -> bool:
@@ -68,8 +70,31 @@ def _evaluate_base(run: LoopInputs) -> None:
 
 
 def _save(run: LoopInputs, state: TrainState) -> None:
+    state.scaler = run.scaler.state_dict() if run.scaler is not None else None
     path = save_checkpoint(run.run_dir, run.model, run.optimizer, state, run.config.keep_checkpoints)
     run.sink.emit(Event("checkpoint", state.step, {"path": str(path)}))
+
+
+def _update(run: LoopInputs, params: list[torch.nn.Parameter], step: int, loss: float) -> tuple[float, bool]:
+    """Clip and step: (the gradient norm, whether fp16's scaler skipped the step for an overflow). Under fp16 an
+    overflowing step is skipped and the scale halved, as GradScaler does; anywhere else a loss or gradient that is
+    not finite stops the run before the weights change."""
+    if run.scaler is not None:
+        run.scaler.unscale_(run.optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, run.config.max_grad_norm))
+    if run.scaler is not None and math.isfinite(loss):
+        scale = run.scaler.get_scale()
+        run.scaler.step(run.optimizer)  # skipped when the unscaled gradients hold inf or nan
+        run.scaler.update()
+        return grad_norm, run.scaler.get_scale() < scale
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        raise TrainingError(
+            f"step {step + 1}: the loss ({loss}) or gradient norm ({grad_norm}) is not finite; "
+            f"stopped before updating the weights",
+            hint="lower the learning rate or check the data; the last checkpoint is kept",
+        )
+    run.optimizer.step()
+    return grad_norm, False
 
 
 def train_steps(run: LoopInputs, state: TrainState) -> str:
@@ -85,14 +110,7 @@ def train_steps(run: LoopInputs, state: TrainState) -> str:
         lr = learning_rate_at(step, plan.total_steps, plan.warmup_steps, plan.learning_rate, config.schedule)
         set_learning_rate(run.optimizer, lr)
         result = run.objective.backward(run.model, window)  # forward, loss, backward of every micro-batch
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-        if not (math.isfinite(result.loss) and math.isfinite(grad_norm)):
-            raise TrainingError(
-                f"step {step + 1}: the loss ({result.loss}) or gradient norm ({grad_norm}) is not finite; "
-                f"stopped before updating the weights",
-                hint="lower the learning rate or check the data; the last checkpoint is kept",
-            )
-        run.optimizer.step()
+        grad_norm, skipped = _update(run, params, step, result.loss)
         run.optimizer.zero_grad(set_to_none=True)
         faults.reached("step", step + 1)
         trimmer.after_step()
@@ -103,6 +121,8 @@ def train_steps(run: LoopInputs, state: TrainState) -> str:
             state.supervised_tokens + result.supervised,
         )
         values = {"epoch": epoch + 1, "loss": result.loss, "lr": lr, "grad_norm": grad_norm, **result.metrics}
+        if run.scaler is not None:
+            values |= {"loss_scale": run.scaler.get_scale(), "skipped": skipped}
         values |= {"tokens": state.tokens, "tokens_per_second": result.tokens / seconds, "elapsed": state.elapsed}
         run.sink.emit(Event("step", state.step, values))
         faults.reached("logged", state.step)

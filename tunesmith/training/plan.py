@@ -19,10 +19,13 @@ from tunesmith.config import (
     auto_epochs,
     auto_learning_rate,
 )
-from tunesmith.models.load import model_width
+from tunesmith.models.hardware import free_memory
+from tunesmith.models.load import model_config
 from tunesmith.tokenize.batches import epoch_batches, ordered_batches
 from tunesmith.tokenize.mix import Mix
-from tunesmith.training.setup import choose_precision, compiler_available
+from tunesmith.training.fit import Fit, Shape, choose_fit
+from tunesmith.training.precision import choose_precision
+from tunesmith.training.setup import compiler_available
 
 Window = tuple[int, list[list[int]]]
 
@@ -33,20 +36,47 @@ class PlanFacts:
 
     device: str
     """Where the run computes (cpu, cuda)."""
-    bf16: bool
-    """It computes in bf16 (autocast)."""
+    precision: str
+    """fp32, or bf16 / fp16 under autocast."""
     width: int | None
-    """The model's hidden size (for the automatic learning rate); None when the rate is given."""
+    """The model's hidden size (for the automatic learning rate)."""
     compiler: bool
     """torch.compile can run here (a C++ compiler or CUDA)."""
+    shape: Shape | None = None
+    """The model's sizes, for the memory plan (None: plan no memory)."""
+    available: int | None = None
+    """Bytes free on the device for the run (None: unknown)."""
 
     @classmethod
     def measure(cls, config: RunConfig) -> PlanFacts:
         precision = choose_precision(config.device, config.precision)
-        width = None
-        if config.learning_rate == "auto":
-            width = model_width(config.model, trust_remote_code=config.trust_remote_code)
-        return cls(str(precision.device), precision.compute == torch.bfloat16, width, compiler_available())
+        model = model_config(config.model, trust_remote_code=config.trust_remote_code)
+        width = getattr(model, "hidden_size", None)
+        try:
+            shape: Shape | None = Shape.of(model)
+        except (AttributeError, TypeError):  # a config without the usual decoder sizes: no memory plan
+            shape = None
+        device = str(precision.device)
+        return cls(device, precision.name, width, compiler_available(), shape, free_memory(precision.device))
+
+    def fit(self, config: RunConfig) -> Fit | None:
+        """The memory plan of the run's settings here (batch tokens and checkpointing as given, or chosen)."""
+        if self.shape is None:
+            return None
+        kind = torch.device(self.device).type
+        return choose_fit(
+            self.shape,
+            method=config.method,
+            precision=self.precision,
+            available=self.available,
+            device=kind,
+            quantize=config.quantize,
+            largest=auto_batch_tokens(kind, config.objective),
+            batch_tokens=None if config.batch_tokens == "auto" else int(config.batch_tokens),
+            checkpointing=None if config.activation_checkpointing == "auto" else bool(config.activation_checkpointing),
+            rank=config.lora.rank,
+            optimizer=config.optimizer,
+        )
 
 
 @dataclass(frozen=True)
@@ -93,9 +123,7 @@ def resolve_plan(
     facts = facts or PlanFacts.measure(config)
     mix = mix or Mix((len(train_lengths),), (len(train_lengths),))
     epochs = config.epochs if config.epochs != "auto" else auto_epochs(sum(mix.per_epoch))
-    budget = config.batch_tokens
-    if budget == "auto":
-        budget = auto_batch_tokens(torch.device(facts.device).type, config.objective)
+    budget, checkpointing = _memory_settings(config, facts)
     windows: list[Window] = []
     for epoch in range(epochs):
         batches = _epoch(train_lengths, mix, int(budget), config.seed, epoch)
@@ -124,8 +152,9 @@ def resolve_plan(
             "learning_rate": lr,
             "threads": threads,
             "device": facts.device,
-            "precision": "bf16" if facts.bf16 else "fp32",
-            "compile": _compile(config, trained, facts.compiler),
+            "precision": facts.precision,
+            "activation_checkpointing": checkpointing,
+            "compile": _compile(config, trained, facts.compiler, checkpointing),
         }
     )
     plan = Plan(windows[:total], ordered_batches(eval_lengths, budget), total, warmup, lr, every, save_every)
@@ -157,11 +186,23 @@ def _epoch(lengths: np.ndarray, mix: Mix, budget: int, seed: int, epoch: int) ->
     return [[int(picked[j]) for j in batch] for batch in epoch_batches(lengths[picked], budget, seed, epoch)]
 
 
-def _compile(config: RunConfig, trained_tokens: int, compiler: bool) -> str:
+def _memory_settings(config: RunConfig, facts: PlanFacts) -> tuple[int, bool]:
+    """(batch tokens, activation checkpointing): as given, else the largest batch up to the device's default that
+    the memory plan fits, without checkpointing where one does (the default batch on a machine with room)."""
+    fit = facts.fit(config)
+    if fit is not None:
+        return fit.batch_tokens, fit.checkpointing
+    budget = config.batch_tokens
+    if budget == "auto":
+        budget = auto_batch_tokens(torch.device(facts.device).type, config.objective)
+    return int(budget), config.activation_checkpointing is True
+
+
+def _compile(config: RunConfig, trained_tokens: int, compiler: bool, checkpointing: bool) -> str:
     """on or off: auto compiles when the run is long enough to pay for compiling and a C++ compiler is there."""
     if config.compile != "auto":
         return config.compile
-    if config.activation_checkpointing:
+    if checkpointing:
         return "off"
     return "on" if trained_tokens >= AUTO_COMPILE_MIN_TOKENS and compiler else "off"
 

@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,8 @@ from tunesmith.training.loop import LoopInputs, train_steps
 from tunesmith.training.manifest import manifest
 from tunesmith.training.objectives import OBJECTIVES, Objective, Setup, load_run_data
 from tunesmith.training.plan import Plan, PlanFacts, resolve_plan
-from tunesmith.training.setup import (
-    ModelSpec,
-    Precision,
-    build_model,
-    build_optimizer,
-    choose_precision,
-    compiler_settings,
-)
+from tunesmith.training.precision import Precision, backward, choose_precision
+from tunesmith.training.setup import ModelSpec, build_model, build_optimizer, compiler_settings
 from tunesmith.training.stages import (
     StageEvents,
     clear_unstarted,
@@ -101,13 +96,20 @@ def _resolve(config: RunConfig, data: RunData) -> tuple[RunConfig, Plan]:
 
 
 def _objective(
-    config: RunConfig, plan: Plan, data: RunData, model: torch.nn.Module, precision: Precision, run_dir: Path
+    config: RunConfig,
+    plan: Plan,
+    data: RunData,
+    model: torch.nn.Module,
+    precision: Precision,
+    scaler: torch.amp.GradScaler | None,
+    run_dir: Path,
 ) -> Objective:
     """The run's objective unit builds its step from the model as it is before any checkpoint is restored."""
     setup = Setup(
         data=data,
         model=model,
         autocast=precision.autocast,  # type: ignore[arg-type]
+        backward=partial(backward, scaler),
         eval_batches=plan.eval_batches,
         batch_tokens=int(config.batch_tokens),
         max_length=config.max_length,
@@ -127,15 +129,18 @@ def _execute(
     precision = choose_precision(resolved.device, resolved.precision)
     model = build_model(ModelSpec.of(resolved), precision)
     ratio = resolved.lora.b_lr_ratio if resolved.method in ("lora", "dora") else 1.0
-    optimizer = build_optimizer(model, plan.learning_rate, resolved.weight_decay, ratio)
+    optimizer = build_optimizer(model, plan.learning_rate, resolved.weight_decay, ratio, resolved.optimizer)
+    scaler = precision.scaler()
     metrics = MetricsFile(RunFolder(run_dir).metrics)
     remove_partial_writes(run_dir)
     checkpoint, damaged = latest_checkpoint(run_dir)
     for warning in damaged:
         log.warning(warning)
     with compiler_settings():  # an objective may measure this model (dpo's reference) before the checkpoint
-        objective = _objective(resolved, plan, data, model, precision, run_dir)
+        objective = _objective(resolved, plan, data, model, precision, scaler, run_dir)
     state = restore_checkpoint(checkpoint, model, optimizer) if checkpoint else TrainState()
+    if scaler is not None and state.scaler:
+        scaler.load_state_dict(state.scaler)
     metrics.truncate_after(state.step if checkpoint else -1)  # from the start: even the step-0 evaluation again
     events = Broadcast([metrics, sink])
     events.emit(
@@ -152,7 +157,7 @@ def _execute(
             },
         )
     )
-    inputs = LoopInputs(model, optimizer, resolved, plan, objective, events, stop, run_dir)
+    inputs = LoopInputs(model, optimizer, resolved, plan, objective, events, stop, run_dir, scaler)
     with compiler_settings():
         reason = train_steps(inputs, state)
     if reason not in ("finished", "early_stopping"):

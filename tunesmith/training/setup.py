@@ -6,7 +6,7 @@ import math
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -19,40 +19,14 @@ from safetensors.torch import load_file
 
 from tunesmith.config import LoraSettings, RunConfig
 from tunesmith.errors import ConfigError
-from tunesmith.models.load import load_model, pick_device, pick_dtype
+from tunesmith.models.load import load_model
 from tunesmith.runs import ADAPTER_WEIGHTS
 from tunesmith.training.loss import causal_lm
+from tunesmith.training.precision import Precision, check_optimizer, check_quantize, quantization_config
 
 ACTIVATION_MEMORY_BUDGET = 0.8
 """Share of the saved activations compiled layers keep; the rest is recomputed in backward (36% less memory for
 LoRA on SmolLM2-135M, and no slower)."""
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How a run computes: master weights stay fp32; matmuls may run in bf16 under autocast."""
-
-    device: torch.device
-    """Where the model lives."""
-    compute: torch.dtype
-    """fp32, or bf16 under autocast."""
-
-    def autocast(self) -> AbstractContextManager[object]:
-        if self.compute == torch.float32:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.compute)
-
-
-def choose_precision(device: str = "auto", precision: str = "auto") -> Precision:
-    """The settings' device and precision (RunConfig.device, RunConfig.precision), "auto" resolved on this machine
-    (bf16 where it measures fast)."""
-    chosen = pick_device(device)
-    if precision == "fp32":
-        return Precision(chosen, torch.float32)
-    if precision == "bf16":
-        return Precision(chosen, torch.bfloat16)
-    fast = pick_dtype(chosen)
-    return Precision(chosen, torch.bfloat16 if fast == torch.bfloat16 else torch.float32)
 
 
 @dataclass(frozen=True)
@@ -75,21 +49,38 @@ class ModelSpec:
     """on compiles each decoder layer."""
     neftune_alpha: float = 0.0
     """NEFTune noise on the input embeddings while training."""
+    quantize: str = "none"
+    """none, or 4bit / 8bit: the frozen base through bitsandbytes (QLoRA)."""
     start_from: str | None = None
     """An earlier run's final/ to continue from."""
 
     @classmethod
     def of(cls, config: RunConfig) -> ModelSpec:
-        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+        values = {f.name: getattr(config, f.name) for f in fields(cls)}
+        values["activation_checkpointing"] = config.activation_checkpointing is True  # auto: as resolve_plan chose
+        return cls(**values)
 
 
 def build_model(config: ModelSpec, precision: Precision) -> torch.nn.Module:
-    """The model to train. Adapter runs keep the frozen base in the compute dtype, the adapter in fp32."""
+    """The model to train. Adapter runs keep the frozen base in the compute dtype (or quantised: QLoRA), the
+    adapter in fp32."""
     adapter = config.method in ("lora", "dora")
-    dtype = "bfloat16" if adapter and precision.compute == torch.bfloat16 else "float32"
+    check_quantize(config.quantize, config.method, precision.device)
+    dtype = str(precision.compute).removeprefix("torch.") if adapter else "float32"
     weights = config.start_from if config.start_from and not adapter else config.model
-    model = load_model(weights, device=config.device, dtype=dtype, trust_remote_code=config.trust_remote_code)
+    quantized = quantization_config(config.quantize, precision.compute) if config.quantize != "none" else None
+    model = load_model(
+        weights,
+        device=str(precision.device),
+        dtype=dtype,
+        trust_remote_code=config.trust_remote_code,
+        quantization=quantized,
+    )
     model.config.use_cache = False
+    if quantized is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.activation_checkpointing)
     if config.activation_checkpointing:
         if config.compile == "on":
             raise ConfigError("compile on and activation_checkpointing cannot be used together", hint="--compile off")
@@ -206,10 +197,15 @@ def _groups(params: list[tuple[str, torch.nn.Parameter]], weight_decay: float, l
 
 
 def build_optimizer(
-    model: torch.nn.Module, learning_rate: float, weight_decay: float = 0.0, b_lr_ratio: float = 1.0
-) -> torch.optim.AdamW:
+    model: torch.nn.Module,
+    learning_rate: float,
+    weight_decay: float = 0.0,
+    b_lr_ratio: float = 1.0,
+    kind: str = "adamw",
+) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases, norms and adapter magnitudes (1-d tensors); LoRA+ gives the B matrices
-    `b_lr_ratio` times the learning rate (a group's `lr_scale`, applied by `set_learning_rate`)."""
+    `b_lr_ratio` times the learning rate (a group's `lr_scale`, applied by `set_learning_rate`). `kind` adamw_8bit
+    and paged_adamw_8bit are bitsandbytes' (moments in 8 bits; paged: moved to CPU memory under pressure)."""
     params = list(trainable(model).items())
     if b_lr_ratio == 1.0:
         groups = _groups(params, weight_decay, 1.0)
@@ -217,6 +213,12 @@ def build_optimizer(
         b_matrices = [(n, p) for n, p in params if ".lora_B." in n]
         others = [(n, p) for n, p in params if ".lora_B." not in n]
         groups = _groups(others, weight_decay, 1.0) + _groups(b_matrices, weight_decay, b_lr_ratio)
+    if kind != "adamw":
+        check_optimizer(kind, next(iter(trainable(model).values())).device)
+        import bitsandbytes as bnb
+
+        chosen = bnb.optim.PagedAdamW8bit if kind == "paged_adamw_8bit" else bnb.optim.AdamW8bit
+        return chosen(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8)
     return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, foreach=True)
 
 

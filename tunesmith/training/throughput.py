@@ -12,7 +12,8 @@ from tunesmith import paths
 from tunesmith.tokenize.batches import collate
 from tunesmith.tokenize.encode import Example
 from tunesmith.training.loss import supervised_loss
-from tunesmith.training.setup import ModelSpec, Precision, build_model, build_optimizer, choose_precision
+from tunesmith.training.precision import Precision, choose_precision
+from tunesmith.training.setup import ModelSpec, build_model, build_optimizer
 
 PROBE_ROWS = 4
 PROBE_LENGTH = 512

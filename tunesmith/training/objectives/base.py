@@ -16,6 +16,7 @@ from tunesmith.runs import RunFolder
 from tunesmith.training.data import RunData
 
 Autocast = Callable[[], AbstractContextManager[object]]
+Backward = Callable[[torch.Tensor], None]
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Setup:
     """The model before its first step (or before a checkpoint is restored into it)."""
     autocast: Autocast
     """The run's precision context."""
+    backward: Backward
+    """Backpropagates a loss (scaled under fp16)."""
     eval_batches: list[list[int]]
     """The held-out batches every evaluation uses."""
     batch_tokens: int

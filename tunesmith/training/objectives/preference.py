@@ -19,7 +19,7 @@ from tunesmith.errors import ConfigError
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.pairs import PairExample, collate_pairs, encode_pairs
 from tunesmith.training.data import Item, RunData, check_sources, item_lengths, prepare_source
-from tunesmith.training.objectives.base import Autocast, Kind, Setup, StepResult
+from tunesmith.training.objectives.base import Autocast, Backward, Kind, Setup, StepResult
 from tunesmith.training.plan import held_out_split
 from tunesmith.training.preference import dpo_loss, sequence_log_probs, simpo_loss
 
@@ -85,6 +85,7 @@ class Preference:
     """[pairs, 2] reference log-probs of the training and the held-out pairs (unused by simpo)."""
     pad_id: int
     autocast: Autocast
+    backward_loss: Backward = torch.Tensor.backward
 
     def _losses(self, model: torch.nn.Module, pairs: list[PairExample], ref: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(loss, margin, chosen log-probs, rejected log-probs) per pair."""
@@ -114,7 +115,7 @@ class Preference:
         for indices in items:
             chosen = [self.train[i] for i in indices]
             loss, margin, chosen_lp, rejected_lp = self._losses(model, chosen, self.reference[0][indices])
-            (loss.sum() / pairs).backward()
+            self.backward_loss(loss.sum() / pairs)
             sums.add(loss.detach(), margin.detach(), chosen_lp, rejected_lp)
             tokens += sum(p.length for p in chosen)
         return StepResult(sums.loss / pairs, tokens, pairs, sums.means())
@@ -194,7 +195,9 @@ def build_preference(setup: Setup) -> Preference:
         reference = _reference(setup)
     else:  # simpo needs no reference
         reference = (torch.zeros(len(data.train), 2), torch.zeros(len(data.held_out), 2))
-    return Preference(data.train, data.held_out, setup.preference, reference, data.pad_id, setup.autocast)  # type: ignore[arg-type]
+    return Preference(
+        data.train, data.held_out, setup.preference, reference, data.pad_id, setup.autocast, setup.backward
+    )
 
 
 DPO = Kind("dpo", load_pairs, build_preference)

@@ -13,7 +13,7 @@ from tunesmith.tokenize.batches import collate
 from tunesmith.tokenize.encode import Example
 from tunesmith.training.data import load_examples
 from tunesmith.training.loss import mean_loss, supervised_loss
-from tunesmith.training.objectives.base import Autocast, Kind, Setup, StepResult
+from tunesmith.training.objectives.base import Autocast, Backward, Kind, Setup, StepResult
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Supervised:
     max_length: int
     autocast: Autocast
     compiled: bool
+    backward_loss: Backward = torch.Tensor.backward
 
     def backward(self, model: torch.nn.Module, items: list[list[int]]) -> StepResult:
         batches = [collate([self.train[i] for i in indices], self.pad_id, self.max_length) for indices in items]
@@ -34,7 +35,7 @@ class Supervised:
         for batch in batches:
             with self.autocast():
                 loss, _ = supervised_loss(model, batch, compiled=self.compiled)
-            (loss / supervised).backward()
+            self.backward_loss(loss / supervised)
             loss_sum += loss.item()
         return StepResult(loss_sum / supervised, sum(b.real_tokens for b in batches), supervised)
 
@@ -48,7 +49,9 @@ class Supervised:
 
 def build_supervised(setup: Setup) -> Supervised:
     data = setup.data
-    return Supervised(data.train, data.held_out, data.pad_id, setup.max_length, setup.autocast, setup.compiled)  # type: ignore[arg-type]
+    return Supervised(
+        data.train, data.held_out, data.pad_id, setup.max_length, setup.autocast, setup.compiled, setup.backward
+    )
 
 
 SFT = Kind("sft", partial(load_examples, mixes=True, answers=True), build_supervised, mixes=True)

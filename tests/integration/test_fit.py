@@ -1,0 +1,32 @@
+"""The memory plan (tunesmith/training/fit.py) against real training steps of the default model on this CPU: the
+peak resident memory a step adds to its process, measured in a child process whose glibc returns freed blocks to
+the system (bench/memory_fit.py), within the 25% the plan promises."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from tunesmith.models.sources import DEFAULT_MODEL
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "memory_fit.py"
+CASES = [
+    {"method": "lora", "precision": "fp32", "batch_tokens": 1024, "length": 256, "checkpointing": False, "steps": 1},
+    {"method": "lora", "precision": "fp32", "batch_tokens": 1024, "length": 256, "checkpointing": True, "steps": 1},
+    {"method": "full", "precision": "fp32", "batch_tokens": 512, "length": 256, "checkpointing": False, "steps": 1},
+]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("memory_fit", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['method']}-ckpt{int(c['checkpointing'])}")
+def test_the_plan_is_within_a_quarter_of_the_measured_peak(case, tokenizer):
+    result = _bench().run_case(DEFAULT_MODEL, "cpu", case)
+    assert 0.75 <= result["ratio"] <= 1.25, result
