@@ -124,8 +124,8 @@ def memory_needed(
     else:
         trained_params = shape.adapter_params(rank)
         rest = shape.params - shape.linear_params
-        if quantize != "none":  # the quantised projections; peft casts the rest to fp32 for stable training
-            weights = int(shape.linear_params * QUANTIZED_BYTES[quantize]) + rest * 4
+        if quantize != "none":  # the quantised projections; embeddings, head and norms stay in the compute dtype
+            weights = int(shape.linear_params * QUANTIZED_BYTES[quantize]) + rest * low
         else:
             weights = shape.params * low
         trained = trained_params * (4 + 4 + ADAM_BYTES[optimizer])

@@ -35,7 +35,7 @@ from tunesmith.training.loop import LoopInputs, train_steps
 from tunesmith.training.manifest import manifest
 from tunesmith.training.objectives import OBJECTIVES, Objective, Setup, load_run_data
 from tunesmith.training.plan import Plan, PlanFacts, resolve_plan
-from tunesmith.training.precision import Precision, backward, choose_precision
+from tunesmith.training.precision import Precision, backward, check_optimizer, check_quantize, choose_precision
 from tunesmith.training.setup import ModelSpec, build_model, build_optimizer, compiler_settings
 from tunesmith.training.stages import (
     StageEvents,
@@ -196,6 +196,8 @@ def train(
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     data = load_run_data(config, tokenizer)
     resolved, plan = _resolve(config, data)
+    check_quantize(resolved.quantize, resolved.method, torch.device(resolved.device))  # before anything is written
+    check_optimizer(resolved.optimizer, torch.device(resolved.device))
     run_dir.mkdir(parents=True, exist_ok=True)
     run = RunFolder(run_dir)
     paths.write_text_atomic(run.data_report, json.dumps(data.report, indent=2))

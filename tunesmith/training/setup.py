@@ -77,10 +77,10 @@ def build_model(config: ModelSpec, precision: Precision) -> torch.nn.Module:
         quantization=quantized,
     )
     model.config.use_cache = False
-    if quantized is not None:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.activation_checkpointing)
+    if quantized is not None and config.activation_checkpointing:
+        # peft's prepare_model_for_kbit_training would also cast the embeddings and head to fp32 (4 GB more for a
+        # 128k vocabulary): they stay in the compute dtype, frozen; checkpointing needs inputs that want gradients
+        model.enable_input_require_grads()
     if config.activation_checkpointing:
         if config.compile == "on":
             raise ConfigError("compile on and activation_checkpointing cannot be used together", hint="--compile off")
