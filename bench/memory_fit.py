@@ -15,6 +15,8 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 CPU_MMAP_THRESHOLD = 1024 * 1024
 """glibc serves larger blocks by mmap and returns them when freed, so the resident set is what the step holds; with
@@ -99,15 +101,22 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quantize", default="none")
+    parser.add_argument("--random", default=None, help="a random model of this bench.gpu_lora shape instead of --model")
     parser.add_argument("--case", default=None, help="one case as JSON (run here, in this process)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.case is not None:
         print(json.dumps(measure(args.model, args.device, json.loads(args.case), args.quantize)))
         return
+    model = args.model
+    if args.random:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from bench.gpu_lora import make_model
+
+        model = str(make_model(args.random, Path(tempfile.mkdtemp(prefix="memory-fit-")) / "model"))
     results = []
     for case in CASES:
-        result = run_case(args.model, args.device, case, args.quantize)
+        result = run_case(model, args.device, case, args.quantize)
         results.append(result)
         print(json.dumps({k: v for k, v in result.items() if k != "parts"}))
     if args.json:

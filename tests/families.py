@@ -38,6 +38,11 @@ class Family:
     """Builds the transformers config from the common sizes and token ids."""
     extra_tokens: tuple[str, ...] = ()
     """Added tokens that are not special (Qwen3's <think>)."""
+    split: str | None = None
+    """A byte-level family's own text-splitting regex (None: GPT-2's)."""
+    sentencepiece: str | None = None
+    """None: byte-level BPE (Llama 3, Qwen); else SentencePiece-style BPE with byte fallback, "prepend" where the
+    normaliser puts "▁" before the text (Llama 2, Mistral, Phi-3) or "plain" where it does not (Gemma)."""
 
 
 def _llama(common: dict) -> object:
@@ -87,6 +92,10 @@ def _phi3(common: dict) -> object:
 
 
 QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|DIGITS| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+SPLIT += r"|\s+(?!\S)|\s+"
+LLAMA3_SPLIT, QWEN_SPLIT = SPLIT.replace("DIGITS", r"\p{N}{1,3}"), SPLIT.replace("DIGITS", r"\p{N}")
+"""The tokenizer.json regexes of Llama 3 (up to three digits together) and Qwen (one digit a token)."""
 FAMILIES = (
     Family(
         "llama3",
@@ -97,8 +106,19 @@ FAMILIES = (
         pad="<|end_of_text|>",
         end_of_turn="<|eot_id|>",
         config=_llama,
+        split=LLAMA3_SPLIT,
     ),
-    Family("qwen2.5", "qwen2.5.jinja", QWEN_SPECIALS, None, "<|im_end|>", "<|endoftext|>", "<|im_end|>", _qwen2),
+    Family(
+        "qwen2.5",
+        "qwen2.5.jinja",
+        QWEN_SPECIALS,
+        None,
+        "<|im_end|>",
+        "<|endoftext|>",
+        "<|im_end|>",
+        _qwen2,
+        split=QWEN_SPLIT,
+    ),
     Family(
         "qwen3",
         "qwen3.jinja",
@@ -109,6 +129,7 @@ FAMILIES = (
         "<|im_end|>",
         _qwen3,
         extra_tokens=("<think>", "</think>"),
+        split=QWEN_SPLIT,
     ),
     Family(
         "gemma2",
@@ -119,6 +140,7 @@ FAMILIES = (
         "<pad>",
         "<end_of_turn>",
         _gemma2,
+        sentencepiece="plain",
     ),
     Family(
         "gemma3",
@@ -129,8 +151,19 @@ FAMILIES = (
         "<pad>",
         "<end_of_turn>",
         _gemma3,
+        sentencepiece="plain",
     ),
-    Family("mistral", "mistral-v0.2.jinja", ("<unk>", "<s>", "</s>"), "<s>", "</s>", "</s>", "</s>", _mistral),
+    Family(
+        "mistral",
+        "mistral-v0.2.jinja",
+        ("<unk>", "<s>", "</s>"),
+        "<s>",
+        "</s>",
+        "</s>",
+        "</s>",
+        _mistral,
+        sentencepiece="prepend",
+    ),
     Family(
         "phi3",
         "phi-3.5.jinja",
@@ -140,27 +173,65 @@ FAMILIES = (
         "<|endoftext|>",
         "<|end|>",
         _phi3,
+        sentencepiece="prepend",
     ),
 )
 BY_NAME = {family.name: family for family in FAMILIES}
 
-CORPUS = [f"What is {i} + {i}? {i} + {i} is {2 * i}. The answer is alpha. Beta it is, always." for i in range(100)]
+CORPUS = [f"What is {i} + {i}? {i} + {i} is {2 * i}. The answer is alpha\n\nBeta it is, always." for i in range(100)]
+"""What the tiny vocabularies are learned from (blank lines too, a token of their own as in real vocabularies)."""
 
 
-def family_tokenizer(family: Family):
-    """A byte-level BPE of about 300 tokens with the family's special tokens and chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+def _byte_level(family: Family):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if family.split:
+        split = pre_tokenizers.Split(Regex(family.split), behavior="isolated")
+        bpe.pre_tokenizer = pre_tokenizers.Sequence([split, pre_tokenizers.ByteLevel(False, use_regex=False)])
+    else:
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=300, special_tokens=list(family.specials), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     bpe.train_from_iterator(CORPUS, trainer)
+    return bpe
+
+
+def _sentencepiece(family: Family):
+    """A BPE over "▁"-spaced text with byte fallback, laid out as SentencePiece converts: the special tokens, the
+    256 byte pieces <0x00>..<0xFF>, then the learned pieces in merge order."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+
+    prepend = family.sentencepiece == "prepend"
+    spaces = [normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")] if prepend else [normalizers.Replace(" ", "▁")]
+    learner = Tokenizer(models.BPE())
+    learner.normalizer = normalizers.Sequence(spaces)
+    learner.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300))
+    learned = json.loads(learner.to_str())["model"]
+    specials = list(dict.fromkeys(["<unk>", *family.specials]))
+    pieces = specials + [f"<0x{b:02X}>" for b in range(256)]
+    pieces += [p for p, _ in sorted(learned["vocab"].items(), key=lambda item: item[1]) if p not in pieces]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
+    vocab = {p: i for i, p in enumerate(pieces)}
+    spm = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    spm.normalizer = normalizers.Sequence(spaces)
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    spm.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prepend else []))
+    spm.add_special_tokens(specials)
+    return spm
+
+
+def family_tokenizer(family: Family):
+    """A BPE of about 300 learned tokens (byte-level, or SentencePiece-style as the family's own) with the family's
+    special tokens and chat template."""
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
+        tokenizer_object=_sentencepiece(family) if family.sentencepiece else _byte_level(family),
         bos_token=family.bos,
         eos_token=family.eos,
         pad_token=family.pad,

@@ -57,7 +57,7 @@ def trained(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     out = {}
     for family in FAMILIES:
         model = make_family_model(family, root / family.name)
-        out[family.name] = (model, _train(model, data, root / f"{family.name}-lora", "lora", 30, 3e-2).run_dir)
+        out[family.name] = (model, _train(model, data, root / f"{family.name}-lora", "lora", 40, 3e-2).run_dir)
     return out
 
 
@@ -91,6 +91,9 @@ def test_merged_and_gguf_exports_hold_the_tuned_weights(family: Family, trained,
     prompt = [{"role": "user", "content": "What is 7 + 7?"}]
     text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+    read = AutoTokenizer.from_pretrained(folder, gguf_file="model.gguf")  # the file's vocabulary, merges or scores
+    sample = "What is 7 + 7? Numbers 1234, caf\u00e9 \u2764 and  two spaces."  # byte fallback and merges both
+    assert read(sample, add_special_tokens=False).input_ids == tokenizer(sample, add_special_tokens=False).input_ids
     with torch.no_grad():
         assert torch.equal(back(ids).logits, merged(ids).logits)
 
@@ -128,10 +131,8 @@ def test_served_with_its_adapter_chosen_per_request(family: Family, trained, hom
             body |= {"model": tuned, "chat_template_kwargs": {"enable_thinking": False}}
             off = client.post("/v1/chat/completions", json=body | {"max_tokens": 16}).json()
             assert off["choices"][0]["message"]["content"] == ANSWER
-    # Qwen3 writes the empty think block it was trained to write before its answer, as the family does, and Mistral
-    # the space its template puts after [/INST] (a SentencePiece vocabulary drops it in decoding; this byte-level one
-    # keeps it)
-    content = answers[tuned]["message"]["content"].removeprefix("<think>\n\n</think>\n\n")
-    assert content == (" " + ANSWER if family.name == "mistral" else ANSWER)
+    # Qwen3 writes the empty think block it was trained to write before its answer, as the family does (Mistral's
+    # answer starts with the space its template puts after [/INST], which SentencePiece's decoder drops)
+    assert answers[tuned]["message"]["content"].removeprefix("<think>\n\n</think>\n\n") == ANSWER
     assert answers[tuned]["finish_reason"] == "stop"
     assert answers[listed[0]]["message"]["content"].strip() != ANSWER

@@ -61,7 +61,7 @@ TRAINED = {
     "qwen3": "Hi there!<|im_end|><think>\n\n</think>\n\nBye!<|im_end|>",
     "gemma2": "Hi there!<end_of_turn>Bye!<end_of_turn>",
     "gemma3": "Hi there!<end_of_turn>Bye!<end_of_turn>",
-    "mistral": " Hi there!</s> Bye!</s>",
+    "mistral": "Hi there!</s> Bye!</s>",  # " Hi there!" trained: SentencePiece's decoder drops the first space
     "phi3": "Hi there!<|end|>Bye!<|end|>",
 }
 PARAMS = [pytest.param(family, id=family.name) for family in FAMILIES]

@@ -139,7 +139,9 @@ def test_auto_takes_the_largest_batch_that_fits_then_checkpointing():
     roomy = choose_fit(LLAMA_1B, method="lora", precision="bf16", available=80 * GIB)
     assert (roomy.batch_tokens, roomy.checkpointing) == (16384, False)
     tight = choose_fit(LLAMA_1B, method="lora", precision="bf16", available=8 * GIB)
-    assert tight.fits and tight.batch_tokens < 16384
+    assert tight.fits and tight.checkpointing  # a large batch with checkpointing, rather than a small one without
+    small = choose_fit(LLAMA_1B, method="lora", precision="bf16", available=16 * GIB)
+    assert small.fits and not small.checkpointing and 4096 <= small.batch_tokens < 16384
     given = choose_fit(LLAMA_1B, method="lora", precision="bf16", available=8 * GIB, batch_tokens=16384)
     assert given.batch_tokens == 16384 and given.checkpointing  # a given batch is kept: checkpointing makes it fit
     cpu = choose_fit(LLAMA_1B, method="lora", precision="fp32", available=64 * GIB, device="cpu", largest=2048)

@@ -2,15 +2,12 @@
 
 Layouts: llama (Llama 3.x with its llama3 rope as llama.cpp's `rope_freqs`), mistral (written as llama, as llama.cpp
 does), qwen2, qwen3, gemma2, gemma3 (text), phi3, each as llama.cpp's converter writes it (Gemma's norms stored as
-1 + w, llama's q and k rows interleaved). Tokenizers must be byte-level BPE (SmolLM2, Llama 3, Qwen), written as
-`gpt2` with their merges, special tokens and chat template.
+1 + w, llama's q and k rows interleaved); the tokenizer as export/gguf_vocab.py writes it.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 from pathlib import Path
 
 import gguf
@@ -19,7 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.errors import ExportError
-from tunesmith.tokenize.encode import plain_backend
+from tunesmith.export.gguf_vocab import add_tokenizer
 
 ARCHITECTURES = {
     "llama": gguf.MODEL_ARCH.LLAMA,
@@ -33,7 +30,6 @@ ARCHITECTURES = {
 NORM_PLUS_ONE = (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3)
 """Gemma's RMSNorm multiplies by (1 + w); llama.cpp's by w, so its converter stores 1 + w."""
 FILE_TYPES = {"f32": (gguf.LlamaFileType.ALL_F32, np.float32), "f16": (gguf.LlamaFileType.MOSTLY_F16, np.float16)}
-PRE_TOKENIZERS = {"qwen2": "qwen2", "qwen3": "qwen2", "smollm": "smollm", "llama3": "llama-bpe"}
 
 
 def _rope(config: object) -> dict:
@@ -107,53 +103,6 @@ def _tensors(model: PreTrainedModel, arch: gguf.MODEL_ARCH, dtype: type) -> list
     return out
 
 
-def _token_types(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> tuple[list[str], list[int]]:
-    tokens, types = [], []
-    added = tokenizer.added_tokens_decoder
-    known = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    for i in range(vocab_size):
-        if i >= len(known) or known[i] is None:
-            tokens.append(f"[PAD{i}]")
-            types.append(gguf.TokenType.UNUSED)
-        elif i in added:
-            tokens.append(added[i].content)
-            types.append(gguf.TokenType.CONTROL if added[i].special else gguf.TokenType.USER_DEFINED)
-        else:
-            tokens.append(known[i])
-            types.append(gguf.TokenType.NORMAL)
-    return tokens, types
-
-
-def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
-    backend = plain_backend(tokenizer)
-    spec = json.loads(backend.to_str()) if backend is not None else {}
-    if spec.get("model", {}).get("type") != "BPE" or "ByteLevel" not in json.dumps(spec.get("pre_tokenizer")):
-        raise ExportError(
-            "GGUF export supports byte-level BPE tokenizers (SmolLM2, Llama 3, Qwen2); this one is not",
-            hint="export it with --format merged (safetensors) instead",
-        )
-    vocab_size = model.config.vocab_size
-    tokens, types = _token_types(tokenizer, vocab_size)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(PRE_TOKENIZERS.get(_family(model, tokenizer), "default"))
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer.save_pretrained(folder)
-        special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
-    special.add_to_gguf(writer, quiet=True)
-
-
-def _family(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
-    """The pre-tokenizer llama.cpp knows this vocabulary by (its regex for splitting text before BPE)."""
-    kind, vocab = model.config.model_type, tokenizer.get_vocab()
-    if kind in ("qwen2", "qwen3"):
-        return kind
-    if kind == "llama" and "<|begin_of_text|>" in vocab and model.config.vocab_size >= 128000:
-        return "llama3"
-    return "smollm" if "<|im_start|>" in vocab and model.config.vocab_size == 49152 else "default"
-
-
 def _add_family_keys(writer: gguf.GGUFWriter, arch: gguf.MODEL_ARCH, config: object) -> None:
     """What a family's attention needs besides the common keys: head sizes, soft-capping, sliding windows."""
     writer.add_key_length(_head_dim(config))
@@ -185,7 +134,7 @@ def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
     writer.add_rope_freq_base(float(_rope(config)["rope_theta"]))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     _add_family_keys(writer, arch, config)
-    _add_tokenizer(writer, tokenizer, model)
+    add_tokenizer(writer, tokenizer, model)
     for tensor_name, data in _tensors(model, arch, numpy_dtype):
         writer.add_tensor(tensor_name, data)
     writer.write_header_to_file()

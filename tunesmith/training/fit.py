@@ -41,6 +41,9 @@ fits)."""
 HEADROOM = 0.9
 """Share of the free memory a plan may fill: allocator fragmentation and the runtime take the rest."""
 CANDIDATE_TOKENS = (16384, 8192, 4096, 2048, 1024, 512)
+EFFICIENT_TOKENS = 4096
+"""Below this many tokens a GPU's matmuls run short of its peak: a batch this large with activation checkpointing
+(a third more compute) is preferred to a smaller one without."""
 
 
 @dataclass(frozen=True)
@@ -191,11 +194,14 @@ def choose_fit(
     optimizer: str = "adamw",
 ) -> Fit:
     """The largest batch (`batch_tokens` when given, else a candidate up to `largest`) that fits, without
-    activation checkpointing where one does, else with it; given values are kept. When nothing fits, the smallest
-    plan is returned (its `fits` False) so that the caller can say by how much."""
+    activation checkpointing where one does, else with it, preferring any batch of EFFICIENT_TOKENS or more (or
+    `largest`, if smaller) with checkpointing to a smaller one without; given values are kept. When nothing fits,
+    the smallest plan is returned (its `fits` False) so that the caller can say by how much."""
     sizes = (batch_tokens,) if batch_tokens else tuple(t for t in CANDIDATE_TOKENS if t <= largest) or (largest,)
     modes = (checkpointing,) if checkpointing is not None else (False, True)
-    options = [(tokens, mode) for mode in modes for tokens in sizes]
+    efficient = min(EFFICIENT_TOKENS, max(sizes))
+    # a batch of at least `efficient` tokens with checkpointing beats a smaller one without it
+    options = [(t, mode) for big in (True, False) for mode in modes for t in sizes if (t >= efficient) == big]
     plans = [
         Fit(
             tokens,

@@ -28,7 +28,7 @@ def learned_rows(
     positions [rows, width - 1]): the output head is then run only where it is needed."""
     lm = causal_lm(model)
     device = lm.get_output_embeddings().weight.device
-    ids, labels = batch.input_ids.to(device), batch.labels.to(device)
+    ids, labels = to_device(batch.input_ids, device), to_device(batch.labels, device)
     hidden = lm.get_decoder()(input_ids=ids).last_hidden_state
     targets = labels[:, 1:]
     learned = targets >= 0
@@ -57,11 +57,19 @@ def supervised_loss(model: torch.nn.Module, batch: Batch, compiled: bool = False
     return F.cross_entropy(logits, goal, reduction="sum"), int(learned.sum())
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch tensor on the model's device: to a GPU through pinned memory, so the copy does not wait on the
+    host."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _teacher_targets(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(top ids, top probabilities) of a distillation batch on the device; None for plain labels."""
     if batch.top_ids is None or batch.top_probs is None:
         return None
-    return batch.top_ids.to(device), batch.top_probs.to(device)
+    return to_device(batch.top_ids, device), to_device(batch.top_probs, device)
 
 
 def _plain_head(lm: PreTrainedModel, head: torch.nn.Module) -> bool:

@@ -1,0 +1,105 @@
+"""The CUDA path, where a GPU is present (each test skips without one): precision chosen by the GPU, the fused
+output-head loss against the plain one, the engine's greedy answer against transformers' generate, a LoRA and a
+QLoRA run, and the memory plan against torch.cuda.max_memory_allocated. bench/gpu_check.sh runs them.
+
+TUNESMITH_CUDA_TESTS_ON=cpu runs the same tests on CPU (those that can), which checks the tests themselves here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import chat, write_jsonl
+
+DEVICE = torch.device(os.environ.get("TUNESMITH_CUDA_TESTS_ON", "cuda"))
+ON_CUDA = DEVICE.type == "cuda"
+pytestmark = pytest.mark.skipif(ON_CUDA and not torch.cuda.is_available(), reason="needs a CUDA GPU (gpu_check.sh)")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_auto_precision_is_bf16_where_the_gpu_has_it_else_fp16_with_a_scaler():
+    from tunesmith.training.precision import choose_precision
+
+    if not ON_CUDA:
+        pytest.skip("a GPU's choice")
+    precision = choose_precision("auto", "auto")
+    assert precision.device.type == "cuda"
+    assert precision.compute == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    assert (precision.scaler() is None) == torch.cuda.is_bf16_supported()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_head_loss_and_gradients_equal_the_plain_cross_entropy(dtype):
+    from tunesmith.training.fused_ce import linear_cross_entropy
+
+    torch.manual_seed(1)
+    hidden = torch.randn(300, 64, dtype=dtype, device=DEVICE, requires_grad=True)
+    weight = torch.randn(1000, 64, dtype=dtype, device=DEVICE, requires_grad=True)
+    targets = torch.randint(0, 1000, (300,), device=DEVICE)
+    fused = linear_cross_entropy(hidden, weight, targets, 128)
+    fused.backward()
+    grads = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad, weight.grad = None, None
+    reference = F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
+    reference.backward()
+    # the same sums in another order: relative error within a few units of the dtype's epsilon times the terms
+    tolerance = 64 * torch.finfo(dtype).eps * 300
+    assert abs(fused.item() - reference.item()) <= tolerance * abs(reference.item())
+    assert torch.allclose(grads[0], hidden.grad, rtol=tolerance, atol=tolerance)
+    assert torch.allclose(grads[1], weight.grad, rtol=tolerance, atol=tolerance)
+
+
+def test_engine_greedy_answers_equal_transformers_generate(tiny_model, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.engine.core import generate
+    from tunesmith.engine.sampling import Sampling
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).to(DEVICE).eval()
+    prompt = tokenizer("What is 3 + 3? Answer:").input_ids
+    with torch.inference_mode():
+        ids = torch.tensor([prompt], device=DEVICE)
+        expected = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
+    answers = generate(model, [prompt], [Sampling(max_tokens=12)], pad_id=int(tokenizer.pad_token_id), stop_ids=[])
+    assert answers[0].ids == expected[0, len(prompt) :].tolist()
+
+
+@pytest.mark.parametrize("quantize", ["none", "4bit"])
+def test_a_lora_run_learns(quantize, tiny_model, tmp_path):
+    if quantize != "none" and (not ON_CUDA or importlib.util.find_spec("bitsandbytes") is None):
+        pytest.skip("QLoRA needs CUDA and bitsandbytes")
+    from tunesmith.config import build_config
+    from tunesmith.training.runner import train
+
+    data = write_jsonl(tmp_path / "train.jsonl", [chat(i) for i in range(32)])
+    values = {"data": str(data), "model": str(tiny_model), "device": DEVICE.type, "max_steps": 12}
+    values |= {"learning_rate": 1e-2, "quantize": quantize, "eval_every": 1000, "batch_tokens": 512}
+    result = train(build_config(values), tmp_path / "run")
+    losses = [row["loss"] for row in _rows(result.run_dir) if row["event"] == "step"]
+    assert result.final is not None and len(losses) == 12 and losses[-1] < losses[0]
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_memory_plan_is_within_a_quarter_of_cudas_peak(tmp_path):
+    if not ON_CUDA:
+        pytest.skip("tests/integration/test_fit.py holds the plan against CPU peaks")
+    spec = importlib.util.spec_from_file_location("memory_fit", ROOT / "bench" / "memory_fit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from bench.gpu_lora import make_model
+
+    model = make_model("llama-3.2-1b", tmp_path / "model")
+    for case in [c for c in bench.CASES if c["precision"] == "bf16"]:
+        result = bench.run_case(str(model), "cuda", case)
+        assert 0.75 <= result["ratio"] <= 1.25, result
