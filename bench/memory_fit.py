@@ -41,6 +41,7 @@ def measure(model: str, device: str, case: dict, quantize: str = "none") -> dict
     import numpy as np
     import torch
 
+    from tunesmith.models.load import local_path
     from tunesmith.tokenize.batches import collate
     from tunesmith.tokenize.encode import Example
     from tunesmith.training.fit import Shape, memory_needed
@@ -49,6 +50,7 @@ def measure(model: str, device: str, case: dict, quantize: str = "none") -> dict
     from tunesmith.training.setup import ModelSpec, build_model, build_optimizer
 
     precision = choose_precision(device, case["precision"])
+    model = local_path(model)  # a GGUF source is converted once, before the baseline: its memory is not the step's
     spec = ModelSpec(model, case["method"], device=device, quantize=quantize)
     spec = ModelSpec(**{**spec.__dict__, "activation_checkpointing": case["checkpointing"]})
     before = _resident()

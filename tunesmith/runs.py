@@ -186,10 +186,15 @@ def run_of(name: str) -> RunFolder | None:
     return RunFolder(final.parent) if final is not None and final.name == "final" else None
 
 
-def write_run_file(final: Path, base_model: str, method: str, objective: str) -> None:
-    """final/tunesmith-run.json: what `base_model_of` reads back."""
-    info = {"base_model": base_model, "method": method, "objective": objective}
+def write_run_file(final: Path, base_model: str, method: str, objective: str, quantize: str = "none") -> None:
+    """final/tunesmith-run.json: what `base_model_of` and `trained_quantized` read back."""
+    info = {"base_model": base_model, "method": method, "objective": objective, "quantize": quantize}
     (final / RUN_FILE).write_text(json.dumps(info, indent=2))
+
+
+def trained_quantized(final: Path) -> str:
+    """none, or the quantisation (4bit, 8bit) of the frozen base the adapter was trained on (QLoRA)."""
+    return str(json.loads((final / RUN_FILE).read_text()).get("quantize", "none"))
 
 
 def base_model_of(final: Path) -> str:

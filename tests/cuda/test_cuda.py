@@ -103,3 +103,36 @@ def test_the_memory_plan_is_within_a_quarter_of_cudas_peak(tmp_path):
     for case in [c for c in bench.CASES if c["precision"] == "bf16"]:
         result = bench.run_case(str(model), "cuda", case)
         assert 0.75 <= result["ratio"] <= 1.25, result
+
+
+def test_the_distillation_kernel_on_the_device_equals_its_loss_on_full_logits():
+    from tests.unit.test_top_k_kl import _teacher
+    from tunesmith.training.top_k_kl import linear_top_k_kl, top_k_kl
+
+    generator = torch.Generator().manual_seed(3)
+    hidden = torch.randn(40, 16, dtype=torch.float64, generator=generator).to(DEVICE).requires_grad_()
+    weight = torch.randn(97, 16, dtype=torch.float64, generator=generator).to(DEVICE).requires_grad_()
+    ids, probs = (t.to(DEVICE) for t in _teacher(40, 97, 5, seed=4))
+    plain = top_k_kl(hidden @ weight.t(), ids, probs)
+    plain_grads = torch.autograd.grad(plain, (hidden, weight))
+    fused = linear_top_k_kl(hidden, weight, ids, probs, chunk_rows=7)
+    fused_grads = torch.autograd.grad(fused, (hidden, weight))
+    assert torch.allclose(fused, plain, rtol=1e-12)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(fused_grads, plain_grads))
+
+
+def test_the_preference_losses_on_the_device_equal_their_cpu_values():
+    from tunesmith.training.preference import dpo_loss, simpo_loss
+
+    generator = torch.Generator().manual_seed(5)
+    chosen, rejected, ref_c, ref_r = torch.randn(4, 8, dtype=torch.float64, generator=generator)
+    counts = torch.tensor([3.0, 5.0, 7.0, 2.0, 4.0, 6.0, 1.0, 9.0], dtype=torch.float64)
+    on_cpu = [dpo_loss(chosen, rejected, ref_c, ref_r, 0.1), simpo_loss(chosen, rejected, counts[:8], counts, 2.0, 0.5)]
+    moved = [t.to(DEVICE) for t in (chosen, rejected, ref_c, ref_r, counts)]
+    on_device = [
+        dpo_loss(moved[0], moved[1], moved[2], moved[3], 0.1),
+        simpo_loss(moved[0], moved[1], moved[4][:8], moved[4], 2.0, 0.5),
+    ]
+    for cpu_pair, device_pair in zip(on_cpu, on_device):
+        for a, b in zip(cpu_pair, device_pair):
+            assert torch.allclose(a, b.cpu(), rtol=1e-12)

@@ -251,3 +251,15 @@ def test_a_full_disk_or_ctrl_c_during_export_keeps_the_previous_export_whole(
             export(ExportRequest(str(adapter_runs["alpha"]), "gguf", "f32", out))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in out.parent.iterdir()] == ["gguf"]  # no temporary folder left
+
+
+def test_a_qlora_adapter_is_merged_into_the_full_precision_base_and_export_says_so(adapter_runs, tmp_path, caplog):
+    run = tmp_path / "qlora"
+    shutil.copytree(adapter_runs["alpha"], run)
+    info = json.loads((run / "final" / "tunesmith-run.json").read_text())
+    (run / "final" / "tunesmith-run.json").write_text(json.dumps(info | {"quantize": "4bit"}))
+    with caplog.at_level("WARNING"):
+        folder = export(ExportRequest(str(run), "merged", "f32", tmp_path / "merged"))
+    assert "trained on a 4bit-quantised base (QLoRA)" in caplog.text and "full-precision weights" in caplog.text
+    plain = export(ExportRequest(str(adapter_runs["alpha"]), "merged", "f32", tmp_path / "plain"))
+    assert (folder / "model.safetensors").read_bytes() == (plain / "model.safetensors").read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,13 @@ from tunesmith.errors import ExportError
 from tunesmith.export.gguf_file import write_gguf
 from tunesmith.export.ollama import write_modelfile
 from tunesmith.models.load import load_for_inference
-from tunesmith.runs import RunFolder, is_adapter, result_folder
+from tunesmith.runs import RunFolder, base_model_of, is_adapter, result_folder, trained_quantized
 
 ExportFormat = Literal["adapter", "merged", "gguf"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = ("adapter", "merged", "gguf")
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 GGUF_NAME = "model.gguf"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,15 @@ def _write(request: ExportRequest, final: Path, folder: Path) -> None:
     if request.format == "adapter":
         shutil.copytree(final, folder, dirs_exist_ok=True)
         return
+    quantized = trained_quantized(final)
+    if quantized != "none":  # QLoRA: an ordinary adapter of the base, merged into the base's own weights
+        log.warning(
+            "%s was trained on a %s-quantised base (QLoRA): its adapter is merged into the full-precision weights of "
+            "%s",
+            final.parent.name,
+            quantized,
+            base_model_of(final),
+        )
     model, tokenizer = load_for_inference(str(final), device="cpu", dtype="float32")  # merged in fp32, then cast
     model = model.to(DTYPES[request.dtype])
     if request.format == "merged":

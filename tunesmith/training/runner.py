@@ -80,7 +80,7 @@ def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedToke
         with paths.atomic_folder(final) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            write_run_file(tmp, config.model, config.method, config.objective)
+            write_run_file(tmp, config.model, config.method, config.objective, config.quantize)
             faults.reached("final", 0)
     except OSError as exc:
         raise TrainingError(
