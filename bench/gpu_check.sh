@@ -31,19 +31,19 @@ if [[ $DRY == 0 ]]; then
 else
   SHAPE=tiny BIG=tiny STEPS=3 DEVICE=cpu
 fi
-TOOLS=tunesmith
-$PY -c "import trl" 2> /dev/null && TOOLS=tunesmith,trl || echo "trl is not installed here: tunesmith alone"
+TOOLS=tunesmith,tunesmith-eager
+$PY -c "import trl" 2> /dev/null && TOOLS=$TOOLS,trl || echo "trl is not installed here: tunesmith alone"
 
 step "CUDA tests"
-run timeout 150 $PY -m pytest -q -p no:cacheprovider tests/cuda -o addopts=-ra
+run timeout 90 $PY -m pytest -q -p no:cacheprovider tests/cuda -o addopts=-ra
 
 step "LoRA on $SHAPE: $TOOLS"
-run timeout 240 $PY -m bench.gpu_lora --shape $SHAPE --steps $STEPS --device $DEVICE --tools $TOOLS \
+run timeout 140 $PY -m bench.gpu_lora --shape $SHAPE --steps $STEPS --device $DEVICE --tools $TOOLS \
   --json "$OUT/lora-$SHAPE.json"
 
 step "QLoRA on $BIG"
 if [[ $DRY == 0 ]] && $PY -c "import bitsandbytes" 2> /dev/null; then
-  run timeout 240 $PY -m bench.gpu_lora --shape $BIG --steps 10 --quantize 4bit --device cuda --tools $TOOLS \
+  run timeout 140 $PY -m bench.gpu_lora --shape $BIG --steps 5 --quantize 4bit --device cuda --tools ${TOOLS//,tunesmith-eager/} \
     --json "$OUT/qlora-$BIG.json"
 else  # QLoRA must be refused here with one line, exit 2
   refusal=$($PY -m tunesmith data check examples/call-summaries/train.jsonl --no-estimate --quantize 4bit 2>&1)
@@ -52,9 +52,16 @@ else  # QLoRA must be refused here with one line, exit 2
   [[ $status == 2 && $(echo "$refusal" | wc -l) == 1 ]] || { echo "!! QLoRA was not refused with one line"; failed=1; }
 fi
 
+step "fused output-head loss: tunesmith, plain, Liger Kernel where installed"
+if [[ $DRY == 0 ]]; then
+  run timeout 40 $PY -m bench.fused_loss --device cuda --json "$OUT/fused-loss.json"
+else
+  run timeout 60 $PY -m bench.fused_loss --rows 512 --hidden 64 --vocab 1000 --device cpu --json "$OUT/fused-loss.json"
+fi
+
 step "memory plan against the measured peak"
 if [[ $DRY == 0 ]]; then
-  run timeout 200 $PY bench/memory_fit.py --random $SHAPE --device cuda --json "$OUT/memory-fit.json"
+  run timeout 60 $PY bench/memory_fit.py --random $SHAPE --device cuda --precision bf16 --json "$OUT/memory-fit.json"
 else
   run timeout 120 $PY -c "
 import json, sys; sys.path.insert(0, 'bench')

@@ -9,9 +9,10 @@ for TRL, so both learn the same answer tokens. LoRA r 16, alpha 32, all linear l
     python -m bench.gpu_lora --shape llama-3.2-1b --steps 30 [--quantize 4bit] [--tools tunesmith,trl] [--json F]
     python -m bench.gpu_lora --shape tiny --steps 3 --device cpu          # dry run: the same code on CPU
 
-Each tool runs in a fresh process (its own peak). MFU counts 4N FLOPs per real token for LoRA (forward, and the
-backward to activations; no weight gradients) plus causal attention; N is every matmul weight a token passes
-through, the head included.
+Tools: tunesmith (its defaults: compile auto), tunesmith-eager (compile off, to measure what torch.compile is worth
+here), trl (SFTTrainer defaults, bf16). Each tool runs in a fresh process (its own peak). MFU counts 4N FLOPs per
+real token for LoRA (forward, and the backward to activations; no weight gradients) plus causal attention; N is
+every matmul weight a token passes through, the head included.
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ def _run_tunesmith(args: argparse.Namespace, out: Path) -> dict:
     values = {"data": str(DATA), "model": args.model, "method": "lora", "learning_rate": LR, "max_steps": args.steps}
     values |= {"lora": {"rank": 16, "alpha": 32, "dropout": 0.0}, "eval_every": 10**6, "device": args.device}
     values |= {"quantize": args.quantize, "final": "last", "max_length": 2048}
+    if args.child == "tunesmith-eager":  # the same run with the decoder layers uncompiled: what compile is worth
+        values["compile"] = "off"
     if args.device == "cpu":
         values |= {"precision": "fp32", "batch_tokens": 2048}
     result = train(build_config(values), out / "tunesmith")
@@ -196,7 +199,7 @@ def child(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    result = _run_tunesmith(args, out) if args.child == "tunesmith" else _run_trl(args, out)
+    result = _run_tunesmith(args, out) if args.child.startswith("tunesmith") else _run_trl(args, out)
     if args.device == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 1024**3
     common.report(result)
