@@ -36,6 +36,14 @@ def _resident() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _peak_resident() -> int:
+    """The resident set's high-water mark since the last reset (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def measure(model: str, device: str, case: dict, quantize: str = "none") -> dict:
     """Run the case here (call in a fresh process): the measured peak and the plan's parts, in bytes."""
     import numpy as np
@@ -68,16 +76,16 @@ def measure(model: str, device: str, case: dict, quantize: str = "none") -> dict
     batch = collate(examples, pad_id=0)
     if precision.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    else:  # loading may peak above a step with few activations: count from here (Linux resets VmHWM on "5")
+        Path("/proc/self/clear_refs").write_text("5")
     for _ in range(case.get("steps", 3)):
         with precision.autocast():
             loss, count = supervised_loss(model_, batch)
         backward(scaler, loss / count)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    if precision.device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    cuda = precision.device.type == "cuda"
+    peak = torch.cuda.max_memory_allocated() if cuda else _peak_resident() - before
     plan = memory_needed(
         Shape.of(model_.config),
         method=case["method"],
