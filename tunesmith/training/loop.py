@@ -120,7 +120,8 @@ def train_steps(run: LoopInputs, state: TrainState) -> str:
             state.tokens + result.tokens,
             state.supervised_tokens + result.supervised,
         )
-        values = {"epoch": epoch + 1, "loss": result.loss, "lr": lr, "grad_norm": grad_norm, **result.metrics}
+        norm = grad_norm if math.isfinite(grad_norm) else None  # a skipped fp16 step: JSON has no inf
+        values = {"epoch": epoch + 1, "loss": result.loss, "lr": lr, "grad_norm": norm, **result.metrics}
         if run.scaler is not None:
             values |= {"loss_scale": run.scaler.get_scale(), "skipped": skipped}
         values |= {"tokens": state.tokens, "tokens_per_second": result.tokens / seconds, "elapsed": state.elapsed}
