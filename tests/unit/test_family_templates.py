@@ -114,3 +114,11 @@ def test_qwen3_prompts_end_as_the_family_expects_with_thinking_on_or_off(tokeniz
     off = renderer.prompt(messages, {"enable_thinking": False})
     assert off == "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     assert BY_NAME["qwen3"].extra_tokens == ("<think>", "</think>")
+
+
+def test_an_empty_think_block_is_not_part_of_a_scored_answer():
+    from tunesmith.evaluate.generate import without_empty_thinking
+
+    assert without_empty_thinking("<think>\n\n</think>\n\nThe answer is alpha.") == "The answer is alpha."
+    kept = "<think>\nadd them\n</think>\n\n4"  # a real reasoning block is the model's to show
+    assert without_empty_thinking(kept) == kept and without_empty_thinking("plain") == "plain"

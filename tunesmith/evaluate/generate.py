@@ -8,6 +8,7 @@ float32 the same prompt, settings and seed give the same answer in `eval`, `comp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -85,7 +86,7 @@ class Generator:
         )
         return [
             Answer(
-                self.tokenizer.decode(a.ids, skip_special_tokens=True).strip(),
+                without_empty_thinking(self.tokenizer.decode(a.ids, skip_special_tokens=True)).strip(),
                 a.finish == "stop",
                 len(a.ids) + (a.finish == "stop"),
             )
@@ -107,6 +108,15 @@ class Generator:
                 piece = text.update(answer.ids, request.done)
                 if piece:
                     yield piece
+
+
+EMPTY_THINKING = re.compile(r"\A\s*<think>\s*</think>\s*")
+
+
+def without_empty_thinking(text: str) -> str:
+    """An answer without the empty think block a hybrid-reasoning family (Qwen3) writes before it when tuned on
+    answers alone: what is scored and shown is the answer."""
+    return EMPTY_THINKING.sub("", text, count=1)
 
 
 def load_generator(name: str, *, device: str = "auto", dtype: str = "auto", base: bool = False) -> Generator:
