@@ -24,7 +24,7 @@ run() {  # a step that may fail without stopping the others; its status is the s
 if [[ $DRY == 0 ]]; then
   step "install"
   if compgen -G "wheels/*.whl" > /dev/null; then $PY -m pip install -q --no-deps --no-index wheels/*.whl; fi
-  $PY -m pip install -q --no-deps -e .
+  $PY -m pip install -q --no-deps --no-build-isolation -e .  # no network there: the image's setuptools builds it
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
   $PY -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)" | tee -a "$OUT/device.txt"
   SHAPE=llama-3.2-1b BIG=llama-3.1-8b STEPS=30 DEVICE=cuda

@@ -16,11 +16,18 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import chat, write_jsonl
+from tests.families import BY_NAME, make_family_model
 
 DEVICE = torch.device(os.environ.get("TUNESMITH_CUDA_TESTS_ON", "cuda"))
 ON_CUDA = DEVICE.type == "cuda"
 pytestmark = pytest.mark.skipif(ON_CUDA and not torch.cuda.is_available(), reason="needs a CUDA GPU (gpu_check.sh)")
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny random Qwen2.5 with its real chat template: the GPU machine has no default model (an 80 MB wheel)."""
+    return make_family_model(BY_NAME["qwen2.5"], tmp_path_factory.mktemp("cuda") / "tiny")
 
 
 def test_auto_precision_is_bf16_where_the_gpu_has_it_else_fp16_with_a_scaler():
@@ -55,30 +62,33 @@ def test_fused_head_loss_and_gradients_equal_the_plain_cross_entropy(dtype):
     assert torch.allclose(grads[1], weight.grad, rtol=tolerance, atol=tolerance)
 
 
-def test_engine_greedy_answers_equal_transformers_generate(tiny_model, tokenizer):
-    from transformers import AutoModelForCausalLM
+def test_engine_greedy_answers_equal_transformers_generate(tiny):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tunesmith.engine.core import generate
     from tunesmith.engine.sampling import Sampling
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).to(DEVICE).eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).to(DEVICE).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
     prompt = tokenizer("What is 3 + 3? Answer:").input_ids
     with torch.inference_mode():
         ids = torch.tensor([prompt], device=DEVICE)
         expected = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False)
-    answers = generate(model, [prompt], [Sampling(max_tokens=12)], pad_id=int(tokenizer.pad_token_id), stop_ids=[])
-    assert answers[0].ids == expected[0, len(prompt) :].tolist()
+    stops = [int(tokenizer.eos_token_id)]  # where generate stops too (the config's eos)
+    answers = generate(model, [prompt], [Sampling(max_tokens=12)], pad_id=int(tokenizer.pad_token_id), stop_ids=stops)
+    wanted = expected[0, len(prompt) :].tolist()
+    assert answers[0].ids == (wanted[:-1] if wanted[-1:] == stops else wanted)  # generate keeps the stop token
 
 
 @pytest.mark.parametrize("quantize", ["none", "4bit"])
-def test_a_lora_run_learns(quantize, tiny_model, tmp_path):
+def test_a_lora_run_learns(quantize, tiny, tmp_path):
     if quantize != "none" and (not ON_CUDA or importlib.util.find_spec("bitsandbytes") is None):
         pytest.skip("QLoRA needs CUDA and bitsandbytes")
     from tunesmith.config import build_config
     from tunesmith.training.runner import train
 
     data = write_jsonl(tmp_path / "train.jsonl", [chat(i) for i in range(32)])
-    values = {"data": str(data), "model": str(tiny_model), "device": DEVICE.type, "max_steps": 12}
+    values = {"data": str(data), "model": str(tiny), "device": DEVICE.type, "max_steps": 12}
     values |= {"learning_rate": 1e-2, "quantize": quantize, "eval_every": 1000, "batch_tokens": 512}
     result = train(build_config(values), tmp_path / "run")
     losses = [row["loss"] for row in _rows(result.run_dir) if row["event"] == "step"]
