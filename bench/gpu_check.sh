@@ -60,19 +60,7 @@ else
 fi
 
 step "memory plan against the measured peak"
-if [[ $DRY == 0 ]]; then
-  run timeout 60 $PY bench/memory_fit.py --random $SHAPE --device cuda --precision bf16 --json "$OUT/memory-fit.json"
-else
-  run timeout 120 $PY -c "
-import json, sys; sys.path.insert(0, 'bench')
-import memory_fit
-case = {'method': 'lora', 'precision': 'fp32', 'batch_tokens': 512, 'length': 256, 'checkpointing': False, 'steps': 1}
-from bench.gpu_lora import make_model
-import tempfile, pathlib
-model = make_model('tiny', pathlib.Path(tempfile.mkdtemp()) / 'model')
-result = memory_fit.run_case(str(model), 'cpu', case)
-print(json.dumps({k: v for k, v in result.items() if k != 'parts'}))
-json.dump(result, open('$OUT/memory-fit.json', 'w'), indent=2)"
-fi
+[[ $DRY == 0 ]] && MEMORY="--random $SHAPE --device cuda --precision bf16" || MEMORY="--random tiny --device cpu --precision fp32"
+run timeout 60 $PY bench/memory_fit.py $MEMORY --json "$OUT/memory-fit.json"
 step "done: figures in $OUT"
 exit $failed

@@ -192,14 +192,18 @@ def write_run_file(final: Path, base_model: str, method: str, objective: str, qu
     (final / RUN_FILE).write_text(json.dumps(info, indent=2))
 
 
+def _run_file(final: Path) -> dict[str, Any]:
+    return json.loads((final / RUN_FILE).read_text())
+
+
 def trained_quantized(final: Path) -> str:
     """none, or the quantisation (4bit, 8bit) of the frozen base the adapter was trained on (QLoRA)."""
-    return str(json.loads((final / RUN_FILE).read_text()).get("quantize", "none"))
+    return str(_run_file(final).get("quantize", "none"))
 
 
 def base_model_of(final: Path) -> str:
     """The model a run started from."""
-    return str(json.loads((final / RUN_FILE).read_text())["base_model"])
+    return str(_run_file(final)["base_model"])
 
 
 def is_adapter(final: Path) -> bool:

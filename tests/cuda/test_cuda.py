@@ -21,7 +21,6 @@ from tests.families import BY_NAME, make_family_model
 DEVICE = torch.device(os.environ.get("TUNESMITH_CUDA_TESTS_ON", "cuda"))
 ON_CUDA = DEVICE.type == "cuda"
 pytestmark = pytest.mark.skipif(ON_CUDA and not torch.cuda.is_available(), reason="needs a CUDA GPU (gpu_check.sh)")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +103,12 @@ def _rows(run_dir: Path) -> list[dict]:
 def test_the_memory_plan_is_within_a_quarter_of_cudas_peak(tmp_path):
     if not ON_CUDA:
         pytest.skip("tests/integration/test_fit.py holds the plan against CPU peaks")
-    spec = importlib.util.spec_from_file_location("memory_fit", ROOT / "bench" / "memory_fit.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from bench import memory_fit
     from bench.gpu_lora import make_model
 
     model = make_model("llama-3.2-1b", tmp_path / "model")
-    for case in [c for c in bench.CASES if c["precision"] == "bf16"][:1]:  # the script measures the rest
-        result = bench.run_case(str(model), "cuda", case)
+    for case in [c for c in memory_fit.CASES if c["precision"] == "bf16"][:1]:  # the script measures the rest
+        result = memory_fit.run_case(str(model), "cuda", case)
         assert 0.75 <= result["ratio"] <= 1.25, result
 
 

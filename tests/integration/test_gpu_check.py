@@ -22,4 +22,5 @@ def test_the_gpu_check_runs_end_to_end_in_its_dry_mode(tmp_path):
     assert set(lora["tools"]) == {"tunesmith", "tunesmith-eager", "trl"} and lora["speedup"] > 0
     assert all(run["losses"] and run["tokens_per_second"] > 0 for run in lora["tools"].values())
     assert "quantize 4bit: bitsandbytes quantises on CUDA GPUs only" in done.stdout
-    assert json.loads((tmp_path / "memory-fit.json").read_text())["measured"] > 0
+    measured = json.loads((tmp_path / "memory-fit.json").read_text())
+    assert measured and all(case["measured"] > 0 for case in measured)

@@ -59,7 +59,7 @@ def data_check(
         sources = build_config({"data": files}, "command line").data
         column_map = parse_columns(columns)  # a bad flag fails before the model loads and the speed is measured
         tokenizer = load_tokenizer(model)
-        memory = memory_plan(model, method, quantize, max_length)
+        memory = memory_plan(model, method, quantize)
         speed = training_tokens_per_second(model, method) if estimate and memory["fits"] else None
         width = model_width(model)
         reports = []
@@ -92,7 +92,7 @@ def data_check(
     raise typer.Exit(0 if all(r.ok for r in reports) else 2)
 
 
-def memory_plan(model: str, method: str, quantize: str, max_length: int) -> dict:
+def memory_plan(model: str, method: str, quantize: str) -> dict:
     """The run's memory plan on this device (tunesmith/training/fit.py), as the report shows it."""
     import torch
 
@@ -103,7 +103,7 @@ def memory_plan(model: str, method: str, quantize: str, max_length: int) -> dict
     config = build_config({"data": "-", "model": model, "method": method, "quantize": quantize}, "command line")
     facts = PlanFacts.measure(config)
     check_quantize(quantize, method, torch.device(facts.device))
-    fit = facts.fit(config.model_copy(update={"max_length": max_length}))
+    fit = facts.fit(config)
     if fit is None:
         return {"fits": True, "device": facts.device, "precision": facts.precision, "planned": False}
     return {"device": facts.device, "precision": facts.precision, **fit.as_dict()}

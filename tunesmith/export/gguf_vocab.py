@@ -64,7 +64,8 @@ def _piece_types(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> tuple[l
 def add_tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
     """The vocabulary, its merges or scores, special tokens and chat template."""
     backend = plain_backend(tokenizer)
-    kind = _kind(json.loads(backend.to_str()) if backend is not None else {})
+    spec = json.loads(backend.to_str()) if backend is not None else {}  # its tokenizer.json, parsed once
+    kind = _kind(spec)
     if kind is None:
         raise ExportError(
             "GGUF export supports byte-level BPE tokenizers (SmolLM2, Llama 3, Qwen) and SentencePiece-style BPE "
@@ -75,12 +76,12 @@ def add_tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, m
     writer.add_tokenizer_model(kind)
     if kind == "gpt2":
         tokens, types = _token_types(tokenizer, vocab_size)
-        writer.add_tokenizer_pre(_pre_tokenizer(model, tokenizer, backend))
+        writer.add_tokenizer_pre(_pre_tokenizer(model, tokenizer, spec))
     else:
         tokens, scores, types = _piece_types(tokenizer, vocab_size)
         writer.add_tokenizer_pre("default")
         writer.add_token_scores(scores)
-        writer.add_add_space_prefix(_prepends_space(backend))
+        writer.add_add_space_prefix(_prepends_space(spec))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     with tempfile.TemporaryDirectory() as folder:
@@ -89,15 +90,15 @@ def add_tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, m
     special.add_to_gguf(writer, quiet=True)
 
 
-def _prepends_space(backend: object) -> bool:
+def _prepends_space(spec: dict) -> bool:
     """Whether the normaliser puts "▁" before the text, as Llama 2 and Mistral's do and Gemma's does not."""
-    return "Prepend" in json.dumps(json.loads(backend.to_str()).get("normalizer"))  # type: ignore[attr-defined]
+    return "Prepend" in json.dumps(spec.get("normalizer"))
 
 
-def _pre_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, backend: object) -> str:
+def _pre_tokenizer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: dict) -> str:
     """llama.cpp's name for how this byte-level vocabulary splits text before BPE: read from the tokenizer's own
     pre-tokenizer (its regex), SmolLM2's known by its vocabulary, GPT-2's plain byte-level split otherwise."""
     if "<|im_start|>" in tokenizer.get_vocab() and model.config.vocab_size == 49152:
         return "smollm"
-    described = json.dumps(json.loads(backend.to_str()).get("pre_tokenizer"))  # type: ignore[attr-defined]
+    described = json.dumps(spec.get("pre_tokenizer"))
     return next((name for marker, name in SPLITS if marker in described), "gpt-2")

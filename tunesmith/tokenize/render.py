@@ -206,7 +206,6 @@ class ChatRenderer:
                     "the chat template changes assistant contents, so the trained tokens cannot be located",
                     hint="use --supervise all, or give the model a standard chat template",
                 )
-            # the answer starts where the generation prompt ends, when what lies between is the template's own
             # the answer starts where the generation prompt ends: what the template writes before the content is
             # the model's to write too
             answer = start if before and text.startswith(before) else at

@@ -22,6 +22,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUANTIZE = ("none", "4bit", "8bit")
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+BY_NAME = {name: dtype for dtype, name in NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,8 @@ def choose_precision(device: str = "auto", precision: str = "auto") -> Precision
             f"precision bf16: this GPU ({torch.cuda.get_device_name(chosen)}) has no bf16",
             hint="use --precision fp16 (with a loss scaler) or auto",
         )
-    named = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision != "auto":
-        return Precision(chosen, named[precision])
+        return Precision(chosen, BY_NAME[precision])
     if chosen.type == "mps":
         return Precision(chosen, torch.float32)
     return Precision(chosen, pick_dtype(chosen))  # cuda: bf16 or fp16; cpu: bf16 where fast, else fp32
