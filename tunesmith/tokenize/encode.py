@@ -9,7 +9,7 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.data.schema import Conversation, Message, PreferencePair, Record, TextDoc
+from tunesmith.data.schema import Conversation, PreferencePair, Record, TextDoc
 from tunesmith.tokenize.literal import encode_literal
 from tunesmith.tokenize.render import ChatRenderer, Rendered, Supervise
 
@@ -56,7 +56,7 @@ def conversation_of(record: Record) -> Conversation | None:
     if isinstance(record, Conversation):
         return record
     if isinstance(record, PreferencePair):
-        return Conversation((*record.prompt, Message("assistant", record.chosen)))
+        return record.conversation("chosen")
     return None
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.data.schema import Conversation, Message, PreferencePair
+from tunesmith.data.schema import PreferencePair
 from tunesmith.tokenize.encode import IGNORE, Example, encode
 
 PAIR_WIDTH_STEP = 8
@@ -126,17 +126,13 @@ class EncodedPairs:
     """(line, length of the longer side): no whole answer fits in max_length on one side or both."""
 
 
-def _with_answer(pair: PreferencePair, answer: str) -> Conversation:
-    return Conversation((*pair.prompt, Message("assistant", answer)))
-
-
 def encode_pairs(
     records: list[tuple[int, PreferencePair]], tokenizer: PreTrainedTokenizerBase, *, max_length: int
 ) -> EncodedPairs:
     """Tokenise each pair's two conversations; a pair whose either side cannot keep its answer is left out."""
     sides = []
     for pick in ("chosen", "rejected"):
-        rows = [(line, _with_answer(pair, getattr(pair, pick))) for line, pair in records]
+        rows = [(line, pair.conversation(pick)) for line, pair in records]
         encoded = encode(rows, tokenizer, max_length=max_length, supervise="last")
         sides.append(({e.line: e for e in encoded.examples}, encoded.full_lengths))
     (chosen, chosen_lengths), (rejected, rejected_lengths) = sides

@@ -19,10 +19,11 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.data.schema import Conversation, Message, as_dicts
+from tunesmith.data.schema import Conversation, Message, Tool, as_dicts
 from tunesmith.errors import ConfigError
 from tunesmith.tokenize.literal import content_spans, encode_prompt, injected, specials_in
 from tunesmith.tokenize.template import END, GENERATE, START, Glue, jinja, learn_glue
+from tunesmith.tokenize.tools import FALLBACK, CallSyntax, fallback_messages, native_syntax, tool_dicts
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,26 @@ class ChatRenderer:
         self.specials = special_strings(tokenizer)
         self.merges_system = refuses_system(tokenizer)
         """System messages are folded into the first user turn before rendering."""
+        stops = tuple(tokenizer.convert_ids_to_tokens(i) for i in self.stop_token_ids())
+        self.native_tools = native_syntax(tokenizer, stops)
+        """The template's own call syntax; None: it ignores tools, and the fallback (tokenize/tools.py) renders
+        them."""
+
+    @property
+    def call_syntax(self) -> CallSyntax:
+        """How this model writes function calls."""
+        return self.native_tools or FALLBACK
 
     def _messages(self, messages: tuple[Message, ...]) -> tuple[Message, ...]:
         return merge_system(messages) if self.merges_system else messages
+
+    def _with_tools(self, messages: tuple[Message, ...], tools: tuple[Tool, ...]) -> tuple[tuple[Message, ...], bool]:
+        """(the messages to render, whether the template renders the tools itself): a conversation with tools
+        rendered natively, or turned into plain messages by the fallback."""
+        uses = bool(tools) or any(m.tool_calls or m.role == "tool" for m in messages)
+        if uses and self.native_tools is None:
+            return self._messages(fallback_messages(messages, tools)), False
+        return self._messages(messages), uses
 
     def verify(self, conversations: list[Conversation]) -> None:
         """Compare fast and reference rendering on a sample; fall back to Jinja for good on any difference."""
@@ -111,19 +129,33 @@ class ChatRenderer:
 
     def render(self, conversation: Conversation) -> Rendered:
         """The text and the supervised spans of one conversation."""
-        messages = self._messages(conversation.messages)
+        messages, native = self._with_tools(conversation.messages, conversation.tools)
+        if native:
+            return self._exact(messages, conversation.tools)
         return self._fast(messages) or self._exact(messages)
 
-    def prompt(self, messages: tuple[Message, ...], options: Mapping[str, object] | None = None) -> str:
+    def prompt(
+        self,
+        messages: tuple[Message, ...],
+        options: Mapping[str, object] | None = None,
+        tools: tuple[Tool, ...] = (),
+    ) -> str:
         """The text a model continues to answer: the conversation plus the generation prompt (`options`: the
-        template's own variables, e.g. {"enable_thinking": False} for Qwen3)."""
-        return jinja(self.tokenizer, as_dicts(self._messages(messages)), generate=True, options=options)
+        template's own variables, e.g. {"enable_thinking": False} for Qwen3; `tools`: the functions it may call)."""
+        rendered, native = self._with_tools(messages, tools)
+        dicts = as_dicts(rendered)
+        return jinja(self.tokenizer, dicts, generate=True, options=options, tools=tool_dicts(tools) if native else None)
 
-    def prompt_ids(self, messages: tuple[Message, ...], options: Mapping[str, object] | None = None) -> list[int]:
+    def prompt_ids(
+        self,
+        messages: tuple[Message, ...],
+        options: Mapping[str, object] | None = None,
+        tools: tuple[Tool, ...] = (),
+    ) -> list[int]:
         """The ids of `prompt`; special-token strings typed inside the messages stay text (DataError where the
         template rewrites a message that holds one)."""
-        contents = [m.content for m in self._messages(messages)]
-        return encode_prompt(self.tokenizer, self.prompt(messages, options), contents, self.specials)
+        contents = [m.content for m in self._with_tools(messages, tools)[0]]
+        return encode_prompt(self.tokenizer, self.prompt(messages, options, tools), contents, self.specials)
 
     def stop_token_ids(self) -> list[int]:
         """The token that closes an assistant turn under this template, and eos: generation stops at either."""
@@ -187,16 +219,17 @@ class ChatRenderer:
         prompt = self.glue.pieces.get((key[0], GENERATE)) if self.glue else None
         return len(prompt) if prompt is not None and glue.startswith(prompt) else len(glue)
 
-    def _exact(self, messages: tuple[Message, ...]) -> Rendered:
+    def _exact(self, messages: tuple[Message, ...], tools: tuple[Tool, ...] = ()) -> Rendered:
         """Reference path: the spans come from rendering each prefix of the conversation."""
-        dicts = as_dicts(messages)
-        text = jinja(self.tokenizer, dicts)
+        dicts, functions = as_dicts(messages), tool_dicts(tools)
+        text = jinja(self.tokenizer, dicts, tools=functions)
         ends: list[tuple[int, int]] = []
         cursor = 0
         for i in supervised_turns(messages, self.supervise):
-            before = jinja(self.tokenizer, dicts[:i], generate=True) if i else ""
+            before = jinja(self.tokenizer, dicts[:i], generate=True, tools=functions) if i else ""
             start = len(before) if text.startswith(before) else cursor
-            content = messages[i].content
+            calls = messages[i].tool_calls
+            content = self.call_syntax.write(calls) if calls else messages[i].content
             at = text.find(content, start)
             if at < 0:
                 content = content.strip()

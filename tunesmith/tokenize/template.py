@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
@@ -28,13 +29,15 @@ _PROBES: tuple[tuple[str, ...], ...] = (
 
 def jinja(
     tokenizer: PreTrainedTokenizerBase,
-    messages: list[dict[str, str]],
+    messages: list[dict[str, Any]],
     generate: bool = False,
     options: Mapping[str, object] | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> str:
     """The reference rendering: the model's own template (`options`: its own variables, e.g. Qwen3's
-    enable_thinking)."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generate, **(options or {}))
+    enable_thinking; `tools`: OpenAI's tool objects, for a template that renders them)."""
+    extra = dict(options or {}) | ({"tools": tools} if tools else {})
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generate, **extra)
     assert isinstance(text, str)
     return text
 
