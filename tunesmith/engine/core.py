@@ -16,12 +16,14 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
 
 from tunesmith.engine import kv
+from tunesmith.engine.constraint import Constraint, apply_masks, mask_words
 from tunesmith.engine.sampling import Sampling, TokenLogprob, choose, row_generator, token_logprob
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class Answer:
     """stop (a stop token, or `stop()`), length, cancelled or error; None while it runs."""
     error: Exception | None = None
     """What failed, for finish error."""
+    constraint: Constraint | None = None
+    """Which tokens it may choose (a grammar's), when its request is constrained."""
 
     def stop(self) -> None:
         """End the answer after its latest token (a caller's stop string, which wins over the length limit)."""
@@ -77,11 +81,16 @@ class Request:
     the answer with `answer.stop()`."""
     cancelled: threading.Event = field(default_factory=threading.Event)
     """Set when nobody wants the answers any more: its rows leave at the next step."""
+    constrain: Callable[[], Constraint] | None = None
+    """Makes each answer's constraint (a grammar the answer must follow); None: free."""
     answers: list[Answer] = field(init=False)
     """Its n answers, filled in as they are made."""
 
     def __post_init__(self) -> None:
         self.answers = [Answer(self, i, row_generator(self.sampling.seed, i)) for i in range(self.n)]
+        if self.constrain is not None:
+            for answer in self.answers:
+                answer.constraint = self.constrain()
 
     @property
     def done(self) -> bool:
@@ -112,6 +121,10 @@ class Engine:
         self.pending: deque[Request] = deque()
         """Requests not yet in the batch, first come first served."""
         self.batch: _Batch | None = None
+        self.vocab = int(model.config.vocab_size)
+        """Tokens a constraint's mask covers."""
+        self._masker: ThreadPoolExecutor | None = None
+        """Computes constrained rows' masks while the forward pass runs (made at the first constrained row)."""
 
     def add(self, request: Request) -> None:
         self.pending.append(request)
@@ -196,8 +209,22 @@ class Engine:
         return last_logits(self.model, ids, mask, positions, cache)
 
     def _logits(self, rows: list[Answer], ids: torch.Tensor, mask: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """The next-token logits of each row, constrained rows' forbidden tokens at -inf."""
+        masks = self._start_masks(rows)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
-        return self.forward(rows, ids, mask, positions, cache)
+        logits = self.forward(rows, ids, mask, positions, cache)
+        if masks is not None:
+            constrained = [i for i, row in enumerate(rows) if row.constraint is not None and not row.finish]
+            apply_masks(logits, masks.result(), constrained)
+        return logits
+
+    def _start_masks(self, rows: list[Answer]) -> Future[torch.Tensor] | None:
+        """The constrained rows' masks, computed in the masker's thread (None when no row is constrained)."""
+        if all(row.constraint is None or row.finish for row in rows):
+            return None
+        if self._masker is None:
+            self._masker = ThreadPoolExecutor(1, thread_name_prefix="tunesmith-masks")
+        return self._masker.submit(_masks, rows, mask_words(self.vocab))
 
     def _prefill(self, rows: list[Answer]) -> _Batch:
         device = _device(self.model)
@@ -225,6 +252,8 @@ class Engine:
         try:
             sampling = row.request.sampling
             token = choose(logits, sampling, row.generator)
+            if row.constraint is not None:
+                row.constraint.advance(token)
             if token in row.request.stop_ids:
                 row.finish = "stop"
             else:
@@ -277,6 +306,15 @@ def last_logits(
     return out.logits[:, -1]
 
 
+def _masks(rows: list[Answer], words: int) -> torch.Tensor:
+    """Each row's mask (all tokens allowed for a free row)."""
+    out = torch.full((len(rows), words), -1, dtype=torch.int32)
+    for i, row in enumerate(rows):
+        if row.constraint is not None and not row.finish:
+            row.constraint.fill(out[i])
+    return out
+
+
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -315,11 +353,16 @@ def generate(
     pad_id: int,
     stop_ids: Sequence[int],
     max_batch: int = 8,
+    constraints: Sequence[Callable[[], Constraint] | None] | None = None,
 ) -> list[Answer]:
     """The first answer to each prompt, generated in the caller's thread with continuous batching; a failure raises
-    the error it had."""
+    the error it had. `constraints`: per prompt, what makes its answer's constraint (None: free)."""
     engine = Engine(model, pad_id, max_batch)
-    requests = [Request(list(p), s, frozenset(stop_ids)) for p, s in zip(prompts, samplings, strict=True)]
+    makers = constraints if constraints is not None else [None] * len(prompts)
+    requests = [
+        Request(list(p), s, frozenset(stop_ids), constrain=c)
+        for p, s, c in zip(prompts, samplings, makers, strict=True)
+    ]
     for request in sorted(requests, key=lambda r: len(r.prompt)):  # similar lengths together: less padding
         engine.add(request)
     with torch.inference_mode():

@@ -1,0 +1,1 @@
+"""Constrained decoding: grammars from function schemas and JSON schemas (llguidance), as engine constraints."""
