@@ -1,9 +1,9 @@
 """Grammars (llguidance's Lark syntax) for what an answer must be: function calls in the model's own call syntax,
 JSON matching a schema, or text that makes no call.
 
-A call is the syntax's opening text, a JSON object {name: "<function>", arguments: <its parameters' schema, closed to
-keys it does not list>} and the closing text; JSON is written with the separators chat templates use (", " and ": "), so a constrained answer looks
-as the model was trained to write it.
+A call is the syntax's opening text, a JSON object {name: "<function>", arguments: <its parameters' schema, closed
+to keys it does not list>} and the closing text; JSON is written with the separators chat templates use (", " and
+": "), so a constrained answer looks as the model was trained to write it.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ def _call_rule(index: int, tool: Tool, syntax: CallSyntax) -> str:
 
 
 def _free_text(syntax: CallSyntax) -> str:
-    """A terminal for text that makes no call: it never holds the opening (or, where calls open with bare JSON,
-    never starts with "{")."""
-    if syntax.opening:
-        opening = _regex_literal(syntax.opening)
+    """A terminal for text that makes no call: it never holds the opening's text (<tool_call>; or, where calls open
+    with bare JSON, it never starts with "{")."""
+    if syntax.opening.strip():
+        opening = _regex_literal(syntax.opening.strip())
         return f"TEXT: /(?s:.+)/ & ~/(?s:.*){opening}(?s:.*)/"
     return r"TEXT: /(?s:[^{\s].*)/"
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
+from tunesmith.engine.constraint import Constraint
 from tunesmith.engine.core import Answer, Engine, Request, last_logits
 from tunesmith.engine.sampling import Sampling, TokenLogprob
 from tunesmith.engine.text import TextStream
@@ -62,6 +63,8 @@ class Generation:
     """Receives pieces, from the generation thread; must not block."""
     cancelled: threading.Event = field(default_factory=threading.Event)
     """Set when nobody wants the answers any more: its rows stop at the next token."""
+    constrain: Callable[[], Constraint] | None = None
+    """Makes each answer's constraint (the grammar of a request's tools or response format); None: free."""
 
 
 class Busy(Exception):
@@ -127,6 +130,7 @@ class Batcher:
             group=self._group(served),
             on_token=_Sender(generation, self.models.tokenizer),
             cancelled=generation.cancelled,
+            constrain=generation.constrain,
         )
 
     def _intake(self) -> None:

@@ -19,11 +19,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from jinja2 import TemplateError
 
-from tunesmith.data.schema import Message
+from tunesmith.constrain.guide import Grammars
+from tunesmith.data.schema import Message, Tool
+from tunesmith.engine.constraint import Constraint
 from tunesmith.engine.sampling import Sampling, TokenLogprob
 from tunesmith.errors import DataError
 from tunesmith.serve.batcher import Batcher, Busy, Delta, Generation
 from tunesmith.serve.loaded import ModelSet, Served
+from tunesmith.server import toolcalls
 from tunesmith.server.errors import APIError
 from tunesmith.server.logprobs import chat_logprobs, completion_logprobs
 from tunesmith.server.schemas import ChatRequest, CompletionRequest
@@ -45,6 +48,21 @@ class Service:
 
     def __init__(self, models: ModelSet, batcher: Batcher) -> None:
         self.models, self.batcher = models, batcher
+        self._grammars: Grammars | None = None
+
+    def constraint(self, served: Served, shape: toolcalls.Shape) -> Callable[[], Constraint] | None:
+        """What makes each answer's constraint for the request's shape; a grammar that cannot be enforced (a bad
+        schema) is a 400 naming its field."""
+        if shape.grammar is None:
+            return None
+        if self._grammars is None:
+            vocab = int(self.models.model.config.vocab_size)
+            self._grammars = Grammars(self.models.tokenizer, vocab, served.stop_ids)
+        try:
+            self._grammars.check(shape.grammar, shape.param)
+        except DataError as exc:
+            raise APIError(400, exc.message, shape.param, exc.code) from None
+        return self._grammars.guide(shape.grammar)
 
     def model(self, model_id: str) -> Served:
         served = self.models.find(model_id)
@@ -53,11 +71,15 @@ class Service:
         return served
 
     def chat_prompt(
-        self, served: Served, messages: tuple[Message, ...], options: dict[str, object] | None = None
+        self,
+        served: Served,
+        messages: tuple[Message, ...],
+        options: dict[str, object] | None = None,
+        tools: tuple[Tool, ...] = (),
     ) -> list[int]:
         """The prompt's ids under the model's template; special-token strings inside contents stay text."""
         try:
-            return served.renderer.prompt_ids(messages, options)
+            return served.renderer.prompt_ids(messages, options, tools)
         except DataError as exc:
             raise APIError(400, exc.message, "messages", exc.code) from None
         except TemplateError as exc:
@@ -79,7 +101,12 @@ class Service:
             )
 
     def start(
-        self, prompt: list[int], served: Served, body: ChatRequest | CompletionRequest, sampling: Sampling
+        self,
+        prompt: list[int],
+        served: Served,
+        body: ChatRequest | CompletionRequest,
+        sampling: Sampling,
+        constrain: Callable[[], Constraint] | None = None,
     ) -> tuple[asyncio.Queue[Delta | _Gone], Generation]:
         """Queue a request for generation: its pieces arrive on the queue; a full queue is a 429."""
         loop = asyncio.get_running_loop()
@@ -88,7 +115,7 @@ class Service:
         def send(piece: Delta) -> None:  # from the generation thread
             loop.call_soon_threadsafe(pieces.put_nowait, piece)
 
-        job = Generation(prompt, served, sampling, body.stops(), body.n, send)
+        job = Generation(prompt, served, sampling, body.stops(), body.n, send, constrain=constrain)
         try:
             self.batcher.submit(job)
         except Busy:
@@ -136,11 +163,11 @@ async def _events(
     opening: str,
     pieces: asyncio.Queue[Delta | _Gone],
     job: Generation,
-    chunk: Callable[[Delta], dict[str, Any]],
+    chunk: Callable[[Delta], list[dict[str, Any]]],
     usage: Callable[[int], dict[str, Any]] | None,
 ) -> AsyncIterator[str]:
-    """Server-sent events: `opening` (when not empty), a chunk per piece, the usage chunk if asked, [DONE]; a
-    failed answer sends OpenAI's error object as its last event.
+    """Server-sent events: `opening` (when not empty), the chunks of each piece, the usage chunk if asked, [DONE];
+    a failed answer sends OpenAI's error object as its last event.
 
     A client that disconnects closes this generator: the job is cancelled and its rows free their batch slots.
     """
@@ -156,7 +183,8 @@ async def _events(
                 yield f"data: {json.dumps({'error': error})}\n\n"
                 return
             finished, tokens = finished + bool(piece.finish), tokens + piece.tokens
-            yield f"data: {json.dumps(chunk(piece))}\n\n"
+            for event in chunk(piece):
+                yield f"data: {json.dumps(event)}\n\n"
         if usage is not None:
             yield f"data: {json.dumps(usage(tokens))}\n\n"
         yield "data: [DONE]\n\n"
@@ -166,10 +194,6 @@ async def _events(
 
 def _sampling(body: ChatRequest | CompletionRequest, max_tokens: int, logprobs: int | None) -> Sampling:
     return Sampling(max_tokens, body.temperature, body.top_p, body.seed, logprobs)
-
-
-def _messages(body: ChatRequest) -> tuple[Message, ...]:
-    return tuple(Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages)
 
 
 def inference_router(models: ModelSet, batcher: Batcher) -> APIRouter:
@@ -211,44 +235,66 @@ def _model_card(served: Served) -> dict[str, Any]:
 
 async def _chat(service: Service, body: ChatRequest, request: Request) -> Response | dict[str, Any]:
     served = await asyncio.to_thread(service.model, body.model)  # may attach a tuned model's adapter
-    prompt = await asyncio.to_thread(service.chat_prompt, served, _messages(body), body.chat_template_kwargs)
+    syntax = served.renderer.call_syntax
+    shape = toolcalls.shape(body, syntax)
+    conversation = toolcalls.messages(body)
+    prompt = await asyncio.to_thread(service.chat_prompt, served, conversation, body.chat_template_kwargs, shape.tools)
+    constrain = await asyncio.to_thread(service.constraint, served, shape)
     asked = body.max_completion_tokens or body.max_tokens
     max_tokens = asked or max(1, min(DEFAULT_MAX_TOKENS, service.models.context - len(prompt)))
     service.check_context(prompt, max_tokens, "max_tokens" if asked else "messages")
-    pieces, job = service.start(prompt, served, body, _sampling(body, max_tokens, body.logprob_count()))
+    sampling = _sampling(body, max_tokens, body.logprob_count())
+    pieces, job = service.start(prompt, served, body, sampling, constrain)
     tokenizer = service.models.tokenizer
     wanted = body.logprobs
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     head = {"id": ident, "created": created, "model": served.id, "system_fingerprint": None}
     if body.stream:
-        first = [
-            {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(body.n)
-        ]
-
-        def chunk(p: Delta) -> dict[str, Any]:
-            delta = {"content": p.text} if p.text else {}
-            logprobs = chat_logprobs(tokenizer, p.logprobs) if wanted else None
-            choice = {"index": p.row, "delta": delta, "finish_reason": p.finish, "logprobs": logprobs}
-            return head | {"object": "chat.completion.chunk", "choices": [choice]}
-
-        def usage(tokens: int) -> dict[str, Any]:
-            return head | {"object": "chat.completion.chunk", "choices": [], "usage": _usage(len(prompt), tokens)}
-
-        opening = f"data: {json.dumps(head | {'object': 'chat.completion.chunk', 'choices': first})}\n\n"
-        events = _events(opening, pieces, job, chunk, usage if body.wants_usage() else None)
-        return StreamingResponse(events, media_type="text/event-stream")
+        return _chat_stream(head, body, pieces, job, len(prompt), tokenizer, syntax if shape.calls else None)
     answers = await _collect(request, pieces, job)
-    choices = [
-        {
-            "index": a.row,
-            "message": {"role": "assistant", "content": a.text},
-            "finish_reason": a.finish,
-            "logprobs": chat_logprobs(tokenizer, a.logprobs) if wanted else None,
-        }
-        for a in answers
-    ]
+    choices = []
+    for a in answers:
+        message, finish = toolcalls.answer(a.text, a.finish, syntax if shape.calls else None)
+        logprobs = chat_logprobs(tokenizer, a.logprobs) if wanted else None
+        choices.append({"index": a.row, "message": message, "finish_reason": finish, "logprobs": logprobs})
     usage = _usage(len(prompt), sum(a.tokens for a in answers))
     return head | {"object": "chat.completion", "choices": choices, "usage": usage}
+
+
+def _chat_stream(
+    head: dict[str, Any],
+    body: ChatRequest,
+    pieces: asyncio.Queue[Delta | _Gone],
+    job: Generation,
+    prompt_tokens: int,
+    tokenizer: Any,
+    syntax: Any,
+) -> StreamingResponse:
+    """The chat answer as chunks: text deltas (held back while a call may be starting), tool-call deltas at the end."""
+    first = [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(body.n)]
+    streams = [toolcalls.CallStream(syntax) for _ in range(body.n)] if syntax is not None else None
+
+    def chunk(p: Delta) -> list[dict[str, Any]]:
+        if streams is None:
+            deltas, finish = ([{"content": p.text}] if p.text else [{}]), p.finish
+        else:
+            deltas, finish = streams[p.row].feed(p.text, p.finish)
+            deltas = [*deltas, {}] if finish else deltas
+        logprobs = chat_logprobs(tokenizer, p.logprobs) if body.logprobs else None
+        events = []
+        for k, delta in enumerate(deltas):
+            last = k == len(deltas) - 1
+            choice = {"index": p.row, "delta": delta, "finish_reason": finish if last else None}
+            choice["logprobs"] = logprobs if k == 0 else None
+            events.append(head | {"object": "chat.completion.chunk", "choices": [choice]})
+        return events
+
+    def usage(tokens: int) -> dict[str, Any]:
+        return head | {"object": "chat.completion.chunk", "choices": [], "usage": _usage(prompt_tokens, tokens)}
+
+    opening = f"data: {json.dumps(head | {'object': 'chat.completion.chunk', 'choices': first})}\n\n"
+    events = _events(opening, pieces, job, chunk, usage if body.wants_usage() else None)
+    return StreamingResponse(events, media_type="text/event-stream")
 
 
 async def _completion(service: Service, body: CompletionRequest, request: Request) -> Response | dict[str, Any]:
@@ -268,11 +314,10 @@ async def _completion(service: Service, body: CompletionRequest, request: Reques
     }
     if body.stream:
 
-        def chunk(p: Delta) -> dict[str, Any]:
+        def chunk(p: Delta) -> list[dict[str, Any]]:
             logprobs = completion_logprobs(tokenizer, p.logprobs) if wanted else None
-            return head | {
-                "choices": [{"index": p.row, "text": p.text, "finish_reason": p.finish, "logprobs": logprobs}]
-            }
+            choice = {"index": p.row, "text": p.text, "finish_reason": p.finish, "logprobs": logprobs}
+            return [head | {"choices": [choice]}]
 
         def usage(tokens: int) -> dict[str, Any]:
             return head | {"choices": [], "usage": _usage(len(prompt), tokens)}

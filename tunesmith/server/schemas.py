@@ -14,19 +14,82 @@ SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 """OpenAI's seed is a signed 64-bit integer."""
 
 
+class FunctionCall(BaseModel):
+    """A call's function: its name and arguments (JSON text)."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    """The function called."""
+    arguments: str = "{}"
+    """Its arguments, a JSON object as text."""
+
+
+class ToolCallIn(BaseModel):
+    """A call an earlier assistant message made."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    """The call's id, which a tool message answers."""
+    type: Literal["function"] = "function"
+    """Always function."""
+    function: FunctionCall
+    """What was called."""
+
+
 class ChatMessage(BaseModel):
     """One message of a conversation."""
 
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant"]
-    """Who wrote it; developer is read as system."""
-    content: str | list[dict[str, object]]
-    """Text, or OpenAI's list of content parts (only text parts are used)."""
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    """Who wrote it; developer is read as system; tool answers a call."""
+    content: str | list[dict[str, object]] | None = None
+    """Text, or OpenAI's list of content parts (only text parts are used); null on an assistant message that only
+    calls functions."""
+    tool_calls: list[ToolCallIn] | None = None
+    """On an assistant message: the calls it made."""
+    tool_call_id: str | None = None
+    """On a tool message: the call it answers."""
+
+    @model_validator(mode="after")
+    def _has_content(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"a {self.role} message needs content")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+
+
+class JSONSchemaFormat(BaseModel):
+    """response_format's json_schema."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: str = "response"
+    """The schema's name."""
+    json_schema: dict[str, object] = Field(default_factory=dict, alias="schema")
+    """The JSON schema the answer must match."""
+    strict: bool | None = None
+    """OpenAI's strict mode; answers here always match the schema (decoded under its grammar)."""
+
+
+class ResponseFormat(BaseModel):
+    """What shape a chat answer takes."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text", "json_object", "json_schema"]
+    """text (free), json_object (any JSON object) or json_schema (matching json_schema)."""
+    json_schema: JSONSchemaFormat | None = None
+    """With type json_schema."""
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema object")
+        return self
 
 
 class StreamOptions(BaseModel):
@@ -81,6 +144,14 @@ class ChatRequest(_Sampled):
     """With logprobs: also the likeliest tokens' at each position."""
     chat_template_kwargs: dict[str, bool | int | float | str] | None = None
     """Variables for the model's chat template, as vLLM takes them (e.g. {"enable_thinking": false} for Qwen3)."""
+    tools: list[dict[str, object]] | None = None
+    """Functions the model may call: [{"type": "function", "function": {"name", "description", "parameters"}}]."""
+    tool_choice: Literal["auto", "none", "required"] | dict[str, object] | None = None
+    """auto (the default with tools), none, required, or {"type": "function", "function": {"name": ...}}."""
+    parallel_tool_calls: bool = True
+    """Several calls in one answer, where the model's template writes them."""
+    response_format: ResponseFormat | None = None
+    """text, json_object or json_schema: the answer is decoded under the format's grammar."""
 
     @model_validator(mode="after")
     def _top_needs_logprobs(self) -> ChatRequest:

@@ -120,8 +120,8 @@ class ChatRenderer:
     def verify(self, conversations: list[Conversation]) -> None:
         """Compare fast and reference rendering on a sample; fall back to Jinja for good on any difference."""
         for conversation in conversations[:VERIFY_SAMPLE]:
-            messages = self._messages(conversation.messages)
-            fast = self._fast(messages)
+            messages, native = self._with_tools(conversation.messages, conversation.tools)
+            fast = None if native else self._fast(messages)
             if fast is not None and fast != self._exact(messages):
                 log.warning("chat template renders differently than probed: using Jinja for every example")
                 self.glue = None

@@ -1,0 +1,211 @@
+"""Tool calling end to end: OpenAI's function-calling data trains a tiny model (the default tokenizer's template has no
+tools, so the fallback renders them), and a real `tunesmith serve` answers through the official openai client with
+tool_calls, streamed and not, under the grammar of the functions' schemas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import openai
+import pytest
+from jsonschema import Draft202012Validator
+
+from tests.conftest import write_jsonl
+from tests.integration.test_serve import serving
+from tunesmith.check import check_data
+from tunesmith.config import build_config
+from tunesmith.runs import RunFolder
+from tunesmith.training.runner import train
+
+KEY = "tool-key"
+GUIDE = Path(__file__).resolve().parents[1] / "data" / "tools" / "openai-guide.jsonl"
+CITIES = ("Paris", "Oslo", "Lima", "Cairo")
+ASKS = {  # which function a question wants: the tiny model learns to tell them apart (held out: the last of each)
+    "get_weather": (
+        "What is the weather in Paris?",
+        "Weather in Paris, please.",
+        "Is it cold in Paris?",
+        "Tell me the weather in Paris now.",
+    ),
+    "get_time": (
+        "What time is it in Paris?",
+        "The time in Paris, please.",
+        "Is it late in Paris?",
+        "Tell me the time in Paris now.",
+    ),
+}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "enum": list(CITIES)}},
+            "required": ["city"],
+        },
+    },
+}
+ORDER = {  # enums, a nested object and an array: what the sampled requests must never break
+    "type": "function",
+    "function": {
+        "name": "order",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "item": {"type": "string", "enum": ["tea", "coffee"]},
+                "size": {
+                    "type": "object",
+                    "properties": {"ml": {"type": "integer"}, "hot": {"type": "boolean"}},
+                    "required": ["ml", "hot"],
+                },
+                "extras": {"type": "array", "items": {"type": "string", "enum": ["milk", "sugar"]}},
+            },
+            "required": ["item", "size", "extras"],
+        },
+    },
+}
+
+
+TIME = {"type": "function", "function": {**WEATHER["function"], "name": "get_time", "description": "The time"}}
+
+
+def _row(ask: str, name: str) -> dict:
+    call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": '{"city": "Paris"}'}}
+    return {
+        "messages": [{"role": "user", "content": ask}, {"role": "assistant", "tool_calls": [call]}],
+        "tools": [WEATHER, TIME],
+    }
+
+
+@pytest.fixture(scope="module")
+def tool_server(adapter_base, tmp_path_factory):
+    """A full fine-tune of the tiny model that learned which function each question wants (LoRA alone moves a
+    random 2-layer model too little to tell them apart), served by a real `tunesmith serve`."""
+    root = tmp_path_factory.mktemp("tools")
+    data = write_jsonl(root / "train.jsonl", [_row(a, name) for name, asks in ASKS.items() for a in asks[:3]] * 4)
+    values = {"data": str(data), "model": str(adapter_base), "method": "full", "batch_tokens": 1024}
+    values |= {"precision": "fp32", "epochs": 100, "max_steps": 200, "learning_rate": 3e-3, "eval_every": 1000}
+    run = train(build_config(values), root / "run").run_dir
+    with serving(run / "final", "--api-key", KEY, "--dtype", "float32") as (_, url):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=120)
+        yield client, client.models.list().data[0].id
+
+
+def test_openai_guide_example_passes_the_check_and_trains(tiny_model, tokenizer, tmp_path):
+    report = check_data(str(GUIDE), tokenizer)
+    assert not report.errors and report.stats["train"]["examples"] == 12
+    values = {"data": str(GUIDE), "model": str(tiny_model), "method": "lora", "batch_tokens": 1024}
+    values |= {"precision": "fp32", "max_steps": 4, "learning_rate": 1e-2, "eval_every": 1000}
+    result = train(build_config(values), tmp_path / "run")
+    losses = [r["loss"] for r in RunFolder(result.run_dir).read_metrics() if r.get("event") == "step"]
+    assert result.final is not None and len(losses) == 4 and losses[-1] < losses[0]
+
+
+def _ask(client, model, content, **options):
+    values = {"temperature": 0, "max_tokens": 60, "tools": [WEATHER, TIME]} | options
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}], **values)
+
+
+@pytest.mark.parametrize("name", list(ASKS))
+def test_held_out_request_gets_the_right_call(tool_server, name):
+    client, tuned = tool_server
+    reply = _ask(client, tuned, ASKS[name][3])
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls", choice.message.content
+    (call,) = choice.message.tool_calls
+    assert call.id.startswith("call_") and call.type == "function"
+    assert call.function.name == name and json.loads(call.function.arguments) == {"city": "Paris"}
+
+
+def test_streamed_calls_assemble_as_the_whole_answer(tool_server):
+    client, tuned = tool_server
+    whole = _ask(client, tuned, ASKS["get_time"][3]).choices[0].message.tool_calls
+    stream = _ask(client, tuned, ASKS["get_time"][3], stream=True)
+    calls: dict[int, dict] = {}
+    finish = None
+    for chunk in stream:
+        for delta_call in chunk.choices[0].delta.tool_calls or []:
+            got = calls.setdefault(delta_call.index, {"name": "", "arguments": ""})
+            got["name"] += delta_call.function.name or ""
+            got["arguments"] += delta_call.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert finish == "tool_calls"
+    assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == [
+        (c.function.name, json.loads(c.function.arguments)) for c in whole
+    ]
+
+
+def test_tool_choice_none_gives_text_and_required_always_calls(tool_server):
+    client, tuned = tool_server
+    text = _ask(client, tuned, ASKS["get_weather"][0], tool_choice="none").choices[0]
+    assert text.message.tool_calls is None and text.finish_reason in ("stop", "length")
+    assert "<tool_call>" not in text.message.content
+    for seed in range(4):  # a question that asks for no function, sampled: still a call, whole
+        reply = _ask(client, tuned, "Tell me a story", tool_choice="required", temperature=1, seed=seed)
+        assert reply.choices[0].finish_reason == "tool_calls"
+        assert reply.choices[0].message.tool_calls[0].function.name in ASKS
+
+
+def test_sampled_calls_never_break_a_nested_schema(tool_server):
+    client, base = tool_server
+    schema = ORDER["function"]["parameters"]
+    made = 0
+    for seed in range(10):
+        reply = _ask(
+            client,
+            base,
+            "Order something",
+            tools=[ORDER],
+            tool_choice="required",
+            temperature=1,
+            seed=seed,
+            max_tokens=160,
+        )
+        choice = reply.choices[0]
+        if choice.finish_reason == "length":
+            continue
+        made += 1
+        for call in choice.message.tool_calls:
+            assert call.function.name == "order"
+            assert not list(Draft202012Validator(schema).iter_errors(json.loads(call.function.arguments)))
+    assert made >= 5
+
+
+def test_json_schema_response_format_always_matches(tool_server):
+    client, base = tool_server
+    schema = ORDER["function"]["parameters"]["properties"]["size"]
+    form = {"type": "json_schema", "json_schema": {"name": "size", "schema": schema, "strict": True}}
+    made = 0
+    for seed in range(6):
+        reply = client.chat.completions.create(
+            model=base,
+            messages=[{"role": "user", "content": "Size?"}],
+            response_format=form,
+            temperature=1,
+            seed=seed,
+            max_tokens=60,
+        )
+        if reply.choices[0].finish_reason == "stop":
+            made += 1
+            assert not list(Draft202012Validator(schema).iter_errors(json.loads(reply.choices[0].message.content)))
+    assert made >= 3
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "objectx"}}}]}, "tools"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 3}}}},
+            "response_format",
+        ),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+    ],
+)
+def test_a_bad_schema_is_a_400_naming_the_parameter(tool_server, options, param):
+    client, base = tool_server
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=base, messages=[{"role": "user", "content": "hi"}], **options)
+    assert caught.value.body["param"] == param
