@@ -229,10 +229,10 @@ TWENTY_FAULTS = [
     ),
     (
         {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "tool_calls": []}]},
-        "message_unrecognized_key",
+        "invalid_tool_calls",
     ),
     ({"messages": [{"role": "asistant", "content": "q"}]}, "unrecognized_role"),
-    ({"messages": [{"role": "tool", "content": "q"}, {"role": "assistant", "content": "a"}]}, "unrecognized_role"),
+    ({"messages": [{"role": "tool", "content": "q"}, {"role": "assistant", "content": "a"}]}, "tool_message_without_call"),
     ({"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]}, "missing_content"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]}, "missing_content"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}, "missing_content"),

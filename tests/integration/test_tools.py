@@ -190,7 +190,7 @@ def test_json_schema_response_format_always_matches(tool_server):
         if reply.choices[0].finish_reason == "stop":
             made += 1
             assert not list(Draft202012Validator(schema).iter_errors(json.loads(reply.choices[0].message.content)))
-    assert made >= 3
+    assert made >= 3, reply.choices[0].message.content
 
 
 @pytest.mark.parametrize(

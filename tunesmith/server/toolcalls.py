@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from tunesmith.constrain.grammar import json_grammar, tools_grammar
+from tunesmith.constrain.grammar import closed, json_grammar, tools_grammar
 from tunesmith.data.schema import Message, Tool
 from tunesmith.data.tools import ToolDataError, parse_tool_calls, parse_tools
 from tunesmith.server.errors import APIError
@@ -64,7 +64,10 @@ def shape(body: ChatRequest, syntax: CallSyntax) -> Shape:
     form = body.response_format
     if form is None or form.type == "text":
         return Shape((), None, "", False)
-    schema = form.json_schema.json_schema if form.type == "json_schema" and form.json_schema else {"type": "object"}
+    schema: dict[str, Any] = {"type": "object"}
+    if form.type == "json_schema" and form.json_schema is not None:
+        given = form.json_schema
+        schema = closed(given.json_schema) if given.strict else given.json_schema  # strict: no keys of its own
     return Shape((), json_grammar(schema), "response_format", False)
 
 
