@@ -232,7 +232,10 @@ TWENTY_FAULTS = [
         "invalid_tool_calls",
     ),
     ({"messages": [{"role": "asistant", "content": "q"}]}, "unrecognized_role"),
-    ({"messages": [{"role": "tool", "content": "q"}, {"role": "assistant", "content": "a"}]}, "tool_message_without_call"),
+    (
+        {"messages": [{"role": "tool", "content": "q"}, {"role": "assistant", "content": "a"}]},
+        "tool_message_without_call",
+    ),
     ({"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}]}, "missing_content"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None}]}, "missing_content"),
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}, "missing_content"),

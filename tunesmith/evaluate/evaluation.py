@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -27,12 +27,21 @@ from tunesmith.evaluate.metrics import (
     contains,
 )
 from tunesmith.evaluate.pairs import PairScores, pair_scores, preference_records
+from tunesmith.evaluate.tool_metrics import canonical_answer
 from tunesmith.runs import RunFolder, result_folder, run_of
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.encode import encode
 from tunesmith.training.loss import mean_loss
 from tunesmith.training.stages import stages_of
 
+LABELS = {
+    "rougeL": "ROUGE-L",
+    "rouge1": "ROUGE-1",
+    "rouge2": "ROUGE-2",
+    "choice": "choice accuracy (%)",
+    "tool_exact": "exact tool calls (%)",
+}
+"""How the headline names a primary metric."""
 TIE = 0.5
 """Scores closer than this (on 0-100) are a tie."""
 GUARD_TOKENS = 32
@@ -135,7 +144,11 @@ def _run_model(
             texts = [p[0].content for p in prompts]
             result.answers = generator.complete(texts, sampling, options.batch_size)
         else:
-            result.answers = generator.generate(prompts, sampling, options.batch_size, limits)
+            tools = [i.tools for i in held_out.items]
+            result.answers = generator.generate(prompts, sampling, options.batch_size, limits, tools)
+        if held_out.kind == "tools":  # calls compared as calls: read in the model's own syntax
+            syntax = generator.renderer.call_syntax
+            result.answers = [replace(a, text=canonical_answer(a.text, syntax)) for a in result.answers]
         result.scores = {m: _item_scores(m, generator, held_out, result.answers, options) for m in metrics}
     if options.guard:
         questions = general_questions()
@@ -261,9 +274,7 @@ class Evaluation:
     def _scores(self, primary: str | None, n: int) -> str:
         if primary is None or not self.tuned.scores:
             return f"{self._perplexity()} on {n} held-out texts"
-        label = {"rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "choice": "choice accuracy (%)"}.get(
-            primary, primary
-        )
+        label = LABELS.get(primary, primary)
         if self.held_out.kind == "text":
             label = f"{self._perplexity()}; {'style similarity' if primary == 'style' else label}"
         if self.held_out.kind == "pairs":

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tunesmith.data.schema import Message
+from tunesmith.data.schema import Message, Tool
 from tunesmith.engine.core import Engine, Request, generate
 from tunesmith.engine.sampling import Sampling
 from tunesmith.engine.text import TextStream
@@ -53,9 +53,9 @@ class Generator:
         pad = self.tokenizer.pad_token_id
         return int(pad if pad is not None else self.stop_ids[0])
 
-    def chat_prompt(self, conversation: Sequence[Message]) -> list[int]:
-        """A conversation's prompt ids, up to where the answer starts."""
-        return self.renderer.prompt_ids(tuple(conversation))
+    def chat_prompt(self, conversation: Sequence[Message], tools: tuple[Tool, ...] = ()) -> list[int]:
+        """A conversation's prompt ids (with the functions it may call), up to where the answer starts."""
+        return self.renderer.prompt_ids(tuple(conversation), tools=tools)
 
     def text_prompt(self, text: str) -> list[int]:
         """Plain text to continue, with the tokenizer's own leading tokens (e.g. bos)."""
@@ -67,10 +67,13 @@ class Generator:
         sampling: Sampling,
         batch_size: int = 8,
         limits: Sequence[int] | None = None,
+        tools: Sequence[tuple[Tool, ...]] | None = None,
     ) -> list[Answer]:
         """One answer per conversation, `batch_size` rows at a time; `limits` caps each answer on its own (at most
-        sampling.max_tokens)."""
-        return self._answers([self.chat_prompt(c) for c in conversations], sampling, batch_size, limits)
+        sampling.max_tokens); `tools`: the functions each conversation offers."""
+        offered = tools if tools is not None else [()] * len(conversations)
+        prompts = [self.chat_prompt(c, t) for c, t in zip(conversations, offered, strict=True)]
+        return self._answers(prompts, sampling, batch_size, limits)
 
     def complete(self, texts: Sequence[str], sampling: Sampling, batch_size: int = 8) -> list[Answer]:
         """Continue plain texts (no chat template), as a model trained on documents would."""

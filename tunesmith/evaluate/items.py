@@ -6,9 +6,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.data.schema import Message, PreferencePair, Record, TextDoc
+from tunesmith.data.schema import Message, PreferencePair, Record, TextDoc, Tool, ToolCall
 from tunesmith.data.validate import data_error, read_dataset
 from tunesmith.errors import DataError
+from tunesmith.evaluate.tool_metrics import calls_text
 from tunesmith.runs import RunFolder
 from tunesmith.tokenize.encode import conversation_of
 from tunesmith.training.stages import stages_of
@@ -26,7 +27,11 @@ class Item:
     prompt: tuple[Message, ...]
     """The conversation up to the last answer."""
     reference: str
-    """The last answer in the data."""
+    """The last answer in the data (calls written as tool_metrics.calls_text)."""
+    tools: tuple[Tool, ...] = ()
+    """The functions the prompt offers."""
+    calls: tuple[ToolCall, ...] = ()
+    """The calls the last answer makes."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ class HeldOut:
     """Prompts with references (plain texts: the first half, and the words that follow it)."""
     kind: str
     """chat; text for continued pre-training data; pairs for preference pairs (their reference is the chosen
-    answer)."""
+    answer); tools for conversations with function calls (scored as calls)."""
     cut: bool = False
     """Only the first `limit` examples of the data are used."""
 
@@ -52,7 +57,9 @@ def items_of(records: list[tuple[int, Record]]) -> list[Item]:
     for line, record in records:
         conversation = conversation_of(record)
         if conversation is not None and conversation.messages[-1].role == "assistant":
-            items.append(Item(line, conversation.messages[:-1], conversation.messages[-1].content))
+            last = conversation.messages[-1]
+            reference = calls_text(last.tool_calls) if last.tool_calls else last.content
+            items.append(Item(line, conversation.messages[:-1], reference, conversation.tools, last.tool_calls))
     return items
 
 
@@ -122,6 +129,8 @@ def load_held_out(run: RunFolder | None, data: str | None, limit: int | None) ->
     records = chosen[:limit]
     kind = _kind(records)
     items = text_items(records) if kind == "text" else items_of(records)
+    if kind == "chat" and any(i.calls for i in items):
+        kind = "tools"
     if kind != "text" and not items:
         raise DataError(f"{source}: no conversation ends with an assistant answer to compare against")
     return HeldOut(source, records, items, kind, cut=len(records) < len(chosen))

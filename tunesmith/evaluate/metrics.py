@@ -11,6 +11,8 @@ from functools import lru_cache
 
 from rouge_score import rouge_scorer
 
+from tunesmith.evaluate.tool_metrics import TOOL_METRICS
+
 Metric = Callable[[str, str], float]
 """(prediction, reference) -> score."""
 
@@ -120,6 +122,7 @@ METRICS: dict[str, Metric] = {
     "style": style_similarity,
     "length_ratio": length_ratio,
     "repetition": repetition,
+    **TOOL_METRICS,
 }
 MODEL_METRICS = ("choice",)
 """Scored from the model's log-probabilities, not its answer: `choice.py` (question-answer data only)."""
@@ -132,6 +135,8 @@ def choose_metrics(references: Sequence[str], kind: str) -> list[str]:
     """The metrics of a task, the first deciding who wins: labels and short answers, summaries, or style/text."""
     if kind == "text":
         return ["style", "chrf"]
+    if kind == "tools":  # calls first; the answers' own words by chrF (a call's text is JSON, not prose)
+        return [*TOOL_METRICS, "chrf"]
     words = sorted(len(r.split()) for r in references)
     if words and words[len(words) // 2] <= SHORT_ANSWER_WORDS:
         return ["exact_match", "token_f1", "chrf"]
