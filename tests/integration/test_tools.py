@@ -5,6 +5,9 @@ tool_calls, streamed and not, under the grammar of the functions' schemas."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import openai
@@ -15,10 +18,14 @@ from tests.conftest import write_jsonl
 from tests.integration.test_serve import serving
 from tunesmith.check import check_data
 from tunesmith.config import build_config
+from tunesmith.data.formats import FORMATS
+from tunesmith.distill.collect import CollectSettings, TeacherSettings, collect
 from tunesmith.evaluate.evaluation import EvalOptions, evaluate
 from tunesmith.evaluate.report import write_report
 from tunesmith.evaluate.tool_metrics import TOOL_METRICS
+from tunesmith.export.ollama import modelfile
 from tunesmith.runs import RunFolder
+from tunesmith.tokenize.render import ChatRenderer
 from tunesmith.training.runner import train
 
 KEY = "tool-key"
@@ -233,3 +240,144 @@ def test_a_bad_schema_is_a_400_naming_the_parameter(tool_server, options, param)
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=base, messages=[{"role": "user", "content": "hi"}], **options)
     assert caught.value.body["param"] == param
+
+
+def test_distill_collect_keeps_the_teachers_calls(tool_server, tmp_path):
+    """A teacher with tools (here the served tuned model) answers with calls; the answers file keeps them, with
+    the functions, as tool data `tunesmith train` takes."""
+    client, tuned = tool_server
+    prompts = [{"messages": [{"role": "user", "content": ASKS[name][3]}], "tools": [WEATHER, TIME]} for name in ASKS]
+    source = write_jsonl(tmp_path / "prompts.jsonl", prompts)
+    settings = CollectSettings(TeacherSettings(str(client.base_url), tuned), api_key=KEY, retries=0, timeout=60.0)
+    summary = collect(str(source), tmp_path / "answers.jsonl", settings)
+    assert summary.answered == 2 and not summary.failed
+    rows = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    records = [FORMATS["chat"].parse(row) for row in rows]
+    assert {r.messages[-1].tool_calls[0].name for r in records} == set(ASKS)
+    assert all(r.tools[0].name == "get_weather" for r in records)
+
+
+GO_OLLAMA = """package main
+
+import (
+\t"encoding/json"
+\t"os"
+\t"text/template"
+)
+
+// Ollama's shapes: tools and arguments print as compact JSON (their String methods), map keys sorted
+type Args map[string]any
+
+func (a Args) String() string { b, _ := json.Marshal(map[string]any(a)); return string(b) }
+
+type Tool map[string]any
+
+func (t Tool) String() string { b, _ := json.Marshal(map[string]any(t)); return string(b) }
+
+type Function struct {
+\tName      string `json:"name"`
+\tArguments Args   `json:"arguments"`
+}
+type ToolCall struct {
+\tFunction Function `json:"function"`
+}
+type Message struct {
+\tRole      string     `json:"role"`
+\tContent   string     `json:"content"`
+\tToolCalls []ToolCall `json:"tool_calls"`
+}
+type Chat struct {
+\tMessages []Message `json:"messages"`
+\tTools    []Tool    `json:"tools"`
+}
+
+func main() {
+\tsource, _ := os.ReadFile(os.Args[1])
+\tvar chats []Chat
+\tjson.NewDecoder(os.Stdin).Decode(&chats)
+\ttmpl := template.Must(template.New("t").Parse(string(source)))
+\tfor _, chat := range chats {
+\t\tif err := tmpl.Execute(os.Stdout, map[string]any{"Messages": chat.Messages, "Tools": chat.Tools}); err != nil {
+\t\t\tpanic(err)
+\t\t}
+\t\tos.Stdout.WriteString("\\x00")
+\t}
+}
+"""
+
+
+def _json_lines_canonical(text: str) -> str:
+    """Each line that is a JSON object written compactly with sorted keys (Ollama's JSON differs in just that)."""
+    out = []
+    for line in text.split("\n"):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            value = None
+        out.append(json.dumps(value, sort_keys=True, separators=(",", ":")) if isinstance(value, dict) else line)
+    return "\n".join(out)
+
+
+@pytest.mark.skipif(shutil.which("go") is None, reason="needs Go's text/template (Debian golang-go)")
+def test_ollama_template_renders_tools_calls_and_results_as_the_fallback(tokenizer, tmp_path):
+    """The exported Modelfile of a model without tool support renders Ollama's tools, tool calls and tool messages
+    as training and the server render them (the fallback), up to how Ollama writes JSON."""
+    call = {"name": "get_weather", "arguments": {"city": "Paris"}}
+    chats = [
+        {"messages": [{"role": "user", "content": "hi"}], "tools": []},
+        {"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [WEATHER, TIME]},
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Weather and time in Paris?"},
+                {"role": "assistant", "content": "", "tool_calls": [{"function": call}, {"function": call}]},
+                {"role": "tool", "content": "20 degrees"},
+                {"role": "tool", "content": "noon"},
+                {"role": "assistant", "content": "20 degrees at noon."},
+                {"role": "user", "content": "Thanks"},
+            ],
+            "tools": [WEATHER, TIME],
+        },
+    ]
+    text = modelfile(tokenizer, "model.gguf")
+    (tmp_path / "render.go").write_text(GO_OLLAMA)
+    (tmp_path / "template.txt").write_text(text.split('TEMPLATE """', 1)[1].split('"""', 1)[0])
+    done = subprocess.run(
+        ["go", "run", str(tmp_path / "render.go"), str(tmp_path / "template.txt")],
+        input=json.dumps(chats),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env={**os.environ, "GOCACHE": str(tmp_path / "gocache")},
+    )
+    rendered = done.stdout.split("\x00")[:-1]
+    renderer = ChatRenderer(tokenizer)
+    for chat, got in zip(chats, rendered, strict=True):
+        record = FORMATS["chat"].parse(_openai_shape(chat))
+        expected = renderer.prompt(record.messages[: len(chat["messages"])], tools=record.tools)
+        assert _json_lines_canonical(got) == _json_lines_canonical(expected)
+
+
+def _openai_shape(chat: dict) -> dict:
+    """An Ollama chat as OpenAI's data (ids, arguments as JSON text), for the renderer."""
+    messages, last_ids = [], []
+    for m in chat["messages"]:
+        if m.get("tool_calls"):
+            last_ids = [f"c{i}" for i in range(len(m["tool_calls"]))]
+            calls = [
+                {
+                    "id": i,
+                    "type": "function",
+                    "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"]["arguments"])},
+                }
+                for i, c in zip(last_ids, m["tool_calls"])
+            ]
+            messages.append({"role": "assistant", "content": m["content"] or None, "tool_calls": calls})
+        elif m["role"] == "tool":
+            messages.append({"role": "tool", "content": m["content"], "tool_call_id": last_ids.pop(0)})
+        else:
+            messages.append(m)
+    if messages[-1]["role"] != "assistant":
+        messages.append({"role": "assistant", "content": "x"})  # parse_chat wants an answer; dropped below
+    return {"messages": messages, "tools": chat["tools"] or None}

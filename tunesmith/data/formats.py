@@ -308,20 +308,21 @@ PAIR_FORMATS = ("preference", "openai-preference")
 """The formats of preference pairs."""
 
 
-def parse_prompt(obj: Any) -> tuple[Message, ...]:
-    """A prompt for a teacher: a string, {"prompt": string} or {"messages": [...]} that ends before the answer."""
+def parse_prompt(obj: Any) -> Conversation:
+    """A prompt for a teacher: a string, {"prompt": string} or {"messages": [...]} (with the `tools` it may call)
+    that ends before the answer."""
     if isinstance(obj, str):
         if not obj.strip():
             raise RecordError("missing_content", "the prompt is empty")
-        return (Message("user", obj),)
+        return Conversation((Message("user", obj),))
     obj = _require_dict(obj)
     if "messages" in obj:
         messages = _messages(obj["messages"], "messages", "missing_messages_list")
         if messages[-1].role == "assistant":
             raise RecordError("prompt_has_answer", "the last message is the assistant's: a prompt ends before it")
-        return messages
+        return Conversation(messages, _tools(obj, messages))
     if "prompt" in obj:
-        return (Message("user", _string(obj, "prompt")),)
+        return Conversation((Message("user", _string(obj, "prompt")),))
     raise RecordError("unrecognized_prompt", 'expected a string, {"prompt": "..."} or {"messages": [...]}')
 
 

@@ -201,6 +201,8 @@ def ask(client: Any, teacher: TeacherSettings, prompt: Prompt, key: str) -> dict
     """One prompt to the teacher -> its line in the answers file; raises what the client raises."""
     system = [{"role": "system", "content": teacher.system}] if teacher.system else []
     extra: dict[str, Any] = {"logprobs": True, "top_logprobs": teacher.logprobs} if teacher.logprobs else {}
+    if prompt.tools:
+        extra["tools"] = prompt.tools_json()
     started = time.monotonic()
     response = client.chat.completions.create(
         model=teacher.model,
@@ -211,12 +213,11 @@ def ask(client: Any, teacher: TeacherSettings, prompt: Prompt, key: str) -> dict
     )
     latency = time.monotonic() - started
     choice = response.choices[0]
-    answer = choice.message.content
-    if not isinstance(answer, str) or not answer.strip():
-        raise ValueError("the teacher's answer is empty")
+    answer = _assistant(choice.message)
     usage = response.usage
     record: dict[str, Any] = {
-        "messages": [*prompt.as_json(), {"role": "assistant", "content": answer}],
+        "messages": [*prompt.as_json(), answer],
+        **({"tools": prompt.tools_json()} if prompt.tools else {}),
         "teacher": {
             "key": key,
             "line": prompt.line,
@@ -231,6 +232,19 @@ def ask(client: Any, teacher: TeacherSettings, prompt: Prompt, key: str) -> dict
     if logprobs is not None:
         record["logprobs"] = logprobs
     return record
+
+
+def _assistant(message: Any) -> dict[str, Any]:
+    """The teacher's answer as a message of the answers file: its text, or the functions it calls."""
+    calls = [
+        {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+        for c in message.tool_calls or []
+    ]
+    if calls:
+        return {"role": "assistant", "content": message.content or None, "tool_calls": calls}
+    if not isinstance(message.content, str) or not message.content.strip():
+        raise ValueError("the teacher's answer is empty")
+    return {"role": "assistant", "content": message.content}
 
 
 def _ask_limited(client: Any, limit: _RateLimit, teacher: TeacherSettings, prompt: Prompt, key: str) -> dict:

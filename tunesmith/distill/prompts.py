@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from tunesmith.data.formats import RecordError, parse_prompt
 from tunesmith.data.load import read_rows
-from tunesmith.data.schema import Message, as_dicts
+from tunesmith.data.schema import Message, Tool, as_dicts
 from tunesmith.errors import DataError
 
 PROMPT_HINT = 'write one prompt a line: a JSON string, {"prompt": "..."} or {"messages": [...]} without the answer'
@@ -23,9 +23,19 @@ class Prompt:
     """Its line in the prompts file."""
     messages: tuple[Message, ...]
     """The conversation so far; the teacher writes the next assistant turn."""
+    tools: tuple[Tool, ...] = ()
+    """The functions the teacher may call."""
 
-    def as_json(self) -> list[dict[str, str]]:
-        return as_dicts(self.messages)
+    def as_json(self) -> list[dict[str, object]]:
+        """The messages as OpenAI's API takes them (tool calls' arguments as JSON text)."""
+        out = as_dicts(self.messages)
+        for message in out:
+            for call in message.get("tool_calls", []):
+                call["function"]["arguments"] = json.dumps(call["function"]["arguments"], ensure_ascii=False)
+        return out
+
+    def tools_json(self) -> list[dict[str, object]]:
+        return [t.as_dict() for t in self.tools]
 
 
 def read_prompts(source: str) -> list[Prompt]:
@@ -55,7 +65,8 @@ def _read(source: str, hint: str, references: bool) -> list[tuple[Prompt, str | 
             raise DataError(f"{source}:{row.line}: {row.message}", hint=hint, code=row.code)
         value, reference = _split_reference(row.value) if references else (row.value, None)
         try:
-            out.append((Prompt(row.line, parse_prompt(value)), reference))
+            conversation = parse_prompt(value)
+            out.append((Prompt(row.line, conversation.messages, conversation.tools), reference))
         except RecordError as exc:
             raise DataError(f"{source}:{row.line}: {exc.message}", hint=hint, code=exc.code) from None
     if not out:
@@ -65,5 +76,8 @@ def _read(source: str, hint: str, references: bool) -> list[tuple[Prompt, str | 
 
 def prompt_key(prompt: Prompt, teacher: dict[str, object]) -> str:
     """What identifies one request: the prompt and every teacher setting that changes the answer."""
-    text = json.dumps({"messages": prompt.as_json(), "teacher": teacher}, sort_keys=True, ensure_ascii=False)
+    asked = {"messages": prompt.as_json(), "teacher": teacher} | (
+        {"tools": prompt.tools_json()} if prompt.tools else {}
+    )
+    text = json.dumps(asked, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:32]

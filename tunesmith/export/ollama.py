@@ -7,6 +7,10 @@ message the glue into the generation prompt. So templates that merge the system 
 (Mistral, Gemma 3), that add a default system prompt (Qwen2.5, Llama 3) or whose final answer differs from earlier
 ones (Qwen3) are written as they render prompts; a template that refuses a system role (Gemma 2) gets the system
 message merged into the first user turn as training merged it (tokenize/render.py).
+
+A model whose template has no tool support gets tunesmith's tool fallback in its TEMPLATE too (`go_tools_template`:
+Ollama's `.Tools`, `.ToolCalls` and tool messages written as training wrote them); one whose template has its own
+tool syntax is written without tools (the family's Ollama template, from Ollama's library, has them).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from tunesmith.errors import ExportError
 from tunesmith.tokenize.render import SYSTEM_JOIN, ChatRenderer
 from tunesmith.tokenize.template import GENERATE, START, learn_glue
+from tunesmith.tokenize.tools import FALLBACK_TOOLS_PROMPT, RESPONSE_CLOSE, RESPONSE_OPEN
 
 ROLES = ("system", "user", "assistant")
 NONE = ""
@@ -46,23 +51,54 @@ def _choices(cases: list[tuple[str, str]]) -> str:
     return f"{chain}{{{{ end }}}}" if chain else ""
 
 
+def _previous(role: str) -> str:
+    return f'eq $prev "{NONE if role == START else role}"'
+
+
 def go_template(pieces: dict[tuple[str, str], str]) -> str:
     """The Go template (Ollama's TEMPLATE) for probed prompt glue: no trim markers, so every character is kept."""
-
-    def previous(role: str) -> str:
-        return f'eq $prev "{NONE if role == START else role}"'
-
     before = [
-        (f'and ({previous(a)}) (eq .Role "{b}")', text)
+        (f'and ({_previous(a)}) (eq .Role "{b}")', text)
         for (a, b), text in pieces.items()
         if b in ROLES and (a in ROLES or a == START)
     ]
-    after = [(previous(a), text) for (a, b), text in pieces.items() if b == GENERATE and a in ROLES]
+    after = [(_previous(a), text) for (a, b), text in pieces.items() if b == GENERATE and a in ROLES]
     if not after:
         raise _unexpressible("no generation prompt could be probed")
     return (
         f'{{{{ $prev := "{NONE}" }}}}{{{{ range .Messages }}}}{_choices(before)}{{{{ .Content }}}}'
         f"{{{{ $prev = .Role }}}}{{{{ end }}}}{_choices(after)}"
+    )
+
+
+def go_tools_template(pieces: dict[tuple[str, str], str]) -> str:
+    """The Go template of a model that uses tunesmith's tool fallback (tokenize/tools.py), as Ollama's TEMPLATE:
+    `.Tools` listed in the system turn (after the first message when it is a system message, else as one), an
+    assistant's `.ToolCalls` as <tool_call> blocks, tool messages as a user turn of <tool_response> blocks (one turn
+    for consecutive results). Ollama writes JSON compactly where training wrote it with spaces, and arguments with
+    their keys sorted: the only differences from the prompts training and the server render."""
+    listed = "{{ range $k, $t := $.Tools }}{{ if $k }}\n{{ end }}{{ $t }}{{ end }}"
+    tools = _literal(FALLBACK_TOOLS_PROMPT.replace("{tools}", "\0").format()).replace("\0", listed)
+    before = [
+        (f'and ({_previous(a)}) (eq $role "{b}")', text)
+        for (a, b), text in pieces.items()
+        if b in ROLES and (a in ROLES or a == START)
+    ]
+    after = [(_previous(a), text) for (a, b), text in pieces.items() if b == GENERATE and a in ROLES]
+    if not after or (START, "system") not in pieces:
+        raise _unexpressible("no generation prompt or system turn could be probed")
+    call = '<tool_call>\n{"name": "{{ $c.Function.Name }}", "arguments": {{ $c.Function.Arguments }}}\n</tool_call>'
+    return (
+        f'{{{{ $prev := "{NONE}" }}}}{{{{ $raw := "{NONE}" }}}}{{{{ range $i, $m := .Messages }}}}'
+        f'{{{{ if and (eq $i 0) $.Tools (ne .Role "system") }}}}{_literal(pieces[(START, "system")])}{tools}'
+        '{{ $prev = "system" }}{{ end }}'
+        '{{ $role := .Role }}{{ if eq .Role "tool" }}{{ $role = "user" }}{{ end }}'
+        f'{{{{ if and (eq .Role "tool") (eq $raw "tool") }}}}\n{{{{ else }}}}{_choices(before)}{{{{ end }}}}'
+        f'{{{{ if eq .Role "tool" }}}}{RESPONSE_OPEN}{{{{ .Content }}}}{RESPONSE_CLOSE}{{{{ else }}}}{{{{ .Content }}}}'
+        f'{{{{ end }}}}{{{{ if and (eq $i 0) (eq .Role "system") $.Tools }}}}\n\n{tools}{{{{ end }}}}'
+        f"{{{{ if .ToolCalls }}}}{{{{ if .Content }}}}\n{{{{ end }}}}"
+        f"{{{{ range $j, $c := .ToolCalls }}}}{{{{ if $j }}}}\n{{{{ end }}}}{call}{{{{ end }}}}{{{{ end }}}}"
+        f"{{{{ $prev = $role }}}}{{{{ $raw = .Role }}}}{{{{ end }}}}{_choices(after)}"
     )
 
 
@@ -80,7 +116,9 @@ def _prompt_glue(renderer: ChatRenderer) -> dict[tuple[str, str], str]:
 def modelfile(tokenizer: PreTrainedTokenizerBase, gguf_name: str) -> str:
     """The Modelfile text: FROM the GGUF beside it, the TEMPLATE, and a stop parameter per end-of-turn token."""
     renderer = ChatRenderer(tokenizer)
-    template = go_template(_prompt_glue(renderer))
+    pieces = _prompt_glue(renderer)
+    # a template with tools of its own needs the family's Ollama template for them (Ollama's library has them)
+    template = go_template(pieces) if renderer.native_tools else go_tools_template(pieces)
     stops = [tokenizer.convert_ids_to_tokens(i) for i in renderer.stop_token_ids()]
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
     if renderer.glue is not None and renderer.glue.strips:
