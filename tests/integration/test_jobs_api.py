@@ -240,6 +240,16 @@ def test_a_bad_training_file_fails_the_job_naming_line_and_code(client, tiny_mod
     assert not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id).data)
 
 
+def test_a_bad_tool_call_fails_the_job_naming_line_and_code(client, tiny_model, tmp_path):
+    guide = Path(__file__).resolve().parents[1] / "data" / "tools" / "openai-guide.jsonl"
+    rows = [json.loads(line) for line in guide.read_text().splitlines()]
+    rows[4]["messages"][1]["tool_calls"][0]["function"]["arguments"] = '{"location": "Lima", "format": "kelvin"}'
+    bad = client.files.create(file=write_jsonl(tmp_path / "tools.jsonl", rows).open("rb"), purpose="fine-tune")
+    job = wait(client, client.fine_tuning.jobs.create(model=str(tiny_model), training_file=bad.id).id)
+    assert job.status == "failed" and job.error.code == "tool_arguments_mismatch"
+    assert job.error.message.startswith(f"{bad.id}:5:") and "format" in job.error.message
+
+
 def test_every_jobs_route_needs_the_key(server, finished, files):
     anonymous = openai.OpenAI(base_url=f"{server}/v1", api_key="wrong", max_retries=0)
     calls = [

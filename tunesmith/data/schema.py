@@ -76,11 +76,6 @@ class Conversation:
     tools: tuple[Tool, ...] = ()
     """The functions the assistant may call."""
 
-    @property
-    def uses_tools(self) -> bool:
-        """It defines functions, calls one or answers a call."""
-        return bool(self.tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
-
 
 @dataclass(frozen=True, slots=True)
 class TextDoc:

@@ -27,7 +27,7 @@ from tunesmith.evaluate.metrics import (
     contains,
 )
 from tunesmith.evaluate.pairs import PairScores, pair_scores, preference_records
-from tunesmith.evaluate.tool_metrics import canonical_answer
+from tunesmith.evaluate.tool_metrics import TOOL_METRICS, canonical_answer
 from tunesmith.runs import RunFolder, result_folder, run_of
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.encode import encode
@@ -90,15 +90,15 @@ class ModelResult:
     """Mean loss per supervised held-out token."""
     answers: list[Answer] = field(default_factory=list)
     """Its answer to each held-out prompt."""
-    scores: dict[str, list[float]] = field(default_factory=dict)
-    """metric -> score of each answer."""
+    scores: dict[str, list[float | None]] = field(default_factory=dict)
+    """metric -> score of each answer (None where the metric does not apply: a call's metric on a final answer)."""
     guard: float | None = None
     """Share of general questions answered right (0-100)."""
     pairs: PairScores | None = None
     """Preference pairs: the log-probabilities it gives each pair's chosen and rejected answers."""
 
     def summary(self) -> dict[str, Any]:
-        means = {name: float(np.mean(values)) for name, values in self.scores.items() if values}
+        means = {name: mean for name, values in self.scores.items() if (mean := mean_score(values)) is not None}
         return {
             "preference": self.pairs.summary() if self.pairs is not None else None,
             "name": self.name,
@@ -108,6 +108,12 @@ class ModelResult:
             "stop_rate": 100 * float(np.mean([a.stopped for a in self.answers])) if self.answers else None,
             "general": self.guard,
         }
+
+
+def mean_score(values: list[float | None]) -> float | None:
+    """The mean of the scores that apply; None when none does."""
+    applied = [v for v in values if v is not None]
+    return float(np.mean(applied)) if applied else None
 
 
 def answer_limits(items: list[Item], tokenizer: PreTrainedTokenizerBase, options: EvalOptions) -> list[int]:
@@ -163,10 +169,18 @@ def _run_model(
 def _item_scores(
     metric: str, generator: Generator, held_out: HeldOut, answers: list[Answer], options: EvalOptions
 ) -> list[float]:
-    """One metric's score of each held-out item: from the answer against the reference, or from the model."""
+    """One metric's score of each held-out item: from the answer against the reference, or from the model. On tool
+    data the call metrics score the items that should call, the others the items that should answer in words."""
     if metric not in MODEL_METRICS:
-        return [METRICS[metric](a.text, i.reference) for a, i in zip(answers, held_out.items)]
+        return [
+            METRICS[metric](a.text, i.reference) if _applies(metric, i, held_out.kind) else None
+            for a, i in zip(answers, held_out.items)
+        ]
     return choice_scores(generator.model, generator.tokenizer, held_out.items, options.max_length)
+
+
+def _applies(metric: str, item: Item, kind: str) -> bool:
+    return kind != "tools" or (metric in TOOL_METRICS) == bool(item.calls)
 
 
 def _measured_losses(
@@ -192,6 +206,9 @@ def _winners(tuned: ModelResult, baseline: ModelResult, metric: str) -> list[str
     sign = 1 if HIGHER_IS_BETTER[metric] else -1
     out = []
     for a, b in zip(tuned.scores[metric], baseline.scores[metric]):
+        if a is None or b is None:
+            out.append("n/a")
+            continue
         delta = sign * (a - b)
         out.append("tie" if abs(delta) < TIE else "tuned" if delta > 0 else "baseline")
     return out
@@ -266,7 +283,7 @@ class Evaluation:
         for result in self.stages:
             summary = result.summary()
             if primary is not None and result.scores:
-                parts.append(f"{result.name} {float(np.mean(result.scores[primary])):.1f}")
+                parts.append(f"{result.name} {mean_score(result.scores[primary]) or 0.0:.1f}")
             elif summary["perplexity"] is not None:
                 parts.append(f"{result.name} perplexity {summary['perplexity']:.2f}")
         return f" ({'; '.join(parts)})" if parts else ""
@@ -279,13 +296,15 @@ class Evaluation:
             label = f"{self._perplexity()}; {'style similarity' if primary == 'style' else label}"
         if self.held_out.kind == "pairs":
             label = f"{label} against the chosen answers"
-        tuned_mean = float(np.mean(self.tuned.scores[primary]))
+        scored = sum(s is not None for s in self.tuned.scores[primary])
+        what = f"{scored} held-out calls" if self.held_out.kind == "tools" else f"{n} held-out examples"
+        tuned_mean = mean_score(self.tuned.scores[primary]) or 0.0
         if self.baseline is None:
-            return f"{label} {tuned_mean:.1f} on {n} held-out examples"
-        base_mean = float(np.mean(self.baseline.scores[primary]))
+            return f"{label} {tuned_mean:.1f} on {what}"
+        base_mean = mean_score(self.baseline.scores[primary]) or 0.0
         wins, ties = self.winners.count("tuned"), self.winners.count("tie")
         return (
-            f"{label} {base_mean:.1f} -> {tuned_mean:.1f} on {n} held-out examples ({tuned_mean - base_mean:+.1f}; "
+            f"{label} {base_mean:.1f} -> {tuned_mean:.1f} on {what} ({tuned_mean - base_mean:+.1f}; "
             f"{wins} wins, {ties} ties, {self.winners.count('baseline')} losses)"
         )
 

@@ -72,7 +72,7 @@ def _metric_plot(report: dict[str, Any]) -> str:
 def _delta_plot(rows: list[dict[str, Any]], metric: str | None) -> str:
     if metric is None or not rows or "baseline_scores" not in rows[0]:
         return ""
-    deltas = sorted(r["tuned_scores"][metric] - r["baseline_scores"][metric] for r in rows)
+    deltas = sorted(_delta(r, metric) for r in rows if _delta(r, metric) is not None)
     figure = Figure(figsize=(5.5, 3.2))
     axes = figure.subplots()
     axes.bar(range(len(deltas)), deltas, color=["#a12622" if d < 0 else "#17692f" for d in deltas])
@@ -112,8 +112,15 @@ def _fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else escape(str(value)) if value is not None else "-"
 
 
-def _note(scores: dict[str, float], metric: str | None) -> str:
-    return f"<br><small>{escape(metric)} {scores[metric]:.1f}</small>" if metric else ""
+def _note(scores: dict[str, float | None], metric: str | None) -> str:
+    value = scores[metric] if metric else None
+    return f"<br><small>{escape(metric)} {value:.1f}</small>" if metric and value is not None else ""
+
+
+def _delta(row: dict[str, Any], metric: str) -> float | None:
+    """Tuned minus base on one example; None where the metric does not apply to it (a call's score on an answer)."""
+    tuned, base = row["tuned_scores"][metric], row["baseline_scores"][metric]
+    return None if tuned is None or base is None else tuned - base
 
 
 def _sample_table(rows: list[dict[str, Any]], metric: str | None, title: str) -> str:
@@ -141,7 +148,7 @@ def _sample_table(rows: list[dict[str, Any]], metric: str | None, title: str) ->
 def _samples_section(rows: list[dict[str, Any]], metric: str | None) -> str:
     if metric is None or not rows or "baseline_scores" not in rows[0]:
         return _sample_table(rows[:20], metric, "Samples")
-    ranked = sorted(rows, key=lambda r: r["tuned_scores"][metric] - r["baseline_scores"][metric])
+    ranked = sorted((r for r in rows if _delta(r, metric) is not None), key=lambda r: _delta(r, metric))
     worst, best = ranked[:5], ranked[::-1][:5]
     return (
         _sample_table(worst, metric, "Where tuning did worst (worst first)")
