@@ -30,6 +30,7 @@ from tunesmith.models.sources import DEFAULT_MODEL
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "tool-use" / "eval.jsonl"
 RESULTS = Path(__file__).resolve().parent / "results" / "constrained.jsonl"
+ROUNDS = 5
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -107,20 +108,28 @@ def main() -> None:
     }
     _decode(generator, prompts[:2], None, 2, 4)  # warm-up
     rows = []
-    for batch in (1, 8):
-        for arm, maker in arms.items():
-            runs = [_decode(generator, prompts, maker, batch, args.max_tokens) for _ in range(3)]
-            best = sorted(runs, key=lambda r: r["ms_per_token"])[1]
-            row = {"arm": arm, "batch": batch, "dtype": args.dtype, "cpu": platform.processor() or platform.machine()}
-            row |= {k: round(v, 3) for k, v in best.items()} | {"threads": torch.get_num_threads()}
-            row["mask_ms_per_token"] = round(best["mask_ms"] / max(best["tokens"], 1), 4)
+    for batch, count in ((1, max(1, args.prompts // 2)), (8, args.prompts)):
+        runs: dict[str, list[dict]] = {arm: [] for arm in arms}
+        for _ in range(ROUNDS):  # arms interleaved, so that a slower minute of the machine hits each alike
+            for arm, maker in arms.items():
+                runs[arm].append(_decode(generator, prompts[:count], maker, batch, args.max_tokens))
+        for arm, measured in runs.items():
+            times = sorted(r["ms_per_token"] for r in measured)
+            middle = sorted(measured, key=lambda r: r["ms_per_token"])[len(measured) // 2]
+            row = {"arm": arm, "batch": batch, "prompts": count, "dtype": args.dtype, "rounds": ROUNDS}
+            row |= {"ms_per_token": round(middle["ms_per_token"], 3), "min": round(times[0], 3)}
+            row |= {"max": round(times[-1], 3), "tokens": middle["tokens"], "threads": torch.get_num_threads()}
+            row["mask_ms_per_token"] = round(middle["mask_ms"] / max(middle["tokens"], 1), 4)
+            row["cpu"] = platform.processor() or platform.machine()
             rows.append(row)
             print(json.dumps(row), flush=True)
     free = {r["batch"]: r["ms_per_token"] for r in rows if r["arm"] == "free"}
-    print("\n| batch | arm | ms / token | vs free | llguidance mask ms / token |\n|---|---|---|---|---|")
+    print("\n| batch | arm | tokens | ms / token (median; min-max) | vs free | mask ms / token |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         ratio = r["ms_per_token"] / free[r["batch"]]
-        print(f"| {r['batch']} | {r['arm']} | {r['ms_per_token']:.2f} | {ratio:.2f}x | {r['mask_ms_per_token']:.3f} |")
+        spread = f"{r['ms_per_token']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+        print(f"| {r['batch']} | {r['arm']} | {r['tokens']} | {spread} | {ratio:.2f}x | {r['mask_ms_per_token']:.3f} |")
     if args.write:
         with RESULTS.open("a") as out:
             out.writelines(json.dumps(r) + "\n" for r in rows)
