@@ -177,9 +177,15 @@ import (
 \t"text/template"
 )
 
+type ToolCall struct {
+\tFunction map[string]any `json:"function"`
+}
+
+// Ollama's message: its tool calls too (a TEMPLATE may look at them)
 type Message struct {
-\tRole    string `json:"role"`
-\tContent string `json:"content"`
+\tRole      string     `json:"role"`
+\tContent   string     `json:"content"`
+\tToolCalls []ToolCall `json:"tool_calls"`
 }
 
 func main() {

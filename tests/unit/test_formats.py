@@ -232,7 +232,7 @@ def test_public_api_is_importable():
     ],
 )
 def test_a_prompt_for_a_teacher_is_a_string_a_prompt_field_or_messages_before_the_answer(value, messages):
-    assert [(m.role, m.content) for m in parse_prompt(value)] == messages
+    assert [(m.role, m.content) for m in parse_prompt(value).messages] == messages
 
 
 @pytest.mark.parametrize(

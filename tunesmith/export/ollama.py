@@ -85,8 +85,8 @@ def go_tools_template(pieces: dict[tuple[str, str], str]) -> str:
         if b in ROLES and (a in ROLES or a == START)
     ]
     after = [(_previous(a), text) for (a, b), text in pieces.items() if b == GENERATE and a in ROLES]
-    if not after or (START, "system") not in pieces:
-        raise _unexpressible("no generation prompt or system turn could be probed")
+    if not after:
+        raise _unexpressible("no generation prompt could be probed")
     call = '<tool_call>\n{"name": "{{ $c.Function.Name }}", "arguments": {{ $c.Function.Arguments }}}\n</tool_call>'
     return (
         f'{{{{ $prev := "{NONE}" }}}}{{{{ $raw := "{NONE}" }}}}{{{{ range $i, $m := .Messages }}}}'
@@ -117,8 +117,10 @@ def modelfile(tokenizer: PreTrainedTokenizerBase, gguf_name: str) -> str:
     """The Modelfile text: FROM the GGUF beside it, the TEMPLATE, and a stop parameter per end-of-turn token."""
     renderer = ChatRenderer(tokenizer)
     pieces = _prompt_glue(renderer)
-    # a template with tools of its own needs the family's Ollama template for them (Ollama's library has them)
-    template = go_template(pieces) if renderer.native_tools else go_tools_template(pieces)
+    # a template with tools of its own needs the family's Ollama template for them (Ollama's library has them); the
+    # fallback lists the tools in a system turn, so a template without one is written without tools
+    fallback = renderer.native_tools is None and (START, "system") in pieces
+    template = go_tools_template(pieces) if fallback else go_template(pieces)
     stops = [tokenizer.convert_ids_to_tokens(i) for i in renderer.stop_token_ids()]
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
     if renderer.glue is not None and renderer.glue.strips:
