@@ -205,9 +205,9 @@ def _template_of(text):
     return text.split('TEMPLATE """', 1)[1].split('"""', 1)[0]
 
 
-def go_render(template: str, conversations: list, folder) -> list[str]:
-    """Each conversation rendered by Go's text/template (as Ollama renders its TEMPLATE)."""
-    (folder / "render.go").write_text(GO_RENDER)
+def go_render(template: str, conversations: list, folder, program: str = GO_RENDER) -> list[str]:
+    """Each conversation rendered by Go's text/template (as Ollama renders its TEMPLATE), by `program`."""
+    (folder / "render.go").write_text(program)
     (folder / "template.txt").write_text(template)
     done = subprocess.run(
         ["go", "run", str(folder / "render.go"), str(folder / "template.txt")],

@@ -5,9 +5,7 @@ tool_calls, streamed and not, under the grammar of the functions' schemas."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import openai
@@ -15,6 +13,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from tests.conftest import write_jsonl
+from tests.integration.test_export import _template_of, go_render
 from tests.integration.test_serve import serving
 from tunesmith.check import check_data
 from tunesmith.config import build_config
@@ -340,18 +339,7 @@ def test_ollama_template_renders_tools_calls_and_results_as_the_fallback(tokeniz
         },
     ]
     text = modelfile(tokenizer, "model.gguf")
-    (tmp_path / "render.go").write_text(GO_OLLAMA)
-    (tmp_path / "template.txt").write_text(text.split('TEMPLATE """', 1)[1].split('"""', 1)[0])
-    done = subprocess.run(
-        ["go", "run", str(tmp_path / "render.go"), str(tmp_path / "template.txt")],
-        input=json.dumps(chats),
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=tmp_path,
-        env={**os.environ, "GOCACHE": str(tmp_path / "gocache")},
-    )
-    rendered = done.stdout.split("\x00")[:-1]
+    rendered = go_render(_template_of(text), chats, tmp_path, GO_OLLAMA)
     renderer = ChatRenderer(tokenizer)
     for chat, got in zip(chats, rendered, strict=True):
         record = FORMATS["chat"].parse(_openai_shape(chat))

@@ -55,19 +55,25 @@ def _previous(role: str) -> str:
     return f'eq $prev "{NONE if role == START else role}"'
 
 
-def go_template(pieces: dict[tuple[str, str], str]) -> str:
-    """The Go template (Ollama's TEMPLATE) for probed prompt glue: no trim markers, so every character is kept."""
+def _glue_choices(pieces: dict[tuple[str, str], str], role: str) -> tuple[str, str]:
+    """(the choice of glue before a message, by $prev and `role`; the choice of generation prompt after the last)."""
     before = [
-        (f'and ({_previous(a)}) (eq .Role "{b}")', text)
+        (f'and ({_previous(a)}) (eq {role} "{b}")', text)
         for (a, b), text in pieces.items()
         if b in ROLES and (a in ROLES or a == START)
     ]
     after = [(_previous(a), text) for (a, b), text in pieces.items() if b == GENERATE and a in ROLES]
     if not after:
         raise _unexpressible("no generation prompt could be probed")
+    return _choices(before), _choices(after)
+
+
+def go_template(pieces: dict[tuple[str, str], str]) -> str:
+    """The Go template (Ollama's TEMPLATE) for probed prompt glue: no trim markers, so every character is kept."""
+    before, after = _glue_choices(pieces, ".Role")
     return (
-        f'{{{{ $prev := "{NONE}" }}}}{{{{ range .Messages }}}}{_choices(before)}{{{{ .Content }}}}'
-        f"{{{{ $prev = .Role }}}}{{{{ end }}}}{_choices(after)}"
+        f'{{{{ $prev := "{NONE}" }}}}{{{{ range .Messages }}}}{before}{{{{ .Content }}}}'
+        f"{{{{ $prev = .Role }}}}{{{{ end }}}}{after}"
     )
 
 
@@ -79,26 +85,19 @@ def go_tools_template(pieces: dict[tuple[str, str], str]) -> str:
     their keys sorted: the only differences from the prompts training and the server render."""
     listed = "{{ range $k, $t := $.Tools }}{{ if $k }}\n{{ end }}{{ $t }}{{ end }}"
     tools = _literal(FALLBACK_TOOLS_PROMPT.replace("{tools}", "\0").format()).replace("\0", listed)
-    before = [
-        (f'and ({_previous(a)}) (eq $role "{b}")', text)
-        for (a, b), text in pieces.items()
-        if b in ROLES and (a in ROLES or a == START)
-    ]
-    after = [(_previous(a), text) for (a, b), text in pieces.items() if b == GENERATE and a in ROLES]
-    if not after:
-        raise _unexpressible("no generation prompt could be probed")
+    before, after = _glue_choices(pieces, "$role")
     call = '<tool_call>\n{"name": "{{ $c.Function.Name }}", "arguments": {{ $c.Function.Arguments }}}\n</tool_call>'
     return (
         f'{{{{ $prev := "{NONE}" }}}}{{{{ $raw := "{NONE}" }}}}{{{{ range $i, $m := .Messages }}}}'
         f'{{{{ if and (eq $i 0) $.Tools (ne .Role "system") }}}}{_literal(pieces[(START, "system")])}{tools}'
         '{{ $prev = "system" }}{{ end }}'
         '{{ $role := .Role }}{{ if eq .Role "tool" }}{{ $role = "user" }}{{ end }}'
-        f'{{{{ if and (eq .Role "tool") (eq $raw "tool") }}}}\n{{{{ else }}}}{_choices(before)}{{{{ end }}}}'
+        f'{{{{ if and (eq .Role "tool") (eq $raw "tool") }}}}\n{{{{ else }}}}{before}{{{{ end }}}}'
         f'{{{{ if eq .Role "tool" }}}}{RESPONSE_OPEN}{{{{ .Content }}}}{RESPONSE_CLOSE}{{{{ else }}}}{{{{ .Content }}}}'
         f'{{{{ end }}}}{{{{ if and (eq $i 0) (eq .Role "system") $.Tools }}}}\n\n{tools}{{{{ end }}}}'
         f"{{{{ if .ToolCalls }}}}{{{{ if .Content }}}}\n{{{{ end }}}}"
         f"{{{{ range $j, $c := .ToolCalls }}}}{{{{ if $j }}}}\n{{{{ end }}}}{call}{{{{ end }}}}{{{{ end }}}}"
-        f"{{{{ $prev = $role }}}}{{{{ $raw = .Role }}}}{{{{ end }}}}{_choices(after)}"
+        f"{{{{ $prev = $role }}}}{{{{ $raw = .Role }}}}{{{{ end }}}}{after}"
     )
 
 
