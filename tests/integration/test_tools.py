@@ -369,3 +369,24 @@ def _openai_shape(chat: dict) -> dict:
     if messages[-1]["role"] != "assistant":
         messages.append({"role": "assistant", "content": "x"})  # parse_chat wants an answer; dropped below
     return {"messages": messages, "tools": chat["tools"] or None}
+
+
+def test_dpo_trains_on_pairs_whose_preferred_answer_calls_a_function(adapter_base, tmp_path):
+    """OpenAI's preference format with tools: the preferred side a call, the other a refusal; dpo learns it."""
+    rows = []
+    for ask in [a for asks in ASKS.values() for a in asks] * 2:
+        call = {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+        rows.append(
+            {
+                "input": {"messages": [{"role": "user", "content": ask}], "tools": [WEATHER]},
+                "preferred_output": [{"role": "assistant", "tool_calls": [call]}],
+                "non_preferred_output": [{"role": "assistant", "content": "I cannot look that up."}],
+            }
+        )
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    values = {"data": str(data), "model": str(adapter_base), "method": "lora", "objective": "dpo"}
+    values |= {"precision": "fp32", "max_steps": 4, "eval_every": 1000}
+    result = train(build_config(values), tmp_path / "run")
+    steps = [r for r in RunFolder(result.run_dir).read_metrics() if r.get("event") == "step"]
+    assert abs(steps[0]["loss"] - 0.6931) < 1e-3  # the policy starts as its reference
+    assert steps[-1]["loss"] < steps[0]["loss"] and steps[-1]["reward_accuracy"] > 0.5
