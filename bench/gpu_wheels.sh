@@ -9,8 +9,10 @@ PY=${PYTHON:-.venv/bin/python}
 mkdir -p wheels
 pin() { grep -i "^$1==" constraints.txt || echo "$1"; }
 for package in gguf safetensors pydantic pydantic-core annotated-types typing-inspection pyyaml jinja2 \
-  rouge-score fastapi starlette uvicorn filelock trl; do
+  rouge-score fastapi starlette uvicorn filelock trl llguidance jsonschema jsonschema-specifications referencing \
+  rpds-py attrs; do
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
-    --platform manylinux_2_17_x86_64 --platform any -d wheels "$(pin "$package")" || echo "not downloaded: $package"
+    --platform manylinux_2_17_x86_64 --platform manylinux_2_31_x86_64 --platform any -d wheels "$(pin "$package")" \
+    || echo "not downloaded: $package"
 done
 du -sh wheels

@@ -1,6 +1,6 @@
 """The CUDA path, where a GPU is present (each test skips without one): precision chosen by the GPU, the fused
-output-head loss against the plain one, the engine's greedy answer against transformers' generate, a LoRA and a
-QLoRA run, and the memory plan against torch.cuda.max_memory_allocated. bench/gpu_check.sh runs them.
+output-head loss against the plain one, the engine's greedy answer against transformers' generate, sampling under a
+function's grammar, a LoRA and a QLoRA run, and the memory plan against torch.cuda.max_memory_allocated. bench/gpu_check.sh runs them.
 
 TUNESMITH_CUDA_TESTS_ON=cpu runs the same tests on CPU (those that can), which checks the tests themselves here.
 """
@@ -77,6 +77,42 @@ def test_engine_greedy_answers_equal_transformers_generate(tiny):
     answers = generate(model, [prompt], [Sampling(max_tokens=12)], pad_id=int(tokenizer.pad_token_id), stop_ids=stops)
     wanted = expected[0, len(prompt) :].tolist()
     assert answers[0].ids == (wanted[:-1] if wanted[-1:] == stops else wanted)  # generate keeps the stop token
+
+
+def test_constrained_sampling_on_the_device_always_writes_a_valid_call(tiny):
+    """The engine's masks (computed on the CPU beside the forward pass) applied to the device's logits: sampled at
+    temperature 1, a random model's calls always parse and match the function's parameters."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunesmith.constrain.grammar import tools_grammar
+    from tunesmith.constrain.guide import Grammars
+    from tunesmith.data.schema import Tool
+    from tunesmith.engine.core import generate
+    from tunesmith.engine.sampling import Sampling
+    from tunesmith.tokenize.render import ChatRenderer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).to(DEVICE).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    renderer = ChatRenderer(tokenizer)
+    schema = {"type": "object", "properties": {"n": {"enum": [1, 2, 30]}, "unit": {"enum": ["a", "b"]}}}
+    tool = Tool("count", "Count", json.dumps(schema | {"required": ["n", "unit"]}))
+    stops = renderer.stop_token_ids()
+    grammars = Grammars(tokenizer, model.config.vocab_size, stops)
+    made = grammars.guide(tools_grammar((tool,), renderer.call_syntax, "required", parallel=False))
+    prompt = tokenizer("<|im_start|>assistant\n")["input_ids"]
+    samplings = [Sampling(160, 1.0, 1.0, seed) for seed in range(8)]  # a tiny vocabulary: about a token a byte
+    answers = generate(
+        model, [prompt] * 8, samplings, pad_id=int(tokenizer.pad_token_id), stop_ids=stops, constraints=[made] * 8
+    )
+    finished = [a for a in answers if a.finish == "stop"]
+    assert len(finished) >= 4, [(a.finish, tokenizer.decode(a.ids)) for a in answers[:2]]
+    for answer in finished:
+        _, calls = renderer.call_syntax.read(tokenizer.decode(answer.ids))
+        ((name, arguments),) = calls
+        values = json.loads(arguments)
+        assert name == "count" and values["n"] in (1, 2, 30) and values["unit"] in ("a", "b")
 
 
 @pytest.mark.parametrize("quantize", ["none", "4bit"])
