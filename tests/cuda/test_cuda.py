@@ -1,6 +1,7 @@
 """The CUDA path, where a GPU is present (each test skips without one): precision chosen by the GPU, the fused
 output-head loss against the plain one, the engine's greedy answer against transformers' generate, sampling under a
-function's grammar, a LoRA and a QLoRA run, and the memory plan against torch.cuda.max_memory_allocated. bench/gpu_check.sh runs them.
+function's grammar, a LoRA and a QLoRA run, and the memory plan against torch.cuda.max_memory_allocated.
+bench/gpu_check.sh runs them.
 
 TUNESMITH_CUDA_TESTS_ON=cpu runs the same tests on CPU (those that can), which checks the tests themselves here.
 """
