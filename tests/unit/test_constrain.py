@@ -94,7 +94,7 @@ def test_none_never_calls(grammars, tiny_lm, tokenizer):
 def test_bad_schema_is_named(grammars):
     g, _ = grammars
     with pytest.raises(DataError, match="response_format"):
-        g.check(json_grammar({"type": "objectx"}), "response_format")
+        g.guide(json_grammar({"type": "objectx"}), "response_format")
 
 
 def test_masks_touch_constrained_rows_only():

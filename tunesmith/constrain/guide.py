@@ -51,14 +51,12 @@ class Grammars:
                 self._tokenizer = llguidance.hf.from_tokenizer(self._source, self.vocab, self.stop_ids)
             return self._tokenizer
 
-    def check(self, grammar: str, what: str) -> None:
-        """DataError (naming `what`) when the grammar, or a JSON schema inside it, is not valid."""
-        error = llguidance.LLMatcher.validate_grammar(llguidance.LLMatcher.grammar_from_lark(grammar), self.tokenizer)
-        if error:
-            raise DataError(f"{what} cannot be enforced: {error}", hint=f"fix {what}", code="invalid_schema")
-
-    def guide(self, grammar: str) -> Callable[[], Guide]:
-        """What makes one answer's constraint for this grammar (checked with `check` first)."""
+    def guide(self, grammar: str, what: str = "the grammar") -> Callable[[], Guide]:
+        """What makes one answer's constraint for this grammar; DataError (naming `what`) when the grammar, or a JSON
+        schema inside it, is not valid."""
         compiled = llguidance.LLMatcher.grammar_from_lark(grammar)
         tokenizer = self.tokenizer
+        error = llguidance.LLMatcher.validate_grammar(compiled, tokenizer)
+        if error:
+            raise DataError(f"{what} cannot be enforced: {error}", hint=f"fix {what}", code="invalid_schema")
         return lambda: Guide(llguidance.LLMatcher(tokenizer, compiled), self.stop_ids)

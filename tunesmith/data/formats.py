@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tunesmith.data.schema import ROLES, Conversation, Message, PreferencePair, Record, TextDoc, Tool, ToolCall
@@ -167,7 +167,7 @@ def _turns(obj: dict[str, Any], key: str, role: str) -> tuple[Message, ...]:
 
 
 def _no_training(messages: tuple[Message, ...]) -> tuple[Message, ...]:
-    return tuple(Message(m.role, m.content, 0, m.tool_calls) if m.role == "assistant" else m for m in messages)
+    return tuple(replace(m, weight=0) if m.role == "assistant" else m for m in messages)
 
 
 def parse_prompt_completion(obj: Any) -> Record:

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from jinja2 import TemplateError
+from transformers import PreTrainedTokenizerBase
 
 from tunesmith.constrain.guide import Grammars
 from tunesmith.data.schema import Message, Tool
@@ -30,6 +31,7 @@ from tunesmith.server import toolcalls
 from tunesmith.server.errors import APIError
 from tunesmith.server.logprobs import chat_logprobs, completion_logprobs
 from tunesmith.server.schemas import ChatRequest, CompletionRequest
+from tunesmith.tokenize.tools import CallSyntax
 
 DEFAULT_MAX_TOKENS = 512
 """A chat answer's length when the request names none (or less where the context ends sooner)."""
@@ -59,10 +61,9 @@ class Service:
             vocab = int(self.models.model.config.vocab_size)
             self._grammars = Grammars(self.models.tokenizer, vocab, served.stop_ids)
         try:
-            self._grammars.check(shape.grammar, shape.param)
+            return self._grammars.guide(shape.grammar, shape.param)
         except DataError as exc:
             raise APIError(400, exc.message, shape.param, exc.code) from None
-        return self._grammars.guide(shape.grammar)
 
     def model(self, model_id: str) -> Served:
         served = self.models.find(model_id)
@@ -235,8 +236,8 @@ def _model_card(served: Served) -> dict[str, Any]:
 
 async def _chat(service: Service, body: ChatRequest, request: Request) -> Response | dict[str, Any]:
     served = await asyncio.to_thread(service.model, body.model)  # may attach a tuned model's adapter
-    syntax = served.renderer.call_syntax
-    shape = toolcalls.shape(body, syntax)
+    shape = toolcalls.shape(body, served.renderer.call_syntax)
+    reader = served.renderer.call_syntax if shape.calls else None  # answers read for calls
     conversation = toolcalls.messages(body)
     prompt = await asyncio.to_thread(service.chat_prompt, served, conversation, body.chat_template_kwargs, shape.tools)
     constrain = await asyncio.to_thread(service.constraint, served, shape)
@@ -250,11 +251,11 @@ async def _chat(service: Service, body: ChatRequest, request: Request) -> Respon
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     head = {"id": ident, "created": created, "model": served.id, "system_fingerprint": None}
     if body.stream:
-        return _chat_stream(head, body, pieces, job, len(prompt), tokenizer, syntax if shape.calls else None)
+        return _chat_stream(head, body, pieces, job, len(prompt), tokenizer, reader)
     answers = await _collect(request, pieces, job)
     choices = []
     for a in answers:
-        message, finish = toolcalls.answer(a.text, a.finish, syntax if shape.calls else None)
+        message, finish = toolcalls.answer(a.text, a.finish, reader)
         logprobs = chat_logprobs(tokenizer, a.logprobs) if wanted else None
         choices.append({"index": a.row, "message": message, "finish_reason": finish, "logprobs": logprobs})
     usage = _usage(len(prompt), sum(a.tokens for a in answers))
@@ -267,8 +268,8 @@ def _chat_stream(
     pieces: asyncio.Queue[Delta | _Gone],
     job: Generation,
     prompt_tokens: int,
-    tokenizer: Any,
-    syntax: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    syntax: CallSyntax | None,
 ) -> StreamingResponse:
     """The chat answer as chunks: text deltas (held back while a call may be starting), tool-call deltas at the end."""
     first = [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(body.n)]

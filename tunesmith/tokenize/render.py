@@ -142,9 +142,13 @@ class ChatRenderer:
     ) -> str:
         """The text a model continues to answer: the conversation plus the generation prompt (`options`: the
         template's own variables, e.g. {"enable_thinking": False} for Qwen3; `tools`: the functions it may call)."""
-        rendered, native = self._with_tools(messages, tools)
-        dicts = as_dicts(rendered)
-        return jinja(self.tokenizer, dicts, generate=True, options=options, tools=tool_dicts(tools) if native else None)
+        return self._prompt(*self._with_tools(messages, tools), options, tools)
+
+    def _prompt(
+        self, rendered: tuple[Message, ...], native: bool, options: Mapping[str, object] | None, tools: tuple[Tool, ...]
+    ) -> str:
+        functions = tool_dicts(tools) if native else None
+        return jinja(self.tokenizer, as_dicts(rendered), generate=True, options=options, tools=functions)
 
     def prompt_ids(
         self,
@@ -154,8 +158,9 @@ class ChatRenderer:
     ) -> list[int]:
         """The ids of `prompt`; special-token strings typed inside the messages stay text (DataError where the
         template rewrites a message that holds one)."""
-        contents = [m.content for m in self._with_tools(messages, tools)[0]]
-        return encode_prompt(self.tokenizer, self.prompt(messages, options, tools), contents, self.specials)
+        rendered, native = self._with_tools(messages, tools)
+        text = self._prompt(rendered, native, options, tools)
+        return encode_prompt(self.tokenizer, text, [m.content for m in rendered], self.specials)
 
     def stop_token_ids(self) -> list[int]:
         """The token that closes an assistant turn under this template, and eos: generation stops at either."""

@@ -186,10 +186,11 @@ def fallback_messages(messages: tuple[Message, ...], tools: tuple[Tool, ...]) ->
             messages = messages[1:]
         else:
             out.append(Message("system", listed))
+    previous = None
     for message in messages:
         if message.role == "tool":
             block = RESPONSE_OPEN + message.content + RESPONSE_CLOSE
-            if out and out[-1].role == "user" and out[-1].content.endswith(RESPONSE_CLOSE):
+            if previous == "tool":  # consecutive results: one user turn
                 out[-1] = Message("user", out[-1].content + "\n" + block)
             else:
                 out.append(Message("user", block))
@@ -199,4 +200,5 @@ def fallback_messages(messages: tuple[Message, ...], tools: tuple[Tool, ...]) ->
             out.append(Message("assistant", content, message.weight))
         else:
             out.append(message)
+        previous = message.role
     return tuple(out)
