@@ -151,11 +151,13 @@ def test_held_out_request_gets_the_right_call(tool_server, name):
 
 def test_streamed_calls_assemble_as_the_whole_answer(tool_server):
     client, tuned = tool_server
-    whole = _ask(client, tuned, ASKS["get_time"][3]).choices[0].message.tool_calls
-    stream = _ask(client, tuned, ASKS["get_time"][3], stream=True)
+    reply = _ask(client, tuned, ASKS["get_time"][3], logprobs=True).choices[0]
+    whole = reply.message.tool_calls
+    stream = _ask(client, tuned, ASKS["get_time"][3], stream=True, logprobs=True)
     calls: dict[int, dict] = {}
-    finish = None
+    finish, logprobs = None, []
     for chunk in stream:
+        logprobs += chunk.choices[0].logprobs.content if chunk.choices[0].logprobs else []
         for delta_call in chunk.choices[0].delta.tool_calls or []:
             got = calls.setdefault(delta_call.index, {"name": "", "arguments": ""})
             got["name"] += delta_call.function.name or ""
@@ -165,6 +167,8 @@ def test_streamed_calls_assemble_as_the_whole_answer(tool_server):
     assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == [
         (c.function.name, json.loads(c.function.arguments)) for c in whole
     ]
+    # the tokens held back while the call was being written still send their log-probs
+    assert [t.token for t in logprobs] == [t.token for t in reply.logprobs.content]
 
 
 def test_tool_choice_none_gives_text_and_required_always_calls(tool_server):

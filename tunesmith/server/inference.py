@@ -274,6 +274,8 @@ def _chat_stream(
     """The chat answer as chunks: text deltas (held back while a call may be starting), tool-call deltas at the end."""
     first = [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None} for i in range(body.n)]
     streams = [toolcalls.CallStream(syntax) for _ in range(body.n)] if syntax is not None else None
+    unsent: list[list[TokenLogprob]] = [[] for _ in range(body.n)]
+    """Each row's log-probs of tokens whose text is held back (a call may be starting): sent with its next event."""
 
     def chunk(p: Delta) -> list[dict[str, Any]]:
         if streams is None:
@@ -281,7 +283,11 @@ def _chat_stream(
         else:
             deltas, finish = streams[p.row].feed(p.text, p.finish)
             deltas = [*deltas, {}] if finish else deltas
-        logprobs = chat_logprobs(tokenizer, p.logprobs) if body.logprobs else None
+        unsent[p.row] += p.logprobs
+        if not deltas:
+            return []
+        logprobs = chat_logprobs(tokenizer, unsent[p.row]) if body.logprobs else None
+        unsent[p.row] = []
         events = []
         for k, delta in enumerate(deltas):
             last = k == len(deltas) - 1
