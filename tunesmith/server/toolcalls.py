@@ -142,11 +142,8 @@ class CallStream:
         )
 
     def _end(self, finish: str) -> tuple[list[dict[str, Any]], str | None]:
-        read = self.syntax.read(self.held)
-        if read is None or not read[1]:
-            return ([{"content": self.held}] if self.held else []), finish
-        content, calls = read
-        deltas: list[dict[str, Any]] = [{"content": content}] if content else []
-        for index, call in enumerate(_call_objects(calls)):
-            deltas.append({"tool_calls": [{"index": index, **call}]})
-        return deltas, "tool_calls" if finish == "stop" else finish
+        """The held text as the whole answer reads it: its text, then each call as a delta of its own."""
+        message, finish_reason = answer(self.held, finish, self.syntax)
+        deltas: list[dict[str, Any]] = [{"content": message["content"]}] if message["content"] else []
+        deltas += [{"tool_calls": [{"index": i, **call}]} for i, call in enumerate(message.get("tool_calls", []))]
+        return deltas, finish_reason
