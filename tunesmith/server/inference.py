@@ -240,7 +240,8 @@ async def _chat(service: Service, body: ChatRequest, request: Request) -> Respon
     reader = served.renderer.call_syntax if shape.calls else None  # answers read for calls
     conversation = toolcalls.messages(body)
     prompt = await asyncio.to_thread(service.chat_prompt, served, conversation, body.chat_template_kwargs, shape.tools)
-    constrain = await asyncio.to_thread(service.constraint, served, shape)
+    # compiling a grammar takes a thread; a request without one goes straight on
+    constrain = await asyncio.to_thread(service.constraint, served, shape) if shape.grammar is not None else None
     asked = body.max_completion_tokens or body.max_tokens
     max_tokens = asked or max(1, min(DEFAULT_MAX_TOKENS, service.models.context - len(prompt)))
     service.check_context(prompt, max_tokens, "max_tokens" if asked else "messages")
