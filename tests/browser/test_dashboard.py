@@ -21,6 +21,18 @@ def test_a_page_without_the_key_goes_to_the_login_and_a_wrong_key_stays_there(pa
         assert page.request.get(path).status == 401, path  # scripts and data need the key too
     assert page.request.post("/api/files/file-x/check").status == 401
     assert page.request.get("/static/app.css").status == 200  # the login page's style is public
+    icon = page.request.get("/favicon.ico")
+    assert icon.status == 200 and icon.headers["content-type"] == "image/svg+xml"
+
+
+def test_the_new_job_page_before_any_upload_says_where_to_start_without_a_script_error(page):
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    log_in(page)
+    page.goto("/jobs/new")
+    page.get_by_role("link", name="upload and check one").wait_for()
+    page.wait_for_load_state("networkidle")
+    assert errors == []
 
 
 def test_a_file_with_a_fault_shows_its_line_and_code_and_the_line_itself(page, tmp_path):

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from tunesmith.cli import evaluate, export, generate, serve, train
+from tunesmith.cli import evaluate, export, generate, migrate, serve, train
 from tunesmith.cli.common import OneLineLog
 from tunesmith.cli.data import data_app
 from tunesmith.cli.distill import distill_app
@@ -37,6 +37,7 @@ app.command("compare")(evaluate.compare)
 app.command("eval")(evaluate.evaluate_command)
 app.command("export")(export.export)
 app.command("serve")(serve.serve)
+app.command("migrate")(migrate.migrate)
 
 
 @app.callback()

@@ -5,14 +5,16 @@ the teacher's answer, with what the teacher said about it under "teacher" (and i
 Each line is appended whole the moment its answer arrives, keyed by a hash of the prompt and the teacher settings,
 so a run that is killed, even with kill -9, starts again where it stopped: prompts already answered are never
 asked again. Retries (exponential backoff with jitter, Retry-After honoured, on 408/409/429/5xx, timeouts and
-dropped connections) are the official openai client's own. A prompt that still fails is written to the errors
-file with its error and counted; the next run asks it again.
+dropped connections) are the official openai client's own; an answer whose body is cut short (a 200 whose JSON does
+not parse) is retried here the same way, since the client would take it as final. A prompt that still fails is
+written to the errors file with its error and counted; the next run asks it again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -63,6 +65,9 @@ class CollectSettings:
     """Retries of one request by the openai client before the prompt counts as failed."""
     timeout: float = 120.0
     """Seconds one request may take."""
+    empty_ok: bool = False
+    """Keep an empty answer (a model being compared is scored whatever it says); else it fails the prompt, since
+    an empty answer teaches nothing."""
 
 
 @dataclass
@@ -197,14 +202,30 @@ def _logprobs(choice: Any) -> list[dict[str, Any]] | None:
     ]
 
 
-def ask(client: Any, teacher: TeacherSettings, prompt: Prompt, key: str) -> dict[str, Any]:
+def _create(client: Any, retries: int, **request: Any) -> Any:
+    """client.chat.completions.create, retried with backoff when the answer's body is not whole JSON."""
+    for attempt in range(retries + 1):
+        try:
+            return client.chat.completions.create(**request)
+        except ValueError:  # json.JSONDecodeError: a body cut short by a proxy or a dropped stream
+            if attempt == retries:
+                raise
+            time.sleep(min(8.0, 0.5 * 2**attempt) * (0.75 + random.random() / 2))
+    raise AssertionError("unreachable")
+
+
+def ask(
+    client: Any, teacher: TeacherSettings, prompt: Prompt, key: str, retries: int = 0, empty_ok: bool = False
+) -> dict[str, Any]:
     """One prompt to the teacher -> its line in the answers file; raises what the client raises."""
     system = [{"role": "system", "content": teacher.system}] if teacher.system else []
     extra: dict[str, Any] = {"logprobs": True, "top_logprobs": teacher.logprobs} if teacher.logprobs else {}
     if prompt.tools:
         extra["tools"] = prompt.tools_json()
     started = time.monotonic()
-    response = client.chat.completions.create(
+    response = _create(
+        client,
+        retries,
         model=teacher.model,
         messages=system + prompt.as_json(),
         temperature=teacher.temperature,
@@ -213,7 +234,7 @@ def ask(client: Any, teacher: TeacherSettings, prompt: Prompt, key: str) -> dict
     )
     latency = time.monotonic() - started
     choice = response.choices[0]
-    answer = _assistant(choice.message)
+    answer = _assistant(choice.message, empty_ok)
     usage = response.usage
     record: dict[str, Any] = {
         "messages": [*prompt.as_json(), answer],
@@ -234,7 +255,7 @@ def ask(client: Any, teacher: TeacherSettings, prompt: Prompt, key: str) -> dict
     return record
 
 
-def _assistant(message: Any) -> dict[str, Any]:
+def _assistant(message: Any, empty_ok: bool) -> dict[str, Any]:
     """The teacher's answer as a message of the answers file: its text, or the functions it calls."""
     calls = [
         {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
@@ -242,14 +263,14 @@ def _assistant(message: Any) -> dict[str, Any]:
     ]
     if calls:
         return {"role": "assistant", "content": message.content or None, "tool_calls": calls}
-    if not isinstance(message.content, str) or not message.content.strip():
+    if not empty_ok and (not isinstance(message.content, str) or not message.content.strip()):
         raise ValueError("the teacher's answer is empty")
-    return {"role": "assistant", "content": message.content}
+    return {"role": "assistant", "content": message.content or ""}
 
 
-def _ask_limited(client: Any, limit: _RateLimit, teacher: TeacherSettings, prompt: Prompt, key: str) -> dict:
+def _ask_limited(client: Any, limit: _RateLimit, settings: CollectSettings, prompt: Prompt, key: str) -> dict:
     limit.wait()
-    return ask(client, teacher, prompt, key)
+    return ask(client, settings.teacher, prompt, key, settings.retries, settings.empty_ok)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -276,7 +297,7 @@ def collect(
     try:
         with ThreadPoolExecutor(max_workers=max(1, settings.concurrency)) as pool:
             futures: dict[Future, str] = {
-                pool.submit(_ask_limited, client, limit, settings.teacher, prompt, key): key
+                pool.submit(_ask_limited, client, limit, settings, prompt, key): key
                 for key, prompt in todo.items()
                 if key not in answered
             }

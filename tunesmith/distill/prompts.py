@@ -37,6 +37,10 @@ class Prompt:
     def tools_json(self) -> list[dict[str, object]]:
         return [t.as_dict() for t in self.tools]
 
+    def as_line(self) -> dict[str, object]:
+        """The prompt as a line of a prompts file: its messages, and its tools when it has any."""
+        return {"messages": self.as_json()} | ({"tools": self.tools_json()} if self.tools else {})
+
 
 def read_prompts(source: str) -> list[Prompt]:
     """Every prompt of a JSONL/JSON/CSV/parquet file; the first bad line is a DataError naming it."""
@@ -54,7 +58,7 @@ def _split_reference(value: object) -> tuple[object, str | None]:
     if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
         last = messages[-1]
         if last.get("role") == "assistant" and isinstance(last.get("content"), str):
-            return {"messages": messages[:-1]}, last["content"]
+            return value | {"messages": messages[:-1]}, last["content"]
     return value, None
 
 

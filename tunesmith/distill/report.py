@@ -75,17 +75,27 @@ def _read_answers(path: Path) -> Answers:
     for text in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
         record = json.loads(text)
         meta = record["teacher"]
-        out[meta["line"]] = {"text": record["messages"][-1]["content"]} | {
+        out[meta["line"]] = {"text": _answer_text(record["messages"][-1])} | {
             k: meta[k] for k in ("latency_s", "prompt_tokens", "completion_tokens")
         }
     return out
 
 
+def _answer_text(message: dict[str, Any]) -> str:
+    """An answer as the text it is scored by: its content, or the calls it makes as compact JSON."""
+    calls = [
+        {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+        for c in message.get("tool_calls") or []
+    ]
+    return json.dumps(calls, ensure_ascii=False) if calls else str(message.get("content") or "")
+
+
 def _ask(role: str, prompts: Path, out: Path, teacher: TeacherSettings, settings: ReportSettings) -> Answers:
     """Every prompt answered by one model (failures stop the report: rerun it to retry them)."""
-    path = out / f"{role}.jsonl"
+    path = teacher_answers(out) if role == "teacher" else out / f"{role}.jsonl"
     key = settings.api_key if role == "teacher" else "local"
-    summary = collect(str(prompts), path, CollectSettings(teacher, key, settings.concurrency))
+    asked = CollectSettings(teacher, key, settings.concurrency, empty_ok=role != "teacher")
+    summary = collect(str(prompts), path, asked)
     if summary.failed:
         first = summary.failed[0]
         raise ModelError(
@@ -164,15 +174,28 @@ def _distinct(held: list[tuple[Prompt, str | None]]) -> list[tuple[Prompt, str |
     return out
 
 
+def held_out_prompts(data: str, limit: int | None, out: Path) -> tuple[list[tuple[Prompt, str | None]], Path]:
+    """The distinct held-out prompts (the first `limit`) with their references, written to out/prompts.jsonl: the
+    file the teacher is asked from (`tunesmith migrate` records an old model's answers from the same file, so a
+    report finds them all answered)."""
+    held = _distinct(read_held_out(data))[:limit]
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = out / "prompts.jsonl"
+    paths.write_text_atomic(prompts, "".join(json.dumps(p.as_line()) + "\n" for p, _ in held))
+    return held, prompts
+
+
+def teacher_answers(out: Path) -> Path:
+    """Where a report folder keeps the teacher's answers (a chat data set: distillation data as it is)."""
+    return out / "teacher.jsonl"
+
+
 def distill_report(settings: ReportSettings, on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Ask, score, write report.json and report.html into settings.out; the report as a dict."""
     stage = on_stage or (lambda _: None)
-    held = _distinct(read_held_out(settings.data))[: settings.limit]
     servers = servers_for(settings.run)  # a wrong run folder fails before the teacher is paid
     out = settings.out
-    out.mkdir(parents=True, exist_ok=True)
-    prompts = out / "prompts.jsonl"
-    paths.write_text_atomic(prompts, "".join(json.dumps({"messages": p.as_json()}) + "\n" for p, _ in held))
+    held, prompts = held_out_prompts(settings.data, settings.limit, out)
     stage(f"the teacher answers {len(held)} held-out prompts")
     answers = {"teacher": _ask("teacher", prompts, out, settings.teacher, settings)}
     student = replace(settings.teacher, system=None, logprobs=0)

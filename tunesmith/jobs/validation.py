@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.check import DataOptions, check_data
@@ -67,57 +68,91 @@ def _first_problem(report: Any, file_ids: dict[str, str]) -> DataError:
     return DataError(f"{where}{line}: {problem.message}{more}", code=problem.code)
 
 
-def _objective(job: JobRecord, file_format: str) -> str:
+def _objective(method: str, training_file: str, file_format: str) -> str:
     """dpo for a dpo job on preference pairs, text for plain text, sft otherwise; a file that does not fit its
     method fails the job with what to send instead."""
     objective = auto_objective(file_format)
-    if job.method.get("type") == "dpo":
+    if method == "dpo":
         if objective != "dpo":
             message = (
-                f"{job.training_file}: method dpo needs preference pairs (OpenAI's input / preferred_output / "
+                f"{training_file}: method dpo needs preference pairs (OpenAI's input / preferred_output / "
                 f"non_preferred_output), and this file is {file_format}; create a supervised job for it"
             )
             raise DataError(message, code="invalid_training_file")
         return "dpo"
     if objective == "dpo":
-        message = f"{job.training_file}: this file holds preference pairs; create the job with method type dpo"
+        message = f"{training_file}: this file holds preference pairs; create the job with method type dpo"
         raise DataError(message, code="invalid_training_file")
     return objective
 
 
+@dataclass(frozen=True)
+class OpenAIJob:
+    """What an OpenAI-style job asks for, with its files on this machine."""
+
+    model: str
+    """The base model, as tunesmith loads it."""
+    train: str
+    """The training file's path."""
+    held_out: str | None
+    """The validation file's path, or None (10% of the training data is then held out)."""
+    hyperparameters: dict[str, Any]
+    """OpenAI's hyperparameters (and tunesmith's own), each "auto" or a value; unknown keys are ignored."""
+    method: str = "supervised"
+    """supervised or dpo."""
+    seed: int | None = None
+    """The run's seed (None: the training default)."""
+    names: dict[str, str] = field(default_factory=dict)
+    """How errors name each path (a file id, never where it is stored)."""
+
+
 def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
-    """The RunConfig values of a job: its data checked, its hyperparameters translated (docs/from-openai.md)."""
+    """The RunConfig values of a stored job (its files checked, its hyperparameters translated)."""
     train = _path(store, job.training_file)
     held_out = _path(store, job.validation_file) if job.validation_file else None
+    names = {train: job.training_file, held_out or "": job.validation_file or ""}
+    asked = OpenAIJob(
+        job.model, train, held_out, job.hyperparameters, job.method.get("type", "supervised"), job.seed, names
+    )
+    settings = openai_settings(asked, f"job {job.id}")
+    return settings | {"keep_checkpoints": KEEP_CHECKPOINTS, "save_every": "epoch"}
+
+
+def openai_settings(job: OpenAIJob, where: str) -> dict[str, Any]:
+    """The RunConfig values of an OpenAI-style job: its data checked under the model's tokenizer, its
+    hyperparameters translated as docs/from-openai.md says (the jobs API and `tunesmith migrate` alike)."""
     tokenizer = load_tokenizer(job.model)
-    report = check_data(train, tokenizer, DataOptions(), eval_source=held_out)
+    report = check_data(job.train, tokenizer, DataOptions(), eval_source=job.held_out)
     if report.errors:
-        raise _first_problem(report, {train: job.training_file, held_out or "": job.validation_file or ""})
+        raise _first_problem(report, job.names)
     hyper = job.hyperparameters
-    objective = _objective(job, report.stats["train"]["format"])
+    objective = _objective(job.method, job.names.get(job.train, job.train), report.stats["train"]["format"])
     settings: dict[str, Any] = {
-        "data": train,
-        "eval_data": held_out,
+        "data": job.train,
+        "eval_data": job.held_out,
         "model": job.model,
-        "seed": job.seed,
         "objective": objective,
-        "keep_checkpoints": KEEP_CHECKPOINTS,
-        "save_every": "epoch",
-    }
-    if hyper.get("n_epochs", "auto") != "auto":
-        settings["epochs"] = hyper["n_epochs"]
+    } | ({"seed": job.seed} if job.seed is not None else {})
+    if _given(hyper, "n_epochs"):
+        settings["epochs"] = int(hyper["n_epochs"])
     method = hyper.get("finetuning_type", "auto")
     if method != "auto":
         settings["method"] = method
-    if hyper.get("lora_rank", "auto") != "auto":
-        settings["lora"] = {"rank": hyper["lora_rank"]}
-    if hyper.get("learning_rate_multiplier", "auto") != "auto":
+    if _given(hyper, "lora_rank"):
+        settings["lora"] = {"rank": int(hyper["lora_rank"])}
+    if _given(hyper, "learning_rate_multiplier"):
         rate = auto_learning_rate("lora" if method == "auto" else method, model_width(job.model), objective)
-        settings["learning_rate"] = hyper["learning_rate_multiplier"] * rate
-    if hyper.get("beta", "auto") != "auto":
-        settings["preference"] = {"beta": hyper["beta"]}
-    if hyper.get("batch_size", "auto") != "auto":
+        settings["learning_rate"] = float(hyper["learning_rate_multiplier"]) * rate
+    if _given(hyper, "beta"):
+        settings["preference"] = {"beta": float(hyper["beta"])}
+    if _given(hyper, "batch_size"):
         typical = report.stats["train"]["length_p50"]
-        settings["grad_accum"] = max(1, math.ceil(hyper["batch_size"] * typical / auto_batch_tokens("cpu", objective)))
-    build_config(settings, f"job {job.id}")
+        batch = int(hyper["batch_size"])
+        settings["grad_accum"] = max(1, math.ceil(batch * typical / auto_batch_tokens("cpu", objective)))
+    build_config(settings, where)
     return settings
+
+
+def _given(hyper: dict[str, Any], name: str) -> bool:
+    """A hyperparameter set to a value (OpenAI's finished jobs show the values "auto" became; None is not set)."""
+    return hyper.get(name, "auto") not in ("auto", None)

@@ -12,7 +12,7 @@ from tunesmith.server.errors import APIError
 
 KEY_COOKIE = "tunesmith_key"
 """The dashboard's session: the API key in an HttpOnly, same-site cookie, set by its login page."""
-PUBLIC_PATHS = ("/login", "/static/app.css", "/static/app.js")
+PUBLIC_PATHS = ("/login", "/static/app.css", "/static/app.js", "/static/favicon.svg", "/favicon.ico")
 """What answers without the key: the login form and its style."""
 LOGIN_PATH = "/login"
 """Where a browser without the key is sent."""

@@ -59,6 +59,7 @@ class Dashboard:
         router.add_api_route("/jobs/{job_id}", self.job, methods=["GET"], response_model=None)
         router.add_api_route("/jobs/{job_id}/report", self.report, methods=["GET"], response_model=None)
         router.add_api_route("/static/{name}", self.static, methods=["GET"], response_model=None)
+        router.add_api_route("/favicon.ico", self.favicon, methods=["GET"], response_model=None)
         router.include_router(self.api.router())
         return router
 
@@ -120,6 +121,10 @@ class Dashboard:
         if name not in files:
             raise APIError(404, f"no such asset: {name}", None, "not_found")
         return FileResponse(files[name])
+
+    def favicon(self) -> FileResponse:
+        """Browsers ask for /favicon.ico whatever the page links: the icon, an SVG, public like the login page."""
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
 
 def _job_row(job: JobRecord) -> dict[str, Any]:

@@ -45,7 +45,7 @@ function number(id) {
   return value === "" ? "auto" : Number(value);
 }
 
-form.addEventListener("submit", async (event) => {
+form?.addEventListener("submit", async (event) => {
   event.preventDefault();
   const hyperparameters = {
     n_epochs: number("epochs"),
@@ -77,10 +77,12 @@ form.addEventListener("submit", async (event) => {
   window.location.href = `/jobs/${job.id}`;
 });
 
-for (const input of form.querySelectorAll("input[name=finetuning-type]")) input.addEventListener("change", learningRate);
-field("training-file").addEventListener("change", autoValues);
-field("model").addEventListener("change", autoValues);
-field("objective").addEventListener("change", objective);
-learningRate();
-autoValues();
-ready(form);
+if (form) { // without an uploaded file the page shows a link to the Data page instead of the form
+  for (const input of form.querySelectorAll("input[name=finetuning-type]")) input.addEventListener("change", learningRate);
+  field("training-file").addEventListener("change", autoValues);
+  field("model").addEventListener("change", autoValues);
+  field("objective").addEventListener("change", objective);
+  learningRate();
+  autoValues();
+  ready(form);
+}
