@@ -257,3 +257,74 @@ class TaskRecord:
             values[name] = json.loads(values[name]) if values[name] else None
         values["args"] = values["args"] or {}
         return cls(**values)
+
+
+WEBHOOK_EVENTS = ("fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled")
+"""The events a webhook endpoint can ask for: a job's end, as OpenAI sends them."""
+
+
+@dataclass(frozen=True)
+class EndpointRecord:
+    """A webhook endpoint: where a job's end is posted, signed with its secret."""
+
+    id: str
+    """we_..."""
+    name: str
+    """The user's name for it."""
+    url: str
+    """Where events are posted."""
+    event_types: list[str]
+    """Which events it receives (of WEBHOOK_EVENTS)."""
+    secret: str
+    """whsec_<base64 of 32 random bytes>: the Standard Webhooks signing key."""
+    created_at: int
+    """Unix time."""
+    updated_at: int
+    """Unix time of the last change of its settings or secret."""
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> EndpointRecord:
+        values = {f.name: row[f.name] for f in fields(cls)}
+        values["event_types"] = json.loads(values["event_types"])
+        return cls(**values)
+
+    def as_object(self, *, with_secret: bool = False) -> dict[str, Any]:
+        shown = {"signing_secret": self.secret} if with_secret else {}
+        return {
+            "id": self.id,
+            "object": "webhook_endpoint",
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "name": self.name,
+            "url": self.url,
+            "event_types": self.event_types,
+            "signing_secret_hint": f"whsec_...{self.secret[-4:]}",
+        } | shown
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """One event owed to one endpoint, kept until the endpoint answers 2xx (at least once) or retries run out."""
+
+    id: str
+    """wd_..."""
+    endpoint_id: str
+    """Its endpoint."""
+    event_id: str
+    """evt_...: the webhook-id header, the same on every attempt (receivers drop repeats by it)."""
+    body: str
+    """The event as JSON text, exactly what is signed and sent."""
+    attempts: int
+    """Attempts made so far."""
+    next_at: float
+    """Unix time of the next attempt."""
+    status: str
+    """pending, delivered or failed (retries ran out)."""
+    last_error: str | None
+    """What the last attempt got, when it failed."""
+    created_at: int
+    """Unix time the event happened."""
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> DeliveryRecord:
+        return cls(**{f.name: row[f.name] for f in fields(cls)})

@@ -13,12 +13,22 @@ import sqlite3
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tunesmith import paths
-from tunesmith.jobs.records import CheckpointRecord, EventRecord, FileRecord, JobRecord, TaskRecord, new_id
+from tunesmith.jobs.records import (
+    WEBHOOK_EVENTS,
+    CheckpointRecord,
+    DeliveryRecord,
+    EndpointRecord,
+    EventRecord,
+    FileRecord,
+    JobRecord,
+    TaskRecord,
+    new_id,
+)
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -50,6 +60,17 @@ MIGRATIONS: tuple[str, ...] = (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL,
         args TEXT NOT NULL, status TEXT NOT NULL, result TEXT, error TEXT, created_at INTEGER NOT NULL,
         UNIQUE (kind, key)
+    );
+    """,
+    """
+    CREATE TABLE webhook_endpoints (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, name TEXT NOT NULL, url TEXT NOT NULL,
+        event_types TEXT NOT NULL, secret TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, endpoint_id TEXT NOT NULL,
+        event_id TEXT NOT NULL, body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
+        status TEXT NOT NULL, last_error TEXT, created_at INTEGER NOT NULL, UNIQUE (endpoint_id, event_id)
     );
     """,
 )
@@ -204,13 +225,22 @@ class Store:
         return [JobRecord.from_row(r) for r in rows]
 
     def move(self, job_id: str, to: str, *, only_from: tuple[str, ...]) -> bool:
-        """Set a job's status if it is one of `only_from` (compare-and-set); True when it moved."""
+        """Set a job's status if it is one of `only_from` (compare-and-set); True when it moved. A move to an end
+        (succeeded, failed, cancelled) owes its webhook event to every endpoint that asked for it, written in the
+        same transaction: no end is ever left unannounced."""
         marks = ", ".join("?" * len(only_from))
         with self._db() as db:
-            cursor = db.execute(
-                f"UPDATE jobs SET status = ? WHERE id = ? AND status IN ({marks})", (to, job_id, *only_from)
-            )
-            return cursor.rowcount > 0
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = db.execute(
+                    f"UPDATE jobs SET status = ? WHERE id = ? AND status IN ({marks})", (to, job_id, *only_from)
+                )
+                moved = cursor.rowcount > 0
+                if moved and f"fine_tuning.job.{to}" in WEBHOOK_EVENTS:
+                    _owe_event(db, f"fine_tuning.job.{to}", {"id": job_id})
+            finally:
+                db.execute("COMMIT")
+            return moved
 
     def update_job(self, job_id: str, changes: Mapping[str, Any]) -> None:
         """Write some of a job's fields (JSON-valued ones as JSON)."""
@@ -277,6 +307,65 @@ class Store:
         with self._db() as db:
             db.execute("UPDATE tasks SET status = 'queued' WHERE status = 'running'")
 
+    # webhook endpoints, and the events owed to them
+
+    def add_endpoint(self, record: EndpointRecord) -> None:
+        values = asdict(record) | {"event_types": json.dumps(record.event_types)}
+        with self._db() as db:
+            db.execute(
+                f"INSERT INTO webhook_endpoints ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                list(values.values()),
+            )
+
+    def endpoint(self, endpoint_id: str) -> EndpointRecord | None:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM webhook_endpoints WHERE id = ?", (endpoint_id,)).fetchone()
+        return EndpointRecord.from_row(row) if row else None
+
+    def endpoints(self, after: str | None, limit: int) -> Page:
+        rows = self._page("SELECT * FROM webhook_endpoints WHERE 1", [], "webhook_endpoints", after, limit, True)
+        return Page([EndpointRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
+
+    def update_endpoint(self, endpoint_id: str, changes: Mapping[str, Any]) -> None:
+        values = {k: json.dumps(v) if k == "event_types" else v for k, v in changes.items()}
+        values["updated_at"] = int(time.time())
+        with self._db() as db:
+            assignments = ", ".join(f"{k} = ?" for k in values)
+            db.execute(f"UPDATE webhook_endpoints SET {assignments} WHERE id = ?", [*values.values(), endpoint_id])
+
+    def delete_endpoint(self, endpoint_id: str) -> bool:
+        """Forget an endpoint and what was still owed to it."""
+        with self._db() as db:
+            db.execute("DELETE FROM webhook_deliveries WHERE endpoint_id = ?", (endpoint_id,))
+            return db.execute("DELETE FROM webhook_endpoints WHERE id = ?", (endpoint_id,)).rowcount > 0
+
+    def due_deliveries(self, now: float) -> list[tuple[DeliveryRecord, EndpointRecord]]:
+        """Pending deliveries whose time has come, oldest first, each with its endpoint."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT * FROM webhook_deliveries WHERE status = 'pending' AND next_at <= ? ORDER BY seq", (now,)
+            ).fetchall()
+        deliveries = [DeliveryRecord.from_row(r) for r in rows]
+        found = [(d, self.endpoint(d.endpoint_id)) for d in deliveries]
+        return [(d, e) for d, e in found if e is not None]
+
+    def deliveries(self, endpoint_id: str) -> list[DeliveryRecord]:
+        """Every delivery to an endpoint, oldest first."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT * FROM webhook_deliveries WHERE endpoint_id = ? ORDER BY seq", (endpoint_id,)
+            ).fetchall()
+        return [DeliveryRecord.from_row(r) for r in rows]
+
+    def attempted(self, delivery_id: str, status: str, next_at: float, error: str | None) -> None:
+        """Record an attempt: delivered, pending again from next_at, or failed for good."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, status = ?, next_at = ?, last_error = ? "
+                "WHERE id = ?",
+                (status, next_at, error, delivery_id),
+            )
+
     # events and checkpoints
 
     def add_event(self, job_id: str, key: str, message: str, *, data: dict[str, Any] | None = None) -> bool:
@@ -312,6 +401,20 @@ class Store:
         gone = [c.id for c in page.items if c.path not in keep_paths]
         with self._db() as db:
             db.executemany("DELETE FROM checkpoints WHERE id = ?", [(g,) for g in gone])
+
+
+def _owe_event(db: sqlite3.Connection, kind: str, data: dict[str, Any]) -> None:
+    """One delivery of a new event to each endpoint that asked for its type."""
+    now = int(time.time())
+    event_id = new_id("evt_")
+    body = json.dumps({"id": event_id, "object": "event", "type": kind, "created_at": now, "data": data})
+    for row in db.execute("SELECT id, event_types FROM webhook_endpoints").fetchall():
+        if kind in json.loads(row["event_types"]):
+            db.execute(
+                "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, body, next_at, status, created_at) "
+                "VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                (new_id("wd_"), row["id"], event_id, body, time.time(), now),
+            )
 
 
 def _json(value: Any) -> str | None:

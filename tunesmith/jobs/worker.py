@@ -26,6 +26,7 @@ from tunesmith.jobs.sink import JobSink
 from tunesmith.jobs.store import Store
 from tunesmith.jobs.tasks import TaskRunner, run_waiting_tasks
 from tunesmith.jobs.validation import fail
+from tunesmith.jobs.webhooks import Deliverer, deliver_due
 from tunesmith.runs import REPORT_FILES, RunFolder, job_run
 from tunesmith.training.events import StopFlag
 from tunesmith.training.runner import TrainResult, resume, train
@@ -74,23 +75,28 @@ class Worker:
         is waiting and return; with `parent` (the server that started it), return when idle and that process is
         gone. A job it runs is finished first: a server that crashes does not take its job down, and the next
         server's worker waits for this one's lock."""
-        tasks = TaskRunner(self.store)
-        if once:  # one pass, in this thread: the tasks waiting, then the jobs
+        tasks, webhooks = TaskRunner(self.store), Deliverer(self.store)
+        if once:  # one pass, in this thread: the tasks waiting, then the jobs, then the webhooks due
             self.store.requeue_tasks()
             run_waiting_tasks(self.store)
         else:
             tasks.start()
+            webhooks.start()
         try:
             while not self.stopping:
                 job = self.store.claim_next()
                 if job is None:
-                    if once or (parent is not None and os.getppid() != parent):
+                    if once:
+                        deliver_due(self.store)
+                        return
+                    if parent is not None and os.getppid() != parent:
                         return
                     time.sleep(POLL_SECONDS)
                     continue
                 self.run_job(job)
         finally:
             tasks.stop()
+            webhooks.stop()
 
     def run_job(self, job: JobRecord) -> None:
         if job.status == "pausing":  # the worker stopped while pausing it: its checkpoint is there

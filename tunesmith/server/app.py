@@ -17,6 +17,7 @@ from tunesmith.server.errors import BodyLimit, install_error_handlers
 from tunesmith.server.inference import inference_router
 from tunesmith.server.jobs import JobsAPI
 from tunesmith.server.tuned import JobModels
+from tunesmith.server.webhooks import WebhooksAPI
 
 UPLOAD_OVERHEAD = 64 * 1024
 """Room for the multipart envelope around an upload of the largest file size."""
@@ -71,6 +72,7 @@ def build_server(settings: ServerSettings, store: Store | None = None) -> Server
     app.add_middleware(BodyLimit, larger={UPLOAD_PATH: limit + UPLOAD_OVERHEAD})
     install_error_handlers(app)
     app.include_router(JobsAPI(store, limit).router())
+    app.include_router(WebhooksAPI(store).router())
     app.include_router(Dashboard(store, settings.api_key, models.base).router())
     app.include_router(inference_router(models, batcher))
     return Server(app, models)

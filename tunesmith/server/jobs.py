@@ -1,7 +1,6 @@
 """OpenAI's files and fine_tuning.jobs routes, on the same server, behind the same key, with the same error objects.
 
-The routes only read and write the store; training runs in the worker process. Validation of a new job's files
-runs in a thread of the server, off its event loop.
+The routes only read and write the store; the worker process validates a new job's files and trains it.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ UPLOAD_PURPOSES = ("fine-tune",)
 Limit = Annotated[int, Query(ge=1, le=100)]
 
 
-def _listing(page: Page, objects: list[dict[str, Any]]) -> dict[str, Any]:
+def listing(page: Page, objects: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "object": "list",
         "data": objects,
@@ -85,8 +84,8 @@ class JobsAPI:
         order: Literal["asc", "desc"] = "desc",
         purpose: str | None = None,
     ) -> dict[str, Any]:
-        page = _paged(self.store.files, after, limit, purpose, newest_first=order == "desc")
-        return _listing(page, [f.as_object() for f in page.items])
+        page = paged(self.store.files, after, limit, purpose, newest_first=order == "desc")
+        return listing(page, [f.as_object() for f in page.items])
 
     def _file(self, file_id: str) -> FileRecord:
         record = self.store.file(file_id)
@@ -155,8 +154,8 @@ class JobsAPI:
             for key, value in request.query_params.items()
             if key.startswith("metadata[") and key.endswith("]")
         }
-        page = _paged(self.store.jobs, after, limit, metadata)
-        return _listing(page, [j.as_object() for j in page.items])
+        page = paged(self.store.jobs, after, limit, metadata)
+        return listing(page, [j.as_object() for j in page.items])
 
     def _job(self, job_id: str) -> JobRecord:
         return _answer(find_job, self.store, job_id)
@@ -175,16 +174,16 @@ class JobsAPI:
 
     def events(self, job_id: str, after: str | None = None, limit: Limit = 20) -> dict[str, Any]:
         self._job(job_id)
-        page = _paged(self.store.events, job_id, after, limit)
-        return _listing(page, [e.as_object() for e in page.items])
+        page = paged(self.store.events, job_id, after, limit)
+        return listing(page, [e.as_object() for e in page.items])
 
     def checkpoints(self, job_id: str, after: str | None = None, limit: Limit = 10) -> dict[str, Any]:
         job = self._job(job_id)
-        page = _paged(self.store.checkpoints, job_id, after, limit)
-        return _listing(page, [c.as_object(job.tuned_name()) for c in page.items])
+        page = paged(self.store.checkpoints, job_id, after, limit)
+        return listing(page, [c.as_object(job.tuned_name()) for c in page.items])
 
 
-def _paged(listing: Callable[..., Page], *args: Any, **options: Any) -> Page:
+def paged(listing: Callable[..., Page], *args: Any, **options: Any) -> Page:
     """A page of a list; an `after` that is not in the list is a 400 (not the list from its top again)."""
     try:
         return listing(*args, **options)
