@@ -265,6 +265,19 @@ class PreferenceSettings(_Frozen):
         return self.beta if self.beta != "auto" else (DPO_BETA if self.loss == "dpo" else SIMPO_BETA)
 
 
+class TrackingSettings(_Frozen):
+    """Where report_to logs a run."""
+
+    project: str = "tunesmith"
+    """The W&B project, or the MLflow experiment."""
+    name: str | None = None
+    """The run's name at the tracker (default: the run folder's name)."""
+    entity: str | None = None
+    """The W&B entity (team or user); default: the API key's."""
+    tags: tuple[str, ...] = ()
+    """Tags of the run (W&B tags, MLflow tags)."""
+
+
 class RunConfig(_Frozen):
     """Everything a training run needs; "auto" values are filled in by `resolve` and written to config.yaml."""
 
@@ -356,6 +369,12 @@ class RunConfig(_Frozen):
     start_from: str | None = None
     """Begin from trained weights instead of the bare model: the final/ folder of an earlier run of the same model
     and method (its adapter is trained further; for full, its weights)."""
+    report_to: tuple[Literal["wandb", "mlflow", "tensorboard"], ...] = ()
+    """Experiment trackers that get the run's settings, every step's and evaluation's metrics and the final
+    evaluation report: wandb (offline unless WANDB_API_KEY or WANDB_MODE says otherwise), mlflow (the server or
+    store MLFLOW_TRACKING_URI names, else a store in the run folder), tensorboard (event files in the run folder)."""
+    tracking: TrackingSettings = TrackingSettings()
+    """Project, name, entity and tags at the trackers of report_to."""
     stages: tuple[Stage, ...] = ()
     """Run these stages one after the other in one run folder (e.g. text on documents, then sft on questions and
     answers), each from the weights the one before ended with; see Stage."""

@@ -15,6 +15,10 @@ live here and nowhere else.
       eval/                report.json, samples.jsonl, report.html
       export/<format>/     and export/<format>.zip, the dashboard's download
       distill-report/      tunesmith distill report
+      tracking.json        the run's ids at its experiment trackers (report_to), to log a resumed run to the same one
+      tensorboard/         TensorBoard event files (report_to: tensorboard)
+      mlruns/              the MLflow store when MLFLOW_TRACKING_URI names none (report_to: mlflow)
+      wandb/               Weights & Biases' files (report_to: wandb)
 
 A job's run folder is runs/<job id> under TUNESMITH_HOME (`job_run`).
 """
@@ -79,6 +83,18 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
+
+    @property
+    def tracking(self) -> Path:
+        return self.root / "tracking.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def mlruns(self) -> Path:
+        return self.root / "mlruns"
 
     @property
     def checkpoints(self) -> Path:

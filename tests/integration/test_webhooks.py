@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import chat, write_jsonl
 from tests.integration.test_jobs_api import wait
 from tests.integration.test_serve import KEY, serving
+from tests.integration.test_tracking import wandb_history
 
 ENDS = ["fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"]
 
@@ -57,10 +58,15 @@ def _receiver(**options) -> Receiver:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model):
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("hooks-home")
+
+
+@pytest.fixture(scope="module")
+def server(home, tiny_model):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TUNESMITH_WEBHOOK_RETRY_SECONDS", "0.3")
-        home = tmp_path_factory.mktemp("hooks-home")
+        patch.delenv("WANDB_API_KEY", raising=False)  # the job's W&B run stays offline, in its run folder
         with serving(tiny_model, "--api-key", KEY, "--dtype", "float32", home=home) as (_, url):
             yield url
 
@@ -103,14 +109,17 @@ def test_endpoints_are_made_listed_changed_and_deleted_with_the_official_client(
         client.webhooks.retrieve(made.id)
 
 
-def test_every_end_of_a_job_is_posted_signed_and_retried_until_accepted(client, tmp_path, tiny_model):
+def test_every_end_of_a_job_is_posted_signed_and_retried_until_accepted(client, tmp_path, tiny_model, home):
     receiver = _receiver(failures=2)
     endpoint = client.webhooks.create(name="ends", url=receiver.url, event_types=ENDS)
     good = client.files.create(file=write_jsonl(tmp_path / "t.jsonl", [chat(i) for i in range(20)]).open("rb"),
                                purpose="fine-tune")  # fmt: skip
     bad = client.files.create(file=write_jsonl(tmp_path / "b.jsonl", ["{broken"] * 3).open("rb"), purpose="fine-tune")
     hyper = {"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1}}}}
-    succeeded = client.fine_tuning.jobs.create(model=str(tiny_model), training_file=good.id, **hyper)
+    wandb = [{"type": "wandb", "wandb": {"project": "ends", "tags": ["hooks"]}}]
+    succeeded = client.fine_tuning.jobs.create(
+        model=str(tiny_model), training_file=good.id, integrations=wandb, **hyper
+    )
     failed = client.fine_tuning.jobs.create(model=str(tiny_model), training_file=bad.id)
     cancelled = client.fine_tuning.jobs.create(model=str(tiny_model), training_file=good.id)
     client.fine_tuning.jobs.cancel(cancelled.id)
@@ -123,6 +132,10 @@ def test_every_end_of_a_job_is_posted_signed_and_retried_until_accepted(client, 
     with pytest.raises(openai.InvalidWebhookSignatureError):
         headers, body = receiver.posts[-1]
         client.webhooks.unwrap(body, headers, secret="whsec_" + "A" * 44)
+    job = client.fine_tuning.jobs.retrieve(succeeded.id)  # its wandb integration honoured, offline in its run
+    assert job.integrations[0].wandb.project == "ends" and job.to_dict()["usage_metrics"]["trained_tokens"] > 0
+    logged = [row for row in wandb_history(home / "runs" / succeeded.id) if "train/loss" in row]
+    assert logged and logged[0]["_step"] == 1
     sample = client.webhooks.test(endpoint.id, event_type=ENDS[0])
     assert sample.status_code == 204 and sample.webhook_endpoint_id == endpoint.id
     receiver.shutdown()

@@ -130,7 +130,8 @@ def _loss(generator: Generator, held_out: HeldOut, max_length: int) -> float | N
     examples = encode(held_out.records, generator.tokenizer, max_length=max_length, supervise=supervise).examples
     batches = ordered_batches(np.array([len(e.input_ids) for e in examples]), LOSS_BATCH_TOKENS)
     pad = int(generator.tokenizer.pad_token_id)
-    return mean_loss(generator.model, examples, batches, pad, nullcontext)
+    measured = mean_loss(generator.model, examples, batches, pad, nullcontext)
+    return None if measured is None else measured[0]
 
 
 def _run_model(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import paths
+from tunesmith.config import build_config, read_config_file
 from tunesmith.data.schema import as_dicts
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.evaluation import EvalOptions, Evaluation, ModelResult, evaluate
@@ -114,7 +115,26 @@ def write_report(evaluation: Evaluation, out_dir: Path, run_dir: Path | None) ->
             f"{out_dir}: could not write the report ({exc.strerror or exc}); the previous one is kept",
             hint="free some disk space, or choose another --out",
         ) from None
+    if run_dir is not None:
+        _to_trackers(evaluation, run_dir, out_dir / REPORT_FILES[-1])
     return out_dir / REPORT_FILES[-1]
+
+
+def _to_trackers(evaluation: Evaluation, run_dir: Path, html: Path) -> None:
+    """The report's numbers, headline and page to the run's experiment trackers (report_to), when it has any."""
+    from tunesmith.training.tracking import log_report
+
+    config_file = RunFolder(run_dir).config
+    config = build_config(read_config_file(config_file), str(config_file)) if config_file.is_file() else None
+    if config is None or not config.report_to:
+        return
+    scores: dict[str, float] = {}
+    for role, result in (("tuned", evaluation.tuned), ("base", evaluation.baseline)):
+        summary = result.summary() if result is not None else {"metrics": {}}
+        scores |= {f"report/{role}_{name}": float(value) for name, value in summary["metrics"].items()}
+        if summary.get("loss") is not None:
+            scores[f"report/{role}_loss"] = float(summary["loss"])
+    log_report(run_dir, config, scores, evaluation.headline(), html)
 
 
 QUICK_EVAL_EXAMPLES = 50

@@ -9,7 +9,7 @@ import sqlite3
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-JSON_FIELDS = ("hyperparameters", "method", "metadata", "error", "settings", "result_files")
+JSON_FIELDS = ("hyperparameters", "method", "metadata", "error", "settings", "result_files", "integrations")
 """Job fields stored as JSON text."""
 ORGANIZATION = "org-tunesmith"
 """OpenAI's objects name an organization; one server is one."""
@@ -99,6 +99,8 @@ class JobRecord:
     """File ids of what it wrote: the metrics CSV."""
     model_deleted: bool = False
     """Its fine-tuned model was deleted (DELETE /v1/models/{id}): no longer served."""
+    integrations: list[dict[str, Any]] = field(default_factory=list)
+    """Its experiment tracking, as given: [{"type": "wandb", "wandb": {"project": ...}}]."""
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> JobRecord:
@@ -145,10 +147,11 @@ class JobRecord:
             "training_file": self.training_file,
             "validation_file": self.validation_file,
             "estimated_finish": self.estimated_finish,
-            "integrations": [],
+            "integrations": self.integrations,
             "metadata": self.metadata,
             "method": self.method | {kind: {"hyperparameters": inner}},
             "user_provided_suffix": self.suffix,
+            "usage_metrics": None if self.trained_tokens is None else {"trained_tokens": self.trained_tokens},
         }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -75,6 +75,33 @@ class Method(BaseModel):
         return self.supervised if self.type == "supervised" else self.dpo
 
 
+class WandbIntegration(BaseModel):
+    """OpenAI's wandb integration settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str = Field(min_length=1, max_length=256)
+    """The W&B project the run is logged to."""
+    name: str | None = Field(None, max_length=256)
+    """The run's display name (default: the job id)."""
+    entity: str | None = Field(None, max_length=256)
+    """The W&B team or user (default: the API key's)."""
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    """Tags of the run."""
+
+
+class Integration(BaseModel):
+    """One entry of a job's integrations: {"type": "wandb", "wandb": {...}}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["wandb"]
+    """The tracker (OpenAI offers wandb; `tunesmith train --report-to` adds mlflow and tensorboard)."""
+    wandb: WandbIntegration
+    """Where the job's run is logged. The worker logs offline into the run folder unless WANDB_API_KEY is set in
+    its environment."""
+
+
 class JobRequest(BaseModel):
     """What a client sends to create a job."""
 
@@ -98,8 +125,8 @@ class JobRequest(BaseModel):
     metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=16)
     """Up to 16 key-value pairs, for the client's own use (the job list filters on them); keys of at most 64
     characters, values of at most 512, as OpenAI allows."""
-    integrations: list[Any] | None = None
-    """Accepted and ignored (no Weights & Biases here)."""
+    integrations: list[Integration] | None = Field(None, max_length=5)
+    """Experiment tracking of the job's run: its settings, metrics and final report logged to W&B."""
 
     @model_validator(mode="after")
     def _one_place(self) -> JobRequest:

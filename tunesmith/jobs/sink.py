@@ -14,6 +14,16 @@ from tunesmith.jobs.records import CheckpointRecord, new_id
 from tunesmith.jobs.store import Store
 from tunesmith.training.events import Event, StopFlag
 
+CHECKPOINT_METRICS = (
+    "step",
+    "train_loss",
+    "train_mean_token_accuracy",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+)
+"""The metrics of OpenAI's checkpoint objects, taken from the step the checkpoint follows."""
 PAIR_METRICS = ("reward_accuracy", "reward_margin")
 """A DPO run's metrics that its events carry too (train_ and valid_ before them), beside OpenAI's."""
 
@@ -62,6 +72,7 @@ class JobSink:
         metrics = {
             "step": event.step,
             "train_loss": values.get("loss"),
+            "train_mean_token_accuracy": values.get("token_accuracy"),
             "total_steps": self.total_steps,
             "learning_rate": values.get("lr"),
             "tokens_per_second": values.get("tokens_per_second"),
@@ -70,7 +81,10 @@ class JobSink:
 
     def _eval(self, event: Event) -> None:
         values = event.values
-        held_out = {"valid_loss": values.get("eval_loss")}
+        loss, accuracy = values.get("eval_loss"), values.get("eval_token_accuracy")
+        # every evaluation here covers the whole held-out set: OpenAI's valid_ (a batch) and full_valid_ at once
+        held_out = {"valid_loss": loss, "valid_mean_token_accuracy": accuracy}
+        held_out |= {"full_valid_loss": loss, "full_valid_mean_token_accuracy": accuracy}
         held_out |= {f"valid_{name}": values[f"eval_{name}"] for name in PAIR_METRICS if f"eval_{name}" in values}
         if event.step == 0:
             message = f"Held-out loss before training: {held_out['valid_loss']:.4f}"
@@ -101,7 +115,7 @@ class JobSink:
 
     def _checkpoint(self, event: Event) -> None:
         path = str(event.values["path"])
-        metrics = {k: v for k, v in self.last_metrics.items() if k in ("step", "train_loss", "valid_loss")}
+        metrics = {k: v for k, v in self.last_metrics.items() if k in CHECKPOINT_METRICS}
         record = CheckpointRecord(new_id("ftckpt_"), self.job_id, int(time.time()), event.step, metrics, path)
         self.store.add_checkpoint(record)
         self.store.add_event(self.job_id, f"checkpoint:{event.step}", f"Checkpoint created at step {event.step}")

@@ -73,6 +73,7 @@ MIGRATIONS: tuple[str, ...] = (
         status TEXT NOT NULL, last_error TEXT, created_at INTEGER NOT NULL, UNIQUE (endpoint_id, event_id)
     );
     """,
+    "ALTER TABLE jobs ADD COLUMN integrations TEXT NOT NULL DEFAULT '[]';",
 )
 """Schema version N is MIGRATIONS[:N] applied in order; a database is moved forward on open, never back."""
 

@@ -104,6 +104,10 @@ class OpenAIJob:
     """The run's seed (None: the training default)."""
     names: dict[str, str] = field(default_factory=dict)
     """How errors name each path (a file id, never where it is stored)."""
+    integrations: list[dict[str, Any]] = field(default_factory=list)
+    """OpenAI's integrations: [{"type": "wandb", "wandb": {"project", "name", "entity", "tags"}}]."""
+    name: str | None = None
+    """The run's name at a tracker when the integration gives none (the job id)."""
 
 
 def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
@@ -111,8 +115,9 @@ def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
     train = _path(store, job.training_file)
     held_out = _path(store, job.validation_file) if job.validation_file else None
     names = {train: job.training_file, held_out or "": job.validation_file or ""}
+    method = job.method.get("type", "supervised")
     asked = OpenAIJob(
-        job.model, train, held_out, job.hyperparameters, job.method.get("type", "supervised"), job.seed, names
+        job.model, train, held_out, job.hyperparameters, method, job.seed, names, job.integrations, job.id
     )
     settings = openai_settings(asked, f"job {job.id}")
     return settings | {"keep_checkpoints": KEEP_CHECKPOINTS, "save_every": "epoch"}
@@ -149,8 +154,20 @@ def openai_settings(job: OpenAIJob, where: str) -> dict[str, Any]:
         typical = report.stats["train"]["length_p50"]
         batch = int(hyper["batch_size"])
         settings["grad_accum"] = max(1, math.ceil(batch * typical / auto_batch_tokens("cpu", objective)))
+    settings |= _tracking(job)
     build_config(settings, where)
     return settings
+
+
+def _tracking(job: OpenAIJob) -> dict[str, Any]:
+    """A wandb integration as report_to and tracking settings."""
+    for integration in job.integrations:
+        if integration.get("type") == "wandb":
+            wandb = integration.get("wandb") or {}
+            tracking = {k: wandb[k] for k in ("project", "entity", "tags") if wandb.get(k)}
+            name = wandb.get("name") or job.name
+            return {"report_to": ["wandb"], "tracking": tracking | ({"name": name} if name else {})}
+    return {}
 
 
 def _given(hyper: dict[str, Any], name: str) -> bool:

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 """How often an idle worker looks for a queued job."""
 CSV_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
-"""OpenAI's columns of a job's metrics file (accuracies are not measured here and left empty)."""
+"""OpenAI's columns of a job's metrics file (accuracies: the share of learned tokens the model ranks first; empty
+for a preference or distillation run, which has no single right token)."""
 
 
 def lock_path() -> Path:
@@ -168,9 +169,9 @@ def metrics_csv(run: RunFolder) -> bytes:
     for line in run.read_metrics():
         row = rows.setdefault(int(line["step"]), {"step": line["step"]})
         if line.get("event") == "step":
-            row["train_loss"] = line.get("loss")
+            row |= {"train_loss": line.get("loss"), "train_accuracy": line.get("token_accuracy")}
         elif line.get("event") == "eval":
-            row["valid_loss"] = line.get("eval_loss")
+            row |= {"valid_loss": line.get("eval_loss"), "valid_mean_token_accuracy": line.get("eval_token_accuracy")}
     text = io.StringIO()
     writer = csv.DictWriter(text, CSV_COLUMNS, restval="")
     writer.writeheader()

@@ -172,7 +172,8 @@ def _write_config(folder: JobFolder, job: dict[str, Any], data: Split, model: st
     if kind not in ("supervised", "dpo"):
         raise ConfigError(f"method {kind!r} is not migrated: supervised and dpo jobs are", code="unsupported_method")
     held_out = str(data.held_out) if data.held_out else None
-    asked = OpenAIJob(model, str(data.train), held_out, hyper, kind, job.get("seed"))
+    integrations = list(job.get("integrations") or [])
+    asked = OpenAIJob(model, str(data.train), held_out, hyper, kind, job.get("seed"), {}, integrations, job["id"])
     settings = openai_settings(asked, f"job {job['id']}")
     paths.write_text_atomic(folder.config, yaml.safe_dump(settings, sort_keys=False))
     return settings

@@ -127,6 +127,7 @@ class JobsAPI:
             seed=body.seed if body.seed is not None else random.randrange(2**31),
             metadata=body.metadata,
             status="validating_files",
+            integrations=[i.model_dump(exclude_none=True) for i in body.integrations or []],
         )
         self.store.add_job(job)
         self.store.add_event(job.id, "created", f"Created fine-tuning job: {job.id}")

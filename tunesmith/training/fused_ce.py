@@ -51,6 +51,7 @@ class _FusedHead(torch.autograd.Function):
         compute: torch.dtype,
         chunk_rows: int,
         kernel: Kernel,
+        correct: torch.Tensor | None,
     ) -> torch.Tensor:
         h, w = hidden.to(compute), weight.to(compute)
         grad_hidden = torch.empty_like(h)
@@ -59,7 +60,10 @@ class _FusedHead(torch.autograd.Function):
         total = torch.zeros((), dtype=wide, device=hidden.device)
         for start in range(0, h.shape[0], chunk_rows):
             rows = h[start : start + chunk_rows]
-            loss, grad_logits = kernel(rows @ w.t(), *(t[start : start + chunk_rows] for t in targets))
+            logits = rows @ w.t()
+            if correct is not None:  # the argmax is one more read of logits the kernel reads anyway
+                correct += (logits.argmax(-1) == targets[0][start : start + chunk_rows]).sum()
+            loss, grad_logits = kernel(logits, *(t[start : start + chunk_rows] for t in targets))
             total += loss
             grad_hidden[start : start + chunk_rows] = grad_logits @ w
             if grad_weight is not None:
@@ -76,7 +80,7 @@ class _FusedHead(torch.autograd.Function):
         scale = grad_output.to(torch.promote_types(grad_output.dtype, torch.float32))
         d_hidden = (grad_hidden.to(scale.dtype) * scale).to(ctx.hidden_dtype)  # type: ignore[attr-defined]
         d_weight = (grad_weight * scale).to(ctx.weight_dtype) if grad_weight.numel() else None  # type: ignore[attr-defined]
-        return d_hidden, d_weight, None, None, None, None
+        return d_hidden, d_weight, None, None, None, None, None
 
 
 def compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -91,15 +95,17 @@ def fused_head_loss(
     targets: tuple[torch.Tensor, ...],
     kernel: Kernel,
     chunk_rows: int = CHUNK_ROWS,
+    correct: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A summed loss of hidden @ weight.T whose gradient `kernel` gives chunk by chunk, during the forward pass.
 
     targets: tensors with one row per row of hidden, sliced with it. Call it with gradients wanted (hidden or
-    weight requiring them); the [rows x vocab] logits never exist beyond one chunk.
+    weight requiring them); the [rows x vocab] logits never exist beyond one chunk. `correct`, when given, is
+    increased by the rows whose highest logit is targets[0] (token accuracy).
     """
     compute = compute_dtype(hidden, weight)
     with torch.autocast(hidden.device.type, enabled=False):
-        return _FusedHead.apply(hidden, weight, targets, compute, chunk_rows, kernel)  # type: ignore[no-any-return]
+        return _FusedHead.apply(hidden, weight, targets, compute, chunk_rows, kernel, correct)  # type: ignore[no-any-return]
 
 
 def linear_cross_entropy(
@@ -108,18 +114,27 @@ def linear_cross_entropy(
     targets: torch.Tensor,
     chunk_rows: int = CHUNK_ROWS,
     compiled: bool = False,
+    correct: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum over rows of cross_entropy(hidden @ weight.T, targets), the softmax in fp32, chunk by chunk.
 
     hidden: [rows, hidden]; weight: [vocab, hidden] (the output head, trained or not); targets: [rows].
     The matmuls run in the autocast dtype when autocast is on, else in the weight's dtype (so a trained head's
     gradient is summed per chunk in that dtype, as autocast does for any linear layer). `compiled` runs the
-    softmax step through torch.compile (it needs a C++ compiler on CPU).
+    softmax step through torch.compile (it needs a C++ compiler on CPU). `correct`, when given, is increased by
+    the rows whose highest logit is their target.
     """
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         kernel = compiled_kernel() if compiled else softmax_minus_onehot
-        return fused_head_loss(hidden, weight, (targets,), kernel, chunk_rows)
-    return chunked_head_loss(hidden, weight, (targets,), cross_entropy_sum, chunk_rows)
+        return fused_head_loss(hidden, weight, (targets,), kernel, chunk_rows, correct)
+    if correct is None:
+        return chunked_head_loss(hidden, weight, (targets,), cross_entropy_sum, chunk_rows)
+
+    def counted(logits: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        correct.add_((logits.argmax(-1) == goal).sum())
+        return cross_entropy_sum(logits, goal)
+
+    return chunked_head_loss(hidden, weight, (targets,), counted, chunk_rows)
 
 
 def cross_entropy_sum(logits: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,12 @@ def learned_rows(
     return lm, hidden[:, :-1][learned], targets[learned], learned
 
 
-def supervised_loss(model: torch.nn.Module, batch: Batch, compiled: bool = False) -> tuple[torch.Tensor, int]:
-    """(sum of token losses in fp32, number of supervised tokens) of one batch; `compiled` compiles the loss step.
+def supervised_loss(
+    model: torch.nn.Module, batch: Batch, compiled: bool = False, correct: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
+    """(sum of token losses in fp32, number of supervised tokens) of one batch; `compiled` compiles the loss step;
+    `correct`, when given, counts the supervised tokens the model ranks first (token accuracy; not with a
+    teacher's targets).
 
     Hidden states come from the decoder; the [tokens x vocab] logits are made only for the positions whose
     next token is learned, which is most of the memory and a good part of the time saved. A batch with a
@@ -48,8 +52,10 @@ def supervised_loss(model: torch.nn.Module, batch: Batch, compiled: bool = False
     if _plain_head(lm, head):
         if soft is not None:
             return linear_top_k_kl(rows, head.weight, *soft), int(learned.sum())
-        return linear_cross_entropy(rows, head.weight, goal, compiled=compiled), int(learned.sum())
+        return linear_cross_entropy(rows, head.weight, goal, compiled=compiled, correct=correct), int(learned.sum())
     logits = head(rows).float()
+    if correct is not None:
+        correct += (logits.argmax(-1) == goal).sum()
     if cap := getattr(lm.config, "final_logit_softcapping", None):
         logits = torch.tanh(logits / cap) * cap
     if soft is not None:
@@ -84,17 +90,19 @@ def mean_loss(
     batches: Sequence[Sequence[int]],
     pad_id: int,
     autocast: Callable[[], AbstractContextManager[object]],
-) -> float | None:
-    """Mean loss per supervised token over examples (eval mode, no gradients); None without examples."""
+) -> tuple[float, float] | None:
+    """(mean loss, token accuracy) per supervised token over examples (eval mode, no gradients); None without
+    examples."""
     if not examples:
         return None
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+    correct = torch.zeros((), dtype=torch.long, device=causal_lm(model).get_output_embeddings().weight.device)
     with torch.no_grad():
         for indices in batches:
             with autocast():
-                loss, n = supervised_loss(model, collate([examples[i] for i in indices], pad_id))
+                loss, n = supervised_loss(model, collate([examples[i] for i in indices], pad_id), correct=correct)
             total, count = total + loss.item(), count + n
     model.train(was_training)
-    return total / max(count, 1)
+    return total / max(count, 1), correct.item() / max(count, 1)

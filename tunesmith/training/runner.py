@@ -48,6 +48,7 @@ from tunesmith.training.stages import (
     unfinished,
     write_manifest,
 )
+from tunesmith.training.tracking import trackers
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def _execute(
     if scaler is not None and state.scaler:
         scaler.load_state_dict(state.scaler)
     metrics.truncate_after(state.step if checkpoint else -1)  # from the start: even the step-0 evaluation again
-    events = Broadcast([metrics, sink])
+    events = Broadcast([metrics, sink, *trackers(resolved, run_dir)])
     events.emit(
         Event(
             "start",

@@ -12,7 +12,7 @@ import torch
 from tunesmith.tokenize.batches import collate
 from tunesmith.tokenize.encode import Example
 from tunesmith.training.data import load_examples
-from tunesmith.training.loss import mean_loss, supervised_loss
+from tunesmith.training.loss import causal_lm, mean_loss, supervised_loss
 from tunesmith.training.objectives.base import Autocast, Backward, Kind, Setup, StepResult
 
 
@@ -32,16 +32,20 @@ class Supervised:
         batches = [collate([self.train[i] for i in indices], self.pad_id, self.max_length) for indices in items]
         supervised = max(1, sum(b.supervised for b in batches))
         loss_sum = 0.0
+        soft = any(b.top_ids is not None for b in batches)  # a teacher's targets: no single right token
+        device = causal_lm(model).get_output_embeddings().weight.device
+        correct = None if soft else torch.zeros((), dtype=torch.long, device=device)
         for batch in batches:
             with self.autocast():
-                loss, _ = supervised_loss(model, batch, compiled=self.compiled)
+                loss, _ = supervised_loss(model, batch, compiled=self.compiled, correct=correct)
             self.backward_loss(loss / supervised)
             loss_sum += loss.item()
-        return StepResult(loss_sum / supervised, sum(b.real_tokens for b in batches), supervised)
+        metrics = {} if correct is None else {"token_accuracy": correct.item() / supervised}
+        return StepResult(loss_sum / supervised, sum(b.real_tokens for b in batches), supervised, metrics)
 
     def evaluate(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
-        loss = mean_loss(model, self.held_out, batches, self.pad_id, self.autocast)
-        return None if loss is None else {"eval_loss": loss}
+        measured = mean_loss(model, self.held_out, batches, self.pad_id, self.autocast)
+        return None if measured is None else {"eval_loss": measured[0], "eval_token_accuracy": measured[1]}
 
     def evaluate_start(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
         return self.evaluate(model, batches)
