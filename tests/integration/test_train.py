@@ -111,9 +111,9 @@ def test_a_non_finite_loss_stops_at_its_step_and_keeps_the_last_checkpoint(tmp_p
     calls = {"n": 0}
     original = objectives.supervised_loss
 
-    def poisoned(model, batch, compiled=False):
+    def poisoned(model, batch, compiled=False, correct=None):
         calls["n"] += 1
-        loss, count = original(model, batch, compiled)
+        loss, count = original(model, batch, compiled, correct)
         return (loss * float("nan") if calls["n"] == 3 else loss), count
 
     monkeypatch.setattr(objectives, "supervised_loss", poisoned)

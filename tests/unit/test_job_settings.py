@@ -53,3 +53,19 @@ def test_hyperparameters_become_the_run_settings(home, tiny_model, hyper, expect
 @pytest.mark.parametrize("hyper", [{"n_epochs": "auto", "lora_rank": "auto", "batch_size": "auto"}, {}])
 def test_auto_may_be_said_or_left_out(hyper):
     assert JobRequest(model="m", training_file="f", hyperparameters=hyper).chosen_hyperparameters().n_epochs == "auto"
+
+
+def test_a_finished_openai_job_maps_by_the_values_its_auto_became_and_its_wandb_integration(tmp_path, tiny_model):
+    from tunesmith.jobs.validation import OpenAIJob, openai_settings
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(chat(i)) + "\n" for i in range(12)))
+    shown = {"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.8, "eval_interval": 7, "beta": None}
+    wandb = [{"type": "wandb", "wandb": {"project": "moved", "tags": ["openai"]}}]
+    asked = OpenAIJob(str(tiny_model), str(train), None, shown, "supervised", 11, {}, wandb, "ftjob-abc")
+    config = build_config(openai_settings(asked, "test"), "test")
+    auto = auto_learning_rate("lora", model_width(str(tiny_model)))
+    assert config.epochs == 3 and config.seed == 11 and config.learning_rate == pytest.approx(1.8 * auto)
+    assert config.grad_accum == 1 and config.preference.beta == "auto"  # unknown keys and None are left alone
+    assert config.report_to == ("wandb",) and config.tracking.project == "moved"
+    assert config.tracking.name == "ftjob-abc" and config.tracking.tags == ("openai",)

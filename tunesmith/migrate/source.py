@@ -36,59 +36,83 @@ class SourceSettings:
     """Jobs and events asked per page of a list."""
 
 
+FILES = {
+    "job": "job.json",
+    "training": "training.jsonl",
+    "validation": "validation.jsonl",
+    "results": "results",
+    "events": "events.jsonl",
+    "checkpoints": "checkpoints.json",
+    "train_split": "train-split.jsonl",
+    "held_out": "held-out.jsonl",
+    "config": "config.yaml",
+    "run": "run",
+    "compare": "compare",
+}
+"""What a job's folder holds (a migration's layout, not a run folder's: `run` is the run folder inside it)."""
+
+
 @dataclass(frozen=True)
 class JobFolder:
-    """Where one job's copy lives: every path inside DIR/<job id>/."""
+    """Where one job's copy lives: every path inside DIR/<job id>/ (docs/from-openai.md lists them)."""
 
     root: Path
     """DIR/<job id>."""
 
     @property
     def job(self) -> Path:
-        return self.root / "job.json"
+        """The job object."""
+        return self.root / FILES["job"]
 
     @property
     def training(self) -> Path:
-        return self.root / "training.jsonl"
+        """Its training file."""
+        return self.root / FILES["training"]
 
     @property
     def validation(self) -> Path:
-        return self.root / "validation.jsonl"
+        """Its validation file."""
+        return self.root / FILES["validation"]
 
     @property
     def results(self) -> Path:
-        return self.root / "results"
+        """Its result files, by id."""
+        return self.root / FILES["results"]
 
     @property
     def events(self) -> Path:
-        return self.root / "events.jsonl"
+        """Its events, oldest first."""
+        return self.root / FILES["events"]
 
     @property
     def checkpoints(self) -> Path:
-        return self.root / "checkpoints.json"
+        """Its checkpoints."""
+        return self.root / FILES["checkpoints"]
 
     @property
     def train_split(self) -> Path:
         """The training file less the held-out share (when the job had no validation file)."""
-        return self.root / "train-split.jsonl"
+        return self.root / FILES["train_split"]
 
     @property
     def held_out(self) -> Path:
         """The held-out share of the training file."""
-        return self.root / "held-out.jsonl"
+        return self.root / FILES["held_out"]
 
     @property
     def config(self) -> Path:
-        return self.root / "config.yaml"
+        """Its method and hyperparameters as tunesmith settings."""
+        return self.root / FILES["config"]
 
     @property
     def run(self) -> Path:
-        return self.root / "run"
+        """The run folder of --run."""
+        return self.root / FILES["run"]
 
     @property
     def compare(self) -> Path:
         """The old model's recorded answers and, after --run, the report comparing the new model with it."""
-        return self.root / "compare"
+        return self.root / FILES["compare"]
 
 
 def open_client(settings: SourceSettings) -> Any:
