@@ -38,12 +38,17 @@ class _Bar:
         )
 
 
+def dollars(tokens_in: int, tokens_out: int, price_in: float | None, price_out: float | None) -> float:
+    """What the tokens cost at prices per 1M tokens (a price not given counts as 0)."""
+    return (tokens_in * (price_in or 0.0) + tokens_out * (price_out or 0.0)) / 1e6
+
+
 def _cost(summary: collecting.CollectSummary, price_in: float | None, price_out: float | None) -> str:
     if price_in is None and price_out is None:
         return "cost: pass --price-in and --price-out (per 1M tokens) to see it"
-    dollars = (summary.tokens_in * (price_in or 0.0) + summary.tokens_out * (price_out or 0.0)) / 1e6
-    per_1000 = 1000 * dollars / max(1, summary.answered)
-    return f"cost: ${dollars:.4f} this run, ${per_1000:.4f} per 1,000 requests"
+    spent = dollars(summary.tokens_in, summary.tokens_out, price_in, price_out)
+    per_1000 = 1000 * spent / max(1, summary.answered)
+    return f"cost: ${spent:.4f} this run, ${per_1000:.4f} per 1,000 requests"
 
 
 def _print_summary(summary: collecting.CollectSummary, price_in: float | None, price_out: float | None) -> None:

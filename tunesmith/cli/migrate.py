@@ -54,6 +54,7 @@ def migrate(
 ) -> None:
     """Save a source's jobs (files, events, checkpoints), record its fine-tuned models' answers, and with --run train
     each here and compare; run the same command again to continue a stopped migration."""
+    from tunesmith.cli.distill import dollars
     from tunesmith.cli.train import _sink
     from tunesmith.migrate.migration import MigrateSettings
     from tunesmith.migrate.migration import migrate as run_migration
@@ -83,7 +84,7 @@ def migrate(
         out.print(_verdict(entry), soft_wrap=True)
     cost = ""
     if price_in is not None or price_out is not None:
-        cost = f", ${(tokens_in * (price_in or 0) + tokens_out * (price_out or 0)) / 1e6:.4f}"
+        cost = f", ${dollars(tokens_in, tokens_out, price_in, price_out):.4f}"
     out.print(
         f"source tokens this run: {tokens_in:,} in, {tokens_out:,} out{cost}; state: {out_dir / 'migration.json'}"
     )

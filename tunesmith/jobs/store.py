@@ -126,6 +126,19 @@ class Store:
                 db.executescript(f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
 
     @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside one write transaction (the write lock taken first): committed when the block ends,
+        rolled back when it raises."""
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
@@ -158,19 +171,15 @@ class Store:
         """Forget a file; False when there is none. A job that has not ended still needs its files: FileInUse, and
         the file stays (checked and deleted in one transaction, so no job can be created on it in between)."""
         statuses = ", ".join("?" * len(ACTIVE))
-        with self._db() as db:
-            db.execute("BEGIN IMMEDIATE")  # the write lock first: no job can be created on the file in between
-            try:
-                user = db.execute(
-                    f"SELECT id FROM jobs WHERE status IN ({statuses}) AND (training_file = ? OR validation_file = ?) "
-                    "ORDER BY seq LIMIT 1",
-                    [*ACTIVE, file_id, file_id],
-                ).fetchone()
-                if user is not None:
-                    raise FileInUse(file_id, user["id"])
-                return db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
-            finally:
-                db.execute("COMMIT")
+        with self._transaction() as db:  # the write lock first: no job can be created on the file in between
+            user = db.execute(
+                f"SELECT id FROM jobs WHERE status IN ({statuses}) AND (training_file = ? OR validation_file = ?) "
+                "ORDER BY seq LIMIT 1",
+                [*ACTIVE, file_id, file_id],
+            ).fetchone()
+            if user is not None:
+                raise FileInUse(file_id, user["id"])
+            return db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
 
     def _page(
         self, query: str, args: list[Any], table: str, after: str | None, limit: int, newest_first: bool
@@ -230,18 +239,14 @@ class Store:
         (succeeded, failed, cancelled) owes its webhook event to every endpoint that asked for it, written in the
         same transaction: no end is ever left unannounced."""
         marks = ", ".join("?" * len(only_from))
-        with self._db() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = db.execute(
-                    f"UPDATE jobs SET status = ? WHERE id = ? AND status IN ({marks})", (to, job_id, *only_from)
-                )
-                moved = cursor.rowcount > 0
-                if moved and f"fine_tuning.job.{to}" in WEBHOOK_EVENTS:
-                    _owe_event(db, f"fine_tuning.job.{to}", {"id": job_id})
-            finally:
-                db.execute("COMMIT")
-            return moved
+        with self._transaction() as db:
+            cursor = db.execute(
+                f"UPDATE jobs SET status = ? WHERE id = ? AND status IN ({marks})", (to, job_id, *only_from)
+            )
+            moved = cursor.rowcount > 0
+            if moved and f"fine_tuning.job.{to}" in WEBHOOK_EVENTS:
+                _owe_event(db, f"fine_tuning.job.{to}", {"id": job_id})
+        return moved
 
     def update_job(self, job_id: str, changes: Mapping[str, Any]) -> None:
         """Write some of a job's fields (JSON-valued ones as JSON)."""
@@ -346,17 +351,13 @@ class Store:
             rows = db.execute(
                 "SELECT * FROM webhook_deliveries WHERE status = 'pending' AND next_at <= ? ORDER BY seq", (now,)
             ).fetchall()
+            if not rows:
+                return []
+            endpoints = {
+                e.id: e for e in map(EndpointRecord.from_row, db.execute("SELECT * FROM webhook_endpoints").fetchall())
+            }
         deliveries = [DeliveryRecord.from_row(r) for r in rows]
-        found = [(d, self.endpoint(d.endpoint_id)) for d in deliveries]
-        return [(d, e) for d, e in found if e is not None]
-
-    def deliveries(self, endpoint_id: str) -> list[DeliveryRecord]:
-        """Every delivery to an endpoint, oldest first."""
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT * FROM webhook_deliveries WHERE endpoint_id = ? ORDER BY seq", (endpoint_id,)
-            ).fetchall()
-        return [DeliveryRecord.from_row(r) for r in rows]
+        return [(d, endpoints[d.endpoint_id]) for d in deliveries if d.endpoint_id in endpoints]
 
     def attempted(self, delivery_id: str, status: str, next_at: float, error: str | None) -> None:
         """Record an attempt: delivered, pending again from next_at, or failed for good."""

@@ -26,7 +26,7 @@ from tunesmith.training.throughput import training_tokens_per_second
 log = logging.getLogger(__name__)
 
 IDLE_SECONDS = 0.5
-"""How often an idle task runner looks for a queued task."""
+"""How often an idle poller of the worker looks for work (a queued task, a webhook due)."""
 
 
 def check_file(args: dict[str, Any]) -> dict[str, Any]:
@@ -89,16 +89,17 @@ def run_waiting_tasks(store: Store) -> int:
     return done
 
 
-class TaskRunner:
-    """A thread of the worker process that does tasks as they come, beside the job it trains."""
+class Poller:
+    """A daemon thread of the worker process that calls `work` until stopped, resting `idle` seconds whenever it
+    found nothing to do (the jobs worker runs one for tasks, one for webhooks). An error is logged and the thread goes
+    on: a busy store or a bug in one round must not end the thread for the worker's lifetime."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, name: str, work: Callable[[], int], idle: float = IDLE_SECONDS) -> None:
+        self.work, self.idle = work, idle
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="tunesmith-tasks", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
-        self.store.requeue_tasks()  # a worker that stopped mid-task left it running
         self.thread.start()
 
     def stop(self) -> None:
@@ -106,5 +107,10 @@ class TaskRunner:
 
     def _run(self) -> None:
         while not self.stopped.is_set():
-            if run_waiting_tasks(self.store) == 0:
-                self.stopped.wait(IDLE_SECONDS)
+            try:
+                done = self.work()
+            except Exception:
+                log.exception("%s failed", self.thread.name)
+                done = 0
+            if done == 0:
+                self.stopped.wait(self.idle)

@@ -15,7 +15,6 @@ import hmac
 import logging
 import os
 import secrets
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,8 +30,6 @@ RETRY_FOR = 72 * 3600
 """Seconds after the event during which a failing endpoint is retried (OpenAI's 72 hours)."""
 LONGEST_PAUSE = 8 * 3600
 """The longest wait between two attempts."""
-IDLE_SECONDS = 0.5
-"""How often the delivery thread looks for what is due."""
 
 
 def first_pause() -> float:
@@ -92,28 +89,3 @@ def deliver_due(store: Store) -> int:
     for delivery, endpoint in due:
         _attempt(store, delivery, endpoint)
     return len(due)
-
-
-class Deliverer:
-    """A thread of the worker process that posts webhook events as they fall due."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="tunesmith-webhooks", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-    def _run(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                made = deliver_due(self.store)
-            except Exception:  # the store busy, a bug: logged, and the thread goes on
-                log.exception("webhook deliveries failed")
-                made = 0
-            if made == 0:
-                self.stopped.wait(IDLE_SECONDS)

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -24,9 +25,9 @@ from tunesmith.jobs.files import store_bytes
 from tunesmith.jobs.records import JobRecord
 from tunesmith.jobs.sink import JobSink
 from tunesmith.jobs.store import Store
-from tunesmith.jobs.tasks import TaskRunner, run_waiting_tasks
+from tunesmith.jobs.tasks import Poller, run_waiting_tasks
 from tunesmith.jobs.validation import fail
-from tunesmith.jobs.webhooks import Deliverer, deliver_due
+from tunesmith.jobs.webhooks import deliver_due
 from tunesmith.runs import REPORT_FILES, RunFolder, job_run
 from tunesmith.training.events import StopFlag
 from tunesmith.training.runner import TrainResult, resume, train
@@ -76,9 +77,10 @@ class Worker:
         is waiting and return; with `parent` (the server that started it), return when idle and that process is
         gone. A job it runs is finished first: a server that crashes does not take its job down, and the next
         server's worker waits for this one's lock."""
-        tasks, webhooks = TaskRunner(self.store), Deliverer(self.store)
+        tasks = Poller("tunesmith-tasks", partial(run_waiting_tasks, self.store))
+        webhooks = Poller("tunesmith-webhooks", partial(deliver_due, self.store))
+        self.store.requeue_tasks()  # a worker that stopped mid-task left it running
         if once:  # one pass, in this thread: the tasks waiting, then the jobs, then the webhooks due
-            self.store.requeue_tasks()
             run_waiting_tasks(self.store)
         else:
             tasks.start()

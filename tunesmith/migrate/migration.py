@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from tunesmith import paths
-from tunesmith.config import build_config
+from tunesmith.config import build_config, read_config_file
 from tunesmith.distill.collect import CollectSettings, CollectSummary, TeacherSettings, collect
 from tunesmith.distill.report import ReportSettings, distill_report, held_out_prompts, teacher_answers
 from tunesmith.errors import ConfigError, ModelError, TrainingError, TunesmithError
@@ -34,8 +34,6 @@ from tunesmith.runs import RunFolder
 from tunesmith.training.events import EventSink
 from tunesmith.training.runner import resume, train
 
-STATUSES = ("saved", "recorded", "trained", "failed")
-"""Where a job stands, in order (failed: with its reason)."""
 STATE_FILE = "migration.json"
 
 
@@ -166,7 +164,7 @@ def _migrate_job(
         _train_and_compare(folder, job, data, entry, settings, stage, sink)
 
 
-def _write_config(folder: JobFolder, job: dict[str, Any], data: Split, model: str) -> dict[str, Any]:
+def _write_config(folder: JobFolder, job: dict[str, Any], data: Split, model: str) -> None:
     """The job's method and hyperparameters as tunesmith settings (the jobs API's mapping), in config.yaml."""
     kind, hyper = _hyperparameters(job)
     if kind not in ("supervised", "dpo"):
@@ -176,7 +174,6 @@ def _write_config(folder: JobFolder, job: dict[str, Any], data: Split, model: st
     asked = OpenAIJob(model, str(data.train), held_out, hyper, kind, job.get("seed"), {}, integrations, job["id"])
     settings = openai_settings(asked, f"job {job['id']}")
     paths.write_text_atomic(folder.config, yaml.safe_dump(settings, sort_keys=False))
-    return settings
 
 
 def teacher_settings(settings: MigrateSettings, model: str) -> TeacherSettings:
@@ -253,7 +250,7 @@ def _train_and_compare(
             result = resume(folder.run, sink=sink)
         else:
             shutil.rmtree(folder.run, ignore_errors=True)  # stopped before its config was written: nothing kept
-            config = build_config(yaml.safe_load(folder.config.read_text(encoding="utf-8")), str(folder.config))
+            config = build_config(read_config_file(folder.config), str(folder.config))
             result = train(config, folder.run, sink=sink)
         if result.final is None:
             raise TrainingError(

@@ -35,6 +35,12 @@ def softmax_minus_onehot(logits: torch.Tensor, goal: torch.Tensor) -> tuple[torc
     return loss, grad.to(logits.dtype)
 
 
+def count_hits(correct: torch.Tensor | None, logits: torch.Tensor, goal: torch.Tensor) -> None:
+    """Add to `correct` the rows whose highest logit is their target (token accuracy); nothing when None."""
+    if correct is not None:
+        correct += (logits.argmax(-1) == goal).sum()
+
+
 @functools.cache
 def compiled_kernel() -> Kernel:
     """softmax_minus_onehot compiled once per process, for any number of rows."""
@@ -61,8 +67,7 @@ class _FusedHead(torch.autograd.Function):
         for start in range(0, h.shape[0], chunk_rows):
             rows = h[start : start + chunk_rows]
             logits = rows @ w.t()
-            if correct is not None:  # the argmax is one more read of logits the kernel reads anyway
-                correct += (logits.argmax(-1) == targets[0][start : start + chunk_rows]).sum()
+            count_hits(correct, logits, targets[0][start : start + chunk_rows])  # one more read of these logits
             loss, grad_logits = kernel(logits, *(t[start : start + chunk_rows] for t in targets))
             total += loss
             grad_hidden[start : start + chunk_rows] = grad_logits @ w
@@ -127,14 +132,7 @@ def linear_cross_entropy(
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         kernel = compiled_kernel() if compiled else softmax_minus_onehot
         return fused_head_loss(hidden, weight, (targets,), kernel, chunk_rows, correct)
-    if correct is None:
-        return chunked_head_loss(hidden, weight, (targets,), cross_entropy_sum, chunk_rows)
-
-    def counted(logits: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        correct.add_((logits.argmax(-1) == goal).sum())
-        return cross_entropy_sum(logits, goal)
-
-    return chunked_head_loss(hidden, weight, (targets,), counted, chunk_rows)
+    return chunked_head_loss(hidden, weight, (targets,), cross_entropy_sum, chunk_rows, correct)
 
 
 def cross_entropy_sum(logits: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -148,14 +146,17 @@ def chunked_head_loss(
     targets: tuple[torch.Tensor, ...],
     loss: Callable[..., torch.Tensor],
     chunk_rows: int = CHUNK_ROWS,
+    correct: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Without gradients: the sum of loss(hidden @ weight.T, targets...) over chunks of rows, in the dtype the
-    fused path computes in; the logits of one chunk at a time."""
+    fused path computes in; the logits of one chunk at a time. `correct` counts hits of targets[0] as
+    fused_head_loss does."""
     compute = compute_dtype(hidden, weight)
     with torch.autocast(hidden.device.type, enabled=False):
         h, w = hidden.to(compute), weight.to(compute)
-        losses = [
-            loss(h[i : i + chunk_rows] @ w.t(), *(t[i : i + chunk_rows] for t in targets))
-            for i in range(0, len(h), chunk_rows)
-        ]
+        losses = []
+        for i in range(0, len(h), chunk_rows):
+            logits = h[i : i + chunk_rows] @ w.t()
+            count_hits(correct, logits, targets[0][i : i + chunk_rows])
+            losses.append(loss(logits, *(t[i : i + chunk_rows] for t in targets)))
         return torch.stack(losses).sum() if losses else torch.zeros((), device=hidden.device)

@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 
 from tunesmith.tokenize.batches import Batch, collate
 from tunesmith.tokenize.encode import Example
-from tunesmith.training.fused_ce import linear_cross_entropy
+from tunesmith.training.fused_ce import count_hits, linear_cross_entropy
 from tunesmith.training.top_k_kl import linear_top_k_kl, top_k_kl
 
 
@@ -54,8 +54,7 @@ def supervised_loss(
             return linear_top_k_kl(rows, head.weight, *soft), int(learned.sum())
         return linear_cross_entropy(rows, head.weight, goal, compiled=compiled, correct=correct), int(learned.sum())
     logits = head(rows).float()
-    if correct is not None:
-        correct += (logits.argmax(-1) == goal).sum()
+    count_hits(correct, logits, goal)
     if cap := getattr(lm.config, "final_logit_softcapping", None):
         logits = torch.tanh(logits / cap) * cap
     if soft is not None:

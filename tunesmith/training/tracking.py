@@ -52,15 +52,14 @@ class _Ids:
     def __init__(self, run_dir: Path) -> None:
         self.path = RunFolder(run_dir).tracking
 
-    def get(self, tracker: str) -> str | None:
-        return json.loads(self.path.read_text())[tracker] if self._has(tracker) else None
+    def _known(self) -> dict[str, str]:
+        return json.loads(self.path.read_text()) if self.path.is_file() else {}
 
-    def _has(self, tracker: str) -> bool:
-        return self.path.is_file() and tracker in json.loads(self.path.read_text())
+    def get(self, tracker: str) -> str | None:
+        return self._known().get(tracker)
 
     def put(self, tracker: str, run_id: str) -> None:
-        known = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        paths.write_text_atomic(self.path, json.dumps(known | {tracker: run_id}, indent=2))
+        paths.write_text_atomic(self.path, json.dumps(self._known() | {tracker: run_id}, indent=2))
 
 
 class TensorBoard:
