@@ -65,6 +65,7 @@ class AutoRules:
 
 OBJECTIVE_RULES: dict[str, AutoRules] = {
     "dpo": AutoRules(PAIR_BATCH_SHARE, PREFERENCE_RATE_DIVISOR, "for preference pairs, trained with --objective dpo"),
+    "grpo": AutoRules(1, PREFERENCE_RATE_DIVISOR, "for reinforcement from graded answers (--objective grpo)"),
 }
 """Each objective's auto rules (an objective not named here is treated as sft)."""
 
@@ -265,6 +266,32 @@ class PreferenceSettings(_Frozen):
         return self.beta if self.beta != "auto" else (DPO_BETA if self.loss == "dpo" else SIMPO_BETA)
 
 
+class ReinforcementSettings(_Frozen):
+    """How objective grpo learns from graded answers of its own (group-relative policy optimisation)."""
+
+    graders: tuple[str, ...] = ()
+    """Grader files: each a JSON file holding one of OpenAI's grader objects, or a .py file defining
+    grade(sample, item) (run as a python grader, in the sandbox). An answer's reward is the mean of their scores."""
+    group_size: int = Field(4, ge=2)
+    """Answers sampled per prompt (G): each is judged against the others of its group."""
+    prompts_per_step: int = Field(4, gt=0)
+    """Prompts per micro-batch (an optimizer step takes grad_accum micro-batches)."""
+    max_answer_tokens: int = Field(256, gt=0)
+    """The longest sampled answer, in tokens."""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature of the answers (the loss reads log-probs at the same temperature)."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling of the answers."""
+    beta: float = Field(0.04, ge=0)
+    """Weight of the KL penalty to the reference (the base: the adapter off; a frozen copy for method full)."""
+    epsilon: float = Field(0.2, gt=0)
+    """The ratio clip: the policy ratio counts only within 1 +- epsilon."""
+    eval_samples: int | None = Field(None, gt=0)
+    """Held-out prompts answered (greedy) and graded at each evaluation; none: all."""
+    concurrency: int = Field(8, gt=0)
+    """Answers graded at once (model graders wait on the network)."""
+
+
 class TrackingSettings(_Frozen):
     """Where report_to logs a run."""
 
@@ -293,11 +320,12 @@ class RunConfig(_Frozen):
     """Input format of the data, or auto to detect it per file."""
     method: Literal["lora", "dora", "full"] = "lora"
     """lora or dora train a small adapter; full trains every weight."""
-    objective: Literal["sft", "text", "dpo", "distill"] = "sft"
+    objective: Literal["sft", "text", "dpo", "distill", "grpo"] = "sft"
     """sft learns the answers of conversations; text (continued pre-training) learns every token; dpo learns from
     preference pairs to give the chosen answer more probability than the rejected one (see preference); distill
     learns a teacher's answers as `tunesmith distill collect --logprobs K` stored them: its top-k distribution
-    per answer token (KL, the rest of the mass as one bucket) where the student shares its tokenizer."""
+    per answer token (KL, the rest of the mass as one bucket) where the student shares its tokenizer; grpo learns
+    from its own answers, sampled in groups and scored by graders (see reinforcement)."""
     supervise: Literal["assistant", "last", "all"] = "assistant"
     """Which turns sft learns: every assistant turn, only the last one, or all tokens."""
     max_length: int = Field(2048, gt=1)
@@ -328,6 +356,8 @@ class RunConfig(_Frozen):
     """Adapter settings (lora and dora)."""
     preference: PreferenceSettings = PreferenceSettings()
     """Preference settings (objective dpo)."""
+    reinforcement: ReinforcementSettings = ReinforcementSettings()
+    """Reinforcement settings (objective grpo): graders, group size, sampling, KL and clip."""
     eval_every: int | Auto = "auto"
     """Steps between held-out evaluations (and one after the last step, which stands in for one due less than half
     an interval before it in the same epoch); auto: up to 5 per run, fewer when the held-out set is large, but at

@@ -187,7 +187,12 @@ def test_lists_page_by_after_without_gaps_or_repeats(client, finished):
         ({"hyperparameters": {"n_epochs": 0}}, 400, "hyperparameters.n_epochs"),
         ({"hyperparameters": {"lora_rank": 0}}, 400, "hyperparameters.lora_rank"),
         ({"hyperparameters": {"finetuning_type": "qlora"}}, 400, "hyperparameters.finetuning_type"),
-        ({"method": {"type": "reinforcement"}}, 400, "method.type"),
+        ({"method": {"type": "reinforcement"}}, 400, "method"),
+        (
+            {"method": {"type": "reinforcement", "reinforcement": {"grader": {"type": "string_check"}}}},
+            400,
+            "method.reinforcement.grader",
+        ),
         ({"method": {"type": "dpo", "supervised": {}}}, 400, "method"),
         ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}}, 400, "method.dpo.hyperparameters.beta"),
         ({"suffix": "../x"}, 400, "suffix"),

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from tunesmith.cli import app
 from tunesmith.cli.settings import FILE_ONLY, settings
-from tunesmith.config import LoraSettings, PreferenceSettings, RunConfig, TrackingSettings
+from tunesmith.config import LoraSettings, PreferenceSettings, ReinforcementSettings, RunConfig, TrackingSettings
 from tunesmith.training import runner
 
 runner_cli = CliRunner()
@@ -33,7 +33,7 @@ def test_every_setting_of_run_config_is_an_option_but_the_file_only_stages():
     result = runner_cli.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     fields = [s.field for s in settings()]
     assert "lora.rank" in fields and "compile" in fields and "stages" not in fields and "--stages" not in result.output
-    groups = (LoraSettings, PreferenceSettings, TrackingSettings)  # each a field of RunConfig, walked into
+    groups = (LoraSettings, PreferenceSettings, ReinforcementSettings, TrackingSettings)  # walked into
     own = len(RunConfig.model_fields) - len(groups) - len(FILE_ONLY)
     assert len(fields) == own + sum(len(g.model_fields) for g in groups)
     for s in settings():

@@ -43,8 +43,12 @@ def evaluate_command(
     guard: Annotated[bool, Opt(help="Score general questions before and after, to catch forgetting.")] = True,
     dtype: Annotated[str, Opt(help="auto, float32 (batching never changes an answer) or bfloat16.")] = "auto",
     out_dir: Annotated[Path | None, Opt("--out", help="Report folder (default: RUN/eval).")] = None,
+    grader: Annotated[
+        list[str] | None,
+        Opt(help="A grader file (OpenAI grader JSON, or .py with grade(sample, item)); repeatable. The first decides."),
+    ] = None,
 ) -> None:
-    """Did fine-tuning help? Held-out loss, answers and task metrics of the tuned model and a baseline."""
+    """Did fine-tuning help? Held-out loss, answers and task metrics (or grades) of the tuned model and a baseline."""
     from tunesmith.evaluate.evaluation import EvalOptions
 
     with user_errors():
@@ -56,6 +60,7 @@ def evaluate_command(
             max_new_tokens="auto" if max_tokens == "auto" else int(max_tokens),
             guard=guard,
             dtype=dtype,
+            graders=tuple(grader or ()),
         )
     evaluate_and_print(target, options, out_dir)
 

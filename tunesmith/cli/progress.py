@@ -53,7 +53,11 @@ class ConsoleProgress:
             if "eval_reward_accuracy" in values:
                 self.eval_accuracy = f" (reward accuracy {values['eval_reward_accuracy']:.2f})"
             when = f"step {event.step}" if event.step else "before training"
-            self.progress.console.print(f"{when}: held-out loss {self.eval_loss}{self.eval_accuracy}")
+            if "eval_reward" in values:  # grpo: the held-out grade is what it optimises
+                self.eval_loss = f"reward {values['eval_reward']:.3f}"
+                self.progress.console.print(f"{when}: held-out {self.eval_loss}")
+            else:
+                self.progress.console.print(f"{when}: held-out loss {self.eval_loss}{self.eval_accuracy}")
             self.progress.update(self.task, info=self._info())
         elif event.kind == "end":
             self.close()
@@ -63,6 +67,8 @@ class ConsoleProgress:
         rewards = (
             f"acc {step['reward_accuracy']:.2f}  margin {step['reward_margin']:.2f}  "
             if "reward_accuracy" in step
+            else f"reward {step['reward']:.3f}  "
+            if "reward" in step
             else ""
         )
         return (

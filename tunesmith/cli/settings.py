@@ -21,7 +21,12 @@ from rich.markup import escape
 
 from tunesmith.config import RunConfig
 
-EXTRA_NAMES = {"model": ("-m",), "learning_rate": ("--lr",), "eval_data": ("--eval",)}
+EXTRA_NAMES = {
+    "model": ("-m",),
+    "learning_rate": ("--lr",),
+    "eval_data": ("--eval",),
+    "reinforcement.graders": ("--grader",),
+}
 """Short names of a few everyday settings, besides --field-name."""
 PANEL = "Settings (also in a --config YAML file; the option wins)"
 FILE_ONLY = {"stages"}

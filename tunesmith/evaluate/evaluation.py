@@ -17,7 +17,8 @@ from tunesmith.engine.sampling import Sampling
 from tunesmith.errors import ConfigError
 from tunesmith.evaluate.choice import choice_scores
 from tunesmith.evaluate.generate import Answer, Generator, load_generator
-from tunesmith.evaluate.items import HeldOut, Item, general_questions, load_held_out
+from tunesmith.evaluate.graded import grade_answers
+from tunesmith.evaluate.items import HeldOut, Item, general_questions, load_graded, load_held_out
 from tunesmith.evaluate.metrics import (
     DIAGNOSTICS,
     HIGHER_IS_BETTER,
@@ -32,6 +33,7 @@ from tunesmith.runs import RunFolder, result_folder, run_of
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.encode import encode
 from tunesmith.training.loss import mean_loss
+from tunesmith.training.rewards import read_graders
 from tunesmith.training.stages import stages_of
 
 LABELS = {
@@ -47,6 +49,8 @@ TIE = 0.5
 GUARD_TOKENS = 32
 MAX_ANSWER_TOKENS = 512
 LOSS_BATCH_TOKENS = 4096
+UNGUIDED_TOKENS = 256
+"""The longest answer to a prompt without a reference (graded data), when max_new_tokens is auto."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +77,9 @@ class EvalOptions:
     """auto (bf16 where fast), float32 (batching never changes a greedy answer) or bfloat16."""
     max_length: int = 2048
     """Longest example for the held-out loss."""
+    graders: tuple[str, ...] = ()
+    """Grader files (OpenAI grader objects in JSON, or .py files defining grade(sample, item)): each answer graded
+    against its data line; with graders the first one decides who wins, and lines need no reference answer."""
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in HIGHER_IS_BETTER]
@@ -96,10 +103,14 @@ class ModelResult:
     """Share of general questions answered right (0-100)."""
     pairs: PairScores | None = None
     """Preference pairs: the log-probabilities it gives each pair's chosen and rejected answers."""
+    grades: dict[str, list[float]] = field(default_factory=dict)
+    """grader (and sub-grader) name -> the grade of each answer."""
 
     def summary(self) -> dict[str, Any]:
         means = {name: mean for name, values in self.scores.items() if (mean := mean_score(values)) is not None}
+        grades = {name: float(np.mean(values)) for name, values in self.grades.items() if values}
         return {
+            "graders": grades or None,
             "preference": self.pairs.summary() if self.pairs is not None else None,
             "name": self.name,
             "loss": self.loss,
@@ -122,10 +133,14 @@ def answer_limits(items: list[Item], tokenizer: PreTrainedTokenizerBase, options
     if options.max_new_tokens != "auto":
         return [options.max_new_tokens] * len(items)
     lengths = [len(ids) for ids in tokenizer([i.reference for i in items], add_special_tokens=False)["input_ids"]]
-    return [min(MAX_ANSWER_TOKENS, int(n * 1.25) + 8) for n in lengths]
+    return [
+        min(MAX_ANSWER_TOKENS, int(n * 1.25) + 8) if i.reference else UNGUIDED_TOKENS for n, i in zip(lengths, items)
+    ]
 
 
 def _loss(generator: Generator, held_out: HeldOut, max_length: int) -> float | None:
+    if not held_out.records:  # graded prompts: no answers to measure a loss on
+        return None
     supervise = "all" if held_out.kind == "text" else "assistant"
     examples = encode(held_out.records, generator.tokenizer, max_length=max_length, supervise=supervise).examples
     batches = ordered_batches(np.array([len(e.input_ids) for e in examples]), LOSS_BATCH_TOKENS)
@@ -157,6 +172,9 @@ def _run_model(
             syntax = generator.renderer.call_syntax
             result.answers = [replace(a, text=canonical_answer(a.text, syntax)) for a in result.answers]
         result.scores = {m: _item_scores(m, generator, held_out, result.answers, options) for m in metrics}
+        if options.graders and held_out.raw is not None:
+            texts = [a.text for a in result.answers]
+            result.grades = grade_answers(read_graders(options.graders), texts, held_out.raw)
     if options.guard:
         questions = general_questions()
         sampling = Sampling(max_tokens=GUARD_TOKENS)  # short prompts and answers: one batch
@@ -204,6 +222,12 @@ def _measured_losses(
 
 
 def _winners(tuned: ModelResult, baseline: ModelResult, metric: str) -> list[str]:
+    if tuned.grades:  # the first grader decides: its scores as they are (grades are not on the 0-100 scale)
+        first = next(iter(tuned.grades))
+        return [
+            "tie" if abs(a - b) < 1e-9 else "tuned" if a > b else "baseline"
+            for a, b in zip(tuned.grades[first], baseline.grades[first])
+        ]
     sign = 1 if HIGHER_IS_BETTER[metric] else -1
     out = []
     for a, b in zip(tuned.scores[metric], baseline.scores[metric]):
@@ -273,10 +297,27 @@ class Evaluation:
 
     def headline(self) -> str:
         n = len(self.held_out.items) or len(self.held_out.records)
+        if self.tuned.grades:
+            return self._grades(n)
         primary = self.primary
         if self.held_out.kind == "pairs" and self.tuned.pairs is not None:
             return f"{self._preference()}; {self._scores(primary, n)}{self._stages(primary)}"
         return self._scores(primary, n) + self._stages(primary)
+
+    def _grades(self, n: int) -> str:
+        """Each grader's mean grade, base -> tuned, and who won by the first."""
+        tuned = self.tuned.summary()["graders"]
+        base = self.baseline.summary()["graders"] if self.baseline else None
+        parts = [
+            f"grader {name} " + (f"{base[name]:.3f} -> " if base else "") + f"{tuned[name]:.3f}"
+            for name in tuned
+            if "." not in name
+        ]
+        text = "; ".join(parts) + f" on {n} held-out prompts"
+        if self.winners:
+            wins, ties = self.winners.count("tuned"), self.winners.count("tie")
+            text += f" ({wins} wins, {ties} ties, {self.winners.count('baseline')} losses)"
+        return text
 
     def _stages(self, primary: str | None) -> str:
         """What each earlier stage of a staged run reached on the same data: its score, or its perplexity."""
@@ -313,14 +354,22 @@ class Evaluation:
 def evaluate(target: str, options: EvalOptions) -> Evaluation:
     """Evaluate a run (against its base model by default) or a plain model on held-out data."""
     run = run_of(target)
-    held_out = load_held_out(run, options.data, options.limit)
+    if not options.graders and run is not None:
+        options = replace(options, graders=run_graders(run))
+    if options.graders:
+        read_graders(options.graders)  # a bad grader file fails before any model is loaded
+        held_out = load_graded(run, options.data, options.limit)
+    else:
+        held_out = load_held_out(run, options.data, options.limit)
     metrics = list(options.metrics) or choose_metrics([i.reference for i in held_out.items], held_out.kind)
+    if held_out.kind == "prompts":
+        metrics = []  # nothing to compare answers with: the graders score them
     if held_out.kind == "text" and set(metrics) & set(MODEL_METRICS):
         raise ConfigError(
             f"{held_out.source}: metric 'choice' needs questions with answers",
             hint="plain texts are scored by perplexity",
         )
-    metrics = [*metrics, *(d for d in DIAGNOSTICS if d not in metrics)] if held_out.items else []
+    metrics = [*metrics, *(d for d in DIAGNOSTICS if d not in metrics)] if metrics and held_out.items else []
     base_loss, tuned_loss = _measured_losses(run, held_out, options)
     tuned = _run_model(target, False, held_out, metrics, options, tuned_loss)
     baseline = None
@@ -328,9 +377,17 @@ def evaluate(target: str, options: EvalOptions) -> Evaluation:
         baseline = _run_model(target, True, held_out, metrics, options, base_loss)
     elif options.baseline not in ("base", "none"):
         baseline = _run_model(options.baseline, False, held_out, metrics, options, None)
-    winners = _winners(tuned, baseline, metrics[0]) if baseline is not None and metrics else []
+    winners = _winners(tuned, baseline, metrics[0] if metrics else "") if baseline and (metrics or tuned.grades) else []
     stages = _earlier_stages(run, held_out, metrics, options) if run is not None else []
     return Evaluation(target, held_out, metrics, tuned, baseline, winners, options, run.root if run else None, stages)
+
+
+def run_graders(run: RunFolder) -> tuple[str, ...]:
+    """The graders a grpo run learned from (what its answers are graded by unless others are given)."""
+    config = run.read_config() if run.config.is_file() else {}
+    if config.get("objective") != "grpo":
+        return ()
+    return tuple((config.get("reinforcement") or {}).get("graders") or ())
 
 
 def _earlier_stages(run: RunFolder, held_out: HeldOut, metrics: list[str], options: EvalOptions) -> list[ModelResult]:

@@ -8,7 +8,6 @@ float32 the same prompt, settings and seed give the same answer in `eval`, `comp
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -20,7 +19,7 @@ from tunesmith.engine.core import Engine, Request, generate
 from tunesmith.engine.sampling import Sampling
 from tunesmith.engine.text import TextStream
 from tunesmith.models.load import load_for_inference
-from tunesmith.tokenize.render import ChatRenderer
+from tunesmith.tokenize.render import ChatRenderer, without_empty_thinking
 
 
 @dataclass(frozen=True)
@@ -111,15 +110,6 @@ class Generator:
                 piece = text.update(answer.ids, request.done)
                 if piece:
                     yield piece
-
-
-EMPTY_THINKING = re.compile(r"\A\s*<think>\s*</think>\s*")
-
-
-def without_empty_thinking(text: str) -> str:
-    """An answer without the empty think block a hybrid-reasoning family (Qwen3) writes before it when tuned on
-    answers alone: what is scored and shown is the answer."""
-    return EMPTY_THINKING.sub("", text, count=1)
 
 
 def load_generator(name: str, *, device: str = "auto", dtype: str = "auto", base: bool = False) -> Generator:

@@ -43,6 +43,10 @@ def samples(evaluation: Evaluation) -> list[dict[str, Any]]:
             "tuned_scores": {m: evaluation.tuned.scores[m][k] for m in evaluation.metrics},
             "tuned_stopped": evaluation.tuned.answers[k].stopped,
         }
+        if evaluation.tuned.grades:
+            row["tuned_grades"] = {name: values[k] for name, values in evaluation.tuned.grades.items()}
+        if evaluation.baseline is not None and evaluation.baseline.grades:
+            row["baseline_grades"] = {name: values[k] for name, values in evaluation.baseline.grades.items()}
         if evaluation.baseline is not None:
             row["baseline"] = evaluation.baseline.answers[k].text
             row["baseline_scores"] = {m: evaluation.baseline.scores[m][k] for m in evaluation.metrics}
@@ -132,6 +136,7 @@ def _to_trackers(evaluation: Evaluation, run_dir: Path, html: Path) -> None:
     for role, result in (("tuned", evaluation.tuned), ("base", evaluation.baseline)):
         summary = result.summary() if result is not None else {"metrics": {}}
         scores |= {f"report/{role}_{name}": float(value) for name, value in summary["metrics"].items()}
+        scores |= {f"report/{role}_grade_{name}": float(v) for name, v in (summary.get("graders") or {}).items()}
         if summary.get("loss") is not None:
             scores[f"report/{role}_loss"] = float(summary["loss"])
     log_report(run_dir, config, scores, evaluation.headline(), html)
@@ -146,7 +151,15 @@ def after_training(run_dir: Path) -> EvalOptions | None:
     held-out data of its own."""
     from tunesmith.evaluate.items import has_held_out
 
-    return EvalOptions(limit=QUICK_EVAL_EXAMPLES) if has_held_out(RunFolder(run_dir)) else None
+    run = RunFolder(run_dir)
+    if not has_held_out(run):
+        return None
+    config = run.read_config()
+    if config.get("objective") == "grpo":  # graded by the run's own graders, answers as long as it learned them
+        settings = config.get("reinforcement") or {}
+        graders = tuple(settings.get("graders") or ())
+        return EvalOptions(limit=QUICK_EVAL_EXAMPLES, graders=graders, max_new_tokens=settings["max_answer_tokens"])
+    return EvalOptions(limit=QUICK_EVAL_EXAMPLES)
 
 
 def evaluate_to_folder(target: str, options: EvalOptions, out_dir: Path | None = None) -> tuple[Evaluation, Path]:

@@ -130,6 +130,12 @@ class JobRecord:
         hyper |= {key: value for key, value in own.items() if value != "auto"}
         kind = self.method.get("type", "supervised")
         inner = hyper | ({"beta": self.hyperparameters.get("beta", "auto")} if kind == "dpo" else {})
+        method: dict[str, Any] = {"type": kind, kind: {"hyperparameters": inner}}
+        if kind == "reinforcement":
+            inner |= {key: self.hyperparameters.get(key, "auto") for key in REINFORCEMENT_HYPERPARAMETERS}
+            if self.hyperparameters.get("max_answer_tokens", "auto") != "auto":
+                inner["max_answer_tokens"] = self.hyperparameters["max_answer_tokens"]
+            method[kind]["grader"] = self.method.get("grader")
         return {
             "id": self.id,
             "object": "fine_tuning.job",
@@ -149,14 +155,16 @@ class JobRecord:
             "estimated_finish": self.estimated_finish,
             "integrations": self.integrations,
             "metadata": self.metadata,
-            "method": self.method | {kind: {"hyperparameters": inner}},
+            "method": method,
             "user_provided_suffix": self.suffix,
             "usage_metrics": None if self.trained_tokens is None else {"trained_tokens": self.trained_tokens},
         }
 
 
 HYPERPARAMETERS = ("batch_size", "learning_rate_multiplier", "n_epochs")
-OWN_HYPERPARAMETERS = ("finetuning_type", "lora_rank")
+REINFORCEMENT_HYPERPARAMETERS = ("compute_multiplier", "eval_interval", "eval_samples", "reasoning_effort")
+"""What method.reinforcement.hyperparameters shows besides HYPERPARAMETERS."""
+OWN_HYPERPARAMETERS = ("finetuning_type", "lora_rank", "learning_rate")
 """tunesmith's own hyperparameters, shown in a job object when they were set."""
 
 

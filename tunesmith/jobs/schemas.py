@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tunesmith.graders.spec import GraderError, as_json, read_grader
 
 Auto = Literal["auto"]
 MetadataKey = Annotated[str, Field(max_length=64)]
@@ -26,6 +28,8 @@ class Hyperparameters(BaseModel):
     """tunesmith's own: which weights are trained (an adapter, or every weight); auto is lora."""
     lora_rank: Annotated[int, Field(ge=1, le=1024)] | Auto = "auto"
     """tunesmith's own: the rank of a LoRA or DoRA adapter; auto is the training default."""
+    learning_rate: Annotated[float, Field(gt=0, le=1)] | Auto = "auto"
+    """tunesmith's own: the peak learning rate itself (instead of learning_rate_multiplier)."""
 
 
 class SupervisedMethod(BaseModel):
@@ -53,26 +57,64 @@ class DpoMethod(BaseModel):
     """As the supervised ones, with beta."""
 
 
+class ReinforcementHyperparameters(Hyperparameters):
+    """OpenAI's reinforcement hyperparameters (docs/graders.md says what each becomes here)."""
+
+    compute_multiplier: Annotated[float, Field(gt=0, le=10)] | Auto = "auto"
+    """Times the answers sampled per prompt (4 at 1, at least 2)."""
+    eval_interval: Annotated[int, Field(ge=1)] | Auto = "auto"
+    """Steps between held-out evaluations."""
+    eval_samples: Annotated[int, Field(ge=1)] | Auto = "auto"
+    """Held-out prompts answered and graded at each evaluation."""
+    reasoning_effort: Literal["default", "low", "medium", "high"] = "default"
+    """Accepted for OpenAI's shape; the open models trained here have no separate reasoning budget to set."""
+    max_answer_tokens: Annotated[int, Field(ge=1, le=8192)] | Auto = "auto"
+    """tunesmith's own: the longest sampled answer, in tokens (auto: 256)."""
+
+
+class ReinforcementMethod(BaseModel):
+    """OpenAI's method.reinforcement: the grader and the hyperparameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grader: dict[str, Any]
+    """One of OpenAI's grader objects (string_check, text_similarity, python, score_model, label_model, multi)."""
+    hyperparameters: ReinforcementHyperparameters = ReinforcementHyperparameters()
+    """As the supervised ones, with compute_multiplier, eval_interval, eval_samples and reasoning_effort."""
+
+    @field_validator("grader")
+    @classmethod
+    def _grader(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return as_json(read_grader(value, where="method.reinforcement.grader"))
+        except GraderError as exc:
+            raise ValueError(exc.message) from None
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: Literal["supervised", "dpo", "reinforcement"]
-    """supervised trains on answers; dpo on preference pairs; reinforcement is not available."""
+    """supervised trains on answers; dpo on preference pairs; reinforcement on prompts and a grader (grpo)."""
     supervised: SupervisedMethod | None = None
     """Its hyperparameters, for type supervised."""
     dpo: DpoMethod | None = None
     """Its hyperparameters, for type dpo."""
+    reinforcement: ReinforcementMethod | None = None
+    """Its grader and hyperparameters, for type reinforcement."""
 
     @model_validator(mode="after")
     def _own_place(self) -> Method:
-        for other in ("supervised", "dpo"):
+        for other in ("supervised", "dpo", "reinforcement"):
             if other != self.type and getattr(self, other) is not None:
                 raise ValueError(f"method {self.type} takes its hyperparameters in method.{self.type}, not {other}")
+        if self.type == "reinforcement" and self.reinforcement is None:
+            raise ValueError("method reinforcement needs method.reinforcement.grader")
         return self
 
-    def inner(self) -> SupervisedMethod | DpoMethod | None:
+    def inner(self) -> SupervisedMethod | DpoMethod | ReinforcementMethod | None:
         """The hyperparameters' holder for this method's type."""
-        return self.supervised if self.type == "supervised" else self.dpo
+        return {"supervised": self.supervised, "dpo": self.dpo, "reinforcement": self.reinforcement}[self.type]
 
 
 class WandbIntegration(BaseModel):
@@ -138,6 +180,12 @@ class JobRequest(BaseModel):
     def method_type(self) -> str:
         """supervised unless the method says otherwise."""
         return self.method.type if self.method is not None else "supervised"
+
+    def method_record(self) -> dict[str, Any]:
+        """What the store keeps of the method: its type, and a reinforcement job's grader."""
+        inner = self.method.inner() if self.method is not None else None
+        grader = {"grader": inner.grader} if isinstance(inner, ReinforcementMethod) else {}
+        return {"type": self.method_type()} | grader
 
     def chosen_hyperparameters(self) -> Hyperparameters:
         inner = self.method.inner() if self.method is not None else None

@@ -26,6 +26,13 @@ CHECKPOINT_METRICS = (
 """The metrics of OpenAI's checkpoint objects, taken from the step the checkpoint follows."""
 PAIR_METRICS = ("reward_accuracy", "reward_margin")
 """A DPO run's metrics that its events carry too (train_ and valid_ before them), beside OpenAI's."""
+REWARD_METRICS = {
+    "reward": "train_reward_mean",
+    "reward_std": "train_reward_std",
+    "kl": "train_kl",
+    "answer_length": "train_answer_length",
+}
+"""A grpo run's step metrics in its metrics events (valid_reward_mean from its evaluations)."""
 
 
 class JobSink:
@@ -77,6 +84,7 @@ class JobSink:
             "learning_rate": values.get("lr"),
             "tokens_per_second": values.get("tokens_per_second"),
         }
+        metrics |= {key: values[name] for name, key in REWARD_METRICS.items() if name in values}
         return metrics | {f"train_{name}": values[name] for name in PAIR_METRICS if name in values}
 
     def _eval(self, event: Event) -> None:
@@ -86,10 +94,14 @@ class JobSink:
         held_out = {"valid_loss": loss, "valid_mean_token_accuracy": accuracy}
         held_out |= {"full_valid_loss": loss, "full_valid_mean_token_accuracy": accuracy}
         held_out |= {f"valid_{name}": values[f"eval_{name}"] for name in PAIR_METRICS if f"eval_{name}" in values}
+        if "eval_reward" in values:
+            held_out |= {"valid_reward_mean": values["eval_reward"], "full_valid_reward_mean": values["eval_reward"]}
         if event.step == 0:
             message = f"Held-out loss before training: {held_out['valid_loss']:.4f}"
             if "valid_reward_accuracy" in held_out:
                 message += f", reward accuracy={held_out['valid_reward_accuracy']:.2f}"
+            if "valid_reward_mean" in held_out:
+                message += f", mean reward={held_out['valid_reward_mean']:.3f}"
             self.store.add_event(self.job_id, "base_loss", message, data={"step": 0} | held_out)
         elif self.pending is not None and self.pending["step"] == event.step:
             self.pending |= held_out
@@ -99,8 +111,12 @@ class JobSink:
             return
         data, self.pending = self.pending, None
         message = f"Step {data['step']}/{data['total_steps']}: training loss={data['train_loss']:.4f}"
+        if data.get("train_reward_mean") is not None:
+            message += f", mean reward={data['train_reward_mean']:.3f}"
         if data.get("valid_loss") is not None:
             message += f", validation loss={data['valid_loss']:.4f}"
+        if data.get("valid_reward_mean") is not None:
+            message += f", validation reward={data['valid_reward_mean']:.3f}"
         if data.get("valid_reward_accuracy") is not None:
             message += f", validation reward accuracy={data['valid_reward_accuracy']:.2f}"
         self.store.add_event(self.job_id, f"metrics:{data['step']}", message, data=data)

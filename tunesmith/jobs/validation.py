@@ -3,12 +3,15 @@ hyperparameters become tunesmith settings, before any compute. A bad file fails 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from tunesmith import paths
 from tunesmith.check import DataOptions, check_data
 from tunesmith.config import auto_batch_tokens, auto_learning_rate, build_config
 from tunesmith.data.formats import auto_objective
@@ -16,6 +19,7 @@ from tunesmith.errors import DataError, TunesmithError
 from tunesmith.jobs.records import JobRecord
 from tunesmith.jobs.store import ACTIVE, Store
 from tunesmith.models.load import load_tokenizer, model_width
+from tunesmith.training.objectives.grpo import read_prompt_items
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +112,8 @@ class OpenAIJob:
     """OpenAI's integrations: [{"type": "wandb", "wandb": {"project", "name", "entity", "tags"}}]."""
     name: str | None = None
     """The run's name at a tracker when the integration gives none (the job id)."""
+    grader: str | None = None
+    """A reinforcement job's grader file (the grader object as JSON)."""
 
 
 def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
@@ -116,8 +122,12 @@ def job_settings(store: Store, job: JobRecord) -> dict[str, Any]:
     held_out = _path(store, job.validation_file) if job.validation_file else None
     names = {train: job.training_file, held_out or "": job.validation_file or ""}
     method = job.method.get("type", "supervised")
+    grader = None
+    if method == "reinforcement":  # the grader as a file the run names (a job id is ours: never a user's name)
+        grader = str(paths.home() / "graders" / f"{job.id}.json")
+        paths.write_text_atomic(Path(grader), json.dumps(job.method["grader"], indent=2))
     asked = OpenAIJob(
-        job.model, train, held_out, job.hyperparameters, method, job.seed, names, job.integrations, job.id
+        job.model, train, held_out, job.hyperparameters, method, job.seed, names, job.integrations, job.id, grader
     )
     settings = openai_settings(asked, f"job {job.id}")
     return settings | {"keep_checkpoints": KEEP_CHECKPOINTS, "save_every": "epoch"}
@@ -127,11 +137,27 @@ def openai_settings(job: OpenAIJob, where: str) -> dict[str, Any]:
     """The RunConfig values of an OpenAI-style job: its data checked under the model's tokenizer, its
     hyperparameters translated as docs/from-openai.md says (the jobs API and `tunesmith migrate` alike)."""
     tokenizer = load_tokenizer(job.model)
+    if job.method == "reinforcement":
+        return _reinforcement_settings(job, tokenizer, where)
     report = check_data(job.train, tokenizer, DataOptions(), eval_source=job.held_out)
     if report.errors:
         raise _first_problem(report, job.names)
     hyper = job.hyperparameters
     objective = _objective(job.method, job.names.get(job.train, job.train), report.stats["train"]["format"])
+    settings = _shared(job, objective)
+    if _given(hyper, "beta"):
+        settings["preference"] = {"beta": float(hyper["beta"])}
+    if _given(hyper, "batch_size"):
+        typical = report.stats["train"]["length_p50"]
+        batch = int(hyper["batch_size"])
+        settings["grad_accum"] = max(1, math.ceil(batch * typical / auto_batch_tokens("cpu", objective)))
+    build_config(settings, where)
+    return settings
+
+
+def _shared(job: OpenAIJob, objective: str) -> dict[str, Any]:
+    """The settings every method maps alike: files, model, seed, epochs, weights trained, learning rate, tracking."""
+    hyper = job.hyperparameters
     settings: dict[str, Any] = {
         "data": job.train,
         "eval_data": job.held_out,
@@ -148,14 +174,37 @@ def openai_settings(job: OpenAIJob, where: str) -> dict[str, Any]:
     if _given(hyper, "learning_rate_multiplier"):
         rate = auto_learning_rate("lora" if method == "auto" else method, model_width(job.model), objective)
         settings["learning_rate"] = float(hyper["learning_rate_multiplier"]) * rate
-    if _given(hyper, "beta"):
-        settings["preference"] = {"beta": float(hyper["beta"])}
-    if _given(hyper, "batch_size"):
-        typical = report.stats["train"]["length_p50"]
-        batch = int(hyper["batch_size"])
-        settings["grad_accum"] = max(1, math.ceil(batch * typical / auto_batch_tokens("cpu", objective)))
-    settings |= _tracking(job)
-    build_config(settings, where)
+    if _given(hyper, "learning_rate"):
+        settings["learning_rate"] = float(hyper["learning_rate"])
+    return settings | _tracking(job)
+
+
+GROUP_SIZE = 4
+"""Answers per prompt of a reinforcement job at compute_multiplier 1."""
+REINFORCEMENT_KEYS = {"batch_size": "prompts_per_step", "eval_samples": "eval_samples",
+                      "max_answer_tokens": "max_answer_tokens"}  # fmt: skip
+"""Reinforcement hyperparameters that are reinforcement settings as they are."""
+
+
+def _reinforcement_settings(job: OpenAIJob, tokenizer: Any, where: str) -> dict[str, Any]:
+    """A reinforcement job: objective grpo on its prompts, graded by its grader (docs/graders.md, the mapping)."""
+    hyper = job.hyperparameters
+    reinforcement: dict[str, Any] = {"graders": [job.grader]}
+    reinforcement |= {key: int(hyper[name]) for name, key in REINFORCEMENT_KEYS.items() if _given(hyper, name)}
+    if _given(hyper, "compute_multiplier"):
+        reinforcement["group_size"] = max(2, round(GROUP_SIZE * float(hyper["compute_multiplier"])))
+    settings = _shared(job, "grpo") | {"reinforcement": reinforcement}
+    if _given(hyper, "eval_interval"):
+        settings["eval_every"] = int(hyper["eval_interval"])
+    config = build_config(settings, where)
+    for path in (job.train, job.held_out):
+        if path is None:
+            continue
+        try:
+            read_prompt_items(path, tokenizer, config)
+        except DataError as exc:
+            name = job.names.get(path, path)
+            raise DataError(exc.message.replace(path, name), exc.hint, exc.code or "invalid_training_file") from None
     return settings
 
 

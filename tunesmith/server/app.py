@@ -14,6 +14,7 @@ from tunesmith.serve.loaded import ModelSet, default_base, load_models
 from tunesmith.server.auth import KeyCheck
 from tunesmith.server.dashboard.pages import Dashboard
 from tunesmith.server.errors import BodyLimit, install_error_handlers
+from tunesmith.server.graders import GradersAPI
 from tunesmith.server.inference import inference_router
 from tunesmith.server.jobs import JobsAPI
 from tunesmith.server.tuned import JobModels
@@ -73,6 +74,7 @@ def build_server(settings: ServerSettings, store: Store | None = None) -> Server
     install_error_handlers(app)
     app.include_router(JobsAPI(store, limit).router())
     app.include_router(WebhooksAPI(store).router())
+    app.include_router(GradersAPI().router())
     app.include_router(Dashboard(store, settings.api_key, models.base).router())
     app.include_router(inference_router(models, batcher))
     return Server(app, models)

@@ -122,7 +122,7 @@ class JobsAPI:
             training_file=body.training_file,
             validation_file=body.validation_file,
             hyperparameters=hyper,
-            method={"type": body.method_type()},
+            method=body.method_record(),
             suffix=body.suffix,
             seed=body.seed if body.seed is not None else random.randrange(2**31),
             metadata=body.metadata,
@@ -134,9 +134,6 @@ class JobsAPI:
         return job.as_object()
 
     def _check_request(self, body: JobRequest) -> None:
-        if body.method_type() not in ("supervised", "dpo"):
-            message = f"method {body.method_type()!r} is not available; use supervised or dpo"
-            raise APIError(400, message, "method.type", "invalid_value")
         try:
             model_source(body.model)
         except ModelError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -250,3 +251,12 @@ class ChatRenderer:
             ends.append((answer, at + len(content)))
             cursor = at + len(content)
         return self._spans(text, ends, messages, None)
+
+
+EMPTY_THINKING = re.compile(r"\A\s*<think>\s*</think>\s*")
+
+
+def without_empty_thinking(text: str) -> str:
+    """An answer without the empty think block a hybrid-reasoning family (Qwen3) writes before it when tuned on
+    answers alone: what is scored and shown is the answer."""
+    return EMPTY_THINKING.sub("", text, count=1)

@@ -24,8 +24,21 @@ from tunesmith.tokenize.mix import Mix, shares
 from tunesmith.tokenize.pairs import PairExample
 from tunesmith.training.plan import held_out_split
 
-Item = Example | PairExample
-"""What a run trains on: an example, or a preference pair (objective dpo)."""
+
+@dataclass(frozen=True)
+class PromptItem:
+    """A prompt that objective grpo answers and grades: its tokens and its data line."""
+
+    line: int
+    """Its line in the data file."""
+    prompt_ids: list[int]
+    """The prompt as the chat template renders it, up to where the answer starts."""
+    item: dict[str, Any]
+    """The whole data line: the graders' {{item.*}} namespace."""
+
+
+Item = Example | PairExample | PromptItem
+"""What a run trains on: an example, a preference pair (objective dpo), or a prompt (objective grpo)."""
 Targets = Callable[[list[Example], list[Example] | None, dict[str, Any]], tuple[list[Example], list[Example] | None]]
 """An objective's change to the first source's training and given held-out examples before anything is held out
 (distill: the teacher's top-k targets), noting what it did in the report."""
@@ -35,6 +48,8 @@ def item_length(item: Item) -> int:
     """Tokens an item puts into a batch, for the token budget: a pair is its prompt once and both answers."""
     if isinstance(item, PairExample):
         return item.length
+    if isinstance(item, PromptItem):
+        return 1  # grpo batches count prompts (reinforcement.prompts_per_step), not tokens
     return len(item.input_ids)
 
 

@@ -124,9 +124,10 @@ def resolve_plan(
     mix = mix or Mix((len(train_lengths),), (len(train_lengths),))
     epochs = config.epochs if config.epochs != "auto" else auto_epochs(sum(mix.per_epoch))
     budget, checkpointing = _memory_settings(config, facts)
+    per_batch = config.reinforcement.prompts_per_step if config.objective == "grpo" else int(budget)
     windows: list[Window] = []
     for epoch in range(epochs):
-        batches = _epoch(train_lengths, mix, int(budget), config.seed, epoch)
+        batches = _epoch(train_lengths, mix, per_batch, config.seed, epoch)
         windows += [(epoch, batches[i : i + config.grad_accum]) for i in range(0, len(batches), config.grad_accum)]
     total = min(len(windows), config.max_steps or len(windows))
     warmup = config.warmup_steps
@@ -157,7 +158,7 @@ def resolve_plan(
             "compile": _compile(config, trained, facts.compiler, checkpointing),
         }
     )
-    plan = Plan(windows[:total], ordered_batches(eval_lengths, budget), total, warmup, lr, every, save_every)
+    plan = Plan(windows[:total], ordered_batches(eval_lengths, per_batch), total, warmup, lr, every, save_every)
     return resolved, plan
 
 
@@ -202,7 +203,7 @@ def _compile(config: RunConfig, trained_tokens: int, compiler: bool, checkpointi
     """on or off: auto compiles when the run is long enough to pay for compiling and a C++ compiler is there."""
     if config.compile != "auto":
         return config.compile
-    if checkpointing:
+    if checkpointing or config.objective == "grpo":  # grpo generates too: compiled layers would recompile per shape
         return "off"
     return "on" if trained_tokens >= AUTO_COMPILE_MIN_TOKENS and compiler else "off"
 

@@ -117,6 +117,8 @@ def _objective(
         compiled=config.compile == "on",
         preference=config.preference,
         run=RunFolder(run_dir),
+        reinforcement=config.reinforcement,
+        full_weights=config.method == "full",
     )
     return OBJECTIVES[config.objective].build(setup)
 

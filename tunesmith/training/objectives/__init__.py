@@ -10,10 +10,11 @@ from tunesmith.config import RunConfig
 from tunesmith.training.data import RunData
 from tunesmith.training.objectives.base import Kind, Objective, Setup, StepResult
 from tunesmith.training.objectives.distill import DISTILL
+from tunesmith.training.objectives.grpo import GRPO_KIND
 from tunesmith.training.objectives.preference import DPO
 from tunesmith.training.objectives.supervised import SFT, TEXT
 
-OBJECTIVES: dict[str, Kind] = {kind.name: kind for kind in (SFT, TEXT, DPO, DISTILL)}
+OBJECTIVES: dict[str, Kind] = {kind.name: kind for kind in (SFT, TEXT, DPO, DISTILL, GRPO_KIND)}
 """Every objective by name."""
 
 __all__ = ["OBJECTIVES", "Kind", "Objective", "Setup", "StepResult", "load_run_data"]

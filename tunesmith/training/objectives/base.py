@@ -11,7 +11,7 @@ from typing import Protocol
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.config import PreferenceSettings, RunConfig
+from tunesmith.config import PreferenceSettings, ReinforcementSettings, RunConfig
 from tunesmith.runs import RunFolder
 from tunesmith.training.data import RunData
 
@@ -73,6 +73,10 @@ class Setup:
     """The settings of preference objectives."""
     run: RunFolder
     """The run folder (for what an objective computes once and keeps)."""
+    reinforcement: ReinforcementSettings = field(default_factory=ReinforcementSettings)
+    """The settings of objective grpo."""
+    full_weights: bool = False
+    """Every weight trains (method full): no adapter to switch off for a reference."""
 
 
 @dataclass(frozen=True)

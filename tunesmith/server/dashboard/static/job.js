@@ -4,11 +4,16 @@
 const api = `/v1/fine_tuning/jobs/${JOB_ID}`;
 let chart = null;
 
-function lossChart(steps, train, held) {
-  const data = [steps, train, held];
-  if (chart) {
+function lossChart(steps, train, held, rewards) {
+  // a reinforcement job learns a reward, not a loss: its chart shows the mean reward, training and held out
+  const data = rewards ? [steps, rewards.train, rewards.held] : [steps, train, held];
+  const kind = rewards ? "reward" : "loss";
+  if (chart && chart.kind === kind) {
     chart.setData(data);
     return;
+  }
+  if (chart) {
+    chart.destroy();
   }
   const options = {
     width: Math.min(900, document.getElementById("chart").clientWidth || 900),
@@ -16,11 +21,13 @@ function lossChart(steps, train, held) {
     scales: { x: { time: false } },
     series: [
       { label: "step" },
-      { label: "training loss", stroke: "#1f5fbf", width: 2 },
-      { label: "held-out loss", stroke: "#c0392b", width: 2, points: { show: true, size: 6 } },
+      { label: `training ${rewards ? "mean reward" : "loss"}`, stroke: "#1f5fbf", width: 2 },
+      { label: `held-out ${rewards ? "mean reward" : "loss"}`, stroke: "#c0392b", width: 2, points: { show: true, size: 6 } },
     ],
   };
   chart = new uPlot(options, data, document.getElementById("chart"));
+  chart.kind = kind;
+  document.getElementById("chart").dataset.kind = kind;
 }
 
 async function act(action) {
@@ -82,10 +89,17 @@ async function refresh() {
     ? `${Math.round(last.data.tokens_per_second)} tokens/s`
     : "-";
   const points = [...base, ...metrics];
+  const rewarded = points.some((e) => e.data.train_reward_mean !== undefined || e.data.valid_reward_mean !== undefined);
   lossChart(
     points.map((e) => e.data.step),
     points.map((e) => e.data.train_loss ?? null),
     points.map((e) => e.data.valid_loss ?? null),
+    rewarded
+      ? {
+          train: points.map((e) => e.data.train_reward_mean ?? null),
+          held: points.map((e) => e.data.valid_reward_mean ?? null),
+        }
+      : null,
   );
   document.getElementById("chart").dataset.points = String(metrics.length);
   document.getElementById("chart").dataset.base = String(base.length);
