@@ -17,6 +17,10 @@ from tests import launch
 from tests.conftest import write_jsonl
 from tests.integration.test_jobs_api import wait
 from tests.integration.test_serve import KEY, serving
+from tunesmith.graders.judge import Endpoint
+from tunesmith.graders.run import Runner
+from tunesmith.graders.spec import read_grader
+from tunesmith.graders.template import Sample
 
 LONGER = "def grade(sample, item):\n    return min(1.0, len(sample['output_text']) / 24)\n"
 """A reward a random model can learn fast: longer answers (in characters) score more."""
@@ -103,7 +107,13 @@ def test_a_python_file_is_a_reward_function_too(files, tiny_model, tmp_path):
     assert "reward/longer" in _rows(run, "step")[-1]
 
 
-def test_eval_grades_base_and_tuned_and_the_graders_endpoint_gives_the_same_grades(learned, files, tiny_model, home):
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    with serving(tiny_model, "--api-key", KEY, "--dtype", "float32", home=tmp_path_factory.mktemp("home")) as (_, url):
+        yield url
+
+
+def test_eval_grades_base_and_tuned_and_the_graders_endpoint_gives_the_same_grades(learned, files, server):
     evaluated = launch.run(["eval", str(learned), "--no-guard", "--max-tokens", "2"])
     assert evaluated.returncode == 0, evaluated.stderr[-800:]
     report = json.loads((learned / "eval" / "report.json").read_text())
@@ -111,8 +121,8 @@ def test_eval_grades_base_and_tuned_and_the_graders_endpoint_gives_the_same_grad
     assert report["tuned"]["graders"]["mixed"] > report["baseline"]["graders"]["mixed"]
     rows = [json.loads(line) for line in (learned / "eval" / "samples.jsonl").read_text().splitlines()]
     lines = (files["train"]).read_text().splitlines()
-    with serving(tiny_model, "--api-key", KEY, "--dtype", "float32", home=home) as (_, url):
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+    if True:
+        client = openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
         assert client.fine_tuning.alpha.graders.validate(grader=GRADER).grader is not None
         for row in rows:
             item = json.loads(lines[row["line"] - 1])
@@ -125,8 +135,30 @@ def test_eval_grades_base_and_tuned_and_the_graders_endpoint_gives_the_same_grad
         assert "calculate_output" in refused.value.message
 
 
-def test_a_reinforcement_job_succeeds_with_a_rising_reward(files, tiny_model, home):
-    with serving(tiny_model, "--api-key", KEY, "--dtype", "float32", home=home) as (_, url):
+def test_model_graders_ask_tunesmith_serve_as_the_judge(server):
+    judge = {"base_url": f"{server}/v1", "api_key": KEY, "max_retries": 0}
+    client = openai.OpenAI(**judge)
+    model = client.models.list().data[0].id
+    ask = [{"role": "system", "content": "Grade the answer."},
+           {"role": "user", "content": "Question: {{item.question}} Answer: {{sample.output_text}}"}]  # fmt: skip
+    score = {"type": "score_model", "name": "judge", "model": model, "input": ask, "range": [0, 10],
+             "sampling_params": {"temperature": 0, "max_completions_tokens": 12}}  # fmt: skip
+    label = {"type": "label_model", "name": "label", "model": model, "input": ask, "labels": ["right", "wrong"],
+             "passing_labels": ["right"]}  # fmt: skip
+    sample, item = Sample("4"), {"question": "2 + 2?"}
+    for grader in (score, label):
+        runner = Runner(read_grader(grader), endpoint=Endpoint(**judge))
+        result = runner.grade(sample, item)
+        assert not result.errors, result.errors  # the served model wrote the JSON its schema asked for
+        assert 0 <= result.score <= 10 if grader is score else result.score in (0.0, 1.0)
+        assert runner.usage.as_dict()[model]["total_tokens"] > 0  # counted for the cost line
+    down = Runner(read_grader(score), endpoint=Endpoint(base_url="http://127.0.0.1:9/v1", max_retries=0))
+    failed = down.grade(sample, item)
+    assert failed.score == 0 and failed.metadata_errors()["model_grader_server_error"]
+
+
+def test_a_reinforcement_job_succeeds_with_a_rising_reward(files, tiny_model, tmp_path):
+    with serving(tiny_model, "--api-key", KEY, "--dtype", "float32", home=tmp_path / "home") as (_, url):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=120)
         uploaded = client.files.create(file=files["train"].open("rb"), purpose="fine-tune")
         job = client.fine_tuning.jobs.create(

@@ -34,21 +34,24 @@ def _loss_plot(run_dir: Path) -> str:
     lines = RunFolder(run_dir).read_metrics()
     if not lines:
         return ""
-    steps = [(d["step"], d["loss"]) for d in lines if d["event"] == "step"]
-    evals = [(d["step"], d["eval_loss"]) for d in lines if d["event"] == "eval"]
+    rewarded = any("reward" in d for d in lines if d["event"] == "step")  # grpo learns a reward, not a loss
+    value, what = ("reward", "mean reward") if rewarded else ("loss", "loss")
+    steps = [(d["step"], d[value]) for d in lines if d["event"] == "step"]
+    evals = [(d["step"], d[f"eval_{value}"]) for d in lines if d["event"] == "eval" and f"eval_{value}" in d]
     figure = Figure(figsize=(5.5, 3.2))
     axes = figure.subplots()
     if steps:
-        axes.plot(*zip(*steps), label="training loss")
+        axes.plot(*zip(*steps), label=f"training {what}")
     if evals:
-        axes.plot(*zip(*evals), "o-", label="held-out loss")
+        axes.plot(*zip(*evals), "o-", label=f"held-out {what}")
     kept = RunFolder(run_dir).kept_step()
     if kept is not None:
         axes.axvline(kept, color="grey", linestyle=":", label=f"final/ (step {kept})")
     axes.set_xlabel("step")
-    axes.set_ylabel("loss")
-    axes.set_yscale("log")
-    axes.set_title("Loss")
+    axes.set_ylabel(what)
+    if not rewarded:
+        axes.set_yscale("log")
+    axes.set_title(what.capitalize())
     axes.legend()
     return png_img(figure)
 
@@ -105,6 +108,9 @@ def _numbers(report: dict[str, Any]) -> str:
     for metric in report["metrics"]:
         cells = "".join(f"<td>{_fmt(c['metrics'].get(metric))}</td>" for _, c in columns)
         body += f"<tr><td>{escape(metric)}</td>{cells}</tr>"
+    for grader in report["tuned"].get("graders") or {}:
+        cells = "".join(f"<td>{_fmt((c.get('graders') or {}).get(grader))}</td>" for _, c in columns)
+        body += f"<tr><td>grader {escape(grader)}</td>{cells}</tr>"
     return f"<table><tr><th></th>{head}</tr>{body}</table>"
 
 

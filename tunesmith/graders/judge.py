@@ -20,6 +20,8 @@ from tunesmith.graders.spec import LabelModel, ScoreModel
 from tunesmith.graders.template import Sample, render
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+JUDGE_MAX_TOKENS = 256
+"""The longest judge answer when sampling_params names none."""
 
 
 def _env(*names: str) -> str | None:
@@ -93,7 +95,8 @@ class Judge:
 
     def score(self, grader: ScoreModel, sample: Sample, item: Any, usage: Usage) -> float:
         low, high = grader.range
-        schema = {"type": "object", "properties": {"result": {"type": "number"}}, "required": ["result"]}
+        schema = {"type": "object", "properties": {"result": {"type": "number"}}, "required": ["result"],
+                  "additionalProperties": False}  # fmt: skip
         answer = self._ask(grader, sample, item, schema, usage)
         value = _field(answer, lambda v: isinstance(v, int | float) and not isinstance(v, bool))
         if value is None:
@@ -130,9 +133,9 @@ class Judge:
     def _ask(self, grader: ScoreModel | LabelModel, sample: Sample, item: Any, schema: dict, usage: Usage) -> str:
         messages = [{"role": m.role, "content": render(m.text(), sample, item)} for m in grader.input]
         params = grader.sampling_params
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"max_tokens": JUDGE_MAX_TOKENS}
         if params is not None:
-            extra = {
+            extra |= {
                 k: v
                 for k, v in (
                     ("temperature", params.temperature),
