@@ -50,102 +50,68 @@ def _rental(rng: random.Random) -> Facts:
 TOPICS: list[Topic] = [
     (
         _order,
-        [
-            "Where is my order {order}? The {bike} was supposed to be here already.",
-            "My {bike} (order {order}) hasn't arrived. What's going on?",
-        ],
-        [
-            "Your {bike} is on its way: order {order} left our workshop and will reach you on {day}. We're sorry for "
-            "the wait and we'll send you the tracking link today so you can watch it come home.",
-            "Good news: order {order} is packed and ships out so it arrives on {day}. We know you're eager to ride your "
-            "{bike}, and we'll email you the moment it's with the courier.",
-        ],
-        [
-            "Order {order} is delayed. It will arrive on {day}.",
-            "Unfortunately order {order} was not shipped on time. Expect the {bike} on {day}.",
-        ],
+        ["Where is my order {order}? The {bike} was supposed to be here already.",
+         "My {bike} (order {order}) hasn't arrived. What's going on?"],
+        ["Your {bike} is on its way: order {order} left our workshop and will reach you on {day}. We're sorry for "
+         "the wait and we'll send you the tracking link today so you can watch it come home.",
+         "Good news: order {order} is packed and ships out so it arrives on {day}. We know you're eager to ride your "
+         "{bike}, and we'll email you the moment it's with the courier."],
+        ["Order {order} is delayed. It will arrive on {day}.",
+         "Unfortunately order {order} was not shipped on time. Expect the {bike} on {day}."],
     ),
     (
         _money,
-        [
-            "I want a refund for order {order}. The {bike} isn't right for me.",
-            "Can I return the {bike} from order {order} and get my money back?",
-        ],
-        [
-            "Absolutely, we'll make this easy: bring the {bike} back or send it with our free label, and the refund of "
-            "{amount} for order {order} reaches your card by {day}. We'd also love to help you find a bike that fits.",
-            "Of course! Your refund of {amount} for order {order} is approved, and it will be on your card by {day}. "
-            "Thank you for giving the {bike} a try.",
-        ],
-        [
-            "Refund of {amount} for order {order} approved. It will reach your card by {day}.",
-            "You can return the {bike}. Unfortunately the refund of {amount} takes until {day}.",
-        ],
+        ["I want a refund for order {order}. The {bike} isn't right for me.",
+         "Can I return the {bike} from order {order} and get my money back?"],
+        ["Absolutely, we'll make this easy: bring the {bike} back or send it with our free label, and the refund of "
+         "{amount} for order {order} reaches your card by {day}. We'd also love to help you find a bike that fits.",
+         "Of course! Your refund of {amount} for order {order} is approved, and it will be on your card by {day}. "
+         "Thank you for giving the {bike} a try."],
+        ["Refund of {amount} for order {order} approved. It will reach your card by {day}.",
+         "You can return the {bike}. Unfortunately the refund of {amount} takes until {day}."],
     ),
     (
         _order,
-        [
-            "The {bike} I bought has a flat tire already. Order {order}.",
-            "My brakes on the {bike} squeak badly. I bought it with order {order}.",
-        ],
-        [
-            "We're sorry about that, and we'll fix it for free: bring the {bike} in any day, or book a slot for {day}, "
-            "and our mechanics will have you rolling again within the hour. Order {order} is covered by our care plan.",
-            "That's not the ride we want for you! Order {order} includes free tune-ups, so come by on {day} and we'll "
-            "sort out your {bike} while you have a coffee on us.",
-        ],
-        [
-            "Bring the {bike} in on {day}. Order {order} includes repairs.",
-            "Repairs for order {order} are possible on {day}. Unfortunately we cannot do it sooner.",
-        ],
+        ["The {bike} I bought has a flat tire already. Order {order}.",
+         "My brakes on the {bike} squeak badly. I bought it with order {order}."],
+        ["We're sorry about that, and we'll fix it for free: bring the {bike} in any day, or book a slot for {day}, "
+         "and our mechanics will have you rolling again within the hour. Order {order} is covered by our care plan.",
+         "That's not the ride we want for you! Order {order} includes free tune-ups, so come by on {day} and we'll "
+         "sort out your {bike} while you have a coffee on us."],
+        ["Bring the {bike} in on {day}. Order {order} includes repairs.",
+         "Repairs for order {order} are possible on {day}. Unfortunately we cannot do it sooner."],
     ),
     (
         _rental,
-        [
-            "Can I book {people} bikes for {hours} hours on {day}?",
-            "We're a group of {people}. Do you have bikes to rent for {hours} hours this {day}?",
-        ],
-        [
-            "We'd love to have you! {people} bikes are reserved for {hours} hours on {day} under booking {order}, "
-            "helmets and a route map included. It's going to be a great ride.",
-            "Yes, and what a plan! Booking {order} holds {people} bikes for {hours} hours on {day}; just show up ten "
-            "minutes early and we'll fit everyone.",
-        ],
-        [
-            "Booking {order}: {people} bikes, {hours} hours, {day}.",
-            "{people} bikes are available for {hours} hours on {day}. Booking {order}. Late returns are charged.",
-        ],
+        ["Can I book {people} bikes for {hours} hours on {day}?",
+         "We're a group of {people}. Do you have bikes to rent for {hours} hours this {day}?"],
+        ["We'd love to have you! {people} bikes are reserved for {hours} hours on {day} under booking {order}, "
+         "helmets and a route map included. It's going to be a great ride.",
+         "Yes, and what a plan! Booking {order} holds {people} bikes for {hours} hours on {day}; just show up ten "
+         "minutes early and we'll fit everyone."],
+        ["Booking {order}: {people} bikes, {hours} hours, {day}.",
+         "{people} bikes are available for {hours} hours on {day}. Booking {order}. Late returns are charged."],
     ),
     (
         _money,
-        [
-            "Why was I charged {amount} twice for order {order}?",
-            "There's a double charge of {amount} on my card for order {order}.",
-        ],
-        [
-            "Thank you for spotting that, and sorry for the worry! The second charge of {amount} on order {order} is "
-            "already reversed and will disappear from your card by {day}.",
-            "Good catch, and we're on it: the duplicate {amount} for order {order} has been refunded, and your bank "
-            "will show it by {day}. Thanks for your patience.",
-        ],
-        [
-            "The duplicate charge of {amount} for order {order} was reversed. It will disappear by {day}.",
-            "Unfortunately a duplicate charge of {amount} happened on order {order}. It is reversed by {day}.",
-        ],
+        ["Why was I charged {amount} twice for order {order}?",
+         "There's a double charge of {amount} on my card for order {order}."],
+        ["Thank you for spotting that, and sorry for the worry! The second charge of {amount} on order {order} is "
+         "already reversed and will disappear from your card by {day}.",
+         "Good catch, and we're on it: the duplicate {amount} for order {order} has been refunded, and your bank "
+         "will show it by {day}. Thanks for your patience."],
+        ["The duplicate charge of {amount} for order {order} was reversed. It will disappear by {day}.",
+         "Unfortunately a duplicate charge of {amount} happened on order {order}. It is reversed by {day}."],
     ),
     (
         _order,
         ["Is the {bike} good for a beginner?", "I'm thinking of buying the {bike}. Is it hard to ride?"],
-        [
-            "Great choice to look at the {bike}! It's friendly for beginners, stable and easy to handle, and you can "
-            "test ride one at the shop any day, {day} included.",
-            "The {bike} is a wonderful first bike: comfortable, forgiving and fun. Come try it on {day} and our team "
-            "will set it up just for you.",
-        ],
-        [
-            "The {bike} is suitable for beginners. Test rides are possible on {day}.",
-            "The {bike} is not difficult to ride. You can test it on {day}.",
-        ],
+        ["Great choice to look at the {bike}! It's friendly for beginners, stable and easy to handle, and you can "
+         "test ride one at the shop any day, {day} included.",
+         "The {bike} is a wonderful first bike: comfortable, forgiving and fun. Come try it on {day} and our team "
+         "will set it up just for you."],
+        ["The {bike} is suitable for beginners. Test rides are possible on {day}.",
+         "The {bike} is not difficult to ride. You can test it on {day}."],
     ),
 ]
 
