@@ -161,11 +161,16 @@ class Judge:
         return message.content or ""
 
 
+RESULT = re.compile(r'"result"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)')
+"""The result field at the start of an answer that goes on past it (a judge that wrote more keys, cut short)."""
+
+
 def _field(answer: str, accepts: Any) -> Any:
     """`result` of a JSON answer when it is what is wanted, else None."""
     try:
         value = json.loads(answer)
     except json.JSONDecodeError:
-        return None
+        found = RESULT.search(answer)
+        value = {"result": json.loads(found.group(1))} if found else None
     result = value.get("result") if isinstance(value, dict) else value
     return result if accepts(result) else None

@@ -126,8 +126,8 @@ class Runner:
             return self.judge.label(grader, sample, item, self.usage)
         except JudgeError as exc:
             errors[exc.kind] = True
-            if exc.kind == "model_grader_server_error":
-                errors["model_grader_server_error_details"] = f"{name}: {exc}"
+            details = "model_grader_server_error_details" if exc.kind == "model_grader_server_error" else "details"
+            errors[details] = f"{name}: {exc}"
             return 0.0
 
 
