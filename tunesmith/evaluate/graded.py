@@ -6,26 +6,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tunesmith.graders.run import Runner, grade_all
+from tunesmith.graders.run import Runner, scores_by_name
 from tunesmith.graders.spec import Grader
-from tunesmith.graders.template import Sample
 
 CONCURRENCY = 8
 """Answers graded at once."""
 
 
 def grade_answers(graders: Sequence[Grader], texts: Sequence[str], items: Sequence[Any]) -> dict[str, list[float]]:
-    """grader (and sub-grader) name -> the score of each answer."""
-    samples = [Sample(text) for text in texts]
+    """grader (and grader.sub-grader) name -> the score of each answer."""
     scores: dict[str, list[float]] = {}
     for grader in graders:
         runner = Runner(grader)
         try:
-            grades = grade_all(runner, samples, items, CONCURRENCY)
+            named, _ = scores_by_name(runner, texts, items, CONCURRENCY)
         finally:
             runner.close()
-        scores[grader.name] = [g.score for g in grades]
-        for name in grades[0].sub_scores if grades else ():
-            if name != grader.name:
-                scores[f"{grader.name}.{name}"] = [g.sub_scores[name] for g in grades]
+        scores[grader.name] = named.pop(grader.name)
+        scores |= {f"{grader.name}.{name}": values for name, values in named.items()}
     return scores

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.formats import RecordError, parse_prompt
-from tunesmith.data.load import read_rows
+from tunesmith.data.graded import read_graded
 from tunesmith.data.schema import Message, PreferencePair, Record, TextDoc, Tool, ToolCall
 from tunesmith.data.validate import data_error, read_dataset
 from tunesmith.errors import DataError
@@ -141,23 +140,6 @@ def load_held_out(run: RunFolder | None, data: str | None, limit: int | None) ->
     return HeldOut(source, records, items, kind, cut=len(records) < len(chosen))
 
 
-GRADED_HINT = 'write one prompt a line: {"messages": [...]} (a last assistant message is its reference), plus fields'
-
-
-def _graded_item(source: str, line: int, value: Any) -> Item:
-    if not isinstance(value, dict) or not isinstance(value.get("messages"), list) or not value["messages"]:
-        raise DataError(f"{source}:{line}: no 'messages' list", hint=GRADED_HINT, code="missing_messages_list")
-    messages, reference = value["messages"], ""
-    last = messages[-1]
-    if isinstance(last, dict) and last.get("role") == "assistant":
-        messages, reference = messages[:-1], str(last.get("content") or "")
-    try:
-        conversation = parse_prompt({**value, "messages": messages})
-    except RecordError as exc:
-        raise DataError(f"{source}:{line}: {exc.message}", hint=GRADED_HINT, code=exc.code) from None
-    return Item(line, conversation.messages, reference, conversation.tools)
-
-
 def load_graded(run: RunFolder | None, data: str | None, limit: int | None) -> HeldOut:
     """Held-out prompts for graders, each with its data line (the {{item.*}} namespace): --data, else the run's eval
     data or the lines it held out. Lines need no answer (reinforcement data); a last assistant message is the
@@ -165,20 +147,10 @@ def load_graded(run: RunFolder | None, data: str | None, limit: int | None) -> H
     if data is None and run is None:
         raise DataError("no held-out data: a model that is not a run needs --data", hint="e.g. --data eval.jsonl")
     source, lines = (data, None) if data is not None else _held_out_of_run(run)  # type: ignore[arg-type]
-    items, raw, total = [], [], 0
-    for row in read_rows(source):
-        if row.code:
-            raise DataError(f"{source}:{row.line}: {row.message}", hint=GRADED_HINT, code=row.code)
-        if lines is not None and row.line not in lines:
-            continue
-        total += 1
-        if limit is None or len(items) < limit:
-            items.append(_graded_item(source, row.line, row.value))
-            raw.append(row.value)
-    if not items:
-        raise DataError(f"{source}: no prompts to grade", hint=GRADED_HINT, code="empty_file")
+    graded, total = read_graded(source, lines, limit)
+    items = [Item(g.line, g.messages, g.reference, g.tools) for g in graded]
     kind = "chat" if all(i.reference for i in items) else "prompts"
-    return HeldOut(source, [], items, kind, cut=len(items) < total, raw=raw)
+    return HeldOut(source, [], items, kind, cut=len(items) < total, raw=[g.value for g in graded])
 
 
 def general_questions() -> list[Item]:

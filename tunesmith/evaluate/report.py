@@ -155,10 +155,8 @@ def after_training(run_dir: Path) -> EvalOptions | None:
     if not has_held_out(run):
         return None
     config = run.read_config()
-    if config.get("objective") == "grpo":  # graded by the run's own graders, answers as long as it learned them
-        settings = config.get("reinforcement") or {}
-        graders = tuple(settings.get("graders") or ())
-        return EvalOptions(limit=QUICK_EVAL_EXAMPLES, graders=graders, max_new_tokens=settings["max_answer_tokens"])
+    if config.get("objective") == "grpo":  # answers as long as it learned them (`evaluate` takes its graders)
+        return EvalOptions(limit=QUICK_EVAL_EXAMPLES, max_new_tokens=config["reinforcement"]["max_answer_tokens"])
     return EvalOptions(limit=QUICK_EVAL_EXAMPLES)
 
 

@@ -149,3 +149,16 @@ def grade_all(runner: Runner, samples: Sequence[Sample], items: Sequence[Any], c
         return [runner.grade(s, i) for s, i in zip(samples, items, strict=True)]
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         return list(pool.map(runner.grade, samples, items))
+
+
+def scores_by_name(
+    runner: Runner, texts: Sequence[str], items: Sequence[Any], concurrency: int = 8
+) -> tuple[dict[str, list[float]], int]:
+    """Every answer text graded against its item: the grader's score of each by its name, each sub-grader's by
+    theirs; and how many answers a grader failed on (scored 0 there)."""
+    grades = grade_all(runner, [Sample(text) for text in texts], items, concurrency)
+    scores = {runner.grader.name: [g.score for g in grades]}
+    for name in grades[0].sub_scores if grades else ():
+        if name != runner.grader.name:
+            scores[name] = [g.sub_scores[name] for g in grades]
+    return scores, sum(1 for g in grades if g.errors)

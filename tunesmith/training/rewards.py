@@ -12,9 +12,8 @@ from typing import Any
 import torch
 
 from tunesmith.errors import ConfigError
-from tunesmith.graders.run import Runner, grade_all
+from tunesmith.graders.run import Runner, scores_by_name
 from tunesmith.graders.spec import Grader, Python, load_grader
-from tunesmith.graders.template import Sample
 
 
 def read_graders(files: Sequence[str]) -> list[Grader]:
@@ -59,18 +58,14 @@ class Rewards:
 
     def score(self, texts: Sequence[str], items: Sequence[Any]) -> Scored:
         """Every answer text graded against its data item."""
-        samples = [Sample(text) for text in texts]
         totals = torch.zeros(len(texts), dtype=torch.float64)
         by_grader: dict[str, float] = {}
         errors = 0
         for runner in self.runners:
-            grades = grade_all(runner, samples, items, self.concurrency)
-            totals += torch.tensor([g.score for g in grades], dtype=torch.float64)
-            errors += sum(1 for g in grades if g.errors)
-            names = {runner.grader.name} | set(grades[0].sub_scores) if grades else set()
-            for name in names:
-                values = [g.score if name == runner.grader.name else g.sub_scores.get(name, 0.0) for g in grades]
-                by_grader[name] = sum(values) / max(1, len(values))
+            scores, failed = scores_by_name(runner, texts, items, self.concurrency)
+            totals += torch.tensor(scores[runner.grader.name], dtype=torch.float64)
+            errors += failed
+            by_grader |= {name: sum(values) / max(1, len(values)) for name, values in scores.items()}
         return Scored((totals / len(self.runners)).float(), by_grader, errors)
 
     def close(self) -> None:

@@ -19,8 +19,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.config import ReinforcementSettings, RunConfig
-from tunesmith.data.formats import RecordError, parse_prompt
-from tunesmith.data.load import read_rows
+from tunesmith.data.graded import read_graded
 from tunesmith.engine.core import Engine, Request
 from tunesmith.engine.sampling import Sampling
 from tunesmith.errors import ConfigError, DataError
@@ -31,27 +30,7 @@ from tunesmith.training.objectives.base import Autocast, Backward, Kind, Setup, 
 from tunesmith.training.plan import held_out_split
 from tunesmith.training.rewards import Rewards, Scored
 
-HINT = 'write one prompt a line: {"messages": [...]} ending with the user\'s turn, plus the fields graders read'
 SEED_RANGE = 2**62
-
-
-def _prompt_item(source: str, line: int, value: object, renderer: ChatRenderer, room: int) -> PromptItem:
-    if not isinstance(value, dict) or not isinstance(value.get("messages"), list) or not value["messages"]:
-        raise DataError(f"{source}:{line}: no 'messages' list", hint=HINT, code="missing_messages_list")
-    messages = value["messages"]
-    if isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
-        messages = messages[:-1]  # a reference answer: graders may read it as {{item.messages}}, the model not
-    try:
-        conversation = parse_prompt({**value, "messages": messages})
-    except RecordError as exc:
-        raise DataError(f"{source}:{line}: {exc.message}", hint=HINT, code=exc.code) from None
-    ids = renderer.prompt_ids(conversation.messages, tools=conversation.tools)
-    if len(ids) > room:
-        raise DataError(
-            f"{source}:{line}: the prompt is {len(ids)} tokens, more than max_length less max_answer_tokens ({room})",
-            hint="raise max_length, lower reinforcement.max_answer_tokens, or shorten the prompt",
-        )
-    return PromptItem(line, ids, value)
 
 
 def read_prompt_items(source: str, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> list[PromptItem]:
@@ -59,12 +38,15 @@ def read_prompt_items(source: str, tokenizer: PreTrainedTokenizerBase, config: R
     renderer = ChatRenderer(tokenizer)
     room = config.max_length - config.reinforcement.max_answer_tokens
     items = []
-    for row in read_rows(source):
-        if row.code:
-            raise DataError(f"{source}:{row.line}: {row.message}", hint=HINT, code=row.code)
-        items.append(_prompt_item(source, row.line, row.value, renderer, room))
-    if not items:
-        raise DataError(f"{source}: no prompts", hint=HINT, code="empty_file")
+    for graded in read_graded(source)[0]:
+        ids = renderer.prompt_ids(graded.messages, tools=graded.tools)
+        if len(ids) > room:
+            raise DataError(
+                f"{source}:{graded.line}: the prompt is {len(ids)} tokens, more than max_length less "
+                f"max_answer_tokens ({room})",
+                hint="raise max_length, lower reinforcement.max_answer_tokens, or shorten the prompt",
+            )
+        items.append(PromptItem(graded.line, ids, graded.value))
     return items
 
 
