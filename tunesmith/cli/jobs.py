@@ -27,6 +27,7 @@ def _on_signal(worker: object, signum: int, frame: FrameType | None) -> None:
 def worker(
     once: Annotated[bool, typer.Option(help="Do the waiting dashboard tasks and jobs, then exit.")] = False,
     parent: Annotated[int | None, typer.Option(hidden=True, help="Exit when idle and this process is gone.")] = None,
+    processes: Annotated[int, typer.Option(min=1, help="Train each job on N processes of this host (torchrun).")] = 1,
 ) -> None:
     """Run queued jobs one at a time (one worker per TUNESMITH_HOME; `tunesmith serve` starts one)."""
     from tunesmith.jobs.store import Store
@@ -36,7 +37,7 @@ def worker(
     if lock is None:
         err.print("[dim]another worker runs for this TUNESMITH_HOME; waiting for it to stop[/]")
         lock = take_lock(wait=True)
-    running = Worker(Store())
+    running = Worker(Store(), processes)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, partial(_on_signal, running))
     with user_errors():

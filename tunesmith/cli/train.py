@@ -57,14 +57,22 @@ def train(
     evaluate: Annotated[bool, Opt("--eval-report/--no-eval", help="Evaluate base vs tuned at the end.")] = True,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="Print only the result.")] = False,
     log_json: Annotated[bool, Opt("--log-json", help="Print every event as a JSON line.")] = False,
+    processes: Annotated[
+        int, Opt(min=1, help="Train on N processes of this host (torchrun: gloo on CPU, one GPU each on CUDA).")
+    ] = 1,
 ) -> None:
     """Fine-tune a model on your data: LoRA, DoRA or full; answers (sft) or plain text."""
     from tunesmith import paths
     from tunesmith.config import build_config, merge_settings, read_config_file
+    from tunesmith.training import distributed
     from tunesmith.training.runner import resume as resume_run
     from tunesmith.training.runner import train as train_run
 
-    sink = _sink(quiet, log_json)
+    if processes > 1 and not distributed.started():
+        _launch(processes, out_dir, resume)
+    distributed.start()  # one of several ranks when torchrun started this process
+    main = distributed.is_main()
+    sink = _sink(quiet, log_json) if main else None
     stop = _stop_on_signals()
     with user_errors():
         overrides = _overrides(given, set_values or [])
@@ -74,8 +82,12 @@ def train(
             settings = merge_settings(read_config_file(config) if config else {}, overrides)
             run_config = build_config(settings, str(config) if config else "command line")
             run_dir = out_dir or paths.runs_dir() / datetime.now().strftime("%Y%m%d-%H%M%S")
-            result = train_run(run_config, run_dir, sink=sink, stop=stop)
-    _print_summary(result, log_json)
+            result = train_run(run_config, distributed.broadcast(run_dir), sink=sink, stop=stop)
+    ranks = distributed.size()
+    distributed.stop()
+    if not main:  # rank 0 reports and evaluates
+        raise typer.Exit(0 if result.final is not None else 128 + int(getattr(signal.Signals, result.reason, 2)))
+    _print_summary(result, log_json, ranks)
     if evaluate:
         from tunesmith.evaluate.report import after_training
 
@@ -86,12 +98,28 @@ def train(
             err.print("[dim]no held-out data (under 20 examples and no --eval): not evaluated[/]")
 
 
-def _print_summary(result: Any, log_json: bool) -> None:
+def _launch(processes: int, out_dir: Path | None, resume: Path | None) -> None:
+    """Start this same command on `processes` ranks and exit with their result."""
+    import sys
+
+    from tunesmith import paths
+    from tunesmith.cli.launch import command_args, launch
+
+    args = command_args(sys.argv)
+    run_dir = resume or out_dir
+    if run_dir is None:  # one run folder for every rank, named here
+        run_dir = paths.runs_dir() / datetime.now().strftime("%Y%m%d-%H%M%S")
+        args += ["--out", str(run_dir)]
+    raise typer.Exit(launch(processes, args, str(run_dir)))
+
+
+def _print_summary(result: Any, log_json: bool, ranks: int = 1) -> None:
     state = result.state
     if result.final is None:
+        processes = f" --processes {ranks}" if ranks > 1 else ""
         err.print(
             f"stopped by {result.reason} after step {state.step}; checkpoint saved. "
-            f"Continue with: tunesmith train --resume {result.run_dir}",
+            f"Continue with: tunesmith train --resume {result.run_dir}{processes}",
             soft_wrap=True,  # one line, a path never cut
         )
         raise typer.Exit(128 + int(getattr(signal.Signals, result.reason, signal.SIGINT)))

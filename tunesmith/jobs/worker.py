@@ -22,6 +22,7 @@ from tunesmith import paths
 from tunesmith.config import build_config
 from tunesmith.errors import TunesmithError
 from tunesmith.jobs.files import store_bytes
+from tunesmith.jobs.processes import train_on_processes
 from tunesmith.jobs.records import JobRecord
 from tunesmith.jobs.sink import JobSink
 from tunesmith.jobs.store import Store
@@ -61,8 +62,10 @@ def take_lock(wait: bool = True) -> IO[str] | None:
 class Worker:
     """Runs jobs until told to stop; a stop (SIGTERM) saves the running job's checkpoint and leaves it running."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, processes: int = 1) -> None:
         self.store = store
+        self.processes = processes
+        """Ranks each job trains on (torchrun on this host); OpenAI's hyperparameters mean the same for any."""
         self.stopping = StopFlag()
         self.current: StopFlag | None = None
 
@@ -128,6 +131,8 @@ class Worker:
     def _train(self, job: JobRecord, stop: StopFlag) -> TrainResult:
         run = job_run(job.id)
         sink = JobSink(self.store, job.id, stop)
+        if self.processes > 1:
+            return train_on_processes(job.settings, run, self.processes, sink, stop)
         if run.config.is_file():
             return resume(run.root, sink=sink, stop=stop)
         shutil.rmtree(run.root, ignore_errors=True)  # stopped before its config was written: nothing to keep

@@ -79,12 +79,36 @@ def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _rng_tensors() -> dict[str, torch.Tensor]:
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's random generators: the CPU's and each GPU's."""
     tensors = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda{i}"] = rng
     return tensors
+
+
+def _rng_tensors(rngs: list[dict[str, torch.Tensor]] | None) -> dict[str, torch.Tensor]:
+    """Rank 0's generators under their own names (as one process saves them), each other rank's as rankN/name."""
+    first, *others = rngs or [rng_state()]
+    tensors = dict(first)
+    for index, rng in enumerate(others, start=1):
+        tensors |= {f"rank{index}/{name}": value for name, value in rng.items()}
+    return tensors
+
+
+def _restore_rng(rng: dict[str, torch.Tensor], rank: int) -> None:
+    """This rank's generators as saved; a rank the checkpoint does not have (resumed on more processes) keeps the
+    ones it was seeded with."""
+    if rank:
+        mine = {name.split("/", 1)[1]: value for name, value in rng.items() if name.startswith(f"rank{rank}/")}
+    else:
+        mine = {name: value for name, value in rng.items() if "/" not in name}
+    if "cpu" not in mine:
+        return
+    torch.set_rng_state(mine["cpu"])
+    if torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([mine[k] for k in sorted(mine) if k.startswith("cuda")])
 
 
 def _sha256(path: Path) -> str:
@@ -138,13 +162,19 @@ def load_best(run_dir: Path, model: torch.nn.Module) -> None:
     _load_trainable(model, RunFolder(run_dir).best)
 
 
-def _write_files(tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+def _write_files(
+    tmp: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    rngs: list[dict[str, torch.Tensor]] | None,
+) -> None:
     tensors, rest = _optimizer_parts(optimizer)
     writers = {
         "trainable.safetensors": lambda path: save_file(_trainable_tensors(model), str(path)),
         "optimizer.safetensors": lambda path: save_file(tensors, str(path)),
         "optimizer.json": lambda path: path.write_text(json.dumps(rest)),
-        "rng.safetensors": lambda path: save_file(_rng_tensors(), str(path)),
+        "rng.safetensors": lambda path: save_file(_rng_tensors(rngs), str(path)),
         "state.json": lambda path: path.write_text(json.dumps(asdict(state), indent=2)),
     }
     sums = {}
@@ -159,9 +189,15 @@ def _write_files(tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optim
 
 
 def save_checkpoint(
-    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState, keep: int
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    keep: int,
+    rngs: list[dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write checkpoints/step-NNNNNN atomically and keep only the latest `keep`.
+    """Write checkpoints/step-NNNNNN atomically and keep only the latest `keep`; `rngs`: every rank's generators
+    in rank order (this process's alone when not given).
 
     A full disk (or any write error) stops the run with one line; the previous checkpoints stay as they were.
     """
@@ -169,7 +205,7 @@ def save_checkpoint(
     final = RunFolder(run_dir).checkpoint(state.step)
     try:
         with paths.atomic_folder(final) as tmp:
-            _write_files(tmp, model, optimizer, state)
+            _write_files(tmp, model, optimizer, state, rngs)
         _sync_dir(root)
     except OSError as exc:
         raise TrainingError(
@@ -224,12 +260,12 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
     optimizer.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
 
 
-def restore_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
-    """Load a checkpoint into a freshly built model and optimiser; return the run's counters."""
+def restore_checkpoint(
+    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0
+) -> TrainState:
+    """Load a checkpoint into a freshly built model and optimiser (and rank `rank`'s generators); return the run's
+    counters."""
     _load_trainable(model, folder / "trainable.safetensors")
     _restore_optimizer(optimizer, folder)
-    rng = load_file(str(folder / "rng.safetensors"))
-    torch.set_rng_state(rng["cpu"])
-    if torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([rng[k] for k in sorted(rng) if k.startswith("cuda")])
+    _restore_rng(load_file(str(folder / "rng.safetensors")), rank)
     return TrainState(**json.loads((folder / "state.json").read_text()))

@@ -11,11 +11,11 @@ import torch
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import TrainingError
-from tunesmith.training import faults
-from tunesmith.training.checkpoint import TrainState, save_best, save_checkpoint
+from tunesmith.training import distributed, faults
+from tunesmith.training.checkpoint import TrainState, rng_state, save_best, save_checkpoint
 from tunesmith.training.events import Event, EventSink, StopFlag
 from tunesmith.training.memory import HeapTrimmer
-from tunesmith.training.objectives import Objective
+from tunesmith.training.objectives import Objective, StepResult
 from tunesmith.training.plan import Plan
 from tunesmith.training.setup import learning_rate_at, set_learning_rate, trainable
 
@@ -45,7 +45,14 @@ class LoopInputs:
 
 
 def _evaluate(run: LoopInputs, state: TrainState) -> bool:
-    """Log the held-out loss; True when early stopping says to stop."""
+    """Log the held-out loss; True when early stopping says to stop. Rank 0 evaluates while the others wait for
+    its answer."""
+    if not distributed.is_main():
+        return distributed.broadcast(False)
+    return distributed.broadcast(_evaluate_here(run, state))
+
+
+def _evaluate_here(run: LoopInputs, state: TrainState) -> bool:
     measured = run.objective.evaluate(run.model, run.plan.eval_batches)
     if measured is None:
         return False
@@ -64,15 +71,21 @@ def _evaluate(run: LoopInputs, state: TrainState) -> bool:
 def _evaluate_base(run: LoopInputs) -> None:
     """The held-out loss before the first step: where the loss curve starts, and the base model's loss in reports
     (a new adapter changes nothing until it is trained)."""
+    if not distributed.is_main():
+        return
     measured = run.objective.evaluate_start(run.model, run.plan.eval_batches)
     if measured is not None:
         run.sink.emit(Event("eval", 0, measured))
 
 
 def _save(run: LoopInputs, state: TrainState) -> None:
+    """Rank 0 writes the checkpoint, with every rank's RNG state; the others go on when it is in place."""
     state.scaler = run.scaler.state_dict() if run.scaler is not None else None
-    path = save_checkpoint(run.run_dir, run.model, run.optimizer, state, run.config.keep_checkpoints)
-    run.sink.emit(Event("checkpoint", state.step, {"path": str(path)}))
+    rngs = distributed.gather(rng_state())
+    if distributed.is_main():
+        path = save_checkpoint(run.run_dir, run.model, run.optimizer, state, run.config.keep_checkpoints, rngs)
+        run.sink.emit(Event("checkpoint", state.step, {"path": str(path)}))
+    distributed.barrier()
 
 
 def _update(run: LoopInputs, params: list[torch.nn.Parameter], step: int, loss: float) -> tuple[float, bool]:
@@ -97,6 +110,17 @@ def _update(run: LoopInputs, params: list[torch.nn.Parameter], step: int, loss: 
     return grad_norm, False
 
 
+def _backward(run: LoopInputs, window: list[list[int]]) -> StepResult:
+    """Forward, loss and backward of this rank's share of the step's micro-batches (the whole step on one
+    process); gradients and the step's numbers come out summed over the ranks."""
+    try:
+        return run.objective.backward(run.model, distributed.share(window))
+    except (RuntimeError, torch.distributed.DistError) as exc:
+        if distributed.started() and distributed.lost_peer(exc):
+            raise distributed.peer_lost(exc) from None
+        raise
+
+
 def train_steps(run: LoopInputs, state: TrainState) -> str:
     """Run from state.step to the end of the plan; return why it stopped: finished, early_stopping or a signal."""
     plan, config = run.plan, run.config
@@ -109,7 +133,7 @@ def train_steps(run: LoopInputs, state: TrainState) -> str:
         epoch, window = plan.windows[step]
         lr = learning_rate_at(step, plan.total_steps, plan.warmup_steps, plan.learning_rate, config.schedule)
         set_learning_rate(run.optimizer, lr)
-        result = run.objective.backward(run.model, window)  # forward, loss, backward of every micro-batch
+        result = _backward(run, window)
         grad_norm, skipped = _update(run, params, step, result.loss)
         run.optimizer.zero_grad(set_to_none=True)
         faults.reached("step", step + 1)
@@ -129,10 +153,11 @@ def train_steps(run: LoopInputs, state: TrainState) -> str:
         faults.reached("logged", state.step)
         last = state.step == plan.total_steps
         early = plan.evaluates_after(state.step) and _evaluate(run, state)
-        if state.step % plan.save_every == 0 or last or early or run.stop:
+        stop = distributed.any_rank(bool(run.stop))
+        if state.step % plan.save_every == 0 or last or early or stop:
             _save(run, state)
         if early:
             return "early_stopping"
-        if run.stop:
+        if stop:
             return run.stop.reason or "stopped"
     return "finished"

@@ -11,6 +11,7 @@ from transformers import PreTrainedModel
 
 from tunesmith.tokenize.batches import Batch, collate
 from tunesmith.tokenize.encode import Example
+from tunesmith.training import distributed
 from tunesmith.training.fused_ce import count_hits, linear_cross_entropy
 from tunesmith.training.top_k_kl import linear_top_k_kl, top_k_kl
 
@@ -29,7 +30,7 @@ def learned_rows(
     lm = causal_lm(model)
     device = lm.get_output_embeddings().weight.device
     ids, labels = to_device(batch.input_ids, device), to_device(batch.labels, device)
-    hidden = lm.get_decoder()(input_ids=ids).last_hidden_state
+    hidden = distributed.decoder(lm)(input_ids=ids).last_hidden_state
     targets = labels[:, 1:]
     learned = targets >= 0
     return lm, hidden[:, :-1][learned], targets[learned], learned

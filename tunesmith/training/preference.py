@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.tokenize.pairs import PairBatch
+from tunesmith.training import distributed
 from tunesmith.training.fused_ce import CHUNK_ROWS
 from tunesmith.training.loss import causal_lm
 
@@ -85,7 +86,7 @@ def sequence_log_probs(model: torch.nn.Module, batch: PairBatch) -> tuple[torch.
     weight = lm.get_output_embeddings().weight
     device = weight.device
     compute = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else weight.dtype
-    hidden = lm.get_decoder()(
+    hidden = distributed.decoder(lm)(
         input_ids=batch.input_ids.to(device),
         position_ids=batch.position_ids.to(device),
         attention_mask=_attention_mask(lm, batch.allowed.to(device), compute),

@@ -21,7 +21,7 @@ from tunesmith.config import RunConfig, build_config, merge_settings, read_confi
 from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.models.load import load_tokenizer
 from tunesmith.runs import RunFolder, write_run_file
-from tunesmith.training import faults
+from tunesmith.training import distributed, faults
 from tunesmith.training.checkpoint import (
     TrainState,
     latest_checkpoint,
@@ -32,6 +32,7 @@ from tunesmith.training.checkpoint import (
 from tunesmith.training.data import RunData, item_lengths
 from tunesmith.training.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
 from tunesmith.training.loop import LoopInputs, train_steps
+from tunesmith.training.loss import causal_lm
 from tunesmith.training.manifest import manifest
 from tunesmith.training.objectives import OBJECTIVES, Objective, Setup, load_run_data
 from tunesmith.training.plan import Plan, PlanFacts, resolve_plan
@@ -92,8 +93,28 @@ def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedToke
 
 
 def _resolve(config: RunConfig, data: RunData) -> tuple[RunConfig, Plan]:
-    facts = PlanFacts.measure(config)  # the machine and the model: the plan itself is a pure function
-    return resolve_plan(config, item_lengths(data.train), item_lengths(data.held_out), data.mix, facts)
+    """The resolved settings and the plan: rank 0's, on every rank (free memory may differ between ranks)."""
+    resolved: tuple[RunConfig, Plan] | None = None
+    if distributed.is_main():
+        facts = PlanFacts.measure(config)  # the machine and the model: the plan itself is a pure function
+        resolved = resolve_plan(config, item_lengths(data.train), item_lengths(data.held_out), data.mix, facts)
+    resolved = distributed.broadcast(resolved)
+    assert resolved is not None
+    _check_ranks(resolved[0])
+    return resolved
+
+
+def _check_ranks(config: RunConfig) -> None:
+    """What several processes cannot train yet, refused before anything is written."""
+    if distributed.size() == 1:
+        return
+    if config.method == "full":
+        raise ConfigError(
+            "method full on several processes (FSDP2) is not available yet",
+            hint="train full fine-tuning on one process, or use --method lora / dora on several",
+        )
+    if config.objective == "grpo":
+        raise ConfigError("objective grpo on several processes is not available yet", hint="train grpo on one process")
 
 
 def _objective(
@@ -131,21 +152,19 @@ def _execute(
     torch.manual_seed(resolved.seed)
     precision = choose_precision(resolved.device, resolved.precision)
     model = build_model(ModelSpec.of(resolved), precision)
+    if distributed.rank():  # the same weights on every rank, then a generator of its own (dropout, sampling)
+        torch.manual_seed(resolved.seed + distributed.rank())
     ratio = resolved.lora.b_lr_ratio if resolved.method in ("lora", "dora") else 1.0
     optimizer = build_optimizer(model, plan.learning_rate, resolved.weight_decay, ratio, resolved.optimizer)
     scaler = precision.scaler()
-    metrics = MetricsFile(RunFolder(run_dir).metrics)
-    remove_partial_writes(run_dir)
-    checkpoint, damaged = latest_checkpoint(run_dir)
-    for warning in damaged:
-        log.warning(warning)
+    checkpoint = _latest(run_dir)
     with compiler_settings():  # an objective may measure this model (dpo's reference) before the checkpoint
         objective = _objective(resolved, plan, data, model, precision, scaler, run_dir)
-    state = restore_checkpoint(checkpoint, model, optimizer) if checkpoint else TrainState()
+    state = restore_checkpoint(checkpoint, model, optimizer, distributed.rank()) if checkpoint else TrainState()
     if scaler is not None and state.scaler:
         scaler.load_state_dict(state.scaler)
-    metrics.truncate_after(state.step if checkpoint else -1)  # from the start: even the step-0 evaluation again
-    events = Broadcast([metrics, sink, *trackers(resolved, run_dir)])
+    distributed.wrap(causal_lm(model))
+    events = _events(resolved, run_dir, sink, state.step if checkpoint else -1)
     events.emit(
         Event(
             "start",
@@ -166,10 +185,33 @@ def _execute(
     if reason not in ("finished", "early_stopping"):
         events.emit(Event("end", state.step, {"reason": reason, "final": None}))
         return TrainResult(run_dir, reason, None, state)
+    if not distributed.is_main():  # rank 0 writes final/; the others are done
+        return TrainResult(run_dir, reason, RunFolder(run_dir).final, state, state.best_step or state.step)
     kept = _keep(resolved, run_dir, model, state)
     final = _save_final(run_dir, model, data.tokenizer, resolved)
     events.emit(Event("end", state.step, {"reason": reason, "final": str(final), "kept_step": kept}))
     return TrainResult(run_dir, reason, final, state, kept)
+
+
+def _latest(run_dir: Path) -> Path | None:
+    """The checkpoint to resume from, rank 0's choice on every rank (after it cleared a crash's partial writes)."""
+    checkpoint = None
+    if distributed.is_main():
+        remove_partial_writes(run_dir)
+        checkpoint, damaged = latest_checkpoint(run_dir)
+        for warning in damaged:
+            log.warning(warning)
+    return distributed.broadcast(checkpoint)
+
+
+def _events(config: RunConfig, run_dir: Path, sink: EventSink, resumed_at: int) -> EventSink:
+    """Where rank 0 reports: metrics.jsonl (from `resumed_at` on: -1 from the start, even the step-0 evaluation
+    again), the caller's sink, the trackers. The other ranks report nothing."""
+    if not distributed.is_main():
+        return _NullSink()
+    metrics = MetricsFile(RunFolder(run_dir).metrics)
+    metrics.truncate_after(resumed_at)
+    return Broadcast([metrics, sink, *trackers(config, run_dir)])
 
 
 def _keep(config: RunConfig, run_dir: Path, model: torch.nn.Module, state: TrainState) -> int:
@@ -192,15 +234,26 @@ def train(
         raise ConfigError(
             f"{run_dir} is not empty", hint=f"continue it with --resume {run_dir}, or choose another --out"
         )
+    distributed.barrier()  # every rank has looked before rank 0 writes
     sink, stop = sink or _NullSink(), StopFlag() if stop is None else stop
     if config.stages:
-        start_stages(config, run_dir)
+        if distributed.is_main():
+            start_stages(config, run_dir)
+        distributed.barrier()
         return _run_stages(config, run_dir, {}, False, sink, stop)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     data = load_run_data(config, tokenizer)
     resolved, plan = _resolve(config, data)
     check_quantize(resolved.quantize, resolved.method, torch.device(resolved.device))  # before anything is written
     check_optimizer(resolved.optimizer, torch.device(resolved.device))
+    if distributed.is_main():
+        _write_start(run_dir, resolved, tokenizer, data)
+    distributed.barrier()
+    return _execute(resolved, plan, run_dir, data, sink, stop)
+
+
+def _write_start(run_dir: Path, resolved: RunConfig, tokenizer: PreTrainedTokenizerBase, data: RunData) -> None:
+    """A new run's folder: data-report.json, the held-out texts, manifest.json and config.yaml."""
     run_dir.mkdir(parents=True, exist_ok=True)
     run = RunFolder(run_dir)
     paths.write_text_atomic(run.data_report, json.dumps(data.report, indent=2))
@@ -209,7 +262,6 @@ def train(
         paths.write_text_atomic(run.held_out_texts, rows)
     paths.write_text_atomic(run.manifest, json.dumps(manifest(resolved, tokenizer, data), indent=2))
     paths.write_text_atomic(run.config, resolved.to_yaml())
-    return _execute(resolved, plan, run_dir, data, sink, stop)
 
 
 def _changed_fields(old: RunConfig, new: RunConfig) -> list[str]:
@@ -240,7 +292,7 @@ def resume(
         )
     sink, stop = sink or _NullSink(), StopFlag() if stop is None else stop
     if config.stages:
-        if changed:
+        if changed and distributed.is_main():
             paths.write_text_atomic(config_file, config.to_yaml())
         return _run_stages(config, run_dir, overrides or {}, force, sink, stop)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
@@ -253,7 +305,7 @@ def resume(
             f"{run_dir}: the data or tokenizer changed since the run started",
             hint="restore the original files, or add --force to continue on the new data",
         )
-    if changed or before != now:
+    if (changed or before != now) and distributed.is_main():
         paths.write_text_atomic(config_file, config.to_yaml())
         paths.write_text_atomic(run.manifest, json.dumps(current, indent=2))
     resolved, plan = _resolve(config, data)  # config.yaml holds resolved values: this only rebuilds the plan
@@ -269,14 +321,19 @@ def _run_stages(
     for index in range(unfinished(folders), len(folders)):
         events = StageEvents(sink, config.stages[index].name, index + 1, len(folders))
         folder = folders[index]
-        clear_unstarted(folder)
+        if distributed.is_main():
+            clear_unstarted(folder)
+        distributed.barrier()
         if RunFolder(folder).config.is_file():
             result = resume(folder, overrides=overrides, force=force, sink=events, stop=stop)
         else:
             result = train(stage_config(config, index, folders), folder, sink=events, stop=stop)
-        write_manifest(config, run_dir)
-        merge_metrics(config, run_dir)
+        if distributed.is_main():
+            write_manifest(config, run_dir)
+            merge_metrics(config, run_dir)
+        distributed.barrier()  # the next stage starts from this one's final/, written by rank 0
         if result.final is None:
             return TrainResult(run_dir, result.reason, None, result.state)
     assert result is not None
-    return TrainResult(run_dir, result.reason, finish_stages(run_dir, folders[-1]), result.state, result.kept_step)
+    final = finish_stages(run_dir, folders[-1]) if distributed.is_main() else RunFolder(run_dir).final
+    return TrainResult(run_dir, result.reason, final, result.state, result.kept_step)

@@ -18,7 +18,9 @@ from tunesmith.data.validate import RecordReader
 from tunesmith.errors import ConfigError
 from tunesmith.tokenize.batches import ordered_batches
 from tunesmith.tokenize.pairs import PairExample, collate_pairs, encode_pairs
+from tunesmith.training import distributed
 from tunesmith.training.data import Item, RunData, check_sources, item_lengths, prepare_source
+from tunesmith.training.loss import causal_lm
 from tunesmith.training.objectives.base import Autocast, Backward, Kind, Setup, StepResult
 from tunesmith.training.plan import held_out_split
 from tunesmith.training.preference import dpo_loss, sequence_log_probs, simpo_loss
@@ -42,6 +44,13 @@ class PairSums:
         self.chosen += float(chosen.sum())
         self.rejected += float(rejected.sum())
         self.pairs += int(loss.numel())
+
+    def reduce(self) -> None:
+        """Summed over every rank of the run."""
+        fields = ("loss", "correct", "margin", "chosen", "rejected", "pairs")
+        summed = distributed.total([getattr(self, name) for name in fields])
+        for name, value in zip(fields, summed, strict=True):
+            setattr(self, name, int(value) if name == "pairs" else value)
 
     def means(self, prefix: str = "") -> dict[str, float]:
         n = max(1, self.pairs)
@@ -110,15 +119,16 @@ class Preference:
         return loss, margin
 
     def backward(self, model: torch.nn.Module, items: list[list[int]]) -> StepResult:
-        pairs = max(1, sum(len(indices) for indices in items))
+        pairs = max(1, int(distributed.total([sum(len(indices) for indices in items)])[0]))  # over every rank
         sums, tokens = PairSums(), 0
-        for indices in items:
+        for indices in distributed.micro_batches(causal_lm(model), items):
             chosen = [self.train[i] for i in indices]
             loss, margin, chosen_lp, rejected_lp = self._losses(model, chosen, self.reference[0][indices])
             self.backward_loss(loss.sum() / pairs)
             sums.add(loss.detach(), margin.detach(), chosen_lp, rejected_lp)
             tokens += sum(p.length for p in chosen)
-        return StepResult(sums.loss / pairs, tokens, pairs, sums.means())
+        sums.reduce()
+        return StepResult(sums.loss / pairs, int(distributed.total([tokens])[0]), pairs, sums.means())
 
     def evaluate(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
         if not self.held_out:

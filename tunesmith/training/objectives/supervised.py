@@ -11,6 +11,7 @@ import torch
 
 from tunesmith.tokenize.batches import collate
 from tunesmith.tokenize.encode import Example
+from tunesmith.training import distributed
 from tunesmith.training.data import load_examples
 from tunesmith.training.loss import causal_lm, mean_loss, supervised_loss
 from tunesmith.training.objectives.base import Autocast, Backward, Kind, Setup, StepResult
@@ -30,18 +31,22 @@ class Supervised:
 
     def backward(self, model: torch.nn.Module, items: list[list[int]]) -> StepResult:
         batches = [collate([self.train[i] for i in indices], self.pad_id, self.max_length) for indices in items]
-        supervised = max(1, sum(b.supervised for b in batches))
+        # the step's learned tokens over every rank: each rank's loss is a share of the one mean
+        supervised = max(1, int(distributed.total([sum(b.supervised for b in batches)])[0]))
         loss_sum = 0.0
         soft = any(b.top_ids is not None for b in batches)  # a teacher's targets: no single right token
-        device = causal_lm(model).get_output_embeddings().weight.device
+        lm = causal_lm(model)
+        device = lm.get_output_embeddings().weight.device
         correct = None if soft else torch.zeros((), dtype=torch.long, device=device)
-        for batch in batches:
+        for batch in distributed.micro_batches(lm, batches):
             with self.autocast():
                 loss, _ = supervised_loss(model, batch, compiled=self.compiled, correct=correct)
             self.backward_loss(loss / supervised)
             loss_sum += loss.item()
-        metrics = {} if correct is None else {"token_accuracy": correct.item() / supervised}
-        return StepResult(loss_sum / supervised, sum(b.real_tokens for b in batches), supervised, metrics)
+        hits = 0 if correct is None else correct.item()
+        loss_sum, hits, tokens = distributed.total([loss_sum, hits, sum(b.real_tokens for b in batches)])
+        metrics = {} if correct is None else {"token_accuracy": hits / supervised}
+        return StepResult(loss_sum / supervised, int(tokens), supervised, metrics)
 
     def evaluate(self, model: torch.nn.Module, batches: Sequence[Sequence[int]]) -> dict[str, float] | None:
         measured = mean_loss(model, self.held_out, batches, self.pad_id, self.autocast)
