@@ -1,4 +1,5 @@
-"""The files and fine-tuning jobs API with the official openai client against a real `tunesmith serve` and worker."""
+"""The files and fine-tuning jobs API with the official openai client against a real `tunesmith serve` and worker,
+the whole module once on each jobs store: SQLite, and PostgreSQL (a fresh database for each TUNESMITH_HOME)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,34 @@ from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 from tests import launch
 from tests.conftest import chat, write_jsonl
 from tests.integration.test_serve import KEY, serving, start_server
+from tunesmith.jobs.database import DATABASE_URL
 from tunesmith.runs import RunFolder
 
 ENDED = ("succeeded", "failed", "cancelled")
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def store_kind(request):
+    """The jobs store every server, worker and client of the module uses (TUNESMITH_DATABASE_URL set for it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "postgres":
+            patch.setenv(DATABASE_URL, request.getfixturevalue("postgres").new_database())
+        else:
+            patch.delenv(DATABASE_URL, raising=False)
+        yield request.param
+
+
+@pytest.fixture
+def own_store(store_kind, request, monkeypatch):
+    """A test with a TUNESMITH_HOME of its own gets a database of its own too."""
+    if store_kind == "postgres":
+        monkeypatch.setenv(DATABASE_URL, request.getfixturevalue("postgres").new_database())
+    return store_kind
+
+
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("jobs-home")
+def home(tmp_path_factory, store_kind):
+    return tmp_path_factory.mktemp(f"jobs-home-{store_kind}")
 
 
 @pytest.fixture(scope="module")
@@ -304,10 +325,11 @@ def test_pause_then_resume_finishes_and_cancel_stops_keeping_the_checkpoint(clie
 def _worker(home: Path, kill_at: str = "") -> int:
     """`tunesmith jobs worker --once` in a process of its own; its exit code (-9 when the kill hook fired)."""
     env = {**os.environ, "TUNESMITH_HOME": str(home), "TUNESMITH_KILL_AT": kill_at}
-    return launch.run(["jobs", "worker", "--once"], env=env).returncode
+    # on PostgreSQL a running job is another worker's until its lease runs out: a short one here
+    return launch.run(["jobs", "worker", "--once", "--lease", "1"], env=env).returncode
 
 
-def test_a_worker_killed_mid_job_is_resumed_by_the_next_to_the_same_adapter(tmp_path, tiny_model):
+def test_a_worker_killed_mid_job_is_resumed_by_the_next_to_the_same_adapter(tmp_path, tiny_model, own_store):
     """Two identical jobs: the first worker is killed (SIGKILL) after step 5 of the first job; the next worker
     resumes it, then runs the second through. Both adapters are bitwise equal and no event is written twice."""
     home = tmp_path / "home"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -38,7 +38,7 @@ class FileRecord:
     """Where its bytes are: TUNESMITH_HOME/files/<id><suffix>."""
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> FileRecord:
+    def from_row(cls, row: Mapping[str, Any]) -> FileRecord:
         return cls(*(row[f.name] for f in fields(cls)))
 
     def as_object(self) -> dict[str, Any]:
@@ -103,7 +103,7 @@ class JobRecord:
     """Its experiment tracking, as given: [{"type": "wandb", "wandb": {"project": ...}}]."""
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> JobRecord:
+    def from_row(cls, row: Mapping[str, Any]) -> JobRecord:
         values = {f.name: row[f.name] for f in fields(cls)}
         for name in JSON_FIELDS:
             if values[name] is not None:
@@ -116,7 +116,11 @@ class JobRecord:
 
     @staticmethod
     def encode(values: dict[str, Any]) -> dict[str, Any]:
-        return {k: json.dumps(v) if k in JSON_FIELDS and v is not None else v for k, v in values.items()}
+        """Column values: JSON fields as JSON text, flags as 0/1 (the schema's integers, in either database)."""
+        return {
+            k: json.dumps(v) if k in JSON_FIELDS and v is not None else int(v) if isinstance(v, bool) else v
+            for k, v in values.items()
+        }
 
     def tuned_name(self) -> str:
         """ft:<base>:<suffix>:<job id>, the base as given (a local folder by its last part)."""
@@ -188,7 +192,7 @@ class EventRecord:
     """For metrics: step, train_loss, valid_loss, tokens_per_second..."""
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> EventRecord:
+    def from_row(cls, row: Mapping[str, Any]) -> EventRecord:
         values = {f.name: row[f.name] for f in fields(cls)}
         values["data"] = json.loads(values["data"]) if values["data"] else None
         return cls(**values)
@@ -223,7 +227,7 @@ class CheckpointRecord:
     """The checkpoint folder in the run."""
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> CheckpointRecord:
+    def from_row(cls, row: Mapping[str, Any]) -> CheckpointRecord:
         values = {f.name: row[f.name] for f in fields(cls)}
         values["metrics"] = json.loads(values["metrics"])
         return cls(**values)
@@ -262,7 +266,7 @@ class TaskRecord:
     """Unix time."""
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> TaskRecord:
+    def from_row(cls, row: Mapping[str, Any]) -> TaskRecord:
         values = {f.name: row[f.name] for f in fields(cls)}
         for name in ("args", "result", "error"):
             values[name] = json.loads(values[name]) if values[name] else None
@@ -294,7 +298,7 @@ class EndpointRecord:
     """Unix time of the last change of its settings or secret."""
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> EndpointRecord:
+    def from_row(cls, row: Mapping[str, Any]) -> EndpointRecord:
         values = {f.name: row[f.name] for f in fields(cls)}
         values["event_types"] = json.loads(values["event_types"])
         return cls(**values)
@@ -337,5 +341,5 @@ class DeliveryRecord:
     """Unix time the event happened."""
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> DeliveryRecord:
+    def from_row(cls, row: Mapping[str, Any]) -> DeliveryRecord:
         return cls(**{f.name: row[f.name] for f in fields(cls)})

@@ -1,23 +1,22 @@
-"""The jobs store: files, jobs, events and checkpoints in SQLite (WAL) at TUNESMITH_HOME/tunesmith.db.
+"""The jobs store: files, jobs, events and checkpoints in SQLite (WAL) at TUNESMITH_HOME/tunesmith.db, or in the
+PostgreSQL database TUNESMITH_DATABASE_URL names (`database.py`).
 
-Everything the server and the worker share goes through `Store`'s methods, never through SQL elsewhere, so that
-another database (PostgreSQL, for workers on several hosts) is a new class with the same methods. Each method is one
-short transaction; state changes that two processes race for (claiming a job, a cancel against a finish) are
-compare-and-set on the job's status.
+Everything the server and the workers share goes through `Store`'s methods, never through SQL elsewhere. Each method
+is one short transaction; state changes that two processes race for (claiming a job, a cancel against a finish) are
+compare-and-set on the job's status, and a claimed job is the claiming worker's while it heartbeats (its lease).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tunesmith import paths
+from tunesmith.jobs.database import Connection, open_database
 from tunesmith.jobs.records import (
     WEBHOOK_EVENTS,
     CheckpointRecord,
@@ -74,6 +73,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     "ALTER TABLE jobs ADD COLUMN integrations TEXT NOT NULL DEFAULT '[]';",
+    """
+    ALTER TABLE jobs ADD COLUMN worker TEXT;
+    ALTER TABLE jobs ADD COLUMN heartbeat_at REAL;
+    ALTER TABLE tasks ADD COLUMN claimed_at REAL;
+    """,
 )
 """Schema version N is MIGRATIONS[:N] applied in order; a database is moved forward on open, never back."""
 
@@ -112,58 +116,28 @@ class Page:
 
 
 class Store:
-    """The SQLite store. Cheap to make: it opens a connection per operation, so any thread or process may use one."""
+    """The store. Cheap to make: it opens a connection per operation, so any thread or process may use one."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or database_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise RuntimeError(f"{self.path} is schema version {version}, newer than this tunesmith knows")
-            for number in range(version, len(MIGRATIONS)):
-                db.executescript(f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;")
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside one write transaction (the write lock taken first): committed when the block ends,
-        rolled back when it raises."""
-        with self._db() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        try:
-            db.execute("PRAGMA busy_timeout = 30000")
-            yield db
-        finally:
-            db.close()
+        self.db = open_database(path or database_path())
+        self.db.migrate(MIGRATIONS)
 
     # files
 
     def add_file(self, record: FileRecord) -> None:
-        with self._db() as db:
+        with self.db.connect() as db:
             db.execute(
                 "INSERT INTO files (id, filename, purpose, bytes, created_at, path) VALUES (?, ?, ?, ?, ?, ?)",
                 (record.id, record.filename, record.purpose, record.bytes, record.created_at, record.path),
             )
 
     def file(self, file_id: str) -> FileRecord | None:
-        with self._db() as db:
+        with self.db.connect() as db:
             row = db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
         return FileRecord.from_row(row) if row else None
 
     def files(self, after: str | None, limit: int, purpose: str | None, newest_first: bool = True) -> Page:
-        where, args = ("purpose = ?", [purpose]) if purpose else ("1", [])
+        where, args = ("purpose = ?", [purpose]) if purpose else ("TRUE", [])
         rows = self._page(f"SELECT * FROM files WHERE {where}", args, "files", after, limit, newest_first)
         return Page([FileRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
 
@@ -171,7 +145,7 @@ class Store:
         """Forget a file; False when there is none. A job that has not ended still needs its files: FileInUse, and
         the file stays (checked and deleted in one transaction, so no job can be created on it in between)."""
         statuses = ", ".join("?" * len(ACTIVE))
-        with self._transaction() as db:  # the write lock first: no job can be created on the file in between
+        with self.db.transaction() as db:  # the write lock first: no job can be created on the file in between
             user = db.execute(
                 f"SELECT id FROM jobs WHERE status IN ({statuses}) AND (training_file = ? OR validation_file = ?) "
                 "ORDER BY seq LIMIT 1",
@@ -183,10 +157,10 @@ class Store:
 
     def _page(
         self, query: str, args: list[Any], table: str, after: str | None, limit: int, newest_first: bool
-    ) -> list[sqlite3.Row]:
+    ) -> list[Any]:
         """limit + 1 rows after the row `after` in seq order (the extra row says whether more follow)."""
         sign, order = ("<", "DESC") if newest_first else (">", "ASC")
-        with self._db() as db:
+        with self.db.connect() as db:
             if after is not None:
                 cursor = db.execute(f"{query} AND id = ?", [*args, after]).fetchone()
                 if cursor is None:  # else the list would silently start again from the top
@@ -199,38 +173,39 @@ class Store:
 
     def add_job(self, job: JobRecord) -> None:
         values = job.to_row()
-        with self._db() as db:
+        with self.db.connect() as db:
             db.execute(
                 f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", list(values.values())
             )
 
     def job(self, job_id: str) -> JobRecord | None:
-        with self._db() as db:
+        with self.db.connect() as db:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return JobRecord.from_row(row) if row else None
 
     def jobs(self, after: str | None, limit: int, metadata: Mapping[str, str] | None = None) -> Page:
-        where, args = "1", []
+        where, args = "TRUE", []
         for key, value in (metadata or {}).items():
-            where += " AND json_extract(metadata, ?) = ?"
-            args += [f'$."{key}"', value]
+            field, param = self.db.json_text("metadata", key)
+            where += f" AND {field} = ?"
+            args += [param, value]
         rows = self._page(f"SELECT * FROM jobs WHERE {where}", args, "jobs", after, limit, True)
         return Page([JobRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
 
     def job_by_model(self, model_id: str) -> JobRecord | None:
         """The job that made a fine-tuned model."""
-        with self._db() as db:
+        with self.db.connect() as db:
             row = db.execute("SELECT * FROM jobs WHERE fine_tuned_model = ?", (model_id,)).fetchone()
         return JobRecord.from_row(row) if row else None
 
     def checkpoint(self, job_id: str, step: int) -> CheckpointRecord | None:
-        with self._db() as db:
+        with self.db.connect() as db:
             row = db.execute("SELECT * FROM checkpoints WHERE job_id = ? AND step = ?", (job_id, step)).fetchone()
         return CheckpointRecord.from_row(row) if row else None
 
     def jobs_with_status(self, status: str) -> list[JobRecord]:
         """Oldest first."""
-        with self._db() as db:
+        with self.db.connect() as db:
             rows = db.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq", (status,)).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 
@@ -239,7 +214,7 @@ class Store:
         (succeeded, failed, cancelled) owes its webhook event to every endpoint that asked for it, written in the
         same transaction: no end is ever left unannounced."""
         marks = ", ".join("?" * len(only_from))
-        with self._transaction() as db:
+        with self.db.transaction() as db:
             cursor = db.execute(
                 f"UPDATE jobs SET status = ? WHERE id = ? AND status IN ({marks})", (to, job_id, *only_from)
             )
@@ -251,7 +226,7 @@ class Store:
     def update_job(self, job_id: str, changes: Mapping[str, Any]) -> None:
         """Write some of a job's fields (JSON-valued ones as JSON)."""
         values = JobRecord.encode(dict(changes))
-        with self._db() as db:
+        with self.db.connect() as db:
             assignments = ", ".join(f"{k} = ?" for k in values)
             db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values.values(), job_id])
 
@@ -259,28 +234,50 @@ class Store:
         """Ask the worker to cancel or pause a running job (None: nothing asked)."""
         self.update_job(job_id, {"requested": what})
 
-    def claim_next(self) -> JobRecord | None:
-        """The job the worker should run now: one it was running when it stopped (crash or restart), else the oldest
-        queued one, moved to running."""
-        for status in ("running", "pausing", "queued"):
-            for job in self.jobs_with_status(status):
-                if status != "queued" or self.move(job.id, "running", only_from=("queued",)):
-                    return self.job(job.id)
-        return None
+    def claim_next(self, worker: str = "", lease: float = 0.0) -> JobRecord | None:
+        """The job `worker` should run now, made its own: one whose worker stopped heartbeating more than `lease`
+        seconds ago (it crashed or restarted: resumed from its checkpoint), else the oldest queued one, moved to
+        running. One transaction with the rows locked, so two workers never take the same job. A worker that is the
+        only one (SQLite's, holding TUNESMITH_HOME's lock) passes lease 0: what was running is its own."""
+        now = time.time()
+        with self.db.transaction() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE status = 'queued' OR (status IN ('running', 'pausing') "
+                "AND (heartbeat_at IS NULL OR heartbeat_at <= ?)) "
+                "ORDER BY CASE WHEN status = 'queued' THEN 1 ELSE 0 END, seq LIMIT 1" + self.db.lock_rows,
+                (now - lease,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET status = CASE WHEN status = 'queued' THEN 'running' ELSE status END, worker = ?, "
+                "heartbeat_at = ? WHERE id = ?",
+                (worker, now, row["id"]),
+            )
+        return self.job(row["id"])
+
+    def heartbeat(self, job_id: str, worker: str) -> bool:
+        """The worker still runs the job: its lease renewed. False when the job is no longer that worker's (another
+        took it over after the lease ran out)."""
+        with self.db.connect() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND worker = ?", (time.time(), job_id, worker)
+            )
+            return cursor.rowcount > 0
 
     # tasks: the heavy work a dashboard page asks for, done by the worker
 
     def task(self, task_id: str) -> TaskRecord | None:
-        with self._db() as db:
+        with self.db.connect() as db:
             row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return TaskRecord.from_row(row) if row else None
 
     def ask_task(self, kind: str, key: str, args: Mapping[str, Any]) -> TaskRecord:
         """The task of this kind for `key`: the one asked before (a failed one queued again), else a new one."""
-        with self._db() as db:
+        with self.db.connect() as db:
             db.execute(
-                "INSERT OR IGNORE INTO tasks (id, kind, key, args, status, created_at) "
-                "VALUES (?, ?, ?, ?, 'queued', ?)",
+                "INSERT INTO tasks (id, kind, key, args, status, created_at) "
+                "VALUES (?, ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
                 (new_id("task-"), kind, key, json.dumps(dict(args)), int(time.time())),
             )
             db.execute(
@@ -292,62 +289,70 @@ class Store:
 
     def claim_task(self) -> TaskRecord | None:
         """The oldest queued task, moved to running (compare-and-set: one taker)."""
-        with self._db() as db:
+        with self.db.connect() as db:
             for row in db.execute("SELECT id FROM tasks WHERE status = 'queued' ORDER BY seq").fetchall():
-                taken = db.execute("UPDATE tasks SET status = 'running' WHERE id = ? AND status = 'queued'", (row[0],))
+                taken = db.execute(
+                    "UPDATE tasks SET status = 'running' WHERE id = ? AND status = 'queued'", (row["id"],)
+                )
                 if taken.rowcount:
-                    return self.task(row[0])
+                    return self.task(row["id"])
         return None
 
     def end_task(self, task_id: str, result: Mapping[str, Any] | None, error: Mapping[str, Any] | None) -> None:
         """A task succeeded with `result`, or failed with OpenAI's error object fields."""
         status = "failed" if error is not None else "succeeded"
-        with self._db() as db:
+        with self.db.connect() as db:
             db.execute(
                 "UPDATE tasks SET status = ?, result = ?, error = ? WHERE id = ?",
                 (status, _json(result), _json(error), task_id),
             )
 
-    def requeue_tasks(self) -> None:
-        """Tasks left running by a worker that stopped are queued again."""
-        with self._db() as db:
-            db.execute("UPDATE tasks SET status = 'queued' WHERE status = 'running'")
+    def requeue_tasks(self, older_than: float = 0.0) -> None:
+        """Tasks left running by a worker that stopped are queued again: every running one (the only worker, at its
+        start), or those claimed more than `older_than` seconds ago (workers that share the store: a task takes
+        seconds, so one running that long was left by a worker that died)."""
+        with self.db.connect() as db:
+            db.execute(
+                "UPDATE tasks SET status = 'queued' "
+                "WHERE status = 'running' AND (claimed_at IS NULL OR claimed_at <= ?)",
+                (time.time() - older_than,),
+            )
 
     # webhook endpoints, and the events owed to them
 
     def add_endpoint(self, record: EndpointRecord) -> None:
         values = asdict(record) | {"event_types": json.dumps(record.event_types)}
-        with self._db() as db:
+        with self.db.connect() as db:
             db.execute(
                 f"INSERT INTO webhook_endpoints ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
                 list(values.values()),
             )
 
     def endpoint(self, endpoint_id: str) -> EndpointRecord | None:
-        with self._db() as db:
+        with self.db.connect() as db:
             row = db.execute("SELECT * FROM webhook_endpoints WHERE id = ?", (endpoint_id,)).fetchone()
         return EndpointRecord.from_row(row) if row else None
 
     def endpoints(self, after: str | None, limit: int) -> Page:
-        rows = self._page("SELECT * FROM webhook_endpoints WHERE 1", [], "webhook_endpoints", after, limit, True)
+        rows = self._page("SELECT * FROM webhook_endpoints WHERE TRUE", [], "webhook_endpoints", after, limit, True)
         return Page([EndpointRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
 
     def update_endpoint(self, endpoint_id: str, changes: Mapping[str, Any]) -> None:
         values = {k: json.dumps(v) if k == "event_types" else v for k, v in changes.items()}
         values["updated_at"] = int(time.time())
-        with self._db() as db:
+        with self.db.connect() as db:
             assignments = ", ".join(f"{k} = ?" for k in values)
             db.execute(f"UPDATE webhook_endpoints SET {assignments} WHERE id = ?", [*values.values(), endpoint_id])
 
     def delete_endpoint(self, endpoint_id: str) -> bool:
         """Forget an endpoint and what was still owed to it."""
-        with self._db() as db:
+        with self.db.connect() as db:
             db.execute("DELETE FROM webhook_deliveries WHERE endpoint_id = ?", (endpoint_id,))
             return db.execute("DELETE FROM webhook_endpoints WHERE id = ?", (endpoint_id,)).rowcount > 0
 
     def due_deliveries(self, now: float) -> list[tuple[DeliveryRecord, EndpointRecord]]:
         """Pending deliveries whose time has come, oldest first, each with its endpoint."""
-        with self._db() as db:
+        with self.db.connect() as db:
             rows = db.execute(
                 "SELECT * FROM webhook_deliveries WHERE status = 'pending' AND next_at <= ? ORDER BY seq", (now,)
             ).fetchall()
@@ -361,7 +366,7 @@ class Store:
 
     def attempted(self, delivery_id: str, status: str, next_at: float, error: str | None) -> None:
         """Record an attempt: delivered, pending again from next_at, or failed for good."""
-        with self._db() as db:
+        with self.db.connect() as db:
             db.execute(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, status = ?, next_at = ?, last_error = ? "
                 "WHERE id = ?",
@@ -373,10 +378,10 @@ class Store:
     def add_event(self, job_id: str, key: str, message: str, *, data: dict[str, Any] | None = None) -> bool:
         """Record an event once: a second event with the same key (a step run again after a crash) is dropped."""
         kind, level = ("metrics", "info") if key.startswith("metrics:") else ("message", _level(key))
-        with self._db() as db:
+        with self.db.connect() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO events (id, job_id, key, created_at, level, message, type, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (id, job_id, key, created_at, level, message, type, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (new_id("ftevent-"), job_id, key, int(time.time()), level, message, kind, _json(data)),
             )
             return cursor.rowcount > 0
@@ -386,10 +391,10 @@ class Store:
         return Page([EventRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
 
     def add_checkpoint(self, record: CheckpointRecord) -> None:
-        with self._db() as db:
+        with self.db.connect() as db:
             db.execute(
-                "INSERT OR IGNORE INTO checkpoints (id, job_id, created_at, step, metrics, path) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO checkpoints (id, job_id, created_at, step, metrics, path) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (record.id, record.job_id, record.created_at, record.step, json.dumps(record.metrics), record.path),
             )
 
@@ -401,11 +406,12 @@ class Store:
         """Forget the checkpoints of a job whose folders are gone (the run keeps only its latest)."""
         page = self.checkpoints(job_id, None, 10_000)
         gone = [c.id for c in page.items if c.path not in keep_paths]
-        with self._db() as db:
-            db.executemany("DELETE FROM checkpoints WHERE id = ?", [(g,) for g in gone])
+        with self.db.transaction() as db:
+            for checkpoint_id in gone:
+                db.execute("DELETE FROM checkpoints WHERE id = ?", (checkpoint_id,))
 
 
-def _owe_event(db: sqlite3.Connection, kind: str, data: dict[str, Any]) -> None:
+def _owe_event(db: Connection, kind: str, data: dict[str, Any]) -> None:
     """One delivery of a new event to each endpoint that asked for its type."""
     now = int(time.time())
     event_id = new_id("evt_")

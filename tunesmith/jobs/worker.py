@@ -1,8 +1,11 @@
 """The worker: a process of its own that runs jobs from the store one at a time, oldest first.
 
 Each job is an ordinary run folder, TUNESMITH_HOME/runs/<job id>. A worker that dies (kill -9, a reboot) leaves its
-job "running"; the next worker claims it first and resumes it from its latest checkpoint, which finishes with the
-same adapter as an uninterrupted run. One worker per TUNESMITH_HOME: a second one waits for the first's lock.
+job "running"; the next worker to claim it resumes it from its latest checkpoint, which finishes with the same
+adapter as an uninterrupted run. On SQLite there is one worker per TUNESMITH_HOME (a second waits for the first's
+lock) and it takes back what was running at once; on PostgreSQL any number of workers on any hosts share the
+database and a TUNESMITH_HOME on a shared file system, each heartbeating the job it runs, and a job whose worker
+stopped heartbeating for `lease` seconds is taken over by another.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import io
 import logging
 import os
 import shutil
+import socket
+import threading
 import time
+import uuid
 from functools import partial
 from pathlib import Path
 from typing import IO
@@ -42,6 +48,41 @@ CSV_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean
 for a preference or distillation run, which has no single right token)."""
 
 
+TASK_LEASE = 600.0
+"""Seconds after which a task still running is taken to be a dead worker's (workers sharing a store)."""
+LEASE_LOST = "lease"
+"""Why a worker stopped a job that another worker took over."""
+
+
+class Heartbeat:
+    """A thread renewing a job's lease while its worker runs it (a few times per lease); it stops the run when the
+    job turns out to be another worker's."""
+
+    def __init__(self, store: Store, job_id: str, worker: str, stop: StopFlag, lease: float) -> None:
+        self.store, self.job_id, self.worker, self.stop_run = store, job_id, worker, stop
+        self.every = max(0.5, lease / 4) if lease else 30.0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="tunesmith-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        while not self.done.wait(self.every):
+            try:
+                mine = self.store.heartbeat(self.job_id, self.worker)
+            except Exception:  # a database that is briefly away: the next beat tries again
+                log.warning("job %s: could not renew its lease", self.job_id)
+                continue
+            if not mine:
+                self.stop_run.request(LEASE_LOST)
+                return
+
+
 def lock_path() -> Path:
     return paths.home() / "worker.lock"
 
@@ -62,10 +103,14 @@ def take_lock(wait: bool = True) -> IO[str] | None:
 class Worker:
     """Runs jobs until told to stop; a stop (SIGTERM) saves the running job's checkpoint and leaves it running."""
 
-    def __init__(self, store: Store, processes: int = 1) -> None:
+    def __init__(self, store: Store, processes: int = 1, lease: float = 0.0) -> None:
         self.store = store
         self.processes = processes
         """Ranks each job trains on (torchrun on this host); OpenAI's hyperparameters mean the same for any."""
+        self.lease = lease
+        """Seconds without a heartbeat after which another worker takes a running job over (0: the only worker)."""
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """This worker in the store's jobs (the owner of the jobs it runs)."""
         self.stopping = StopFlag()
         self.current: StopFlag | None = None
 
@@ -82,7 +127,8 @@ class Worker:
         server's worker waits for this one's lock."""
         tasks = Poller("tunesmith-tasks", partial(run_waiting_tasks, self.store))
         webhooks = Poller("tunesmith-webhooks", partial(deliver_due, self.store))
-        self.store.requeue_tasks()  # a worker that stopped mid-task left it running
+        # a worker that stopped mid-task left it running; beside other workers, only what is clearly abandoned
+        self.store.requeue_tasks(TASK_LEASE if self.lease else 0.0)
         if once:  # one pass, in this thread: the tasks waiting, then the jobs, then the webhooks due
             run_waiting_tasks(self.store)
         else:
@@ -90,7 +136,7 @@ class Worker:
             webhooks.start()
         try:
             while not self.stopping:
-                job = self.store.claim_next()
+                job = self.store.claim_next(self.id, self.lease)
                 if job is None:
                     if once:
                         deliver_due(self.store)
@@ -109,6 +155,8 @@ class Worker:
             self._ended(job, "paused")
             return
         self.current = StopFlag()
+        beating = Heartbeat(self.store, job.id, self.id, self.current, self.lease)
+        beating.start()
         try:
             result = self._train(job, self.current)
         except TunesmithError as exc:
@@ -119,7 +167,10 @@ class Worker:
             fail(self.store, job.id, "server_error", f"training failed: {type(exc).__name__}: {exc}", None)
             return
         finally:
+            beating.stop()
             self.current = None
+        if result.reason == LEASE_LOST:  # another worker runs it now
+            return
         if result.final is not None:
             self._succeeded(job, result)
         elif result.reason == "cancel":
