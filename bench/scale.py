@@ -1,5 +1,6 @@
 """Training on 1 and on N processes of this host: tokens/s, the peak resident memory of the largest rank, and
-whether the runs agree (per-step losses, held-out loss).
+whether the runs agree (per-step losses, held-out loss). With --jobs, the jobs queue on PostgreSQL: N workers on
+a queue of small jobs, jobs per hour and the time from submit to start.
 
 Each run is `tunesmith train --processes N` in a fresh process on the same settings (examples/call-summaries with
 the default model unless --model/--data say otherwise), fp32 so that the runs can be compared step by step.
@@ -9,6 +10,11 @@ largest rank's. On a 2-core CPU no speed-up is expected; the point is equal resu
 On a GPU host each rank takes one GPU (NCCL).
 
     .venv/bin/python -m bench.scale [--processes 1,2] [--steps 8] [--json bench/results/scale.json]
+    .venv/bin/python -m bench.scale --jobs 20 --workers 1,2 [--json bench/results/scale_jobs.json]
+
+The jobs part starts a throwaway PostgreSQL (bench/postgres_server.py), a `tunesmith serve --no-worker` and N
+`tunesmith jobs worker` processes per round, a fresh database each; each job fine-tunes a tiny random model (2 layers,
+the default model's tokenizer) for 2 epochs of 24 conversations, so that the queue, not the training, is measured.
 """
 
 from __future__ import annotations
@@ -67,13 +73,127 @@ def _run(processes: int, steps: int, out: Path, model: str | None) -> dict[str, 
     }
 
 
+def _serve(model: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "tunesmith", "serve", "--model", str(model), "--port", str(port), "--no-worker"]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"{url}/v1/models", timeout=2).close()
+            return server, url
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("the server did not start")
+
+
+def _tiny_model(folder: Path) -> Path:
+    """A 2-layer Llama with random weights and the default model's tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tunesmith.models.load import load_tokenizer
+    from tunesmith.models.sources import DEFAULT_MODEL
+
+    tokenizer = load_tokenizer(DEFAULT_MODEL)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _queue_round(server_pg: object, workers: int, jobs: int, model: Path, folder: Path) -> dict[str, float | int]:
+    """`jobs` small jobs submitted at once to a fresh database, run by `workers` workers: jobs per hour (first
+    worker started to last job ended) and the time from submit to start (mean, max)."""
+    import openai
+
+    env = {**os.environ, "TUNESMITH_HOME": str(folder), "TUNESMITH_DATABASE_URL": server_pg.new_database()}  # type: ignore[attr-defined]
+    server, url = _serve(model, env)
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=2)
+        rows = "".join(
+            json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
+                                     {"role": "assistant", "content": f"{i} + {i} is {2 * i}."}]}) + "\n"
+            for i in range(24)
+        ).encode()  # fmt: skip
+        data = client.files.create(file=("t.jsonl", rows), purpose="fine-tune")
+        submitted = {}
+        for _ in range(jobs):
+            job = client.fine_tuning.jobs.create(
+                model=str(model), training_file=data.id, hyperparameters={"n_epochs": 2}
+            )
+            submitted[job.id] = time.time()
+        started = time.time()
+        command = [sys.executable, "-m", "tunesmith", "jobs", "worker", "--lease", "60"]
+        running = [
+            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(workers)
+        ]
+        begun: dict[str, float] = {}
+        statuses: dict[str, str] = {}
+        while len(statuses) < jobs or any(status not in ("succeeded", "failed") for status in statuses.values()):
+            time.sleep(0.25)
+            statuses = {job.id: job.status for job in client.fine_tuning.jobs.list(limit=100).data}
+            for job_id, status in statuses.items():
+                if job_id not in begun and status not in ("validating_files", "queued"):
+                    begun[job_id] = time.time()  # within 0.25 s of its start
+        ended = time.time()
+        for worker in running:
+            worker.terminate()
+            worker.wait(timeout=60)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    waits = [begun[j] - submitted[j] for j in submitted]
+    return {
+        "workers": workers,
+        "jobs": jobs,
+        "succeeded": list(statuses.values()).count("succeeded"),
+        "jobs_per_hour": round(jobs / (ended - started) * 3600, 1),
+        "seconds_submit_to_start_mean": round(sum(waits) / len(waits), 1),
+        "seconds_submit_to_start_max": round(max(waits), 1),
+        "seconds_first_worker_to_last_job": round(ended - started, 1),
+    }  # fmt: skip
+
+
+def _queue(args: argparse.Namespace) -> list[dict[str, float | int]]:
+    from bench.postgres_server import temporary_postgres
+
+    results = []
+    with tempfile.TemporaryDirectory() as folder, temporary_postgres() as server:
+        model = _tiny_model(Path(folder) / "tiny")
+        for count in (int(n) for n in args.workers.split(",")):
+            result = _queue_round(server, count, args.jobs, model, Path(folder) / f"home{count}")
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", default="1,2", help="Comma-separated process counts, smallest first.")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--model", default=None, help="A model other than the default.")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--jobs", type=int, default=0, help="Measure the jobs queue instead: this many small jobs.")
+    parser.add_argument("--workers", default="1,2", help="Comma-separated worker counts for --jobs.")
     args = parser.parse_args()
+    if args.jobs:
+        record = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "rounds": _queue(args)}
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(record, indent=2) + "\n")
+        return
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for count in (int(n) for n in args.processes.split(",")):

@@ -31,6 +31,19 @@ LLAMA3_TEMPLATE = (
 )
 
 
+SLOWEST_FIRST = (
+    "test_jobs_api.py", "test_jobs_api_postgres.py", "test_distributed.py", "test_workers.py", "test_grpo.py",
+    "test_stages.py", "test_serve.py", "test_dpo.py", "test_migrate.py", "test_resume.py",
+)  # fmt: skip
+"""The longest test files, started first: each file goes to one test worker whole (--dist loadfile), so a long one
+left for last would run alone at the end."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     """The embedded default model's tokenizer (ChatML template, pad == eos == <|im_end|>)."""

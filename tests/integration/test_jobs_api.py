@@ -1,5 +1,6 @@
 """The files and fine-tuning jobs API with the official openai client against a real `tunesmith serve` and worker,
-the whole module once on each jobs store: SQLite, and PostgreSQL (a fresh database for each TUNESMITH_HOME)."""
+on SQLite here and, every test of this module again, on PostgreSQL in test_jobs_api_postgres.py (a fresh database
+for each TUNESMITH_HOME)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -27,15 +29,19 @@ from tunesmith.runs import RunFolder
 ENDED = ("succeeded", "failed", "cancelled")
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def store_kind(request):
-    """The jobs store every server, worker and client of the module uses (TUNESMITH_DATABASE_URL set for it)."""
+def use_store(kind: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every server, worker and client of a module on this jobs store (TUNESMITH_DATABASE_URL set for it)."""
     with pytest.MonkeyPatch.context() as patch:
-        if request.param == "postgres":
+        if kind == "postgres":
             patch.setenv(DATABASE_URL, request.getfixturevalue("postgres").new_database())
         else:
             patch.delenv(DATABASE_URL, raising=False)
-        yield request.param
+        yield kind
+
+
+@pytest.fixture(scope="module")
+def store_kind(request):
+    yield from use_store("sqlite", request)
 
 
 @pytest.fixture
