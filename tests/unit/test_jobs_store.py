@@ -181,3 +181,20 @@ def test_an_unreachable_postgres_is_one_line_naming_it_without_its_password(monk
     with pytest.raises(ConfigError) as raised:
         Store()
     assert "cannot connect to postgresql://me:***@/db" in str(raised.value) and "secret" not in str(raised.value)
+
+
+def test_a_due_webhook_delivery_is_taken_by_one_worker_only(backend):
+    from tunesmith.jobs.records import EndpointRecord
+
+    store = _store(backend)
+    store.add_endpoint(
+        EndpointRecord("we_1", "n", "http://127.0.0.1:9", ["fine_tuning.job.succeeded"], "whsec_x", 1, 1)
+    )
+    job = _job("running")
+    store.add_job(job)
+    assert store.move(job.id, "succeeded", only_from=("running",))  # owes the endpoint one delivery
+    (delivery, endpoint), *rest = store.due_deliveries(time.time())
+    assert not rest and endpoint.id == "we_1"
+    assert store.take_delivery(delivery.id, time.time() + 60)
+    assert not store.take_delivery(delivery.id, time.time() + 60)  # a second worker finds it taken
+    assert store.due_deliveries(time.time()) == []  # and not due until the first one's hold runs out

@@ -364,6 +364,17 @@ class Store:
         deliveries = [DeliveryRecord.from_row(r) for r in rows]
         return [(d, endpoints[d.endpoint_id]) for d in deliveries if d.endpoint_id in endpoints]
 
+    def take_delivery(self, delivery_id: str, until: float) -> bool:
+        """Hold a due delivery for this worker until `until` (compare-and-set on its time): False when another
+        worker took it first."""
+        now = time.time()
+        with self.db.connect() as db:
+            cursor = db.execute(
+                "UPDATE webhook_deliveries SET next_at = ? WHERE id = ? AND status = 'pending' AND next_at <= ?",
+                (until, delivery_id, now),
+            )
+            return cursor.rowcount > 0
+
     def attempted(self, delivery_id: str, status: str, next_at: float, error: str | None) -> None:
         """Record an attempt: delivered, pending again from next_at, or failed for good."""
         with self.db.connect() as db:

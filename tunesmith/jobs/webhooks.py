@@ -67,6 +67,11 @@ def post(url: str, secret: str, event_id: str, body: str) -> int:
         return int(error.code)
 
 
+TAKEN_FOR = 120.0
+"""Seconds a worker holds a due delivery while it posts it: no other worker sends it meanwhile, and one that died
+holding it leaves it due again after this."""
+
+
 def _attempt(store: Store, delivery: DeliveryRecord, endpoint: EndpointRecord) -> None:
     try:
         status = post(endpoint.url, endpoint.secret, delivery.event_id, delivery.body)
@@ -86,6 +91,9 @@ def _attempt(store: Store, delivery: DeliveryRecord, endpoint: EndpointRecord) -
 def deliver_due(store: Store) -> int:
     """Make every attempt that is due now; how many were made."""
     due = store.due_deliveries(time.time())
+    made = 0
     for delivery, endpoint in due:
-        _attempt(store, delivery, endpoint)
-    return len(due)
+        if store.take_delivery(delivery.id, time.time() + TAKEN_FOR):  # another worker may have taken it first
+            _attempt(store, delivery, endpoint)
+            made += 1
+    return made
