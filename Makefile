@@ -26,7 +26,7 @@ lint: setup
 
 # One test worker per core (at most 4), whole files to a worker so module fixtures are built once.
 test: setup lint
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile --durations=12
 
 # Check the data, fine-tune the default model (runs/demo is replaced), evaluate base vs tuned, show 3 calls.
 demo: setup

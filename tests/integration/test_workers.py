@@ -72,7 +72,7 @@ def test_two_workers_started_together_split_the_queue(postgres, tmp_path, tiny_m
     with serving(tiny_model, "--no-worker", home=home) as (_, url):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=120)
         data = client.files.create(file=("t.jsonl", io.BytesIO(_rows())), purpose="fine-tune")
-        settings = {"model": str(tiny_model), "training_file": data.id, "hyperparameters": {"n_epochs": 2}}
+        settings = {"model": str(tiny_model), "training_file": data.id, "hyperparameters": {"n_epochs": 1}}
         jobs = [client.fine_tuning.jobs.create(**settings, seed=3).id for _ in range(4)]
         env = {**os.environ, "TUNESMITH_HOME": str(home)}
         workers = [launch.start(["jobs", "worker", "--once", "--lease", "60"], env=env) for _ in range(2)]
