@@ -4,7 +4,6 @@ checkpoint, and resuming on two processes is exact."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -14,14 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-import openai
 import pytest
 import yaml
 from safetensors.torch import load_file
 
 from tests import launch
 from tests.conftest import chat, prose, write_jsonl
-from tests.integration.test_serve import start_server
 from tunesmith.config import build_config
 from tunesmith.data.formats import FORMATS
 from tunesmith.runs import ADAPTER_WEIGHTS, RunFolder
@@ -214,33 +211,3 @@ def test_the_ranks_share_each_step_disjointly_and_whole():
     parts = [share(window, (r, 3)) for r in range(3)]
     assert parts == [[[5, 3], [2]], [[1, 9], [8]], [[7]]]  # rank 2 has nothing of the second micro-batch
     assert sorted(i for part in parts for mb in part for i in mb) == sorted(i for mb in window for i in mb)
-
-
-def test_a_worker_trains_a_job_of_the_jobs_api_on_two_processes(tmp_path, tiny_model):
-    """The OpenAI jobs flow with `tunesmith jobs worker --processes 2`: the job succeeds with its metrics events
-    once each, its checkpoints and its trained tokens."""
-    home = tmp_path / "home"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TUNESMITH_HOME", str(home))
-        process, url = start_server(tiny_model, "--no-worker")
-    try:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=120)
-        rows = "".join(json.dumps(chat(i)) + "\n" for i in range(24)).encode()
-        data = client.files.create(file=("t.jsonl", io.BytesIO(rows)), purpose="fine-tune")
-        settings = {"model": str(tiny_model), "training_file": data.id, "hyperparameters": {"n_epochs": 3}}
-        env = {**os.environ, "TUNESMITH_HOME": str(home)}
-        job = client.fine_tuning.jobs.create(**settings, seed=5).id
-        done = launch.run(["jobs", "worker", "--once", "--processes", "2"], env=env)
-        assert done.returncode == 0, done.stderr
-        two = client.fine_tuning.jobs.retrieve(job)
-        assert two.status == "succeeded", two.error
-        steps = [r for r in RunFolder(home / "runs" / job).read_metrics() if r["event"] == "step"]
-        assert two.trained_tokens == steps[-1]["tokens"] > 0
-        events = client.fine_tuning.jobs.list_events(two.id, limit=100).data
-        steps = [e.data["step"] for e in events if e.type == "metrics"][::-1]
-        assert steps == list(range(1, len(steps) + 1)) and steps
-        assert len(client.fine_tuning.jobs.checkpoints.list(two.id).data) >= 1
-        assert (home / "runs" / two.id / "final" / ADAPTER_WEIGHTS).is_file()
-    finally:
-        process.terminate()
-        process.wait(timeout=60)

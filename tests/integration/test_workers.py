@@ -1,7 +1,7 @@
 """Several job workers on one PostgreSQL database, and `tunesmith jobs ...` against a remote server.
 
-Two workers share a database and a TUNESMITH_HOME: four identical jobs each run to the end, three of them exactly
-once; the worker killed (SIGKILL) in the middle of the fourth leaves it to the other, which takes it over when its
+Two workers share a database and a TUNESMITH_HOME: three identical jobs each run to the end, two of them exactly
+once; the worker killed (SIGKILL) in the middle of the first leaves it to the other, which takes it over when its
 lease runs out and resumes it from its checkpoint to the same adapter, bit for bit, each metrics event written once.
 """
 
@@ -37,7 +37,7 @@ def test_two_workers_on_postgres_run_each_job_once_and_take_over_a_killed_worker
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=120)
         data = client.files.create(file=("t.jsonl", io.BytesIO(_rows())), purpose="fine-tune")
         settings = {"model": str(tiny_model), "training_file": data.id, "hyperparameters": {"n_epochs": 8}}
-        jobs = [client.fine_tuning.jobs.create(**settings, seed=11).id for _ in range(4)]
+        jobs = [client.fine_tuning.jobs.create(**settings, seed=11).id for _ in range(3)]
         env = {**os.environ, "TUNESMITH_HOME": str(home)}
         doomed = launch.start(["jobs", "worker", "--lease", LEASE], env={**env, "TUNESMITH_KILL_AT": "logged:5"})
         assert doomed.wait(timeout=300) == -signal.SIGKILL  # it died at step 5 of the first job it took
@@ -47,7 +47,7 @@ def test_two_workers_on_postgres_run_each_job_once_and_take_over_a_killed_worker
         finally:
             survivor.terminate()
             survivor.wait(timeout=60)
-        assert [job.status for job in ended] == ["succeeded"] * 4, [job.error for job in ended]
+        assert [job.status for job in ended] == ["succeeded"] * 3, [job.error for job in ended]
         adapters = {(home / "runs" / j / "final" / ADAPTER_WEIGHTS).read_bytes() for j in jobs}
         assert len(adapters) == 1  # the resumed job ended exactly where the uninterrupted ones did
         resumed = []
@@ -63,7 +63,8 @@ def test_two_workers_on_postgres_run_each_job_once_and_take_over_a_killed_worker
 
 
 def test_two_workers_started_together_split_the_queue(postgres, tmp_path, tiny_model, monkeypatch):
-    """Both workers claim from the queue at once: every job runs exactly once and both do some."""
+    """Both workers claim from the queue at once: every job runs exactly once and both do some; one of them trains
+    its jobs on two processes (`--processes 2`, torchrun), which the jobs flow does not see."""
     import psycopg
 
     home = tmp_path / "home"
@@ -75,13 +76,20 @@ def test_two_workers_started_together_split_the_queue(postgres, tmp_path, tiny_m
         settings = {"model": str(tiny_model), "training_file": data.id, "hyperparameters": {"n_epochs": 1}}
         jobs = [client.fine_tuning.jobs.create(**settings, seed=3).id for _ in range(4)]
         env = {**os.environ, "TUNESMITH_HOME": str(home)}
-        workers = [launch.start(["jobs", "worker", "--once", "--lease", "60"], env=env) for _ in range(2)]
+        workers = [
+            launch.start(["jobs", "worker", "--once", "--lease", "60", *extra], env=env)
+            for extra in ([], ["--processes", "2"])
+        ]
         assert [w.wait(timeout=400) for w in workers] == [0, 0]
         ended = [client.fine_tuning.jobs.retrieve(job_id) for job_id in jobs]
         assert [job.status for job in ended] == ["succeeded"] * 4, [job.error for job in ended]
         for job_id in jobs:
             events = client.fine_tuning.jobs.list_events(job_id, limit=100).data
             assert not any(e.message.startswith("Resumed") for e in events)
+            steps = [e.data["step"] for e in events if e.type == "metrics"][::-1]
+            assert steps == list(range(1, len(steps) + 1)) and steps
+            assert client.fine_tuning.jobs.checkpoints.list(job_id).data
+        assert len({job.trained_tokens for job in ended}) == 1  # the same global batch on 1 and on 2 processes
     with psycopg.connect(database) as db:
         owners = {row[0] for row in db.execute("SELECT worker FROM jobs")}
     assert len(owners) == 2  # each worker ran some of the four
