@@ -24,10 +24,10 @@ lint: setup
 	$(BIN)/ruff check tunesmith tests bench examples
 	$(BIN)/lint-imports --no-cache
 
-# Three test workers (on 2 cores about half of a worker's time is spent waiting on the processes a test starts:
-# servers, workers, torchrun's ranks), whole files to a worker so module fixtures are built once.
+# One test worker per core (at most 4), whole files to a worker so module fixtures are built once; the 12 slowest
+# tests listed at the end.
 test: setup lint
-	$(BIN)/python -m pytest -q -n 3 --dist loadfile --durations=12
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile --durations=12
 
 # Check the data, fine-tune the default model (runs/demo is replaced), evaluate base vs tuned, show 3 calls.
 demo: setup

@@ -36,7 +36,8 @@ def _fixed_answers(path, n=24):
 
 
 def _config(data, model, **values):
-    return build_config({"data": str(data), "model": str(model), "batch_tokens": 512, **values})
+    """Settings of a small test run; compile off unless asked (compiling a 2-layer model costs more than it saves)."""
+    return build_config({"data": str(data), "model": str(model), "batch_tokens": 512, "compile": "off", **values})
 
 
 def _losses(run_dir):
