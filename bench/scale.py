@@ -14,7 +14,8 @@ On a GPU host each rank takes one GPU (NCCL).
 
 The jobs part starts a throwaway PostgreSQL (bench/postgres_server.py), a `tunesmith serve --no-worker` and N
 `tunesmith jobs worker` processes per round, a fresh database each; each job fine-tunes a tiny random model (2 layers,
-the default model's tokenizer) for 2 epochs of 24 conversations, so that the queue, not the training, is measured.
+the default model's tokenizer: tests/conftest.make_tiny_model) for 2 epochs of 24 conversations, so that the queue,
+not the training, is measured.
 """
 
 from __future__ import annotations
@@ -92,26 +93,6 @@ def _serve(model: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], s
     raise RuntimeError("the server did not start")
 
 
-def _tiny_model(folder: Path) -> Path:
-    """A 2-layer Llama with random weights and the default model's tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from tunesmith.models.load import load_tokenizer
-    from tunesmith.models.sources import DEFAULT_MODEL
-
-    tokenizer = load_tokenizer(DEFAULT_MODEL)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def _queue_round(server_pg: object, workers: int, jobs: int, model: Path, folder: Path) -> dict[str, float | int]:
     """`jobs` small jobs submitted at once to a fresh database, run by `workers` workers: jobs per hour (first
     worker started to last job ended) and the time from submit to start (mean, max)."""
@@ -168,10 +149,13 @@ def _queue_round(server_pg: object, workers: int, jobs: int, model: Path, folder
 
 def _queue(args: argparse.Namespace) -> list[dict[str, float | int]]:
     from bench.postgres_server import temporary_postgres
+    from tests.conftest import make_tiny_model
+    from tunesmith.models.load import load_tokenizer
+    from tunesmith.models.sources import DEFAULT_MODEL
 
     results = []
     with tempfile.TemporaryDirectory() as folder, temporary_postgres() as server:
-        model = _tiny_model(Path(folder) / "tiny")
+        model = make_tiny_model(Path(folder) / "tiny", load_tokenizer(DEFAULT_MODEL))
         for count in (int(n) for n in args.workers.split(",")):
             result = _queue_round(server, count, args.jobs, model, Path(folder) / f"home{count}")
             results.append(result)

@@ -28,16 +28,21 @@ def _rows() -> bytes:
     return "".join(json.dumps(chat(i)) + "\n" for i in range(24)).encode()
 
 
+def _queued(url: str, model, count: int, epochs: int, seed: int) -> tuple[openai.OpenAI, list[str]]:
+    """`count` identical jobs created through the official client: (the client, their ids)."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=120)
+    data = client.files.create(file=("t.jsonl", io.BytesIO(_rows())), purpose="fine-tune")
+    settings = {"model": str(model), "training_file": data.id, "hyperparameters": {"n_epochs": epochs}}
+    return client, [client.fine_tuning.jobs.create(**settings, seed=seed).id for _ in range(count)]
+
+
 def test_two_workers_on_postgres_run_each_job_once_and_take_over_a_killed_workers_job(
     postgres, tmp_path, tiny_model, monkeypatch
 ):
     home = tmp_path / "home"
     monkeypatch.setenv(DATABASE_URL, postgres.new_database())
     with serving(tiny_model, "--no-worker", home=home) as (_, url):
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=120)
-        data = client.files.create(file=("t.jsonl", io.BytesIO(_rows())), purpose="fine-tune")
-        settings = {"model": str(tiny_model), "training_file": data.id, "hyperparameters": {"n_epochs": 8}}
-        jobs = [client.fine_tuning.jobs.create(**settings, seed=11).id for _ in range(3)]
+        client, jobs = _queued(url, tiny_model, count=3, epochs=8, seed=11)
         env = {**os.environ, "TUNESMITH_HOME": str(home)}
         doomed = launch.start(["jobs", "worker", "--lease", LEASE], env={**env, "TUNESMITH_KILL_AT": "logged:5"})
         assert doomed.wait(timeout=300) == -signal.SIGKILL  # it died at step 5 of the first job it took
@@ -71,10 +76,7 @@ def test_two_workers_started_together_split_the_queue(postgres, tmp_path, tiny_m
     database = postgres.new_database()
     monkeypatch.setenv(DATABASE_URL, database)
     with serving(tiny_model, "--no-worker", home=home) as (_, url):
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=120)
-        data = client.files.create(file=("t.jsonl", io.BytesIO(_rows())), purpose="fine-tune")
-        settings = {"model": str(tiny_model), "training_file": data.id, "hyperparameters": {"n_epochs": 1}}
-        jobs = [client.fine_tuning.jobs.create(**settings, seed=3).id for _ in range(4)]
+        client, jobs = _queued(url, tiny_model, count=4, epochs=1, seed=3)
         env = {**os.environ, "TUNESMITH_HOME": str(home)}
         workers = [
             launch.start(["jobs", "worker", "--once", "--lease", "60", *extra], env=env)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 from functools import partial
 from types import FrameType
@@ -35,11 +34,11 @@ def worker(
 ) -> None:
     """Run queued jobs one at a time: one worker per TUNESMITH_HOME on SQLite (`tunesmith serve` starts one), any
     number on any hosts sharing TUNESMITH_DATABASE_URL (PostgreSQL) and TUNESMITH_HOME."""
-    from tunesmith.jobs.database import DATABASE_URL
+    from tunesmith.jobs.database import database_url
     from tunesmith.jobs.store import Store
     from tunesmith.jobs.worker import Worker, take_lock
 
-    shared = bool(os.environ.get(DATABASE_URL, "").strip())
+    shared = bool(database_url())
     lock = None
     if not shared:  # SQLite: this worker is the only one, and takes back what was running at once
         lock = take_lock(wait=False)

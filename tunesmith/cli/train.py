@@ -62,7 +62,6 @@ def train(
     ] = 1,
 ) -> None:
     """Fine-tune a model on your data: LoRA, DoRA or full; answers (sft) or plain text."""
-    from tunesmith import paths
     from tunesmith.config import build_config, merge_settings, read_config_file
     from tunesmith.training import distributed
     from tunesmith.training.runner import resume as resume_run
@@ -81,12 +80,12 @@ def train(
         else:
             settings = merge_settings(read_config_file(config) if config else {}, overrides)
             run_config = build_config(settings, str(config) if config else "command line")
-            run_dir = out_dir or paths.runs_dir() / datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir = out_dir or _new_run_dir()
             result = train_run(run_config, distributed.broadcast(run_dir), sink=sink, stop=stop)
     ranks = distributed.size()
     distributed.stop()
     if not main:  # rank 0 reports and evaluates
-        raise typer.Exit(0 if result.final is not None else 128 + int(getattr(signal.Signals, result.reason, 2)))
+        raise typer.Exit(0 if result.final is not None else _stopped_code(result.reason))
     _print_summary(result, log_json, ranks)
     if evaluate:
         from tunesmith.evaluate.report import after_training
@@ -102,15 +101,26 @@ def _launch(processes: int, out_dir: Path | None, resume: Path | None) -> None:
     """Start this same command on `processes` ranks and exit with their result."""
     import sys
 
-    from tunesmith import paths
     from tunesmith.cli.launch import command_args, launch
 
     args = command_args(sys.argv)
     run_dir = resume or out_dir
     if run_dir is None:  # one run folder for every rank, named here
-        run_dir = paths.runs_dir() / datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = _new_run_dir()
         args += ["--out", str(run_dir)]
     raise typer.Exit(launch(processes, args, str(run_dir)))
+
+
+def _new_run_dir() -> Path:
+    """TUNESMITH_HOME/runs/<time>: a run's folder when --out is not given."""
+    from tunesmith import paths
+
+    return paths.runs_dir() / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _stopped_code(reason: str) -> int:
+    """The exit code of a run stopped by a signal: 128 + its number (SIGINT's for any other stop)."""
+    return 128 + int(getattr(signal.Signals, reason, signal.SIGINT))
 
 
 def _print_summary(result: Any, log_json: bool, ranks: int = 1) -> None:
@@ -122,7 +132,7 @@ def _print_summary(result: Any, log_json: bool, ranks: int = 1) -> None:
             f"Continue with: tunesmith train --resume {result.run_dir}{processes}",
             soft_wrap=True,  # one line, a path never cut
         )
-        raise typer.Exit(128 + int(getattr(signal.Signals, result.reason, signal.SIGINT)))
+        raise typer.Exit(_stopped_code(result.reason))
     if log_json:
         return
     best = f"{state.best_eval_loss:.4f}" if state.best_eval_loss is not None else "-"

@@ -61,12 +61,15 @@ class Database(Protocol):
         ...
 
 
+def database_url() -> str:
+    """The PostgreSQL database TUNESMITH_DATABASE_URL names, or "" for SQLite (one worker per TUNESMITH_HOME)."""
+    return os.environ.get(DATABASE_URL, "").strip()
+
+
 def open_database(path: Path) -> Database:
     """PostgreSQL when TUNESMITH_DATABASE_URL names one, else SQLite at `path`."""
-    url = os.environ.get(DATABASE_URL, "").strip()
-    if url:
-        return Postgres(url)
-    return SQLite(path)
+    url = database_url()
+    return Postgres(url) if url else SQLite(path)
 
 
 class SQLite:

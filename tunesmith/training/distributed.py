@@ -16,7 +16,7 @@ import os
 import re
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -96,7 +96,7 @@ def total(values: Sequence[float]) -> list[float]:
 
 def any_rank(flag: bool) -> bool:
     """True on every rank when it is true on one (a signal seen by one rank stops all after the same step)."""
-    return total([1.0 if flag else 0.0])[0] > 0 if started() else flag
+    return total([1.0 if flag else 0.0])[0] > 0
 
 
 def broadcast(value: T) -> T:
@@ -127,8 +127,15 @@ def _device() -> torch.device:
 
 
 def _collective(call: Any, *args: Any, **kwargs: Any) -> None:
-    try:
+    with _lost_peers():
         call(*args, **kwargs)
+
+
+@contextmanager
+def _lost_peers() -> Iterator[None]:
+    """A collective that fails here failed because another rank is gone: one line saying so."""
+    try:
+        yield
     except (RuntimeError, dist.DistError) as exc:
         raise peer_lost(exc) from None
 
@@ -164,7 +171,8 @@ def wrap(lm: torch.nn.Module) -> None:
     if not started():
         return
     decoder = lm.get_decoder()  # type: ignore[operator]
-    outside = [n for n, p in lm.named_parameters() if p.requires_grad and not _inside(decoder, p)]
+    inside = {id(p) for p in decoder.parameters()}
+    outside = [n for n, p in lm.named_parameters() if p.requires_grad and id(p) not in inside]
     if outside:
         raise ConfigError(
             f"trained weights outside the decoder ({outside[0]}) cannot be shared over processes yet",
@@ -175,10 +183,6 @@ def wrap(lm: torch.nn.Module) -> None:
     ddp = DistributedDataParallel(decoder, device_ids=device_ids, broadcast_buffers=False, init_sync=False)
     ddp.register_comm_hook(None, _sum_hook)
     _DECODERS[lm] = ddp
-
-
-def _inside(module: torch.nn.Module, param: torch.nn.Parameter) -> bool:
-    return any(p is param for p in module.parameters())
 
 
 def decoder(lm: torch.nn.Module) -> torch.nn.Module:
@@ -204,8 +208,6 @@ def micro_batches(lm: torch.nn.Module, batches: Sequence[T]) -> Iterator[T]:
 
 def _join_with_zero(wrapped: DistributedDataParallel) -> None:
     device = next(wrapped.module.parameters()).device
-    try:
+    with _lost_peers():
         hidden = wrapped(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device)).last_hidden_state
         (hidden.float().sum() * 0.0).backward()
-    except (RuntimeError, dist.DistError) as exc:
-        raise peer_lost(exc) from None

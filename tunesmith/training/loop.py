@@ -47,9 +47,7 @@ class LoopInputs:
 def _evaluate(run: LoopInputs, state: TrainState) -> bool:
     """Log the held-out loss; True when early stopping says to stop. Rank 0 evaluates while the others wait for
     its answer."""
-    if not distributed.is_main():
-        return distributed.broadcast(False)
-    return distributed.broadcast(_evaluate_here(run, state))
+    return distributed.broadcast(_evaluate_here(run, state) if distributed.is_main() else False)
 
 
 def _evaluate_here(run: LoopInputs, state: TrainState) -> bool:

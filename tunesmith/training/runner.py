@@ -186,7 +186,7 @@ def _execute(
         events.emit(Event("end", state.step, {"reason": reason, "final": None}))
         return TrainResult(run_dir, reason, None, state)
     if not distributed.is_main():  # rank 0 writes final/; the others are done
-        return TrainResult(run_dir, reason, RunFolder(run_dir).final, state, state.best_step or state.step)
+        return TrainResult(run_dir, reason, RunFolder(run_dir).final, state)
     kept = _keep(resolved, run_dir, model, state)
     final = _save_final(run_dir, model, data.tokenizer, resolved)
     events.emit(Event("end", state.step, {"reason": reason, "final": str(final), "kept_step": kept}))
