@@ -10,6 +10,7 @@ largest rank's. On a 2-core CPU no speed-up is expected; the point is equal resu
 On a GPU host each rank takes one GPU (NCCL).
 
     .venv/bin/python -m bench.scale [--processes 1,2] [--steps 8] [--json bench/results/scale.json]
+    .venv/bin/python -m bench.scale --method full [--json bench/results/scale_full.json]   (FSDP2 on N > 1)
     .venv/bin/python -m bench.scale --jobs 20 --workers 1,2 [--json bench/results/scale_jobs.json]
 
 The jobs part starts a throwaway PostgreSQL (bench/postgres_server.py), a `tunesmith serve --no-worker` and N
@@ -40,13 +41,15 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """Runs a command and prints the largest ru_maxrss of its descendants (the launcher or any rank)."""
 
 
-def _run(processes: int, steps: int, out: Path, model: str | None) -> dict[str, float | int]:
+def _run(processes: int, steps: int, out: Path, model: str | None, method: str) -> dict[str, float | int]:
     """One training run on `processes` processes in a child process; its numbers."""
     command = [
         sys.executable, "-m", "tunesmith", "train", "--data", str(DATA / "train.jsonl"),
         "--eval", str(DATA / "eval.jsonl"), "--max-steps", str(steps), "--eval-every", str(steps),
-        "--precision", "fp32", "--batch-tokens", "2048", "--grad-accum", "2", "--learning-rate", "1e-3",
+        "--precision", "fp32", "--batch-tokens", "2048", "--grad-accum", "2",
+        "--learning-rate", "2e-5" if method == "full" else "1e-3",
         "--compile", "off", "--out", str(out), "--quiet", "--no-eval", "--processes", str(processes),
+        "--method", method,
     ]  # fmt: skip
     if model:
         command += ["--model", model]
@@ -64,6 +67,7 @@ def _run(processes: int, steps: int, out: Path, model: str | None) -> dict[str, 
     last = steps_rows[-1]
     return {
         "processes": processes,
+        "method": method,
         "steps": len(steps_rows),
         "tokens": last["tokens"],
         "tokens_per_second": round(last["tokens"] / last["elapsed"], 1),
@@ -168,6 +172,7 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2", help="Comma-separated process counts, smallest first.")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--model", default=None, help="A model other than the default.")
+    parser.add_argument("--method", default="lora", help="lora (DDP on N > 1) or full (FSDP2 on N > 1).")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--jobs", type=int, default=0, help="Measure the jobs queue instead: this many small jobs.")
     parser.add_argument("--workers", default="1,2", help="Comma-separated worker counts for --jobs.")
@@ -181,7 +186,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for count in (int(n) for n in args.processes.split(",")):
-            result = _run(count, args.steps, Path(folder) / f"p{count}", args.model)
+            result = _run(count, args.steps, Path(folder) / f"p{count}", args.model, args.method)
             results.append(result)
             print(json.dumps({k: v for k, v in result.items() if k != "losses"}), flush=True)
     first = results[0]

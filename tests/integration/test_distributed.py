@@ -1,6 +1,6 @@
 """Training on two processes (torchrun, gloo on CPU) against one: every objective, a mix and stages give the same
-per-step losses and adapters; a rank killed with SIGKILL takes the run down with one line and a resumable
-checkpoint, and resuming on two processes is exact."""
+per-step losses and adapters, and full fine-tuning sharded by FSDP2 the same weights; a rank killed with SIGKILL
+takes the run down with one line and a resumable checkpoint, and resuming on two processes is exact."""
 
 from __future__ import annotations
 
@@ -93,6 +93,8 @@ def cases(tmp_path_factory, tiny_model, tokenizer) -> dict[str, dict]:
             "preference": {"loss": "simpo"},
         },
         "distill": {**common, "data": str(taught), "objective": "distill"},
+        "full": {**common, "data": str(qa), "eval_data": str(qa_eval), "method": "full", "final": "best"},
+        "full-dpo": {**common, "data": str(pairs), "objective": "dpo", "batch_tokens": 1024, "method": "full"},
         "mix": {**common, "data": [f"{qa}:2", f"{docs}:1@text"]},
         "stages": {
             **common,
@@ -138,19 +140,27 @@ def _same_losses(one: Path, two: Path) -> None:
     assert all(abs(a - b) <= LOSS_TOLERANCE for (_, a), (_, b) in zip(evals, others, strict=True))
 
 
-def _same_adapter(one: Path, two: Path) -> None:
-    a, b = load_file(str(one / "final" / ADAPTER_WEIGHTS)), load_file(str(two / "final" / ADAPTER_WEIGHTS))
-    assert a.keys() == b.keys()
+def _final_weights(run: Path) -> Path:
+    """final/'s trained weights: the adapter, or the whole model of a full fine-tuning run."""
+    adapter = run / "final" / ADAPTER_WEIGHTS
+    return adapter if adapter.is_file() else run / "final" / "model.safetensors"
+
+
+def _same_weights(one: Path, two: Path) -> None:
+    a, b = load_file(str(_final_weights(one))), load_file(str(_final_weights(two)))
+    assert a.keys() == b.keys()  # a tied head saved once, under the embedding's name, as one process saves it
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst <= WEIGHT_TOLERANCE
 
 
-@pytest.mark.parametrize("name", ["sft", "dora", "text", "dpo", "simpo", "distill", "mix", "stages"])
+@pytest.mark.parametrize(
+    "name", ["sft", "dora", "text", "dpo", "simpo", "distill", "mix", "stages", "full", "full-dpo"]
+)
 def test_two_ranks_train_what_one_process_trains(name, cases, two_ranks, tmp_path):
     one = tmp_path / name
     train(build_config(cases[name]), one)
     _same_losses(one, two_ranks[name])
-    _same_adapter(one, two_ranks[name])
+    _same_weights(one, two_ranks[name])
     written = sorted(p.name for p in two_ranks[name].iterdir())
     assert written == sorted(p.name for p in one.iterdir())  # rank 0 wrote the folder, and nothing else did
 
@@ -159,9 +169,12 @@ def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
     return launch.run(["train", *args, "--quiet", "--no-eval"], env={**os.environ, **(env or {})})
 
 
-def test_a_killed_rank_stops_the_run_with_one_line_and_resuming_on_two_is_exact(cases, two_ranks, tmp_path):
-    config = tmp_path / "sft.yaml"
-    config.write_text(yaml.safe_dump(cases["sft"]))
+@pytest.mark.parametrize("name", ["sft", "full"])
+def test_a_killed_rank_stops_the_run_with_one_line_and_resuming_on_two_is_exact(name, cases, two_ranks, tmp_path):
+    """An adapter under DDP, and full fine-tuning under FSDP2, whose checkpoint is gathered whole and scattered
+    back into shards."""
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(cases[name]))
     run = tmp_path / "run"
     started = time.monotonic()
     killed = _cli(
@@ -181,26 +194,39 @@ def test_a_killed_rank_stops_the_run_with_one_line_and_resuming_on_two_is_exact(
 
     resumed = _cli(["--resume", str(run), "--processes", "2"])
     assert resumed.returncode == 0, resumed.stderr
-    whole = two_ranks["sft"]
+    whole = two_ranks[name]
     strip = ("elapsed", "tokens_per_second")
     rows = [{k: v for k, v in r.items() if k not in strip and k != "final"} for r in RunFolder(run).read_metrics()]
     again = [{k: v for k, v in r.items() if k not in strip and k != "final"} for r in RunFolder(whole).read_metrics()]
     assert rows == again  # bit for bit: every loss, gradient norm and evaluation
-    assert (run / "final" / ADAPTER_WEIGHTS).read_bytes() == (whole / "final" / ADAPTER_WEIGHTS).read_bytes()
+    assert _final_weights(run).read_bytes() == _final_weights(whole).read_bytes()
 
     # on another number of processes: allowed, the same run within rounding (not bit for bit)
     resume(elsewhere)
     _same_losses(elsewhere, whole)
+    _same_weights(elsewhere, whole)
 
 
 def test_what_two_ranks_cannot_train_yet_is_refused_before_anything_is_written(cases, tmp_path, monkeypatch):
     from tunesmith.errors import ConfigError
     from tunesmith.training import distributed
 
+    grader, run = tmp_path / "grader.json", tmp_path / "run"
+    grader.write_text(
+        json.dumps(
+            {
+                "type": "string_check",
+                "name": "same",
+                "input": "{{sample.output_text}}",
+                "reference": "{{item.reference}}",
+                "operation": "eq",
+            }
+        )
+    )
     monkeypatch.setattr(distributed, "size", lambda: 2)  # as rank 0 of 2 sees it: the check, not the launch
-    with pytest.raises(ConfigError, match="method full on several processes \\(FSDP2\\) is not available yet"):
-        train(build_config({**cases["sft"], "method": "full"}), tmp_path / "run")
-    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="objective grpo on several processes is not available yet"):
+        train(build_config({**cases["sft"], "objective": "grpo", "reinforcement": {"graders": [str(grader)]}}), run)
+    assert not run.exists()
 
 
 def test_the_ranks_share_each_step_disjointly_and_whole():

@@ -4,6 +4,9 @@ Everything is safetensors or JSON. A checkpoint is written into a temporary fold
 listed with its size and sha256 in checksums.json (written last), then renamed: a crash at any moment leaves the
 previous checkpoint or the new one, never half of one. A checkpoint damaged later (a truncated or corrupt file)
 fails its checksums, and resuming falls back to the one before it.
+
+On several processes rank 0 writes; under FSDP2 (sharding.py) every rank first takes part in gathering the
+weights and moments whole, so a checkpoint is the same files whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from safetensors.torch import load_file, save, save_file
 from tunesmith import paths
 from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.runs import CHECKPOINT_ADAPTER, CHECKPOINT_PREFIX, RunFolder
-from tunesmith.training import faults
+from tunesmith.training import distributed, faults, sharding
 from tunesmith.training.setup import trainable
 
 CHECKSUMS = "checksums.json"
@@ -66,8 +69,28 @@ def remove_partial_writes(run_dir: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    state = optimizer.state_dict()
+@dataclass(frozen=True)
+class Snapshot:
+    """What a checkpoint holds of the model and optimiser, whole."""
+
+    weights: dict[str, torch.Tensor]
+    """The trainable weights by name, on the CPU."""
+    optimizer: dict[str, Any]
+    """`optimizer.state_dict()` as one process numbers it."""
+
+
+def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Snapshot | None:
+    """The trainable weights and the optimiser's state on rank 0 (None on the others). Every rank calls it: under
+    FSDP2 it gathers the shards."""
+    if sharding.sharded(model):  # method full: the model itself is the sharded causal LM
+        taken = Snapshot(
+            sharding.full_weights(model, set(trainable(model))), sharding.full_optimizer_state(model, optimizer)
+        )
+        return taken if distributed.is_main() else None
+    return Snapshot(_trainable_tensors(model), optimizer.state_dict()) if distributed.is_main() else None
+
+
+def _optimizer_parts(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
     for index, values in state["state"].items():
@@ -146,32 +169,39 @@ def _load_trainable(model: torch.nn.Module, path: Path) -> None:
             f"{path}: its trainable weights do not match this model's",
             hint="resume with the run's own config, or start a new run",
         )
+    if sharding.sharded(model):
+        sharding.load_weights(model, weights)
+        return
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(weights[name])
 
 
 def save_best(run_dir: Path, model: torch.nn.Module) -> None:
-    """The trainable weights as the run's best so far, written atomically (the previous best stays until then)."""
+    """The trainable weights as the run's best so far, written atomically by rank 0 (the previous best stays until
+    then). Every rank of a sharded model calls it."""
+    weights = sharding.full_weights(model, set(trainable(model))) if sharding.sharded(model) else None
+    if not distributed.is_main():
+        return
     with paths.atomic_file(RunFolder(run_dir).best) as out:
-        out.write(save(_trainable_tensors(model)))
+        out.write(save(weights if weights is not None else _trainable_tensors(model)))
 
 
 def load_best(run_dir: Path, model: torch.nn.Module) -> None:
-    """Put the run's best weights back into the model, for final/."""
+    """Put the run's best weights back into the model, for final/ (every rank of a sharded model)."""
     _load_trainable(model, RunFolder(run_dir).best)
 
 
 def _write_files(
     tmp: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    taken: Snapshot,
     state: TrainState,
     rngs: list[dict[str, torch.Tensor]] | None,
 ) -> None:
-    tensors, rest = _optimizer_parts(optimizer)
+    tensors, rest = _optimizer_parts(taken.optimizer)
     writers = {
-        "trainable.safetensors": lambda path: save_file(_trainable_tensors(model), str(path)),
+        "trainable.safetensors": lambda path: save_file(taken.weights, str(path)),
         "optimizer.safetensors": lambda path: save_file(tensors, str(path)),
         "optimizer.json": lambda path: path.write_text(json.dumps(rest)),
         "rng.safetensors": lambda path: save_file(_rng_tensors(rngs), str(path)),
@@ -191,13 +221,13 @@ def _write_files(
 def save_checkpoint(
     run_dir: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    taken: Snapshot,
     state: TrainState,
     keep: int,
     rngs: list[dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write checkpoints/step-NNNNNN atomically and keep only the latest `keep`; `rngs`: every rank's generators
-    in rank order (this process's alone when not given).
+    """Write checkpoints/step-NNNNNN atomically and keep only the latest `keep`: `taken`'s weights and optimiser
+    state (`snapshot`), and `rngs`, every rank's generators in rank order (this process's alone when not given).
 
     A full disk (or any write error) stops the run with one line; the previous checkpoints stay as they were.
     """
@@ -205,7 +235,7 @@ def save_checkpoint(
     final = RunFolder(run_dir).checkpoint(state.step)
     try:
         with paths.atomic_folder(final) as tmp:
-            _write_files(tmp, model, optimizer, state, rngs)
+            _write_files(tmp, model, taken, state, rngs)
         _sync_dir(root)
     except OSError as exc:
         raise TrainingError(
@@ -250,22 +280,30 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
     return None, warnings
 
 
-def _restore_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+def _restore_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, folder: Path) -> None:
     tensors = load_file(str(folder / "optimizer.safetensors"))
     rest = json.loads((folder / "optimizer.json").read_text())
     state: dict[int, dict[str, Any]] = {}
     for key, value in [*tensors.items(), *rest["scalars"].items()]:
         index, name = key.split("/", 1)
         state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+    saved = {"state": state, "param_groups": rest["param_groups"]}
+    if sharding.sharded(model):
+        sharding.load_optimizer_state(model, optimizer, saved)
+    else:
+        optimizer.load_state_dict(saved)
 
 
-def restore_checkpoint(
+def restore_weights(folder: Path, model: torch.nn.Module) -> None:
+    """A checkpoint's trainable weights into a freshly built model (every rank, sharded or not)."""
+    _load_trainable(model, folder / "trainable.safetensors")
+
+
+def restore_training(
     folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0
 ) -> TrainState:
-    """Load a checkpoint into a freshly built model and optimiser (and rank `rank`'s generators); return the run's
-    counters."""
-    _load_trainable(model, folder / "trainable.safetensors")
-    _restore_optimizer(optimizer, folder)
+    """The rest of a checkpoint, once the weights are in (`restore_weights`): the optimiser built over the model's
+    parameters as they train (sharded or not), rank `rank`'s generators; the run's counters."""
+    _restore_optimizer(model, optimizer, folder)
     _restore_rng(load_file(str(folder / "rng.safetensors")), rank)
     return TrainState(**json.loads((folder / "state.json").read_text()))

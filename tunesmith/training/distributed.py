@@ -16,7 +16,7 @@ import os
 import re
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -25,13 +25,15 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from tunesmith.errors import ConfigError, TrainingError
+from tunesmith.training import sharding
 
 T = TypeVar("T")
 TIMEOUT = timedelta(minutes=30)
 """How long a collective waits for a slow rank (rank 0 evaluates while the others wait) before failing; a rank
 that dies is seen sooner, when its connections close."""
-_DECODERS: weakref.WeakKeyDictionary[torch.nn.Module, DistributedDataParallel] = weakref.WeakKeyDictionary()
-"""The DDP wrapper of each wrapped causal LM's decoder: training's forward passes go through it."""
+_DECODERS: weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module] = weakref.WeakKeyDictionary()
+"""What training's forward passes call for each wrapped causal LM's decoder: the decoder under DDP, or the root
+FSDP unit of a sharded one."""
 
 
 def started() -> bool:
@@ -92,6 +94,15 @@ def total(values: Sequence[float]) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=_device())
     _collective(dist.all_reduce, tensor)
     return tensor.tolist()
+
+
+def largest(value: int) -> int:
+    """The largest of the ranks' values."""
+    if not started():
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=_device())
+    _collective(dist.all_reduce, tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
 
 
 def any_rank(flag: bool) -> bool:
@@ -164,11 +175,17 @@ def _sum_hook(state, bucket):  # type: ignore[no-untyped-def]  # DDP checks the 
     return work.get_future().then(lambda fut: fut.value()[0])
 
 
-def wrap(lm: torch.nn.Module) -> None:
-    """Put the causal LM's decoder under DistributedDataParallel (when there are several ranks): every trained
-    weight of an adapter run lives in the decoder (a tied output head is its embedding), and the loss runs the
-    output head only where tokens are learned, so the decoder is what goes through DDP."""
+def wrap(lm: torch.nn.Module, shard_weights: bool = False, compute: torch.dtype = torch.float32) -> None:
+    """Put the causal LM under torch.distributed when there are several ranks: its decoder under
+    DistributedDataParallel for adapter runs, or every weight sharded by FSDP2 (`shard_weights`, method full;
+    `compute`: the run's dtype, FSDP2's mixed precision on CUDA).
+
+    Under DDP every trained weight lives in the decoder (a tied output head is its embedding), and the loss runs
+    the output head only where tokens are learned, so the decoder is what goes through DDP."""
     if not started():
+        return
+    if shard_weights:
+        _DECODERS[lm] = sharding.shard(lm, compute, cuda=dist.get_backend() == "nccl")
         return
     decoder = lm.get_decoder()  # type: ignore[operator]
     inside = {id(p) for p in decoder.parameters()}
@@ -186,28 +203,41 @@ def wrap(lm: torch.nn.Module) -> None:
 
 
 def decoder(lm: torch.nn.Module) -> torch.nn.Module:
-    """What a training forward pass calls: the decoder, through DDP where the run has several ranks."""
+    """What a training forward pass calls: the decoder, through DDP or FSDP2 where the run has several ranks."""
     wrapped = _DECODERS.get(lm)
     return wrapped if wrapped is not None else lm.get_decoder()  # type: ignore[operator]
 
 
 def micro_batches(lm: torch.nn.Module, batches: Sequence[T]) -> Iterator[T]:
     """A step's local micro-batches to forward and backward in turn: gradients are kept local until the last, whose
-    backward sums them over the ranks. A rank with nothing in this step still joins that sum, with a pass that
-    adds zero, so that no rank waits for it."""
+    backward sums them over the ranks. A rank with fewer micro-batches than another joins the others' passes with
+    passes that add zero (under DDP only the last, summing one; under FSDP2 every one, since each forward gathers
+    the weights from all ranks), so that no rank waits."""
     wrapped = _DECODERS.get(lm)
     if wrapped is None:
         yield from batches
         return
-    for index, batch in enumerate(batches):
-        with wrapped.no_sync() if index < len(batches) - 1 else nullcontext():
-            yield batch
-    if not batches:
-        _join_with_zero(wrapped)
+    spread = sharding.sharded(lm)
+    passes = largest(len(batches)) if spread else max(len(batches), 1)
+    for index in range(passes):
+        with _syncing(wrapped, spread, index == passes - 1):
+            if index < len(batches):
+                yield batches[index]
+            else:
+                _join_with_zero(lm, wrapped)
 
 
-def _join_with_zero(wrapped: DistributedDataParallel) -> None:
-    device = next(wrapped.module.parameters()).device
+def _syncing(wrapped: torch.nn.Module, spread: bool, last: bool) -> AbstractContextManager[object]:
+    """Whether this pass's backward reduces the gradients over the ranks (only the step's last pass does)."""
+    if spread:
+        sharding.set_gradient_sync(wrapped, last)
+        return nullcontext()
+    return nullcontext() if last else wrapped.no_sync()  # type: ignore[operator]
+
+
+def _join_with_zero(lm: torch.nn.Module, wrapped: torch.nn.Module) -> None:
+    device = lm.get_output_embeddings().weight.device  # type: ignore[operator]
     with _lost_peers():
         hidden = wrapped(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device)).last_hidden_state
-        (hidden.float().sum() * 0.0).backward()
+        head = lm.get_output_embeddings()  # type: ignore[operator]
+        (head(hidden).float().sum() * 0.0).backward()  # the head too: FSDP2 reduces every weight that has a gradient

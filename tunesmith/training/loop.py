@@ -11,8 +11,8 @@ import torch
 
 from tunesmith.config import RunConfig
 from tunesmith.errors import TrainingError
-from tunesmith.training import distributed, faults
-from tunesmith.training.checkpoint import TrainState, rng_state, save_best, save_checkpoint
+from tunesmith.training import distributed, faults, sharding
+from tunesmith.training.checkpoint import TrainState, rng_state, save_best, save_checkpoint, snapshot
 from tunesmith.training.events import Event, EventSink, StopFlag
 from tunesmith.training.memory import HeapTrimmer
 from tunesmith.training.objectives import Objective, StepResult
@@ -46,8 +46,9 @@ class LoopInputs:
 
 def _evaluate(run: LoopInputs, state: TrainState) -> bool:
     """Log the held-out loss; True when early stopping says to stop. Rank 0 evaluates while the others wait for
-    its answer."""
-    return distributed.broadcast(_evaluate_here(run, state) if distributed.is_main() else False)
+    its answer; a sharded model's weights are on every rank, so there every rank evaluates (rank 0 reports)."""
+    here = distributed.is_main() or sharding.sharded(run.model)
+    return distributed.broadcast(_evaluate_here(run, state) if here else False)
 
 
 def _evaluate_here(run: LoopInputs, state: TrainState) -> bool:
@@ -69,7 +70,7 @@ def _evaluate_here(run: LoopInputs, state: TrainState) -> bool:
 def _evaluate_base(run: LoopInputs) -> None:
     """The held-out loss before the first step: where the loss curve starts, and the base model's loss in reports
     (a new adapter changes nothing until it is trained)."""
-    if not distributed.is_main():
+    if not (distributed.is_main() or sharding.sharded(run.model)):
         return
     measured = run.objective.evaluate_start(run.model, run.plan.eval_batches)
     if measured is not None:
@@ -80,8 +81,9 @@ def _save(run: LoopInputs, state: TrainState) -> None:
     """Rank 0 writes the checkpoint, with every rank's RNG state; the others go on when it is in place."""
     state.scaler = run.scaler.state_dict() if run.scaler is not None else None
     rngs = distributed.gather(rng_state())
-    if distributed.is_main():
-        path = save_checkpoint(run.run_dir, run.model, run.optimizer, state, run.config.keep_checkpoints, rngs)
+    taken = snapshot(run.model, run.optimizer)
+    if taken is not None:
+        path = save_checkpoint(run.run_dir, run.model, taken, state, run.config.keep_checkpoints, rngs)
         run.sink.emit(Event("checkpoint", state.step, {"path": str(path)}))
     distributed.barrier()
 

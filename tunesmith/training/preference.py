@@ -93,6 +93,7 @@ def sequence_log_probs(model: torch.nn.Module, batch: PairBatch) -> tuple[torch.
         use_cache=False,
     ).last_hidden_state
     rows = hidden.reshape(-1, hidden.shape[-1])[batch.sources.to(device)]
+    weight = lm.get_output_embeddings().weight  # again: under FSDP2 the forward put the gathered weight in place
     per_token = token_log_probs(rows, weight, batch.targets.to(device))
     sides = batch.sides.to(device)
     sums = torch.zeros(2 * batch.rows, dtype=per_token.dtype, device=device).index_add(0, sides, per_token)

@@ -21,13 +21,14 @@ from tunesmith.config import RunConfig, build_config, merge_settings, read_confi
 from tunesmith.errors import ConfigError, TrainingError
 from tunesmith.models.load import load_tokenizer
 from tunesmith.runs import RunFolder, write_run_file
-from tunesmith.training import distributed, faults
+from tunesmith.training import distributed, faults, sharding
 from tunesmith.training.checkpoint import (
     TrainState,
     latest_checkpoint,
     load_best,
     remove_partial_writes,
-    restore_checkpoint,
+    restore_training,
+    restore_weights,
 )
 from tunesmith.training.data import RunData, item_lengths
 from tunesmith.training.events import Broadcast, Event, EventSink, MetricsFile, StopFlag
@@ -75,12 +76,19 @@ class _NullSink:
         return None
 
 
-def _save_final(run_dir: Path, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, config: RunConfig) -> Path:
-    """final/: a PEFT adapter or full safetensors weights, with the tokenizer and chat template."""
+def _save_final(
+    run_dir: Path,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    config: RunConfig,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """final/: a PEFT adapter or full safetensors weights (`weights`: a sharded model's, gathered whole), with the
+    tokenizer and chat template."""
     final = RunFolder(run_dir).final
     try:
         with paths.atomic_folder(final) as tmp:
-            model.save_pretrained(tmp)
+            model.save_pretrained(tmp, state_dict=weights)
             tokenizer.save_pretrained(tmp)
             write_run_file(tmp, config.model, config.method, config.objective, config.quantize)
             faults.reached("final", 0)
@@ -108,11 +116,6 @@ def _check_ranks(config: RunConfig) -> None:
     """What several processes cannot train yet, refused before anything is written."""
     if distributed.size() == 1:
         return
-    if config.method == "full":
-        raise ConfigError(
-            "method full on several processes (FSDP2) is not available yet",
-            hint="train full fine-tuning on one process, or use --method lora / dora on several",
-        )
     if config.objective == "grpo":
         raise ConfigError("objective grpo on several processes is not available yet", hint="train grpo on one process")
 
@@ -154,16 +157,19 @@ def _execute(
     model = build_model(ModelSpec.of(resolved), precision)
     if distributed.rank():  # the same weights on every rank, then a generator of its own (dropout, sampling)
         torch.manual_seed(resolved.seed + distributed.rank())
-    ratio = resolved.lora.b_lr_ratio if resolved.method in ("lora", "dora") else 1.0
-    optimizer = build_optimizer(model, plan.learning_rate, resolved.weight_decay, ratio, resolved.optimizer)
     scaler = precision.scaler()
     checkpoint = _latest(run_dir)
     with compiler_settings():  # an objective may measure this model (dpo's reference) before the checkpoint
         objective = _objective(resolved, plan, data, model, precision, scaler, run_dir)
-    state = restore_checkpoint(checkpoint, model, optimizer, distributed.rank()) if checkpoint else TrainState()
+    if checkpoint:
+        restore_weights(checkpoint, model)
+    distributed.wrap(causal_lm(model), shard_weights=resolved.method == "full", compute=precision.compute)
+    ratio = resolved.lora.b_lr_ratio if resolved.method in ("lora", "dora") else 1.0
+    # built over the parameters as they train: FSDP2 replaces each weight with its shard
+    optimizer = build_optimizer(model, plan.learning_rate, resolved.weight_decay, ratio, resolved.optimizer)
+    state = restore_training(checkpoint, model, optimizer, distributed.rank()) if checkpoint else TrainState()
     if scaler is not None and state.scaler:
         scaler.load_state_dict(state.scaler)
-    distributed.wrap(causal_lm(model))
     events = _events(resolved, run_dir, sink, state.step if checkpoint else -1)
     events.emit(
         Event(
@@ -185,10 +191,14 @@ def _execute(
     if reason not in ("finished", "early_stopping"):
         events.emit(Event("end", state.step, {"reason": reason, "final": None}))
         return TrainResult(run_dir, reason, None, state)
-    if not distributed.is_main():  # rank 0 writes final/; the others are done
+    spread = sharding.sharded(model)  # every rank takes part in loading the best weights and gathering them
+    if not (distributed.is_main() or spread):  # rank 0 writes final/; the others are done
         return TrainResult(run_dir, reason, RunFolder(run_dir).final, state)
     kept = _keep(resolved, run_dir, model, state)
-    final = _save_final(run_dir, model, data.tokenizer, resolved)
+    weights = sharding.full_weights(model) if spread else None
+    if not distributed.is_main():
+        return TrainResult(run_dir, reason, RunFolder(run_dir).final, state)
+    final = _save_final(run_dir, model, data.tokenizer, resolved, weights)
     events.emit(Event("end", state.step, {"reason": reason, "final": str(final), "kept_step": kept}))
     return TrainResult(run_dir, reason, final, state, kept)
 
