@@ -60,7 +60,7 @@ else
 fi
 
 step "memory plan against the measured peak"
-[[ $DRY == 0 ]] && MEMORY="--random $SHAPE --device cuda --precision bf16" || MEMORY="--random tiny --device cpu --precision fp32"
+[[ $DRY == 0 ]] && MEMORY="--random $SHAPE --device cuda --precision bf16" || MEMORY="--random tiny --device cpu --precision fp32 --first 1"
 run timeout 60 $PY bench/memory_fit.py $MEMORY --json "$OUT/memory-fit.json"
 step "done: figures in $OUT"
 exit $failed

@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--quantize", default="none")
     parser.add_argument("--precision", default=None, help="only the cases of this precision")
     parser.add_argument("--random", default=None, help="a random model of this bench.gpu_lora shape instead of --model")
+    parser.add_argument("--first", type=int, default=None, help="only the first N cases (the script's dry run)")
     parser.add_argument("--case", default=None, help="one case as JSON (run here, in this process)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -126,7 +127,7 @@ def main() -> None:
 
         model = str(make_model(args.random, Path(tempfile.mkdtemp(prefix="memory-fit-")) / "model"))
     results = []
-    for case in [c for c in CASES if args.precision in (None, c["precision"])]:
+    for case in [c for c in CASES if args.precision in (None, c["precision"])][: args.first]:
         result = run_case(model, args.device, case, args.quantize)
         results.append(result)
         print(json.dumps({k: v for k, v in result.items() if k != "parts"}))
