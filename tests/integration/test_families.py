@@ -17,13 +17,17 @@ from tests.conftest import write_jsonl
 from tests.families import FAMILIES, Family, make_family_model
 from tests.integration.test_export import CONVERSATIONS, _cast_like_the_file, _template_of, go_render
 from tunesmith.config import build_config
+from tunesmith.data.schema import Message
+from tunesmith.export import llama_cpp
 from tunesmith.export.gguf_file import llama3_rope_factors
+from tunesmith.export.gguf_vocab import adds_bos
 from tunesmith.export.writer import ExportRequest, export
 from tunesmith.runs import RunFolder
 from tunesmith.server.app import ServerSettings, build_server
 from tunesmith.training.runner import train
 
 ANSWER = "The answer is alpha."
+
 PARAMS = [pytest.param(family, id=family.name) for family in FAMILIES]
 
 
@@ -103,7 +107,6 @@ def test_merged_and_gguf_exports_hold_the_tuned_weights(family: Family, trained,
 )
 @pytest.mark.parametrize("family", PARAMS)
 def test_ollama_template_renders_prompts_as_the_chat_template(family: Family, trained, tmp_path):
-    from tunesmith.data.schema import Message
     from tunesmith.export.ollama import modelfile
     from tunesmith.tokenize.render import ChatRenderer
 
@@ -112,6 +115,8 @@ def test_ollama_template_renders_prompts_as_the_chat_template(family: Family, tr
     assert f'PARAMETER stop "{family.end_of_turn}"' in text
     renderer = ChatRenderer(tokenizer)  # the prompts training and serving use (Gemma 2: system merged)
     expected = [renderer.prompt(tuple(Message(m["role"], m["content"]) for m in c)) for c in CONVERSATIONS]
+    if adds_bos(tokenizer):  # Ollama adds bos when tokenizing (the GGUF says so): the TEMPLATE leaves it out
+        expected = [text.removeprefix(tokenizer.bos_token) for text in expected]
     assert go_render(_template_of(text), CONVERSATIONS, tmp_path) == expected
 
 
@@ -136,3 +141,51 @@ def test_served_with_its_adapter_chosen_per_request(family: Family, trained, hom
     assert answers[tuned]["message"]["content"].removeprefix("<think>\n\n</think>\n\n") == ANSWER
     assert answers[tuned]["finish_reason"] == "stop"
     assert answers[listed[0]]["message"]["content"].strip() != ANSWER
+
+
+SENTENCEPIECE_GAP = pytest.mark.xfail(
+    reason="llama.cpp merges a SentencePiece vocabulary by piece score, the tokenizer by merge rank: this tiny "
+    "vocabulary's scores (its pieces' ranks) sometimes split a prompt otherwise (issue 49, SentencePiece export)",
+    strict=False,
+)
+LLAMA_CPP_PARAMS = [
+    pytest.param(family, id=family.name, marks=SENTENCEPIECE_GAP if family.name == "phi3" else ())
+    for family in FAMILIES
+]
+
+
+@pytest.mark.skipif(llama_cpp.missing() is not None, reason=f"{llama_cpp.missing()}; `make setup` builds it")
+@pytest.mark.parametrize("family", LLAMA_CPP_PARAMS)
+def test_llama_cpp_runs_the_gguf_as_tunesmith_runs_the_model(family: Family, trained, tmp_path):
+    """Real llama.cpp loads the tuned run's GGUF and gives tunesmith's greedy answer; its own C++ chat formats
+    render conversations as the Modelfile's TEMPLATE does (where llama.cpp recognises the family's template)."""
+    from tunesmith.engine.sampling import Sampling
+    from tunesmith.evaluate.generate import load_generator
+    from tunesmith.export.ollama import modelfile
+
+    _, run = trained[family.name]
+    folder = export(ExportRequest(str(run), "gguf", "f32", tmp_path / "gguf"))
+    question = [{"role": "user", "content": "What is 7 + 7?"}]
+    ours = load_generator(str(run), device="cpu", dtype="float32").generate(
+        [(Message("user", question[0]["content"]),)], Sampling(max_tokens=16)
+    )[0]
+    llm = llama_cpp.load(folder / "model.gguf", context=512)
+    try:
+        theirs = llama_cpp.greedy_chat(llm, question, 16)
+    finally:
+        llm.close()
+    assert theirs.removeprefix("<think>\n\n</think>\n\n").strip() == ours.text  # as in the test above
+    # Ollama's prompt (the Modelfile's TEMPLATE in Go, bos as the GGUF says) and llama-cpp-python's (the chat
+    # template in Jinja) are the same tokens, so the model sees one bos whichever serves it
+    tokenizer = AutoTokenizer.from_pretrained(run / "final")
+    rendered = go_render(_template_of(modelfile(tokenizer, "model.gguf")), CONVERSATIONS, tmp_path)
+    llm = llama_cpp.load(folder / "model.gguf", context=512)
+    try:
+        for conversation, text in zip(CONVERSATIONS, rendered, strict=True):
+            if family.name == "gemma2" and conversation[0]["role"] == "system":
+                continue  # Gemma 2's template refuses a system message (training merges it; tested above)
+            bos, eos = tokenizer.bos_token or "", tokenizer.eos_token or ""
+            theirs = llama_cpp.chat_tokens(llm, tokenizer.chat_template, conversation, bos, eos)
+            assert llama_cpp.ollama_tokens(llm, text) == theirs, conversation
+    finally:
+        llm.close()

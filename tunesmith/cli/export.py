@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -17,14 +18,37 @@ def export(
     format: Annotated[
         str, Opt("--format", "-f", help="adapter, merged (safetensors) or gguf (+ Ollama Modelfile).")
     ] = ("merged"),
-    dtype: Annotated[str, Opt(help="Weights of merged and gguf exports: f32 or f16 (bf16 for merged).")] = "f32",
+    dtype: Annotated[
+        str,
+        Opt(
+            help="Weights: f32, f16 (bf16 for merged); for gguf also llama.cpp's block types q8_0, q5_1, q5_0, q4_1, "
+            "q4_0 (norms f32, the output head q8_0)."
+        ),
+    ] = "f32",
     out_dir: Annotated[Path | None, Opt("--out", help="Folder to write (default: RUN/export/FORMAT).")] = None,
+    measure: Annotated[
+        bool,
+        Opt(help="gguf: the held-out perplexity of the file and of f16, by llama.cpp (where llama-cpp-python is)."),
+    ] = True,
 ) -> None:
     """Export a run: its adapter, merged weights any transformers code loads, or GGUF for llama.cpp and Ollama."""
     from tunesmith.export.writer import ExportRequest, export
 
     with user_errors():
-        folder = export(ExportRequest(run, format, dtype, out_dir))  # type: ignore[arg-type]
+        folder = export(ExportRequest(run, format, dtype, out_dir, measure))  # type: ignore[arg-type]
     out.print(f"[green]exported[/] {format} to {folder}")
     if format == "gguf":
-        out.print(f"run it with Ollama: cd {folder} && ollama create my-model -f Modelfile && ollama run my-model")
+        _show_gguf(folder)
+
+
+def _show_gguf(folder: Path) -> None:
+    """Each file's size and, where llama.cpp measured it, its held-out perplexity."""
+    from tunesmith.export.quality import QUALITY_FILE
+
+    quality = folder / QUALITY_FILE
+    if quality.is_file():
+        for row in json.loads(quality.read_text()):
+            out.print(f"  {row['dtype']:>5}: {row['bytes'] / 1e6:8.1f} MB, held-out perplexity {row['perplexity']:.3f}")
+    else:
+        out.print(f"  model.gguf: {(folder / 'model.gguf').stat().st_size / 1e6:.1f} MB")
+    out.print(f"run it with Ollama: cd {folder} && ollama create my-model -f Modelfile && ollama run my-model")

@@ -3,11 +3,18 @@
 Layouts: llama (Llama 3.x with its llama3 rope as llama.cpp's `rope_freqs`), mistral (written as llama, as llama.cpp
 does), qwen2, qwen3, gemma2, gemma3 (text), phi3, each as llama.cpp's converter writes it (Gemma's norms stored as
 1 + w, llama's q and k rows interleaved); the tokenizer as export/gguf_vocab.py writes it.
+
+Weights are f32, f16, or one of llama.cpp's block types that the `gguf` package quantises (q8_0, q4_0, q4_1, q5_0,
+q5_1), with llama.cpp's rules (`tensor_type`). The file is streamed: every tensor's type and size go into the
+header first, then each tensor is converted and written in turn, so exporting holds the model and one tensor.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import gguf
@@ -29,7 +36,19 @@ ARCHITECTURES = {
 }
 NORM_PLUS_ONE = (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3)
 """Gemma's RMSNorm multiplies by (1 + w); llama.cpp's by w, so its converter stores 1 + w."""
-FILE_TYPES = {"f32": (gguf.LlamaFileType.ALL_F32, np.float32), "f16": (gguf.LlamaFileType.MOSTLY_F16, np.float16)}
+Q = gguf.GGMLQuantizationType
+FILE_TYPES = {
+    "f32": (gguf.LlamaFileType.ALL_F32, Q.F32),
+    "f16": (gguf.LlamaFileType.MOSTLY_F16, Q.F16),
+    "q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, Q.Q8_0),
+    "q5_1": (gguf.LlamaFileType.MOSTLY_Q5_1, Q.Q5_1),
+    "q5_0": (gguf.LlamaFileType.MOSTLY_Q5_0, Q.Q5_0),
+    "q4_1": (gguf.LlamaFileType.MOSTLY_Q4_1, Q.Q4_1),
+    "q4_0": (gguf.LlamaFileType.MOSTLY_Q4_0, Q.Q4_0),
+}
+"""--dtype of a GGUF export: the file type it declares, the type of its 2-D weights."""
+GGUF_DTYPES = tuple(FILE_TYPES)
+_HEAD_NAMES = ("output.weight", "token_embd.weight")
 
 
 def _rope(config: object) -> dict:
@@ -79,7 +98,27 @@ def _permute(weight: np.ndarray, heads: int) -> np.ndarray:
     return weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def _tensors(model: PreTrainedModel, arch: gguf.MODEL_ARCH, dtype: type) -> list[tuple[str, np.ndarray]]:
+@dataclass(frozen=True)
+class _Source:
+    """One tensor of the file: its GGUF name, shape, and how to make it (float32) when its turn comes."""
+
+    name: str
+    shape: tuple[int, ...]
+    make: Callable[[], np.ndarray]
+
+
+def _converted(tensor: torch.Tensor, hf_name: str, arch: gguf.MODEL_ARCH, config: object) -> np.ndarray:
+    data = tensor.detach().to(torch.float32).cpu().numpy()
+    if arch in NORM_PLUS_ONE and hf_name.endswith("norm.weight"):
+        data = data + np.float32(1.0)
+    if arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith("q_proj.weight"):
+        data = _permute(data, config.num_attention_heads)  # type: ignore[attr-defined]
+    elif arch == gguf.MODEL_ARCH.LLAMA and hf_name.endswith("k_proj.weight"):
+        data = _permute(data, config.num_key_value_heads)  # type: ignore[attr-defined]
+    return data
+
+
+def _sources(model: PreTrainedModel, arch: gguf.MODEL_ARCH) -> list[_Source]:
     config = model.config
     names = gguf.get_tensor_name_map(arch, config.num_hidden_layers)
     tied = bool(getattr(config, "tie_word_embeddings", False))
@@ -90,17 +129,41 @@ def _tensors(model: PreTrainedModel, arch: gguf.MODEL_ARCH, dtype: type) -> list
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if target is None:
             raise ExportError(f"tensor {name} has no GGUF name for {arch.name.lower()}", hint="use --format merged")
-        data = tensor.detach().to(torch.float32).cpu().numpy()
-        if arch in NORM_PLUS_ONE and name.endswith("norm.weight"):
-            data = data + np.float32(1.0)
-        if arch == gguf.MODEL_ARCH.LLAMA and name.endswith("q_proj.weight"):
-            data = _permute(data, config.num_attention_heads)
-        elif arch == gguf.MODEL_ARCH.LLAMA and name.endswith("k_proj.weight"):
-            data = _permute(data, config.num_key_value_heads)
-        out.append((target, data.astype(dtype) if data.ndim == 2 else data))  # norms and biases stay f32
+        make = partial(_converted, tensor, name, arch, config)
+        out.append(_Source(target, tuple(tensor.shape), make))
     if _rope(config).get("rope_type") == "llama3":
-        out.append((gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", llama3_rope_factors(config)))
+        factors = llama3_rope_factors(config)
+        name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
+        out.append(_Source(name, factors.shape, lambda: factors))
     return out
+
+
+def tensor_type(name: str, shape: tuple[int, ...], dtype: str, tied: bool) -> gguf.GGMLQuantizationType:
+    """A tensor's type in a `dtype` file, by llama.cpp's rules: 1-D tensors (norms, biases, rope factors) f32; under
+    the 4- and 5-bit types the output head (the token embeddings when they are tied to it) q8_0, as llama-quantize
+    keeps it higher (at Q6_K, which the `gguf` package cannot write); rows that are not whole blocks f16."""
+    chosen = FILE_TYPES[dtype][1]
+    if len(shape) < 2:
+        return Q.F32
+    if chosen in (Q.F32, Q.F16):
+        return chosen
+    head = name == "output.weight" or (tied and name == "token_embd.weight")
+    if head and chosen != Q.Q8_0:
+        chosen = Q.Q8_0
+    block, _ = gguf.GGML_QUANT_SIZES[chosen]
+    return Q.F16 if shape[-1] % block else chosen
+
+
+def _encoded(data: np.ndarray, kind: gguf.GGMLQuantizationType) -> np.ndarray:
+    if kind == Q.F32:
+        return data.astype(np.float32, copy=False)
+    if kind == Q.F16:
+        return data.astype(np.float16)
+    return gguf.quants.quantize(data, kind)
+
+
+def _nbytes(shape: tuple[int, ...], kind: gguf.GGMLQuantizationType) -> int:
+    return int(np.prod(gguf.quant_shape_to_byte_shape(shape, kind)))
 
 
 def _add_family_keys(writer: gguf.GGUFWriter, arch: gguf.MODEL_ARCH, config: object) -> None:
@@ -116,9 +179,9 @@ def _add_family_keys(writer: gguf.GGUFWriter, arch: gguf.MODEL_ARCH, config: obj
 
 
 def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, dtype: str, name: str) -> None:
-    """Write `model` with its tokenizer and chat template to `path` (f32 or f16 weights)."""
+    """Write `model` with its tokenizer and chat template to `path`, its weights in `dtype` (GGUF_DTYPES)."""
     arch = _architecture(model)
-    file_type, numpy_dtype = FILE_TYPES[dtype]
+    file_type = FILE_TYPES[dtype][0]
     config = model.config
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_name(name)
@@ -135,9 +198,15 @@ def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     _add_family_keys(writer, arch, config)
     add_tokenizer(writer, tokenizer, model)
-    for tensor_name, data in _tensors(model, arch, numpy_dtype):
-        writer.add_tensor(tensor_name, data)
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    sources = _sources(model, arch)
+    kinds = [tensor_type(source.name, source.shape, dtype, tied) for source in sources]
+    for source, kind in zip(sources, kinds, strict=True):
+        # a float32 placeholder dtype: with raw_dtype given, the shape stays the logical one
+        writer.add_tensor_info(source.name, source.shape, np.dtype(np.float32), _nbytes(source.shape, kind), kind)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
+    writer.write_ti_data_to_file()
+    for source, kind in zip(sources, kinds, strict=True):
+        writer.write_tensor_data(_encoded(source.make(), kind))
     writer.close()

@@ -87,7 +87,15 @@ def add_tokenizer(writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, m
     with tempfile.TemporaryDirectory() as folder:
         tokenizer.save_pretrained(folder)
         special = gguf.SpecialVocab(Path(folder), load_merges=kind == "gpt2", n_vocab=vocab_size)
+    # said always: llama.cpp's default differs by vocabulary kind, and Ollama adds bos by this key
+    special.add_special_token["bos"] = adds_bos(tokenizer)
     special.add_to_gguf(writer, quiet=True)
+
+
+def adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer starts every text with its bos token (Llama, Gemma, Mistral; not Qwen or SmolLM2)."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a").input_ids[:1] == [bos]
 
 
 def _prepends_space(spec: dict) -> bool:

@@ -11,6 +11,10 @@ message merged into the first user turn as training merged it (tokenize/render.p
 A model whose template has no tool support gets tunesmith's tool fallback in its TEMPLATE too (`go_tools_template`:
 Ollama's `.Tools`, `.ToolCalls` and tool messages written as training wrote them); one whose template has its own
 tool syntax is written without tools (the family's Ollama template, from Ollama's library, has them).
+
+A template that writes the bos token (Llama 3, Gemma, Mistral) is written without it: Ollama tokenises the rendered
+prompt adding bos where the GGUF says the tokenizer does (`tokenizer.ggml.add_bos_token`), so keeping it would
+give the model two.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from tunesmith.errors import ExportError
+from tunesmith.export.gguf_vocab import adds_bos
 from tunesmith.tokenize.render import SYSTEM_JOIN, ChatRenderer
 from tunesmith.tokenize.template import GENERATE, START, learn_glue
 from tunesmith.tokenize.tools import FALLBACK_TOOLS_PROMPT, RESPONSE_CLOSE, RESPONSE_OPEN
@@ -106,6 +111,9 @@ def _prompt_glue(renderer: ChatRenderer) -> dict[tuple[str, str], str]:
     if glue is None:
         raise _unexpressible("its prompts depend on more than the roles of neighbouring turns")
     pieces = dict(glue.pieces)
+    bos = renderer.tokenizer.bos_token
+    if bos and adds_bos(renderer.tokenizer):  # Ollama adds it when tokenizing, as the GGUF says: not twice
+        pieces = {key: text.removeprefix(bos) if key[0] == START else text for key, text in pieces.items()}
     if renderer.merges_system and (START, "user") in pieces:  # as rendering merges it: system, join, user
         pieces[(START, "system")] = pieces[(START, "user")]
         pieces[("system", "user")] = SYSTEM_JOIN

@@ -12,8 +12,9 @@ import torch
 
 from tunesmith import paths
 from tunesmith.errors import ExportError
-from tunesmith.export.gguf_file import write_gguf
+from tunesmith.export.gguf_file import GGUF_DTYPES, write_gguf
 from tunesmith.export.ollama import write_modelfile
+from tunesmith.export.quality import measure, write_quality
 from tunesmith.models.load import load_for_inference
 from tunesmith.runs import RunFolder, base_model_of, is_adapter, result_folder, trained_quantized
 
@@ -33,9 +34,13 @@ class ExportRequest:
     format: ExportFormat = "merged"
     """adapter: the PEFT adapter as trained; merged: full safetensors weights; gguf: one file for llama.cpp/Ollama."""
     dtype: str = "f32"
-    """Weights dtype of merged and gguf exports: f32, f16 (or bf16 for merged)."""
+    """Weights dtype of merged exports (f32, f16, bf16) and gguf ones (f32, f16, or llama.cpp's block types q8_0,
+    q5_1, q5_0, q4_1, q4_0)."""
     out: Path | None = None
     """The folder to write; default RUN/export/FORMAT. An existing folder is replaced only when complete."""
+    measure: bool = False
+    """gguf: measure the held-out perplexity of the file and of an f16 one with llama.cpp (quality.json), where
+    llama-cpp-python is installed."""
 
 
 def _check(request: ExportRequest) -> Path:
@@ -44,9 +49,11 @@ def _check(request: ExportRequest) -> Path:
         raise ExportError(f"{request.run} is not a run folder", hint="pass a folder made by tunesmith train")
     if request.format not in EXPORT_FORMATS:
         raise ExportError(f"format {request.format!r} is unknown", hint=f"use one of {', '.join(EXPORT_FORMATS)}")
-    allowed = ("f32", "f16") if request.format == "gguf" else tuple(DTYPES)
+    allowed = GGUF_DTYPES if request.format == "gguf" else tuple(DTYPES)
     if request.dtype not in allowed:
-        raise ExportError(f"dtype {request.dtype!r} is not available for {request.format}", hint=f"use {allowed}")
+        raise ExportError(
+            f"dtype {request.dtype!r} is not available for {request.format}", hint=f"use one of {', '.join(allowed)}"
+        )
     if request.format == "adapter" and not is_adapter(final):
         raise ExportError(f"{request.run} trained every weight, so it has no adapter", hint="use --format merged")
     return final
@@ -66,13 +73,25 @@ def _write(request: ExportRequest, final: Path, folder: Path) -> None:
             base_model_of(final),
         )
     model, tokenizer = load_for_inference(str(final), device="cpu", dtype="float32")  # merged in fp32, then cast
-    model = model.to(DTYPES[request.dtype])
     if request.format == "merged":
-        model.save_pretrained(folder)
+        model.to(DTYPES[request.dtype]).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         return
-    write_gguf(model, tokenizer, folder / GGUF_NAME, request.dtype, name=final.parent.name)
+    name = final.parent.name
+    write_gguf(model, tokenizer, folder / GGUF_NAME, request.dtype, name=name)
     write_modelfile(tokenizer, folder, GGUF_NAME)
+    if request.measure:
+        measured = measure(
+            final,
+            tokenizer,
+            folder / GGUF_NAME,
+            request.dtype,
+            lambda path, d: write_gguf(model, tokenizer, path, d, name),
+        )
+        if isinstance(measured, str):
+            log.warning("the perplexity was not measured: %s", measured)
+        else:
+            write_quality(folder, measured)
 
 
 def export(request: ExportRequest) -> Path:

@@ -1,0 +1,97 @@
+"""Exports run by real llama.cpp (llama-cpp-python, built from source by `make setup`): a tuned run's GGUF answers
+held-out prompts as tunesmith does, its perplexity measured by llama.cpp agrees with ours in f32, and the export
+reports each type's size and perplexity."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tunesmith.data.schema import Message
+from tunesmith.engine.sampling import Sampling
+from tunesmith.evaluate.generate import load_generator
+from tunesmith.export import llama_cpp
+from tunesmith.export.quality import QUALITY_FILE, held_out_texts
+from tunesmith.export.writer import ExportRequest, export
+
+pytestmark = pytest.mark.skipif(
+    llama_cpp.missing() is not None, reason=f"{llama_cpp.missing()}; `make setup` builds it"
+)
+PROMPTS = [f"Question {i}?" for i in range(100, 110)]
+"""Held out: the runs learned from Question 0..23."""
+MAX_TOKENS = 16
+
+
+@pytest.fixture(scope="module")
+def ours(adapter_runs) -> list[str]:
+    """tunesmith's own greedy answers (fp32, the engine every command uses)."""
+    generator = load_generator(str(adapter_runs["alpha"]), device="cpu", dtype="float32")
+    conversations = [(Message("user", p),) for p in PROMPTS]
+    return [a.text for a in generator.generate(conversations, Sampling(max_tokens=MAX_TOKENS))]
+
+
+@pytest.fixture(scope="module")
+def files(adapter_runs, tmp_path_factory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("llama-cpp")
+    run = str(adapter_runs["alpha"])
+    return {d: export(ExportRequest(run, "gguf", d, root / d, measure=d == "q8_0")) for d in ("f32", "f16", "q8_0")}
+
+
+def _answers(path) -> list[str]:
+    llm = llama_cpp.load(path, context=512)
+    try:
+        return [llama_cpp.greedy_chat(llm, [{"role": "user", "content": p}], MAX_TOKENS).strip() for p in PROMPTS]
+    finally:
+        llm.close()
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_llama_cpp_gives_tunesmiths_greedy_answers(dtype, files, ours):
+    theirs = _answers(files[dtype] / "model.gguf")
+    same = sum(a == b for a, b in zip(theirs, ours, strict=True))
+    assert same >= 9, list(zip(theirs, ours, strict=True))
+
+
+def test_q8_0_starts_its_answers_the_same_way(files, ours):
+    theirs = _answers(files["q8_0"] / "model.gguf")
+    same = sum(a.split("\n")[0] == b.split("\n")[0] for a, b in zip(theirs, ours, strict=True))
+    assert same >= 7, list(zip(theirs, ours, strict=True))
+
+
+def test_llama_cpps_perplexity_in_f32_is_the_models_own(adapter_runs, files, tmp_path):
+    """llama.cpp's logits of an f32 file (with an f32 attention cache) are the model's up to the order of f32 sums:
+    the mean log-likelihood of the held-out tokens within 1e-5 of transformers' (each log-prob of ~11 nats off by
+    about 1e-6 relative), so the perplexity within 1e-5 relative."""
+    run = adapter_runs["alpha"]
+    tokenizer = AutoTokenizer.from_pretrained(run / "final")
+    texts = held_out_texts(run / "final", tokenizer)
+    llm = llama_cpp.load(files["f32"] / "model.gguf", context=1024, all_logits=True, f32_cache=True)
+    try:
+        theirs = llama_cpp.perplexity(llm, texts)
+    finally:
+        llm.close()
+    merged = AutoModelForCausalLM.from_pretrained(
+        export(ExportRequest(str(run), "merged", "f32", tmp_path)), dtype=torch.float32
+    )
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+            logits = merged(ids).logits[0, :-1].double()
+            total -= float(torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None]).sum())
+            count += ids.shape[1] - 1
+    assert math.log(theirs) == pytest.approx(total / count, abs=1e-5)
+
+
+def test_the_export_reports_each_files_size_and_perplexity_by_llama_cpp(files):
+    rows = json.loads((files["q8_0"] / QUALITY_FILE).read_text())
+    assert [r["dtype"] for r in rows] == ["f16", "q8_0"]
+    f16, q8 = rows
+    assert q8["bytes"] == (files["q8_0"] / "model.gguf").stat().st_size
+    assert f16["bytes"] > 1.5 * q8["bytes"]  # 16 bits a weight against 8.5
+    assert min(f16["perplexity"], q8["perplexity"]) > 1.0
+    assert q8["perplexity"] == pytest.approx(f16["perplexity"], rel=0.05)  # 8-bit blocks barely move a tuned model
