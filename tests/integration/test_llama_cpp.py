@@ -95,3 +95,16 @@ def test_the_export_reports_each_files_size_and_perplexity_by_llama_cpp(files):
     assert f16["bytes"] > 1.5 * q8["bytes"]  # 16 bits a weight against 8.5
     assert min(f16["perplexity"], q8["perplexity"]) > 1.0
     assert q8["perplexity"] == pytest.approx(f16["perplexity"], rel=0.05)  # 8-bit blocks barely move a tuned model
+
+
+def test_k_quants_are_written_by_llama_cpps_own_quantiser(adapter_runs, files, tmp_path):
+    folder = export(ExportRequest(str(adapter_runs["alpha"]), "gguf", "q4_k_m", tmp_path / "k"))
+    path = folder / "model.gguf"
+    assert sorted(p.name for p in folder.iterdir()) == ["Modelfile", "model.gguf"]  # the f16 step is gone
+    assert path.stat().st_size < (files["q8_0"] / "model.gguf").stat().st_size
+    llm = llama_cpp.load(path, context=512)
+    try:
+        assert llm.metadata["general.file_type"] == str(llama_cpp.K_QUANTS["q4_k_m"])
+        assert llama_cpp.greedy_chat(llm, [{"role": "user", "content": PROMPTS[0]}], MAX_TOKENS).strip()
+    finally:
+        llm.close()

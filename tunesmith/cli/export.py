@@ -22,7 +22,7 @@ def export(
         str,
         Opt(
             help="Weights: f32, f16 (bf16 for merged); for gguf also llama.cpp's block types q8_0, q5_1, q5_0, q4_1, "
-            "q4_0 (norms f32, the output head q8_0)."
+            "q4_0 (norms f32, the output head q8_0), and with llama-cpp-python q6_k, q5_k_m, q4_k_m."
         ),
     ] = "f32",
     out_dir: Annotated[Path | None, Opt("--out", help="Folder to write (default: RUN/export/FORMAT).")] = None,

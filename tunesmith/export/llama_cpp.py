@@ -106,3 +106,24 @@ def ollama_tokens(llm: Any, rendered: str) -> list[int]:
     """The tokens Ollama feeds the model for a prompt its TEMPLATE rendered: tokenised by llama.cpp, bos added where
     the file says the tokenizer adds it."""
     return list(llm.tokenize(rendered.encode("utf-8"), add_bos=_adds_bos(llm), special=True))
+
+
+K_QUANTS = {"q6_k": 18, "q5_k_m": 17, "q4_k_m": 15}
+"""llama.cpp's k-quant file types (llama_ftype) that its own quantiser writes from an f16 file."""
+
+
+def quantize(source: Path, target: Path, dtype: str) -> None:
+    """`source` (an f16 GGUF) quantised by llama.cpp's llama_model_quantize into `target` as `dtype` (K_QUANTS),
+    with llama-quantize's per-tensor choices (e.g. Q4_K_M keeps half of the attention values and FFN down weights
+    at Q6_K, the output head at Q6_K)."""
+    import ctypes
+
+    import llama_cpp as low
+
+    params = low.llama_model_quantize_default_params()
+    params.ftype = K_QUANTS[dtype]
+    params.nthread = max(1, len(os.sched_getaffinity(0)))
+    with _quiet_stderr():
+        code = low.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    if code != 0:
+        raise RuntimeError(f"llama.cpp could not quantise {source} to {dtype} (code {code})")

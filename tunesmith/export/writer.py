@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith import paths
 from tunesmith.errors import ExportError
+from tunesmith.export import llama_cpp
 from tunesmith.export.gguf_file import GGUF_DTYPES, write_gguf
+from tunesmith.export.llama_cpp import K_QUANTS
 from tunesmith.export.ollama import write_modelfile
 from tunesmith.export.quality import measure, write_quality
 from tunesmith.models.load import load_for_inference
@@ -35,7 +38,7 @@ class ExportRequest:
     """adapter: the PEFT adapter as trained; merged: full safetensors weights; gguf: one file for llama.cpp/Ollama."""
     dtype: str = "f32"
     """Weights dtype of merged exports (f32, f16, bf16) and gguf ones (f32, f16, or llama.cpp's block types q8_0,
-    q5_1, q5_0, q4_1, q4_0)."""
+    q5_1, q5_0, q4_1, q4_0, and with llama-cpp-python its k-quants q6_k, q5_k_m, q4_k_m)."""
     out: Path | None = None
     """The folder to write; default RUN/export/FORMAT. An existing folder is replaced only when complete."""
     measure: bool = False
@@ -49,11 +52,13 @@ def _check(request: ExportRequest) -> Path:
         raise ExportError(f"{request.run} is not a run folder", hint="pass a folder made by tunesmith train")
     if request.format not in EXPORT_FORMATS:
         raise ExportError(f"format {request.format!r} is unknown", hint=f"use one of {', '.join(EXPORT_FORMATS)}")
-    allowed = GGUF_DTYPES if request.format == "gguf" else tuple(DTYPES)
+    allowed = (*GGUF_DTYPES, *K_QUANTS) if request.format == "gguf" else tuple(DTYPES)
     if request.dtype not in allowed:
         raise ExportError(
             f"dtype {request.dtype!r} is not available for {request.format}", hint=f"use one of {', '.join(allowed)}"
         )
+    if request.dtype in K_QUANTS and llama_cpp.missing():
+        raise ExportError(f"dtype {request.dtype} is written by llama.cpp's quantiser: {llama_cpp.missing()}")
     if request.format == "adapter" and not is_adapter(final):
         raise ExportError(f"{request.run} trained every weight, so it has no adapter", hint="use --format merged")
     return final
@@ -78,7 +83,7 @@ def _write(request: ExportRequest, final: Path, folder: Path) -> None:
         tokenizer.save_pretrained(folder)
         return
     name = final.parent.name
-    write_gguf(model, tokenizer, folder / GGUF_NAME, request.dtype, name=name)
+    _write_gguf(model, tokenizer, folder / GGUF_NAME, request.dtype, name)
     write_modelfile(tokenizer, folder, GGUF_NAME)
     if request.measure:
         measured = measure(
@@ -86,12 +91,27 @@ def _write(request: ExportRequest, final: Path, folder: Path) -> None:
             tokenizer,
             folder / GGUF_NAME,
             request.dtype,
-            lambda path, d: write_gguf(model, tokenizer, path, d, name),
+            lambda path, d: _write_gguf(model, tokenizer, path, d, name),
         )
         if isinstance(measured, str):
             log.warning("the perplexity was not measured: %s", measured)
         else:
             write_quality(folder, measured)
+
+
+def _write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, dtype: str, name: str) -> None:
+    """The GGUF file: written by us, or for k-quants written in f16 and quantised by llama.cpp's own quantiser."""
+    if dtype not in K_QUANTS:
+        write_gguf(model, tokenizer, path, dtype, name=name)
+        return
+    f16 = path.with_name(f".{path.name}.f16")
+    try:
+        write_gguf(model, tokenizer, f16, "f16", name=name)
+        llama_cpp.quantize(f16, path, dtype)
+    except RuntimeError as exc:
+        raise ExportError(str(exc), hint="export another --dtype (q8_0, q5_1, q4_0 ...)") from None
+    finally:
+        f16.unlink(missing_ok=True)
 
 
 def export(request: ExportRequest) -> Path:
