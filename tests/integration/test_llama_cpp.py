@@ -108,3 +108,35 @@ def test_k_quants_are_written_by_llama_cpps_own_quantiser(adapter_runs, files, t
         assert llama_cpp.greedy_chat(llm, [{"role": "user", "content": PROMPTS[0]}], MAX_TOKENS).strip()
     finally:
         llm.close()
+
+
+def test_each_block_type_is_byte_for_byte_llama_cpps_own_quantisation(small_tokenizer, tmp_path):
+    """The `gguf` package's quantisers against llama.cpp's (llama_model_quantize from our f32 file, every tensor
+    in the one type): the same bytes for every tensor but the head, which we keep at q8_0 on purpose."""
+    import ctypes
+
+    import gguf
+    import llama_cpp as low
+    import numpy as np
+
+    from tests.conftest import make_tiny_model
+    from tunesmith.export.gguf_file import write_gguf
+
+    path = make_tiny_model(tmp_path / "model", small_tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    write_gguf(model, small_tokenizer, tmp_path / "f32.gguf", "f32", name="tiny")
+    for dtype, ftype in (("q8_0", 7), ("q5_1", 9), ("q5_0", 8), ("q4_1", 3), ("q4_0", 2)):
+        ours, theirs = tmp_path / f"{dtype}.gguf", tmp_path / f"llama-{dtype}.gguf"
+        write_gguf(model, small_tokenizer, ours, dtype, name="tiny")
+        params = low.llama_model_quantize_default_params()
+        params.ftype, params.pure = ftype, True
+        assert (
+            low.llama_model_quantize(str(tmp_path / "f32.gguf").encode(), str(theirs).encode(), ctypes.byref(params))
+            == 0
+        )
+        a = {t.name: t for t in gguf.GGUFReader(ours).tensors}
+        b = {t.name: t for t in gguf.GGUFReader(theirs).tensors}
+        assert a.keys() == b.keys()
+        for name in a.keys() - {"token_embd.weight", "output.weight"}:
+            assert a[name].tensor_type == b[name].tensor_type, (dtype, name)
+            assert np.array_equal(np.asarray(a[name].data), np.asarray(b[name].data)), (dtype, name)
