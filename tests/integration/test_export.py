@@ -269,3 +269,13 @@ def test_a_qlora_adapter_is_merged_into_the_full_precision_base_and_export_says_
     assert "trained on a 4bit-quantised base (QLoRA)" in caplog.text and "full-precision weights" in caplog.text
     plain = export(ExportRequest(str(adapter_runs["alpha"]), "merged", "f32", tmp_path / "plain"))
     assert (folder / "model.safetensors").read_bytes() == (plain / "model.safetensors").read_bytes()
+
+
+def test_a_trained_adapter_is_one_vllm_serves_and_the_export_says_how(adapter_runs, tmp_path):
+    from tunesmith.export.vllm import vllm_problems
+
+    out = tmp_path / "adapter"
+    result = CliRunner().invoke(app, ["export", str(adapter_runs["beta"]), "--format", "adapter", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert vllm_problems(json.loads((out / "adapter_config.json").read_text())) == []
+    assert "--enable-lora --max-lora-rank 8 --lora-modules" in " ".join(result.output.split())

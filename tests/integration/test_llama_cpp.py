@@ -140,3 +140,51 @@ def test_each_block_type_is_byte_for_byte_llama_cpps_own_quantisation(small_toke
         for name in a.keys() - {"token_embd.weight", "output.weight"}:
             assert a[name].tensor_type == b[name].tensor_type, (dtype, name)
             assert np.array_equal(np.asarray(a[name].data), np.asarray(b[name].data)), (dtype, name)
+
+
+def test_a_gguf_lora_over_the_base_gguf_is_the_merged_model_in_llama_cpp(
+    adapter_runs, adapter_base, files, ours, tmp_path
+):
+    """The adapter alone as a GGUF LoRA (llama.cpp's --lora), applied by llama.cpp over the base model's GGUF: the
+    same logits as the merged f32 file within fp32 rounding (W x + s B (A x) against (W + s B A) x), and the same
+    greedy answers as tunesmith; the base alone answers otherwise."""
+    import numpy as np
+
+    from tunesmith.export.gguf_file import write_gguf
+
+    run = adapter_runs["alpha"]
+    folder = export(ExportRequest(str(run), "gguf-lora", out=tmp_path / "lora"))
+    base = AutoModelForCausalLM.from_pretrained(adapter_base, dtype=torch.float32)
+    write_gguf(base, AutoTokenizer.from_pretrained(adapter_base), tmp_path / "base.gguf", "f32", name="base")
+    tokenizer = AutoTokenizer.from_pretrained(run / "final")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": PROMPTS[0]}], tokenize=False)
+    logits = {}
+    for name, path, lora in (
+        ("lora", tmp_path / "base.gguf", folder / "adapter.gguf"),
+        ("merged", files["f32"] / "model.gguf", None),
+        ("base", tmp_path / "base.gguf", None),
+    ):
+        llm = llama_cpp.load(path, context=512, lora=lora, all_logits=True, f32_cache=True)
+        try:
+            tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
+            llm.reset()
+            llm.eval(tokens)
+            logits[name] = np.asarray(llm.scores[: len(tokens)], dtype=np.float64)
+            if lora is not None:
+                answers = [
+                    llama_cpp.greedy_chat(llm, [{"role": "user", "content": p}], MAX_TOKENS).strip() for p in PROMPTS
+                ]
+        finally:
+            llm.close()
+    scale = np.abs(logits["merged"]).max()
+    assert np.abs(logits["lora"] - logits["merged"]).max() <= 1e-4 * scale  # fp32 sums in another order
+    assert np.abs(logits["base"] - logits["merged"]).max() > 0.1 * scale  # the adapter does change the model
+    assert sum(a == b for a, b in zip(answers, ours, strict=True)) >= 9
+
+
+def test_a_dora_adapter_is_refused_as_a_gguf_lora_with_one_line(tmp_path):
+    from tunesmith.errors import ExportError
+    from tunesmith.export.gguf_lora import _check
+
+    with pytest.raises(ExportError, match="a DoRA adapter cannot be a GGUF LoRA"):
+        _check({"use_dora": True, "r": 8, "lora_alpha": 16}, "llama")

@@ -16,7 +16,13 @@ Opt = typer.Option
 def export(
     run: Annotated[str, typer.Argument(help="A run folder.")],
     format: Annotated[
-        str, Opt("--format", "-f", help="adapter, merged (safetensors) or gguf (+ Ollama Modelfile).")
+        str,
+        Opt(
+            "--format",
+            "-f",
+            help="adapter, merged (safetensors), gguf (+ Ollama Modelfile) or gguf-lora (the adapter for llama.cpp's "
+            "--lora).",
+        ),
     ] = ("merged"),
     dtype: Annotated[
         str,
@@ -39,6 +45,23 @@ def export(
     out.print(f"[green]exported[/] {format} to {folder}")
     if format == "gguf":
         _show_gguf(folder)
+    elif format == "adapter":
+        _show_adapter(folder)
+    elif format == "gguf-lora":
+        out.print(f"run it with llama.cpp: llama-server -m BASE.gguf --lora {folder}/adapter.gguf")
+
+
+def _show_adapter(folder: Path) -> None:
+    """How vLLM serves the adapter, or what in it vLLM refuses."""
+    from tunesmith.export.vllm import serve_command, vllm_problems
+
+    config = json.loads((folder / "adapter_config.json").read_text())
+    problems = vllm_problems(config)
+    if problems:
+        out.print(f"[yellow]vLLM cannot serve it:[/] {'; '.join(problems)}")
+        return
+    base = config.get("base_model_name_or_path") or "BASE"
+    out.print(f"serve it with vLLM: {serve_command(base, folder.parent.parent.name, str(folder), int(config['r']))}")
 
 
 def _show_gguf(folder: Path) -> None:

@@ -15,14 +15,15 @@ from tunesmith import paths
 from tunesmith.errors import ExportError
 from tunesmith.export import llama_cpp
 from tunesmith.export.gguf_file import GGUF_DTYPES, write_gguf
+from tunesmith.export.gguf_lora import GGUF_LORA_NAME, write_gguf_lora
 from tunesmith.export.llama_cpp import K_QUANTS
 from tunesmith.export.ollama import write_modelfile
 from tunesmith.export.quality import measure, write_quality
-from tunesmith.models.load import load_for_inference
+from tunesmith.models.load import load_for_inference, local_path
 from tunesmith.runs import RunFolder, base_model_of, is_adapter, result_folder, trained_quantized
 
-ExportFormat = Literal["adapter", "merged", "gguf"]
-EXPORT_FORMATS: tuple[ExportFormat, ...] = ("adapter", "merged", "gguf")
+ExportFormat = Literal["adapter", "merged", "gguf", "gguf-lora"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("adapter", "merged", "gguf", "gguf-lora")
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 GGUF_NAME = "model.gguf"
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ class ExportRequest:
     run: str
     """The run folder (or its final/)."""
     format: ExportFormat = "merged"
-    """adapter: the PEFT adapter as trained; merged: full safetensors weights; gguf: one file for llama.cpp/Ollama."""
+    """adapter: the PEFT adapter as trained; merged: full safetensors weights; gguf: one file for llama.cpp/Ollama;
+    gguf-lora: the adapter alone as a GGUF LoRA for llama.cpp's --lora over the base model's GGUF."""
     dtype: str = "f32"
     """Weights dtype of merged exports (f32, f16, bf16) and gguf ones (f32, f16, or llama.cpp's block types q8_0,
     q5_1, q5_0, q4_1, q4_0, and with llama-cpp-python its k-quants q6_k, q5_k_m, q4_k_m)."""
@@ -52,14 +54,14 @@ def _check(request: ExportRequest) -> Path:
         raise ExportError(f"{request.run} is not a run folder", hint="pass a folder made by tunesmith train")
     if request.format not in EXPORT_FORMATS:
         raise ExportError(f"format {request.format!r} is unknown", hint=f"use one of {', '.join(EXPORT_FORMATS)}")
-    allowed = (*GGUF_DTYPES, *K_QUANTS) if request.format == "gguf" else tuple(DTYPES)
+    allowed = {"gguf": (*GGUF_DTYPES, *K_QUANTS), "gguf-lora": ("f32",)}.get(request.format, tuple(DTYPES))
     if request.dtype not in allowed:
         raise ExportError(
             f"dtype {request.dtype!r} is not available for {request.format}", hint=f"use one of {', '.join(allowed)}"
         )
     if request.dtype in K_QUANTS and llama_cpp.missing():
         raise ExportError(f"dtype {request.dtype} is written by llama.cpp's quantiser: {llama_cpp.missing()}")
-    if request.format == "adapter" and not is_adapter(final):
+    if request.format in ("adapter", "gguf-lora") and not is_adapter(final):
         raise ExportError(f"{request.run} trained every weight, so it has no adapter", hint="use --format merged")
     return final
 
@@ -67,6 +69,9 @@ def _check(request: ExportRequest) -> Path:
 def _write(request: ExportRequest, final: Path, folder: Path) -> None:
     if request.format == "adapter":
         shutil.copytree(final, folder, dirs_exist_ok=True)
+        return
+    if request.format == "gguf-lora":
+        write_gguf_lora(final, local_path(base_model_of(final)), folder / GGUF_LORA_NAME)
         return
     quantized = trained_quantized(final)
     if quantized != "none":  # QLoRA: an ordinary adapter of the base, merged into the base's own weights
