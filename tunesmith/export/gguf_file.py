@@ -1,8 +1,9 @@
 """A GGUF file for llama.cpp and Ollama, written with the `gguf` package from a (merged) transformers model.
 
-Layouts: llama (Llama 3.x with its llama3 rope as llama.cpp's `rope_freqs`), mistral (written as llama, as llama.cpp
-does), qwen2, qwen3, gemma2, gemma3 (text), phi3, each as llama.cpp's converter writes it (Gemma's norms stored as
-1 + w, llama's q and k rows interleaved); the tokenizer as export/gguf_vocab.py writes it.
+Layouts: llama (Llama 3.x with its llama3 rope as llama.cpp's `rope_freqs`; linear and YaRN rope scaling as
+keys), mistral (written as llama, as llama.cpp does), qwen2, qwen3, gemma2, gemma3 (text), phi3, each as llama.cpp's
+converter writes it (Gemma's norms stored as 1 + w, llama's q and k rows interleaved); the tokenizer as
+export/gguf_vocab.py writes it.
 
 Weights are f32, f16, or one of llama.cpp's block types that the `gguf` package quantises (q8_0, q4_0, q4_1, q5_0,
 q5_1), with llama.cpp's rules (`tensor_type`). The file is streamed: every tensor's type and size go into the
@@ -65,7 +66,7 @@ def _architecture(model: PreTrainedModel) -> gguf.MODEL_ARCH:
             hint="export it with --format merged (safetensors) instead",
         )
     rope_type = _rope(model.config).get("rope_type", "default")
-    if rope_type != "default" and not (kind == "llama" and rope_type == "llama3"):
+    if rope_type not in ("default", "linear", "yarn") and not (kind == "llama" and rope_type == "llama3"):
         raise ExportError(
             f"GGUF export does not write {rope_type} rope scaling of {kind} models yet",
             hint="export it with --format merged (safetensors) instead",
@@ -166,6 +167,28 @@ def _nbytes(shape: tuple[int, ...], kind: gguf.GGMLQuantizationType) -> int:
     return int(np.prod(gguf.quant_shape_to_byte_shape(shape, kind)))
 
 
+def _add_rope_scaling(writer: gguf.GGUFWriter, config: object) -> None:
+    """Linear and YaRN rope scaling as llama.cpp's converter writes them (Llama 3's is its rope_freqs tensor)."""
+    rope = _rope(config)
+    kind, factor = rope.get("rope_type"), rope.get("factor")
+    if kind == "linear" and factor is not None:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(factor)
+    elif kind == "yarn" and factor is not None:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(factor)
+        writer.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+        if (attention := rope.get("attention_factor")) is not None:
+            writer.add_rope_scaling_yarn_attn_factor(attention)
+        for key, add in (
+            ("extrapolation_factor", writer.add_rope_scaling_yarn_ext_factor),
+            ("beta_fast", writer.add_rope_scaling_yarn_beta_fast),
+            ("beta_slow", writer.add_rope_scaling_yarn_beta_slow),
+        ):
+            if rope.get(key) is not None:
+                add(rope[key])
+
+
 def _add_family_keys(writer: gguf.GGUFWriter, arch: gguf.MODEL_ARCH, config: object) -> None:
     """What a family's attention needs besides the common keys: head sizes, soft-capping, sliding windows."""
     writer.add_key_length(_head_dim(config))
@@ -196,6 +219,7 @@ def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
     writer.add_rope_dimension_count(_head_dim(config))
     writer.add_rope_freq_base(float(_rope(config)["rope_theta"]))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    _add_rope_scaling(writer, config)
     _add_family_keys(writer, arch, config)
     add_tokenizer(writer, tokenizer, model)
     tied = bool(getattr(config, "tie_word_embeddings", False))
