@@ -66,7 +66,7 @@ def test_a_checked_file_becomes_a_job_a_report_an_answer_and_a_download(page, tm
 
     page.get_by_role("link", name="Export").click()
     row = page.locator("#exports tbody tr", has_text=":browser:")
-    with page.expect_download(timeout=120_000) as download:
+    with page.expect_download(timeout=300_000) as download:  # the export waits its turn in a busy worker
         row.get_by_role("button", name="adapter of").click()
     saved = tmp_path / "adapter.zip"
     download.value.save_as(saved)
