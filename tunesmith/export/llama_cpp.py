@@ -43,6 +43,12 @@ def _quiet_stderr() -> Any:
             os.close(saved)
 
 
+def _cores() -> int:
+    """The cores this process may use (all of them where the OS cannot say, as on macOS)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return max(1, len(affinity(0)) if affinity else os.cpu_count() or 1)
+
+
 def load(
     path: Path, context: int = 2048, lora: Path | None = None, all_logits: bool = False, f32_cache: bool = False
 ) -> Any:
@@ -56,7 +62,7 @@ def load(
         return Llama(
             model_path=str(path),
             n_ctx=context,
-            n_threads=max(1, len(os.sched_getaffinity(0))),
+            n_threads=_cores(),
             logits_all=all_logits,
             lora_path=str(lora) if lora else None,
             verbose=False,
@@ -122,7 +128,7 @@ def quantize(source: Path, target: Path, dtype: str) -> None:
 
     params = low.llama_model_quantize_default_params()
     params.ftype = K_QUANTS[dtype]
-    params.nthread = max(1, len(os.sched_getaffinity(0)))
+    params.nthread = _cores()
     with _quiet_stderr():
         code = low.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     if code != 0:
