@@ -181,6 +181,10 @@ def test_llama_cpp_runs_the_gguf_as_tunesmith_runs_the_model(family: Family, tra
     rendered = go_render(_template_of(modelfile(tokenizer, "model.gguf")), CONVERSATIONS, tmp_path)
     llm = llama_cpp.load(folder / "model.gguf", context=512)
     try:
+        stops = [
+            line.split('"')[1] for line in modelfile(tokenizer, "model.gguf").splitlines() if "PARAMETER stop" in line
+        ]
+        assert stops and all(llama_cpp.ends_generation(llm, stop) for stop in stops)  # llama.cpp stops there too
         for conversation, text in zip(CONVERSATIONS, rendered, strict=True):
             if family.name == "gemma2" and conversation[0]["role"] == "system":
                 continue  # Gemma 2's template refuses a system message (training merges it; tested above)

@@ -133,3 +133,12 @@ def quantize(source: Path, target: Path, dtype: str) -> None:
         code = low.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     if code != 0:
         raise RuntimeError(f"llama.cpp could not quantise {source} to {dtype} (code {code})")
+
+
+def ends_generation(llm: Any, text: str) -> bool:
+    """Whether `text` is one token that llama.cpp ends generation at (its end-of-generation set, read from the
+    file's special tokens): what an Ollama `PARAMETER stop` should name."""
+    import llama_cpp as low
+
+    ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+    return len(ids) == 1 and bool(low.llama_vocab_is_eog(llm._model.vocab, ids[0]))
