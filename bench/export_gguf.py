@@ -20,12 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.scale import MEASURE  # runs a command, prints its descendants' peak RSS
+
 ROOT = Path(__file__).resolve().parent.parent
-MEASURE = """
-import json, resource, subprocess, sys
-subprocess.run(json.loads(sys.argv[1]), check=True, stdout=subprocess.DEVNULL)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-"""
 
 
 def _export(run: Path, dtype: str, out: Path) -> tuple[float, float]:
