@@ -1,12 +1,14 @@
 """The model families people fine-tune, as tiny random models: each a local folder with the family's architecture
 (its own config class, shrunk), its real chat template (tests/families/*.jinja) and its special tokens.
 
-The vocabulary is a small byte-level BPE (the layouts and templates are the matter, a 150k vocabulary would only cost
-time) with the family's special tokens added at the end, as in the family's own tokenizer.
+The vocabulary is small (the layouts and templates are the matter, a 150k vocabulary would only cost time): a
+byte-level BPE with the family's special tokens added at the end (Llama 3, Qwen), or a real SentencePiece BPE model
+with byte fallback shipped as tokenizer.model beside its tokenizer.json (Gemma, Mistral, Phi-3), as each family's own.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,8 @@ class Family:
     """Added tokens that are not special (Qwen3's <think>)."""
     split: str | None = None
     """A byte-level family's own text-splitting regex (None: GPT-2's)."""
+    rstrip: tuple[str, ...] = ()
+    """Special tokens that swallow the whitespace after them (Phi-3's chat tokens, as its tokenizer.json marks them)."""
     sentencepiece: str | None = None
     """None: byte-level BPE (Llama 3, Qwen); else SentencePiece-style BPE with byte fallback, "prepend" where the
     normaliser puts "▁" before the text (Llama 2, Mistral, Phi-3) or "plain" where it does not (Gemma)."""
@@ -134,7 +138,7 @@ FAMILIES = (
     Family(
         "gemma2",
         "gemma-2.jinja",
-        ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"),
+        ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"),
         "<bos>",
         "<eos>",
         "<pad>",
@@ -145,7 +149,7 @@ FAMILIES = (
     Family(
         "gemma3",
         "gemma-3.jinja",
-        ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"),
+        ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"),
         "<bos>",
         "<eos>",
         "<pad>",
@@ -167,12 +171,13 @@ FAMILIES = (
     Family(
         "phi3",
         "phi-3.5.jinja",
-        ("<|endoftext|>", "<s>", "</s>", "<|assistant|>", "<|end|>", "<|system|>", "<|user|>"),
+        ("<unk>", "<s>", "</s>", "<|endoftext|>", "<|assistant|>", "<|end|>", "<|system|>", "<|user|>"),
         "<s>",
         "<|endoftext|>",
         "<|endoftext|>",
         "<|end|>",
         _phi3,
+        rstrip=("</s>", "<|assistant|>", "<|end|>", "<|system|>", "<|user|>"),
         sentencepiece="prepend",
     ),
 )
@@ -199,29 +204,66 @@ def _byte_level(family: Family):
     return bpe
 
 
+SPM_ROLES = {"<unk>": "unk", "<s>": "bos", "<bos>": "bos", "</s>": "eos", "<eos>": "eos", "<pad>": "pad"}
+"""SentencePiece's own control pieces, by the name its trainer gives each role."""
+
+
+@functools.cache
+def sentencepiece_model(family: Family) -> bytes:
+    """A real SentencePiece BPE model (tokenizer.model) with byte fallback, trained as Llama 2's and Gemma's were:
+    the family's leading special tokens are SentencePiece's own control pieces (unk, bos, eos, pad at the family's
+    ids), its other special tokens user-defined pieces where the family has them inside the model (Gemma) and tokens
+    added after it otherwise (Phi-3); digits split; "▁" put before the text where the family does (add_dummy_prefix)."""
+    import io
+
+    import sentencepiece
+
+    core = [token for token in family.specials if token in SPM_ROLES]
+    ids = {f"{SPM_ROLES[token]}_id": i for i, token in enumerate(core)}
+    pieces = {f"{SPM_ROLES[token]}_piece": token for token in core}
+    inside = [t for t in family.specials if t not in SPM_ROLES] if family.sentencepiece == "plain" else []
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=300 + len(core) + len(inside),
+        byte_fallback=True,
+        character_coverage=1.0,
+        split_digits=True,
+        add_dummy_prefix=family.sentencepiece == "prepend",
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        normalization_rule_name="identity",
+        user_defined_symbols=inside,
+        num_threads=1,
+        minloglevel=2,
+        **({"pad_id": -1} | ids | pieces),
+    )
+    return model.getvalue()
+
+
 def _sentencepiece(family: Family):
-    """A BPE over "▁"-spaced text with byte fallback, laid out as SentencePiece converts: the special tokens, the
-    256 byte pieces <0x00>..<0xFF>, then the learned pieces in merge order."""
-    import json
+    """The family's tokenizer.json as transformers converts a SentencePiece BPE model: its pieces in id order, merges
+    ranked by the merged piece's score, byte fallback, "▁" for spaces (and before the text where the family puts it
+    there), and the tokens the family adds after the model."""
+    import tempfile
 
-    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+    from transformers.tokenization_utils_sentencepiece import SentencePieceExtractor
 
+    with tempfile.NamedTemporaryFile(suffix=".model") as file:
+        file.write(sentencepiece_model(family))
+        file.flush()
+        vocab, _, merges = SentencePieceExtractor(file.name).extract()
     prepend = family.sentencepiece == "prepend"
     spaces = [normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")] if prepend else [normalizers.Replace(" ", "▁")]
-    learner = Tokenizer(models.BPE())
-    learner.normalizer = normalizers.Sequence(spaces)
-    learner.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300))
-    learned = json.loads(learner.to_str())["model"]
-    specials = list(dict.fromkeys(["<unk>", *family.specials]))
-    pieces = specials + [f"<0x{b:02X}>" for b in range(256)]
-    pieces += [p for p, _ in sorted(learned["vocab"].items(), key=lambda item: item[1]) if p not in pieces]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
-    vocab = {p: i for i, p in enumerate(pieces)}
     spm = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     spm.normalizer = normalizers.Sequence(spaces)
     steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     spm.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prepend else []))
-    spm.add_special_tokens(specials)
+    added = [AddedToken(t, normalized=False, special=True, rstrip=t in family.rstrip) for t in family.specials]
+    spm.add_special_tokens(added)
     return spm
 
 
@@ -257,4 +299,6 @@ def make_family_model(family: Family, path: Path, seed: int = 0) -> Path:
         model.get_input_embeddings().weight[tokenizer.pad_token_id].normal_(0, 0.2)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    if family.sentencepiece:  # shipped beside tokenizer.json, as the family's own repositories ship it
+        (path / "tokenizer.model").write_bytes(sentencepiece_model(family))
     return path

@@ -244,7 +244,7 @@ def test_a_full_disk_or_ctrl_c_during_export_keeps_the_previous_export_whole(
     export(ExportRequest(str(adapter_runs["alpha"]), "gguf", "f16", out))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def fails(model, tokenizer, path, dtype, name):
+    def fails(model, tokenizer, path, *rest):
         path.write_bytes(b"half a file")
         raise fault
 

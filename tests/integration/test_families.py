@@ -81,6 +81,8 @@ def test_merged_and_gguf_exports_hold_the_tuned_weights(family: Family, trained,
     _, run = trained[family.name]
     assert _losses(run)[-1] < 0.1 * _losses(run)[0]
     merged_dir = export(ExportRequest(str(run), "merged", "f32", tmp_path / "merged"))
+    # a SentencePiece model's own file goes with the weights, for llama.cpp's converter and the like
+    assert (merged_dir / "tokenizer.model").is_file() == bool(family.sentencepiece)
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32).eval()
     folder = export(ExportRequest(str(run), "gguf", "f32", tmp_path / "gguf"))
     back = AutoModelForCausalLM.from_pretrained(folder, gguf_file="model.gguf", dtype=torch.float32).eval()
@@ -143,19 +145,8 @@ def test_served_with_its_adapter_chosen_per_request(family: Family, trained, hom
     assert answers[listed[0]]["message"]["content"].strip() != ANSWER
 
 
-SENTENCEPIECE_GAP = pytest.mark.xfail(
-    reason="llama.cpp merges a SentencePiece vocabulary by piece score, the tokenizer by merge rank: this tiny "
-    "vocabulary's scores (its pieces' ranks) sometimes split a prompt otherwise (issue 49, SentencePiece export)",
-    strict=False,
-)
-LLAMA_CPP_PARAMS = [
-    pytest.param(family, id=family.name, marks=SENTENCEPIECE_GAP if family.name == "phi3" else ())
-    for family in FAMILIES
-]
-
-
 @pytest.mark.skipif(llama_cpp.missing() is not None, reason=f"{llama_cpp.missing()}; `make setup` builds it")
-@pytest.mark.parametrize("family", LLAMA_CPP_PARAMS)
+@pytest.mark.parametrize("family", PARAMS)
 def test_llama_cpp_runs_the_gguf_as_tunesmith_runs_the_model(family: Family, trained, tmp_path):
     """Real llama.cpp loads the tuned run's GGUF and gives tunesmith's greedy answer; its own C++ chat formats
     render conversations as the Modelfile's TEMPLATE does (where llama.cpp recognises the family's template)."""

@@ -62,7 +62,8 @@ TRAINED = {
     "gemma2": "Hi there!<end_of_turn>Bye!<end_of_turn>",
     "gemma3": "Hi there!<end_of_turn>Bye!<end_of_turn>",
     "mistral": "Hi there!</s> Bye!</s>",  # " Hi there!" trained: SentencePiece's decoder drops the first space
-    "phi3": "Hi there!<|end|>Bye!<|end|>",
+    # Phi-3's chat tokens swallow the newline after them, so each answer starts with SentencePiece's "▁"
+    "phi3": "Hi there!<|end|> Bye!<|end|>",
 }
 PARAMS = [pytest.param(family, id=family.name) for family in FAMILIES]
 

@@ -53,15 +53,16 @@ def export(
 
 def _show_adapter(folder: Path) -> None:
     """How vLLM serves the adapter, or what in it vLLM refuses."""
-    from tunesmith.export.vllm import serve_command, vllm_problems
+    from tunesmith.export.vllm import adapter_modules, largest_rank, serve_command, vllm_problems
 
     config = json.loads((folder / "adapter_config.json").read_text())
-    problems = vllm_problems(config)
+    problems = vllm_problems(config, adapter_modules(folder))
     if problems:
         out.print(f"[yellow]vLLM cannot serve it:[/] {'; '.join(problems)}")
         return
     base = config.get("base_model_name_or_path") or "BASE"
-    out.print(f"serve it with vLLM: {serve_command(base, folder.parent.parent.name, str(folder), int(config['r']))}")
+    command = serve_command(base, folder.parent.parent.name, str(folder), largest_rank(config))
+    out.print(f"serve it with vLLM: {command}")
 
 
 def _show_gguf(folder: Path) -> None:

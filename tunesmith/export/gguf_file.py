@@ -24,7 +24,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tunesmith.errors import ExportError
-from tunesmith.export.gguf_vocab import add_tokenizer
+from tunesmith.export.gguf_vocab import add_tokenizer, llama_cpp_name
 
 ARCHITECTURES = {
     "llama": gguf.MODEL_ARCH.LLAMA,
@@ -201,13 +201,21 @@ def _add_family_keys(writer: gguf.GGUFWriter, arch: gguf.MODEL_ARCH, config: obj
         writer.add_sliding_window(config.sliding_window)
 
 
-def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, dtype: str, name: str) -> None:
-    """Write `model` with its tokenizer and chat template to `path`, its weights in `dtype` (GGUF_DTYPES)."""
+def write_gguf(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    path: Path,
+    dtype: str,
+    name: str,
+    sentencepiece: Path | None = None,
+) -> None:
+    """Write `model` with its tokenizer and chat template to `path`, its weights in `dtype` (GGUF_DTYPES); a
+    SentencePiece vocabulary's pieces and scores from `sentencepiece` (the model's tokenizer.model) where given."""
     arch = _architecture(model)
     file_type = FILE_TYPES[dtype][0]
     config = model.config
     writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
-    writer.add_name(name)
+    writer.add_name(llama_cpp_name(name, tokenizer))
     writer.add_file_type(file_type)
     writer.add_vocab_size(config.vocab_size)
     writer.add_context_length(config.max_position_embeddings)
@@ -221,7 +229,7 @@ def write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     _add_rope_scaling(writer, config)
     _add_family_keys(writer, arch, config)
-    add_tokenizer(writer, tokenizer, model)
+    add_tokenizer(writer, tokenizer, model, sentencepiece)
     tied = bool(getattr(config, "tie_word_embeddings", False))
     sources = _sources(model, arch)
     kinds = [tensor_type(source.name, source.shape, dtype, tied) for source in sources]

@@ -20,6 +20,7 @@ from tunesmith.export.llama_cpp import K_QUANTS
 from tunesmith.export.ollama import write_modelfile
 from tunesmith.export.quality import measure, write_quality
 from tunesmith.models.load import load_for_inference, local_path
+from tunesmith.models.sources import model_file
 from tunesmith.runs import RunFolder, base_model_of, is_adapter, result_folder, trained_quantized
 
 ExportFormat = Literal["adapter", "merged", "gguf", "gguf-lora"]
@@ -83,35 +84,44 @@ def _write(request: ExportRequest, final: Path, folder: Path) -> None:
             base_model_of(final),
         )
     model, tokenizer = load_for_inference(str(final), device="cpu", dtype="float32")  # merged in fp32, then cast
+    # transformers saves tokenizer.json alone; a SentencePiece model's own file holds the scores llama.cpp merges by
+    sentencepiece = model_file(base_model_of(final), "tokenizer.model")
     if request.format == "merged":
         model.to(DTYPES[request.dtype]).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
+        if sentencepiece is not None:
+            shutil.copyfile(sentencepiece, folder / "tokenizer.model")
         return
     name = final.parent.name
-    _write_gguf(model, tokenizer, folder / GGUF_NAME, request.dtype, name)
+
+    def write(path: Path, dtype: str) -> None:
+        _write_gguf(model, tokenizer, path, dtype, name, sentencepiece)
+
+    write(folder / GGUF_NAME, request.dtype)
     write_modelfile(tokenizer, folder, GGUF_NAME)
     if request.measure:
-        measured = measure(
-            final,
-            tokenizer,
-            folder / GGUF_NAME,
-            request.dtype,
-            lambda path, d: _write_gguf(model, tokenizer, path, d, name),
-        )
+        measured = measure(final, tokenizer, folder / GGUF_NAME, request.dtype, write)
         if isinstance(measured, str):
             log.warning("the perplexity was not measured: %s", measured)
         else:
             write_quality(folder, measured)
 
 
-def _write_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: Path, dtype: str, name: str) -> None:
+def _write_gguf(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    path: Path,
+    dtype: str,
+    name: str,
+    sentencepiece: Path | None,
+) -> None:
     """The GGUF file: written by us, or for k-quants written in f16 and quantised by llama.cpp's own quantiser."""
     if dtype not in K_QUANTS:
-        write_gguf(model, tokenizer, path, dtype, name=name)
+        write_gguf(model, tokenizer, path, dtype, name, sentencepiece)
         return
     f16 = path.with_name(f".{path.name}.f16")
     try:
-        write_gguf(model, tokenizer, f16, "f16", name=name)
+        write_gguf(model, tokenizer, f16, "f16", name, sentencepiece)
         llama_cpp.quantize(f16, path, dtype)
     except RuntimeError as exc:
         raise ExportError(str(exc), hint="export another --dtype (q8_0, q5_1, q4_0 ...)") from None

@@ -110,3 +110,21 @@ def model_source(name: str) -> ModelSource:
         "not a local folder or .gguf file, not a hub id of the form org/name",
         hint="check the spelling or the path; `tunesmith models list` shows what is available",
     )
+
+
+def model_file(name: str, filename: str) -> Path | None:
+    """A file of a model's folder or hub repository (one the loaders do not read, such as a SentencePiece
+    tokenizer.model), or None where it has none or the hub cannot be reached."""
+    source = model_source(name)
+    if source.kind == "folder":
+        found = Path(source.location) / filename
+        return found if found.is_file() else None
+    if source.kind != "hub":
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(source.location, filename))
+    except (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError):
+        return None
