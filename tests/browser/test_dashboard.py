@@ -16,7 +16,7 @@ def test_a_page_without_the_key_goes_to_the_login_and_a_wrong_key_stays_there(pa
     assert page.url.endswith("/login")
     page.get_by_label("API key").fill("wrong")
     page.get_by_role("button", name="Log in").click()
-    assert page.get_by_role("alert").inner_text() == "That key is not this server's."
+    assert page.get_by_role("alert").inner_text() == "That key is not one of this server's (or was revoked)."
     for path in ("/static/data.js", "/api/files/file-x/lines/1", "/jobs/ftjob-x/report", "/api/system-prompt?model=x"):
         assert page.request.get(path).status == 401, path  # scripts and data need the key too
     assert page.request.post("/api/files/file-x/check").status == 401
@@ -79,11 +79,13 @@ def test_every_page_fits_a_phone_screen_and_names_its_controls(page):
 def test_the_pages_are_reached_with_the_keyboard_alone(page):
     log_in(page)
     focused = []
-    for _ in range(8):
+    for _ in range(9):
         page.keyboard.press("Tab")
         focused.append(page.evaluate("document.activeElement.id || document.activeElement.textContent"))
-    assert focused == ["Skip to content", "tunesmith", "Data", "New job", "Jobs", "Playground", "Export", "file"]
+    expected = ["Skip to content", "tunesmith", "Data", "New job", "Jobs", "Playground", "Export", "Log out", "file"]
+    assert focused == expected
+    page.keyboard.press("Shift+Tab")
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Enter")  # Export, from the keyboard
     page.wait_for_url("**/export")
-    assert KEY not in page.content()  # the key lives in an HttpOnly cookie, never in the page
+    assert KEY not in page.content()  # the key is never in a page, nor in the cookie (a session's token is)

@@ -18,6 +18,7 @@ from tunesmith.cli.common import OneLineLog
 from tunesmith.cli.data import data_app
 from tunesmith.cli.distill import distill_app
 from tunesmith.cli.jobs import jobs_app
+from tunesmith.cli.keys import audit, keys_app
 from tunesmith.cli.models import models_app
 from tunesmith.cli.settings import with_settings
 
@@ -30,6 +31,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(distill_app, name="distill")
+app.add_typer(keys_app, name="keys")
 app.command("train")(with_settings(train.train))
 app.command("generate")(generate.generate)
 app.command("chat")(generate.chat)
@@ -38,6 +40,7 @@ app.command("eval")(evaluate.evaluate_command)
 app.command("export")(export.export)
 app.command("serve")(serve.serve)
 app.command("migrate")(migrate.migrate)
+app.command("audit")(audit)
 
 
 @app.callback()

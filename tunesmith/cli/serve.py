@@ -29,6 +29,12 @@ def serve(
     max_waiting: Annotated[int, Opt(help="Requests that may wait for room; more get 429 (Retry-After).")] = 64,
     worker: Annotated[bool, Opt(help="Start the jobs worker beside the server (one per TUNESMITH_HOME).")] = True,
     max_upload: Annotated[int, Opt(help="Largest file upload (POST /v1/files), in MB; more gets 413.")] = 512,
+    requests_per_minute: Annotated[
+        int | None, Opt(min=1, help="Requests a key may make per minute; more get 429 (a key's own limit wins).")
+    ] = None,
+    jobs_per_project: Annotated[
+        int | None, Opt(min=1, help="Jobs a project may have running or waiting at once; more get 429.")
+    ] = None,
 ) -> None:
     """Serve a base model and fine-tuned runs behind an OpenAI-compatible API (chat, completions, models), with
     OpenAI's files and fine-tuning jobs API."""
@@ -37,7 +43,17 @@ def serve(
     from tunesmith.server.app import ServerSettings, build_server
 
     with user_errors():
-        settings = ServerSettings(model, tuple(adapter or ()), api_key, dtype, max_batch, max_waiting, max_upload)
+        settings = ServerSettings(
+            model,
+            tuple(adapter or ()),
+            api_key,
+            dtype,
+            max_batch,
+            max_waiting,
+            max_upload,
+            requests_per_minute,
+            jobs_per_project,
+        )
         server = build_server(settings)
     for served in server.models.served.values():
         out.print(f"serving [bold]{served.id}[/]")

@@ -13,6 +13,9 @@ JSON_FIELDS = ("hyperparameters", "method", "metadata", "error", "settings", "re
 """Job fields stored as JSON text."""
 ORGANIZATION = "org-tunesmith"
 """OpenAI's objects name an organization; one server is one."""
+DEFAULT_PROJECT = "default"
+"""The project of what the server's own key (or an open server) makes without naming one, and of everything made
+before projects existed."""
 
 
 def new_id(prefix: str) -> str:
@@ -36,6 +39,8 @@ class FileRecord:
     """Unix time of the upload."""
     path: str
     """Where its bytes are: TUNESMITH_HOME/files/<id><suffix>."""
+    project: str = DEFAULT_PROJECT
+    """The project it belongs to: only that project's keys see it."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> FileRecord:
@@ -101,6 +106,8 @@ class JobRecord:
     """Its fine-tuned model was deleted (DELETE /v1/models/{id}): no longer served."""
     integrations: list[dict[str, Any]] = field(default_factory=list)
     """Its experiment tracking, as given: [{"type": "wandb", "wandb": {"project": ...}}]."""
+    project: str = DEFAULT_PROJECT
+    """The project it belongs to: only that project's keys see it, its events, checkpoints and model."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> JobRecord:
@@ -264,6 +271,8 @@ class TaskRecord:
     """{"message", "code", "param"} once failed."""
     created_at: int
     """Unix time."""
+    project: str = DEFAULT_PROJECT
+    """The project of the file or job it is about."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> TaskRecord:
@@ -296,6 +305,8 @@ class EndpointRecord:
     """Unix time."""
     updated_at: int
     """Unix time of the last change of its settings or secret."""
+    project: str = DEFAULT_PROJECT
+    """The project whose jobs' ends it receives."""
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> EndpointRecord:

@@ -8,16 +8,18 @@ compare-and-set on the job's status, and a claimed job is the claiming worker's 
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tunesmith import paths
 from tunesmith.jobs.database import Connection, open_database
 from tunesmith.jobs.records import (
+    DEFAULT_PROJECT,
     WEBHOOK_EVENTS,
     CheckpointRecord,
     DeliveryRecord,
@@ -28,58 +30,7 @@ from tunesmith.jobs.records import (
     TaskRecord,
     new_id,
 )
-
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE files (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, filename TEXT NOT NULL,
-        purpose TEXT NOT NULL, bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, path TEXT NOT NULL
-    );
-    CREATE TABLE jobs (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, created_at INTEGER NOT NULL,
-        model TEXT NOT NULL, training_file TEXT NOT NULL, validation_file TEXT, hyperparameters TEXT NOT NULL,
-        method TEXT NOT NULL, suffix TEXT, seed INTEGER NOT NULL, metadata TEXT, status TEXT NOT NULL,
-        requested TEXT, error TEXT, settings TEXT NOT NULL DEFAULT '{}', fine_tuned_model TEXT,
-        finished_at INTEGER, trained_tokens INTEGER, estimated_finish INTEGER, result_files TEXT NOT NULL
-    );
-    CREATE TABLE events (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL, key TEXT NOT NULL,
-        created_at INTEGER NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL, type TEXT NOT NULL, data TEXT,
-        UNIQUE (job_id, key)
-    );
-    CREATE TABLE checkpoints (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL,
-        created_at INTEGER NOT NULL, step INTEGER NOT NULL, metrics TEXT NOT NULL, path TEXT NOT NULL,
-        UNIQUE (job_id, step)
-    );
-    """,
-    "ALTER TABLE jobs ADD COLUMN model_deleted INTEGER NOT NULL DEFAULT 0;",
-    """
-    CREATE TABLE tasks (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL,
-        args TEXT NOT NULL, status TEXT NOT NULL, result TEXT, error TEXT, created_at INTEGER NOT NULL,
-        UNIQUE (kind, key)
-    );
-    """,
-    """
-    CREATE TABLE webhook_endpoints (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, name TEXT NOT NULL, url TEXT NOT NULL,
-        event_types TEXT NOT NULL, secret TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL
-    );
-    CREATE TABLE webhook_deliveries (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, endpoint_id TEXT NOT NULL,
-        event_id TEXT NOT NULL, body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
-        status TEXT NOT NULL, last_error TEXT, created_at INTEGER NOT NULL, UNIQUE (endpoint_id, event_id)
-    );
-    """,
-    "ALTER TABLE jobs ADD COLUMN integrations TEXT NOT NULL DEFAULT '[]';",
-    """
-    ALTER TABLE jobs ADD COLUMN worker TEXT;
-    ALTER TABLE jobs ADD COLUMN heartbeat_at REAL;
-    ALTER TABLE tasks ADD COLUMN claimed_at REAL;
-    """,
-)
-"""Schema version N is MIGRATIONS[:N] applied in order; a database is moved forward on open, never back."""
+from tunesmith.jobs.schema import MIGRATIONS
 
 ACTIVE = ("validating_files", "queued", "running", "pausing", "paused")
 """Statuses of a job that has not ended."""
@@ -116,28 +67,51 @@ class Page:
 
 
 class Store:
-    """The store. Cheap to make: it opens a connection per operation, so any thread or process may use one."""
+    """The store. Cheap to make: it opens a connection per operation, so any thread or process may use one.
+
+    `scoped(project)` is the store as one project sees it: what it finds and lists is that project's (another
+    project's id is found no more than an unknown one), what it adds goes there. The server hands each request the
+    view of its key's project; workers and the CLI use the whole store."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.db = open_database(path or database_path())
         self.db.migrate(MIGRATIONS)
+        self.project: str | None = None
+
+    def scoped(self, project: str | None) -> Store:
+        """This store seen from `project` (None: every project)."""
+        view = copy.copy(self)
+        view.project = project
+        return view
+
+    def _mine(self) -> tuple[str, list[Any]]:
+        """The SQL condition (and its argument) of this view's project."""
+        return ("TRUE", []) if self.project is None else ("project = ?", [self.project])
+
+    def _owned(self, record: Any) -> Any:
+        """A record to add, in this view's project."""
+        return record if self.project is None else replace(record, project=self.project)
 
     # files
 
     def add_file(self, record: FileRecord) -> None:
+        values = asdict(self._owned(record))
         with self.db.connect() as db:
             db.execute(
-                "INSERT INTO files (id, filename, purpose, bytes, created_at, path) VALUES (?, ?, ?, ?, ?, ?)",
-                (record.id, record.filename, record.purpose, record.bytes, record.created_at, record.path),
+                f"INSERT INTO files ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                list(values.values()),
             )
 
     def file(self, file_id: str) -> FileRecord | None:
+        mine, args = self._mine()
         with self.db.connect() as db:
-            row = db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+            row = db.execute(f"SELECT * FROM files WHERE id = ? AND {mine}", [file_id, *args]).fetchone()
         return FileRecord.from_row(row) if row else None
 
     def files(self, after: str | None, limit: int, purpose: str | None, newest_first: bool = True) -> Page:
-        where, args = ("purpose = ?", [purpose]) if purpose else ("TRUE", [])
+        where, args = self._mine()
+        if purpose:
+            where, args = f"{where} AND purpose = ?", [*args, purpose]
         rows = self._page(f"SELECT * FROM files WHERE {where}", args, "files", after, limit, newest_first)
         return Page([FileRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
 
@@ -153,7 +127,8 @@ class Store:
             ).fetchone()
             if user is not None:
                 raise FileInUse(file_id, user["id"])
-            return db.execute("DELETE FROM files WHERE id = ?", (file_id,)).rowcount > 0
+            mine, args = self._mine()
+            return db.execute(f"DELETE FROM files WHERE id = ? AND {mine}", [file_id, *args]).rowcount > 0
 
     def _page(
         self, query: str, args: list[Any], table: str, after: str | None, limit: int, newest_first: bool
@@ -172,19 +147,20 @@ class Store:
     # jobs
 
     def add_job(self, job: JobRecord) -> None:
-        values = job.to_row()
+        values = self._owned(job).to_row()
         with self.db.connect() as db:
             db.execute(
                 f"INSERT INTO jobs ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})", list(values.values())
             )
 
     def job(self, job_id: str) -> JobRecord | None:
+        mine, args = self._mine()
         with self.db.connect() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute(f"SELECT * FROM jobs WHERE id = ? AND {mine}", [job_id, *args]).fetchone()
         return JobRecord.from_row(row) if row else None
 
     def jobs(self, after: str | None, limit: int, metadata: Mapping[str, str] | None = None) -> Page:
-        where, args = "TRUE", []
+        where, args = self._mine()
         for key, value in (metadata or {}).items():
             field, param = self.db.json_text("metadata", key)
             where += f" AND {field} = ?"
@@ -192,10 +168,21 @@ class Store:
         rows = self._page(f"SELECT * FROM jobs WHERE {where}", args, "jobs", after, limit, True)
         return Page([JobRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
 
+    def active_jobs(self) -> int:
+        """How many jobs (of this view's project) have not ended."""
+        mine, args = self._mine()
+        with self.db.connect() as db:
+            row = db.execute(
+                f"SELECT COUNT(*) AS n FROM jobs WHERE status IN ({', '.join('?' * len(ACTIVE))}) AND {mine}",
+                [*ACTIVE, *args],
+            ).fetchone()
+        return int(row["n"])
+
     def job_by_model(self, model_id: str) -> JobRecord | None:
         """The job that made a fine-tuned model."""
+        mine, args = self._mine()
         with self.db.connect() as db:
-            row = db.execute("SELECT * FROM jobs WHERE fine_tuned_model = ?", (model_id,)).fetchone()
+            row = db.execute(f"SELECT * FROM jobs WHERE fine_tuned_model = ? AND {mine}", [model_id, *args]).fetchone()
         return JobRecord.from_row(row) if row else None
 
     def checkpoint(self, job_id: str, step: int) -> CheckpointRecord | None:
@@ -205,8 +192,11 @@ class Store:
 
     def jobs_with_status(self, status: str) -> list[JobRecord]:
         """Oldest first."""
+        mine, args = self._mine()
         with self.db.connect() as db:
-            rows = db.execute("SELECT * FROM jobs WHERE status = ? ORDER BY seq", (status,)).fetchall()
+            rows = db.execute(
+                f"SELECT * FROM jobs WHERE status = ? AND {mine} ORDER BY seq", [status, *args]
+            ).fetchall()
         return [JobRecord.from_row(r) for r in rows]
 
     def move(self, job_id: str, to: str, *, only_from: tuple[str, ...]) -> bool:
@@ -220,7 +210,7 @@ class Store:
             )
             moved = cursor.rowcount > 0
             if moved and f"fine_tuning.job.{to}" in WEBHOOK_EVENTS:
-                _owe_event(db, f"fine_tuning.job.{to}", {"id": job_id})
+                _owe_event(db, f"fine_tuning.job.{to}", job_id)
         return moved
 
     def update_job(self, job_id: str, changes: Mapping[str, Any]) -> None:
@@ -268,17 +258,18 @@ class Store:
     # tasks: the heavy work a dashboard page asks for, done by the worker
 
     def task(self, task_id: str) -> TaskRecord | None:
+        mine, args = self._mine()
         with self.db.connect() as db:
-            row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            row = db.execute(f"SELECT * FROM tasks WHERE id = ? AND {mine}", [task_id, *args]).fetchone()
         return TaskRecord.from_row(row) if row else None
 
     def ask_task(self, kind: str, key: str, args: Mapping[str, Any]) -> TaskRecord:
         """The task of this kind for `key`: the one asked before (a failed one queued again), else a new one."""
         with self.db.connect() as db:
             db.execute(
-                "INSERT INTO tasks (id, kind, key, args, status, created_at) "
-                "VALUES (?, ?, ?, ?, 'queued', ?) ON CONFLICT DO NOTHING",
-                (new_id("task-"), kind, key, json.dumps(dict(args)), int(time.time())),
+                "INSERT INTO tasks (id, kind, key, args, status, created_at, project) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?) ON CONFLICT DO NOTHING",
+                (new_id("task-"), kind, key, json.dumps(dict(args)), int(time.time()), self.project or DEFAULT_PROJECT),
             )
             db.execute(
                 "UPDATE tasks SET status = 'queued', error = NULL WHERE kind = ? AND key = ? AND status = 'failed'",
@@ -321,7 +312,7 @@ class Store:
     # webhook endpoints, and the events owed to them
 
     def add_endpoint(self, record: EndpointRecord) -> None:
-        values = asdict(record) | {"event_types": json.dumps(record.event_types)}
+        values = asdict(self._owned(record)) | {"event_types": json.dumps(record.event_types)}
         with self.db.connect() as db:
             db.execute(
                 f"INSERT INTO webhook_endpoints ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
@@ -329,12 +320,18 @@ class Store:
             )
 
     def endpoint(self, endpoint_id: str) -> EndpointRecord | None:
+        mine, args = self._mine()
         with self.db.connect() as db:
-            row = db.execute("SELECT * FROM webhook_endpoints WHERE id = ?", (endpoint_id,)).fetchone()
+            row = db.execute(
+                f"SELECT * FROM webhook_endpoints WHERE id = ? AND {mine}", [endpoint_id, *args]
+            ).fetchone()
         return EndpointRecord.from_row(row) if row else None
 
     def endpoints(self, after: str | None, limit: int) -> Page:
-        rows = self._page("SELECT * FROM webhook_endpoints WHERE TRUE", [], "webhook_endpoints", after, limit, True)
+        mine, args = self._mine()
+        rows = self._page(
+            f"SELECT * FROM webhook_endpoints WHERE {mine}", args, "webhook_endpoints", after, limit, True
+        )
         return Page([EndpointRecord.from_row(r) for r in rows[:limit]], len(rows) > limit)
 
     def update_endpoint(self, endpoint_id: str, changes: Mapping[str, Any]) -> None:
@@ -422,12 +419,13 @@ class Store:
                 db.execute("DELETE FROM checkpoints WHERE id = ?", (checkpoint_id,))
 
 
-def _owe_event(db: Connection, kind: str, data: dict[str, Any]) -> None:
-    """One delivery of a new event to each endpoint that asked for its type."""
+def _owe_event(db: Connection, kind: str, job_id: str) -> None:
+    """One delivery of a new event about a job to each endpoint of the job's project that asked for its type."""
     now = int(time.time())
     event_id = new_id("evt_")
-    body = json.dumps({"id": event_id, "object": "event", "type": kind, "created_at": now, "data": data})
-    for row in db.execute("SELECT id, event_types FROM webhook_endpoints").fetchall():
+    body = json.dumps({"id": event_id, "object": "event", "type": kind, "created_at": now, "data": {"id": job_id}})
+    query = "SELECT id, event_types FROM webhook_endpoints WHERE project = (SELECT project FROM jobs WHERE id = ?)"
+    for row in db.execute(query, (job_id,)).fetchall():
         if kind in json.loads(row["event_types"]):
             db.execute(
                 "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, body, next_at, status, created_at) "

@@ -206,7 +206,7 @@ class Worker:
         if headline and report.is_file():
             results.append(store_bytes(report.read_bytes(), "report.html", "fine-tune-results"))
         for record in results:
-            self.store.add_file(record)
+            self.store.scoped(job.project).add_file(record)  # the job's project's, like the job
         changes = {
             "fine_tuned_model": job.tuned_name(),
             "finished_at": int(time.time()),

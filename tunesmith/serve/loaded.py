@@ -94,6 +94,9 @@ class ModelSet:
         base_id = short_id(base)
         self.served: dict[str, Served] = {base_id: _served(base_id, BASE_ADAPTER, tokenizer, 0)}
         """By id."""
+        self.stored: set[str] = set()
+        """Ids attached from `tuned` (the jobs store): each answered only while `tuned` still finds it (deleted, or
+        another project's, it is not)."""
         self.lock = threading.Lock()
         self.attached = 0
         """Adapters attached so far (each gets a new PEFT name)."""
@@ -116,16 +119,19 @@ class ModelSet:
         return served
 
     def find(self, model_id: str) -> Served | None:
-        """A served id, or a tuned model attached now (None when there is no such model on this base)."""
-        if model_id in self.served:
+        """A served id, or a tuned model attached now (None when there is no such model on this base, or the jobs
+        store does not find it for whoever asks)."""
+        if model_id in self.served and model_id not in self.stored:
             return self.served[model_id]
         found = self.tuned.find(model_id) if self.tuned is not None else None
         if found is None:
             return None
         try:
-            return self.attach(model_id, found)
+            served = self.attach(model_id, found)
         except ModelError:
             return None
+        self.stored.add(model_id)
+        return served
 
     def forget(self, model_id: str) -> None:
         """Stop serving a tuned model and free its adapter."""
@@ -135,10 +141,11 @@ class ModelSet:
                 self.model.delete_adapter(served.adapter)  # the last one stays loaded, unused: PEFT needs one
 
     def all(self) -> list[Served]:
-        """Every model it answers for, tuned ones attached first."""
-        for model_id in self.tuned.ids() if self.tuned is not None else []:
+        """Every model it answers for (of the jobs store's, those it lists for whoever asks), attached first."""
+        listed = self.tuned.ids() if self.tuned is not None else []
+        for model_id in listed:
             self.find(model_id)
-        return list(self.served.values())
+        return [served for model_id, served in self.served.items() if model_id not in self.stored or model_id in listed]
 
 
 def short_id(name: str) -> str:

@@ -1,17 +1,18 @@
-"""The one FastAPI app: the inference routes, the jobs routes and the dashboard, behind one key check, one body
-limit and one kind of error object."""
+"""The one FastAPI app: the inference routes, the jobs routes and the dashboard, behind one gate (keys, projects,
+roles, limits: access.py), one body limit and one kind of error object."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.errors import ConfigError
 from tunesmith.jobs.store import Store
 from tunesmith.serve.batcher import Batcher
 from tunesmith.serve.loaded import ModelSet, default_base, load_models
-from tunesmith.server.auth import KeyCheck
+from tunesmith.server.access import Denied, Gate, denied_response
 from tunesmith.server.dashboard.pages import Dashboard
 from tunesmith.server.errors import BodyLimit, install_error_handlers
 from tunesmith.server.graders import GradersAPI
@@ -43,6 +44,10 @@ class ServerSettings:
     """Requests that may wait for room; more get 429."""
     max_upload_mb: int = 512
     """Largest file upload, in MB."""
+    requests_per_minute: int | None = None
+    """Requests a key may make per minute (a key's own limit, set with `keys create`, wins); None: no limit."""
+    jobs_per_project: int | None = None
+    """Jobs a project may have not yet ended at once; more are refused with 429. None: no limit."""
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.strip():
@@ -68,11 +73,16 @@ def build_server(settings: ServerSettings, store: Store | None = None) -> Server
     models = load_models(base, adapters, dtype=settings.dtype, tuned=JobModels(store))
     batcher = Batcher(models, settings.max_batch, settings.max_waiting)
     limit = settings.max_upload_mb * 1024 * 1024
-    app = FastAPI(title="tunesmith", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(KeyCheck, api_key=settings.api_key)
+    gate = Gate(settings.api_key, store, settings.requests_per_minute)
+    app = FastAPI(
+        title="tunesmith", docs_url=None, redoc_url=None, openapi_url=None, dependencies=[Depends(gate.check)]
+    )
+    app.add_middleware(gate.middleware)
     app.add_middleware(BodyLimit, larger={UPLOAD_PATH: limit + UPLOAD_OVERHEAD})
     install_error_handlers(app)
-    app.include_router(JobsAPI(store, limit).router())
+    app.add_exception_handler(Denied, denied_response)
+    app.add_exception_handler(StarletteHTTPException, gate.unrouted)
+    app.include_router(JobsAPI(store, limit, settings.jobs_per_project).router())
     app.include_router(WebhooksAPI(store).router())
     app.include_router(GradersAPI().router())
     app.include_router(Dashboard(store, settings.api_key, models.base).router())

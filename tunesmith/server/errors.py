@@ -26,16 +26,25 @@ RETRY_AFTER_SECONDS = 2
 class APIError(Exception):
     """An error answered as OpenAI's error object."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.retry_after = retry_after
 
     def response(self) -> JSONResponse:
         kind = {401: "authentication_error", 429: "rate_limit_error", 500: "server_error"}.get(
             self.status, "invalid_request_error"
         )
         body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if self.status == 429 else None
+        wait = max(1, round(self.retry_after)) if self.retry_after is not None else RETRY_AFTER_SECONDS
+        headers = {"Retry-After": str(wait)} if self.status == 429 else None
         return JSONResponse(body, status_code=self.status, headers=headers)
 
 
@@ -98,7 +107,7 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return APIError(400, message, param, "missing_required_parameter" if missing else "invalid_value").response()
 
 
-def _http_error(request: Request, exc: Exception) -> JSONResponse:
+def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = "not_found" if exc.status_code == 404 else None
     return APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", None, code).response()
@@ -117,6 +126,6 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Every error of the app answered as OpenAI's object, the unexpected ones as a 500 (and logged)."""
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(Exception, _unexpected)

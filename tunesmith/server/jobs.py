@@ -21,6 +21,7 @@ from tunesmith.jobs.records import FileRecord, JobRecord, new_id
 from tunesmith.jobs.schemas import JobRequest
 from tunesmith.jobs.store import FileInUse, Page, Store, UnknownCursor
 from tunesmith.models.sources import model_source
+from tunesmith.server.access import audit, scoped
 from tunesmith.server.errors import APIError
 
 UPLOAD_PURPOSES = ("fine-tune",)
@@ -41,8 +42,13 @@ def listing(page: Page, objects: list[dict[str, Any]]) -> dict[str, Any]:
 class JobsAPI:
     """The routes and what they share: the store."""
 
-    def __init__(self, store: Store, file_limit: int = FILE_LIMIT) -> None:
-        self.store, self.file_limit = store, file_limit
+    def __init__(self, store: Store, file_limit: int = FILE_LIMIT, jobs_per_project: int | None = None) -> None:
+        self.root, self.file_limit, self.jobs_per_project = store, file_limit, jobs_per_project
+
+    @property
+    def store(self) -> Store:
+        """The store as this request's key sees it: its project's files and jobs."""
+        return scoped(self.root)
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -75,6 +81,7 @@ class JobsAPI:
             message = f"The file is over {self.file_limit // (1024 * 1024)} MB"
             raise APIError(413, message, "file", "file_too_large") from None
         self.store.add_file(record)
+        audit(self.root, "file.upload", record.id, record.filename)
         return record.as_object()
 
     def list_files(
@@ -104,6 +111,7 @@ class JobsAPI:
             message = f"{file_id} is a file of {exc.job_id}, which has not ended: cancel it or wait for it to end"
             raise APIError(409, message, "file_id", "file_in_use") from None
         Path(record.path).unlink(missing_ok=True)
+        audit(self.root, "file.delete", file_id, record.filename)
         return {"id": file_id, "object": "file", "deleted": True}
 
     def file_content(self, file_id: str) -> FileResponse:
@@ -114,6 +122,9 @@ class JobsAPI:
 
     async def create_job(self, body: JobRequest) -> dict[str, Any]:
         self._check_request(body)
+        if self.jobs_per_project is not None and self.store.active_jobs() >= self.jobs_per_project:
+            message = f"This project has {self.jobs_per_project} jobs not yet ended, its limit: wait for one to end"
+            raise APIError(429, message, None, "rate_limit_exceeded", retry_after=60)
         hyper = body.chosen_hyperparameters().model_dump()
         job = JobRecord(
             id=new_id("ftjob-"),
@@ -131,6 +142,7 @@ class JobsAPI:
         )
         self.store.add_job(job)
         self.store.add_event(job.id, "created", f"Created fine-tuning job: {job.id}")
+        audit(self.root, "job.create", job.id, job.model)
         return job.as_object()
 
     def _check_request(self, body: JobRequest) -> None:
@@ -162,13 +174,19 @@ class JobsAPI:
         return self._job(job_id).as_object()
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return _answer(cancel_job, self.store, job_id).as_object()
+        job = _answer(cancel_job, self.store, job_id)
+        audit(self.root, "job.cancel", job_id)
+        return job.as_object()
 
     def pause(self, job_id: str) -> dict[str, Any]:
-        return _answer(pause_job, self.store, job_id).as_object()
+        job = _answer(pause_job, self.store, job_id)
+        audit(self.root, "job.pause", job_id)
+        return job.as_object()
 
     def resume(self, job_id: str) -> dict[str, Any]:
-        return _answer(resume_job, self.store, job_id).as_object()
+        job = _answer(resume_job, self.store, job_id)
+        audit(self.root, "job.resume", job_id)
+        return job.as_object()
 
     def events(self, job_id: str, after: str | None = None, limit: Limit = 20) -> dict[str, Any]:
         self._job(job_id)

@@ -11,6 +11,7 @@ from tunesmith.jobs.store import Store
 from tunesmith.models.load import local_path
 from tunesmith.runs import job_run
 from tunesmith.serve.loaded import Tuned
+from tunesmith.server.access import audit, scoped
 
 CHECKPOINT_MARK = ":ckpt-step-"
 
@@ -19,7 +20,12 @@ class JobModels:
     """The jobs store as the server's source of tuned models (serve.loaded.TunedModels)."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
+        self.root = store
+
+    @property
+    def store(self) -> Store:
+        """The store as the asking request's key sees it: its project's models (all of them outside requests)."""
+        return scoped(self.root)
 
     def _job(self, name: str) -> JobRecord | None:
         job = self.store.job(name.rsplit(":", 1)[-1])
@@ -53,4 +59,5 @@ class JobModels:
         if job is None or job.status != "succeeded":
             return False
         self.store.update_job(job.id, {"model_deleted": True})
+        audit(self.root, "model.delete", model_id)
         return True

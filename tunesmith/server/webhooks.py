@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tunesmith.jobs.records import WEBHOOK_EVENTS, EndpointRecord, new_id
 from tunesmith.jobs.store import Store
 from tunesmith.jobs.webhooks import new_secret, post
+from tunesmith.server.access import audit, scoped
 from tunesmith.server.errors import APIError
 from tunesmith.server.jobs import Limit, listing, paged
 
@@ -70,7 +71,12 @@ class WebhooksAPI:
     """The routes and the store they keep endpoints in."""
 
     def __init__(self, store: Store) -> None:
-        self.store = store
+        self.root = store
+
+    @property
+    def store(self) -> Store:
+        """The store as this request's key sees it: its project's endpoints."""
+        return scoped(self.root)
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -94,6 +100,7 @@ class WebhooksAPI:
         now = int(time.time())
         record = EndpointRecord(new_id("we_"), body.name, body.url, list(body.event_types), new_secret(), now, now)
         self.store.add_endpoint(record)
+        audit(self.root, "webhook.create", record.id, record.url)
         return record.as_object(with_secret=True)
 
     def list(self, after: str | None = None, limit: Limit = 20) -> dict[str, Any]:
@@ -108,11 +115,13 @@ class WebhooksAPI:
         changes = body.model_dump(exclude_none=True)
         if changes:
             self.store.update_endpoint(endpoint_id, changes)
+            audit(self.root, "webhook.update", endpoint_id, ", ".join(changes))
         return self._endpoint(endpoint_id).as_object()
 
     def delete(self, endpoint_id: str) -> dict[str, Any]:
         self._endpoint(endpoint_id)
         self.store.delete_endpoint(endpoint_id)
+        audit(self.root, "webhook.delete", endpoint_id)
         return {"id": endpoint_id, "object": "webhook_endpoint.deleted", "deleted": True}
 
     def rotate_secret(self, endpoint_id: str) -> dict[str, Any]:

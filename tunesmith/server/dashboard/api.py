@@ -24,6 +24,7 @@ from tunesmith.jobs.records import FileRecord, TaskRecord
 from tunesmith.jobs.store import Store
 from tunesmith.models.load import load_tokenizer
 from tunesmith.runs import job_run
+from tunesmith.server.access import audit, scoped
 from tunesmith.server.errors import APIError
 from tunesmith.server.tuned import CHECKPOINT_MARK
 from tunesmith.tokenize.encode import conversation_of
@@ -77,7 +78,12 @@ class DashboardAPI:
     """The JSON routes, for one server's store and base model."""
 
     def __init__(self, store: Store, base_model: str) -> None:
-        self.store, self.base_model = store, base_model
+        self.root, self.base_model = store, base_model
+
+    @property
+    def store(self) -> Store:
+        """The store as this request's key sees it: its project's files, jobs and tasks."""
+        return scoped(self.root)
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/api")
@@ -167,6 +173,7 @@ class DashboardAPI:
         if target.is_file():
             return _download(job_id, format, target.stat().st_size)
         task = self.store.ask_task("export", f"{job_id}|{format}", {"job_id": job_id, "format": format})
+        audit(self.root, "export.create", job_id, format)
         return self._answer(task)
 
     def download(self, job_id: str, format: str) -> FileResponse:

@@ -1,8 +1,9 @@
 """The dashboard's pages (the JSON routes they use beyond OpenAI's API are in api.py beside it).
 
 Pages are Jinja2 templates from this package; scripts and styles are files of this package too (no CDN, nothing
-fetched at run time). With an API key, the login page keeps the key in an HttpOnly cookie that the server's key
-check accepts like a Bearer header.
+fetched at run time). Signing in with a key (the server's own or a project's) opens a session: a random token in an
+HttpOnly, SameSite=Strict cookie, whose digest the store keeps with whose key it was (never the key itself); it
+ends after SESSION_SECONDS, on logout, or when its key is revoked. Every page shows the project it acts in.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from tunesmith.config import AUTO_BATCH_TOKENS, LoraSettings
 from tunesmith.export.writer import EXPORT_FORMATS
+from tunesmith.jobs.access import SESSION_SECONDS, Access
 from tunesmith.jobs.records import JobRecord
 from tunesmith.jobs.store import ACTIVE, Store
 from tunesmith.models.load import cached_models
 from tunesmith.models.sources import EMBEDDED
 from tunesmith.runs import REPORT_FILES, job_run
-from tunesmith.server.auth import KEY_COOKIE, key_matches
+from tunesmith.server.access import SESSION_COOKIE, current, key_matches, scoped
 from tunesmith.server.dashboard.api import DashboardAPI
 from tunesmith.server.errors import APIError
 
@@ -36,21 +38,29 @@ that embeds it can size it and screenshots include it)."""
 
 
 def _page(name: str, status: int = 200, **values: Any) -> HTMLResponse:
-    return HTMLResponse(TEMPLATES.get_template(name).render(**values), status_code=status)
+    who = current()
+    return HTMLResponse(TEMPLATES.get_template(name).render(who=who, **values), status_code=status)
 
 
 class Dashboard:
     """The pages, for one server: its store, its key and its base model."""
 
     def __init__(self, store: Store, api_key: str | None, base_model: str) -> None:
-        self.store, self.api_key, self.base_model = store, api_key, base_model
+        self.root, self.api_key, self.base_model = store, api_key, base_model
+        self.access = Access(store)
         self.api = DashboardAPI(store, base_model)
+
+    @property
+    def store(self) -> Store:
+        """The store as this session's key sees it: its project's files and jobs."""
+        return scoped(self.root)
 
     def router(self) -> APIRouter:
         router = APIRouter()
         router.add_api_route("/", self.home, methods=["GET"], include_in_schema=False)
         router.add_api_route("/login", self.login_form, methods=["GET"])
         router.add_api_route("/login", self.login, methods=["POST"])
+        router.add_api_route("/logout", self.logout, methods=["POST"])
         router.add_api_route("/data", self.data, methods=["GET"])
         router.add_api_route("/jobs", self.jobs, methods=["GET"])
         router.add_api_route("/jobs/new", self.new_job, methods=["GET"])
@@ -67,15 +77,26 @@ class Dashboard:
         return RedirectResponse("/data", status_code=303)
 
     def login_form(self) -> Response:
-        if self.api_key is None:
+        if self.api_key is None and not self.access.keys_exist():
             return RedirectResponse("/data", status_code=303)
         return _page("login.html")
 
     def login(self, key: Annotated[str, Form()]) -> Response:
-        if self.api_key is None or not key_matches(key, self.api_key):
-            return _page("login.html", status=401, error="That key is not this server's.")
+        """A session for a valid key: the cookie holds a new random token, never the key."""
+        if self.api_key is not None and key_matches(key, self.api_key):
+            token = self.access.open_session("server", None, "admin")
+        elif (record := self.access.key_for(key)) is not None:
+            token = self.access.open_session(record.id, record.project, record.role)
+        else:
+            return _page("login.html", status=401, error="That key is not one of this server's (or was revoked).")
         response = RedirectResponse("/data", status_code=303)
-        response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict")
+        response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_SECONDS, httponly=True, samesite="strict", path="/")
+        return response
+
+    def logout(self, request: Request) -> Response:
+        self.access.close_session(request.cookies.get(SESSION_COOKIE, ""))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
     def data(self) -> HTMLResponse:
