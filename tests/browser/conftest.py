@@ -25,9 +25,15 @@ def needs_chromium() -> pytest.MarkDecorator:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model):
+def web_home(tmp_path_factory) -> Path:
+    """The module's server's TUNESMITH_HOME (its jobs store: keys of projects are made there)."""
+    return tmp_path_factory.mktemp("web-home")
+
+
+@pytest.fixture(scope="module")
+def server(web_home, tiny_model):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TUNESMITH_HOME", str(tmp_path_factory.mktemp("web-home")))
+        patch.setenv("TUNESMITH_HOME", str(web_home))
         process, url = start_server(tiny_model, "--api-key", KEY, "--dtype", "float32")
     yield url
     process.terminate()
@@ -58,12 +64,12 @@ def shot(page, name: str, tmp_path: Path) -> None:
     page.screenshot(path=str(folder / name), full_page=True)
 
 
-def log_in(page) -> None:
+def log_in(page, key: str = KEY) -> None:
     """Through the login form, with the keyboard: the key field has the focus, Enter sends it."""
     page.goto("/")
     assert page.url.endswith("/login")
     page.locator("#key:focus").wait_for()
-    page.keyboard.type(KEY)
+    page.keyboard.type(key)
     page.keyboard.press("Enter")
     page.wait_for_url("**/data")
 

@@ -89,3 +89,41 @@ def test_the_pages_are_reached_with_the_keyboard_alone(page):
     page.keyboard.press("Enter")  # Export, from the keyboard
     page.wait_for_url("**/export")
     assert KEY not in page.content()  # the key is never in a page, nor in the cookie (a session's token is)
+
+
+def test_two_projects_signed_in_side_by_side_each_see_only_their_own(browser, server, web_home, tmp_path):
+    """Two browsers signed in with keys of projects a and b: each page says its project, a's uploaded file is on
+    a's new-job page and nowhere in b's, b's page fetching a's file gets 404, and a revoked key's session ends."""
+    from tests.browser.conftest import DESKTOP
+    from tunesmith.jobs.access import Access
+    from tunesmith.jobs.store import Store
+
+    access = Access(Store(web_home / "tunesmith.db"))
+    (key_a, _), (key_b, record_b) = access.create_key("a", "member"), access.create_key("b", "member")
+    contexts = [browser.new_context(viewport=DESKTOP, base_url=server) for _ in range(2)]
+    try:
+        page_a, page_b = (context.new_page() for context in contexts)
+        log_in(page_a, key_a)
+        log_in(page_b, key_b)
+        data = write_jsonl(tmp_path / "calls.jsonl", [chat(i) for i in range(3)])
+        made = page_a.request.post(
+            "/v1/files",
+            headers={"Authorization": f"Bearer {key_a}"},
+            multipart={"purpose": "fine-tune", "file": {"name": "calls.jsonl", "mimeType": "text/plain",
+                                                        "buffer": data.read_bytes()}},
+        )  # fmt: skip
+        file_id = made.json()["id"]
+        for page, project, sees in ((page_a, "a", True), (page_b, "b", False)):
+            page.goto("/jobs/new")
+            assert page.locator("[data-project]").inner_text() == project
+            assert (file_id in page.content()) is sees
+        assert page_b.request.get(f"/api/files/{file_id}/lines/1").status == 404
+        assert page_a.request.get(f"/api/files/{file_id}/lines/1").status == 200
+        access.revoke_key(record_b.id)
+        page_b.goto("/jobs")
+        assert page_b.url.endswith("/login")
+        page_a.get_by_role("button", name="Log out").click()
+        page_a.wait_for_url("**/login")
+    finally:
+        for context in contexts:
+            context.close()

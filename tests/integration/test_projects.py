@@ -68,7 +68,8 @@ def world(tmp_path_factory, tiny_model):
         store = Store()
         access = Access(store)
         keys = {(p, r): access.create_key(p, r) for p in ("a", "b") for r in ROLES}
-        server = build_server(ServerSettings(str(tiny_model), api_key=SERVER_KEY, dtype="float32"), store)
+        settings = ServerSettings(str(tiny_model), api_key=SERVER_KEY, dtype="float32", jobs_per_project=2)
+        server = build_server(settings, store)
         client = TestClient(server.app)
         a = {"Authorization": f"Bearer {keys['a', 'admin'][0]}"}
         data = write_jsonl(home / "train.jsonl", [chat(i) for i in range(4)])
@@ -295,6 +296,23 @@ def test_an_expired_key_is_refused_and_a_keys_rate_limit_answers_429_with_retry_
     assert codes == [200, 200, 200, 429]
     last = _call(client, "GET", "/v1/files", {}, limited)
     assert last.json()["error"]["code"] == "rate_limit_exceeded" and 1 <= int(last.headers["Retry-After"]) <= 60
+
+
+def test_a_project_at_its_jobs_limit_gets_429_and_another_project_does_not(world, tmp_path):
+    """The server allows 2 jobs not yet ended per project: a has one queued, so one more, then 429."""
+    client, tiny = world["client"], str(world["tiny"])
+    a, b = world["keys"]["a", "member"][0], world["keys"]["b", "member"][0]
+    data = write_jsonl(tmp_path / "b.jsonl", [chat(i) for i in range(4)])
+    with open(data, "rb") as handle:
+        upload = client.post("/v1/files", headers={"Authorization": f"Bearer {b}"}, files={"file": handle},
+                             data={"purpose": "fine-tune"})  # fmt: skip
+    job = {"model": tiny, "training_file": world["ids"]["file_id"]}
+    assert _call(client, "POST", "/v1/fine_tuning/jobs", {}, a, job).status_code == 200
+    refused = _call(client, "POST", "/v1/fine_tuning/jobs", {}, a, job)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert int(refused.headers["Retry-After"]) > 0
+    theirs = {"model": tiny, "training_file": upload.json()["id"]}
+    assert _call(client, "POST", "/v1/fine_tuning/jobs", {}, b, theirs).status_code == 200
 
 
 def test_another_projects_id_takes_as_long_as_an_unknown_one(world):
