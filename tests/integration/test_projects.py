@@ -234,9 +234,13 @@ def test_the_official_client_with_a_projects_key_sees_only_that_project(world, u
         reader.fine_tuning.jobs.cancel(world["queued"])
 
 
-def test_keys_and_sessions_are_never_kept_or_sent_back_in_plain_text(world):
+def test_keys_and_sessions_are_never_kept_or_sent_back_in_plain_text(world, caplog):
+    """Not in the store's files, not in a listing, not in a cookie, not in any log line of the server."""
+    caplog.set_level("DEBUG")
     client = world["client"]
     key = world["keys"]["a", "member"][0]
+    _call(client, "GET", "/v1/files", {}, key + "x")  # a wrong key: refused, and not logged either
+    _call(client, "GET", "/v1/files", {}, key)
     signed_in = client.post("/login", data={"key": key}, follow_redirects=False)
     token = signed_in.cookies.get("tunesmith_session")
     assert signed_in.status_code == 303 and token and key not in signed_in.headers.get("set-cookie", "")
@@ -249,6 +253,7 @@ def test_keys_and_sessions_are_never_kept_or_sent_back_in_plain_text(world):
             assert not any(s.encode() in content for s in secrets), path
     listing = json.dumps([k.as_object() for k in world["access"].list_keys()])
     assert not any(s in listing for s in secrets)
+    assert caplog.records and not any(s in caplog.text for s in [*secrets, key + "x"])
     client.cookies.clear()
 
 
