@@ -271,8 +271,7 @@ class Gate:
         return watched
 
     def _still_valid(self, principal: Principal) -> bool:
-        if principal.via == "session":
-            return True  # a session's key is checked on its next request
+        """The key behind a request (sent, or the one its session signed in with) is still usable."""
         key = self.access.key(principal.key_id)
         return key is not None and key.usable(time.time())
 
