@@ -121,7 +121,8 @@ def _prompt_glue(renderer: ChatRenderer) -> dict[tuple[str, str], str]:
 
 
 def modelfile(tokenizer: PreTrainedTokenizerBase, gguf_name: str) -> str:
-    """The Modelfile text: FROM the GGUF beside it, the TEMPLATE, and a stop parameter per end-of-turn token."""
+    """The Modelfile text: FROM the GGUF beside it, the TEMPLATE, a stop parameter per end-of-turn token, and no
+    repeat penalty."""
     renderer = ChatRenderer(tokenizer)
     pieces = _prompt_glue(renderer)
     # a template with tools of its own needs the family's Ollama template for them (Ollama's library has them); the
@@ -133,6 +134,9 @@ def modelfile(tokenizer: PreTrainedTokenizerBase, gguf_name: str) -> str:
     if renderer.glue is not None and renderer.glue.strips:
         lines.insert(0, "# The chat template trims each message; this TEMPLATE cannot, so send messages trimmed.")
     lines += [f'PARAMETER stop "{stop}"' for stop in dict.fromkeys(stops)]
+    # Ollama penalises repeated tokens by default (1.1); the tuned model was trained and evaluated without, and its
+    # answers repeat what they must (names, account numbers), so they are served as it gives them
+    lines.append("PARAMETER repeat_penalty 1")
     return "\n".join(lines) + "\n"
 
 
