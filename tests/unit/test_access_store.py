@@ -98,3 +98,17 @@ def test_the_keys_and_audit_commands(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and "project 'Team A'" in bad.output and "Traceback" not in bad.output
     log = runner.invoke(app, ["audit", "--json"])
     assert [json.loads(line)["action"] for line in log.stdout.splitlines()] == ["key.revoke", "key.create"]
+
+
+def test_a_jobs_end_is_owed_only_to_its_projects_webhook_endpoints(backend):  # noqa: F811
+    from tunesmith.jobs.records import EndpointRecord
+
+    store = _store(backend)
+    ends = ["fine_tuning.job.succeeded"]
+    for project in ("a", "b"):
+        store.scoped(project).add_endpoint(EndpointRecord(new_id("we_"), project, "http://x", ends, "s", 1, 1))
+    job = _job("running")
+    store.scoped("a").add_job(job)
+    assert store.move(job.id, "succeeded", only_from=("running",))
+    owed = store.due_deliveries(time.time() + 1)
+    assert [endpoint.name for _, endpoint in owed] == ["a"]
