@@ -1,5 +1,5 @@
-"""bench/gpu_check.sh end to end in its dry mode on this CPU: the CUDA tests (skipping), tunesmith and TRL on the
-same LoRA job of a tiny model, QLoRA refused with one line, the memory plan's measurement; its figures written."""
+"""bench/gpu_check.sh end to end in its dry mode on this CPU (the CUDA tests are make test's own): tunesmith and TRL
+on the same LoRA job of a tiny model, QLoRA refused with one line, the memory plan's measurement; figures written."""
 
 from __future__ import annotations
 
