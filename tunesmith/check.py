@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from tunesmith.config import DataSource, RunConfig, auto_epochs, auto_learning_rate, auto_plan
+from tunesmith.auto import auto_epochs, auto_learning_rate, auto_plan
+from tunesmith.config import DataSource, RunConfig
 from tunesmith.data.advice import advise
 from tunesmith.data.formats import auto_objective
 from tunesmith.data.validate import Problem, RecordReader, overlap_warnings

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from tests.conftest import chat
-from tunesmith.config import auto_learning_rate, build_config
+from tunesmith.auto import auto_learning_rate
+from tunesmith.config import build_config
 from tunesmith.jobs.files import store_bytes
 from tunesmith.jobs.records import JobRecord, new_id
 from tunesmith.jobs.schemas import JobRequest

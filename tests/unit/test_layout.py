@@ -69,7 +69,8 @@ def test_the_public_functions_stay_functions_after_every_module_is_imported():
 def test_every_objective_setting_has_its_unit_and_every_unit_its_setting():
     from typing import get_args
 
-    from tunesmith.config import OBJECTIVE_RULES, RunConfig
+    from tunesmith.auto import OBJECTIVE_RULES
+    from tunesmith.config import RunConfig
     from tunesmith.training.objectives import OBJECTIVES
 
     assert set(get_args(RunConfig.model_fields["objective"].annotation)) == set(OBJECTIVES)

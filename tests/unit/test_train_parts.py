@@ -11,7 +11,8 @@ import torch
 
 from tests.conftest import chat, full_cross_entropy
 from tests.numerics import TINY_NORMS, assert_identity, assert_identity_scalar
-from tunesmith.config import RunConfig, auto_learning_rate, auto_plan, build_config, merge_settings, parse_assignment
+from tunesmith.auto import auto_learning_rate, auto_plan
+from tunesmith.config import RunConfig, build_config, merge_settings, parse_assignment
 from tunesmith.errors import ConfigError
 from tunesmith.tokenize.batches import PAD_MARK, WIDTH_STEP, collate, epoch_batches, padded_width
 from tunesmith.tokenize.encode import IGNORE, encode

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import paths
+from tunesmith.auto import auto_batch_tokens, auto_learning_rate
 from tunesmith.check import DataOptions, check_data
-from tunesmith.config import auto_batch_tokens, auto_learning_rate, build_config
+from tunesmith.config import build_config
 from tunesmith.data.formats import auto_objective
 from tunesmith.errors import DataError, TunesmithError
 from tunesmith.jobs.records import JobRecord

@@ -9,16 +9,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tunesmith.config import (
+from tunesmith.auto import (
     AUTO_COMPILE_MIN_TOKENS,
     AUTO_EVAL_SHARE,
     AUTO_EVALS_PER_RUN,
     AUTO_WARMUP_FRACTION,
-    RunConfig,
     auto_batch_tokens,
     auto_epochs,
     auto_learning_rate,
 )
+from tunesmith.config import RunConfig
 from tunesmith.models.hardware import free_memory
 from tunesmith.models.load import model_config
 from tunesmith.tokenize.batches import epoch_batches, ordered_batches

@@ -17,7 +17,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from tunesmith.config import AUTO_BATCH_TOKENS, LoraSettings
+from tunesmith.auto import AUTO_BATCH_TOKENS
+from tunesmith.config import LoraSettings
 from tunesmith.export.writer import EXPORT_FORMATS
 from tunesmith.jobs.access import SESSION_SECONDS, Access
 from tunesmith.jobs.records import JobRecord

@@ -1,6 +1,6 @@
 """What a run learns: one unit per objective, each owning its data kind, batches, loss, metrics and held-out
 evaluation (`base.Kind`). `OBJECTIVES` maps RunConfig.objective to its unit; a new objective is one file here and
-its entry below (its name in RunConfig.objective, and in config.OBJECTIVE_RULES if "auto" treats it differently)."""
+its entry below (its name in RunConfig.objective, and in auto.OBJECTIVE_RULES if "auto" treats it differently)."""
 
 from __future__ import annotations
 
