@@ -18,7 +18,7 @@ from typing import Any
 
 from tunesmith.errors import ConfigError
 from tunesmith.jobs.records import new_id
-from tunesmith.jobs.store import Page, Store
+from tunesmith.jobs.store import Page, Store, in_project
 
 ROLES = ("admin", "member", "reader", "inference")
 """What a key may do in its project: admin everything (webhooks, deleting models), member upload, train and call
@@ -27,12 +27,6 @@ KEY_PREFIX = "tsk-"
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SESSION_SECONDS = 12 * 3600
 """How long a dashboard sign-in lasts."""
-ACTIONS = (
-    "file.upload", "file.delete", "job.create", "job.cancel", "job.pause", "job.resume", "model.delete",
-    "export.create", "webhook.create", "webhook.update", "webhook.delete", "key.create", "key.revoke",
-    "session.create",
-)  # fmt: skip
-"""What the audit log records."""
 
 
 def digest(secret: str) -> str:
@@ -160,7 +154,7 @@ class Access:
 
     def list_keys(self, project: str | None = None) -> list[KeyRecord]:
         """Every key (of one project), oldest first."""
-        where, args = ("project = ?", [project]) if project else ("TRUE", [])
+        where, args = in_project(project or None)
         with self.db.connect() as db:
             rows = db.execute(f"SELECT * FROM api_keys WHERE {where} ORDER BY seq", args).fetchall()
         return [KeyRecord.from_row(r) for r in rows]
@@ -217,7 +211,7 @@ class Access:
 
     def audit(self, project: str | None = None, limit: int = 100) -> Page:
         """The newest entries first (of one project)."""
-        where, args = ("project = ?", [project]) if project else ("TRUE", [])
+        where, args = in_project(project or None)
         with self.db.connect() as db:
             rows = db.execute(
                 f"SELECT * FROM audit WHERE {where} ORDER BY seq DESC LIMIT ?", [*args, limit + 1]

@@ -52,6 +52,11 @@ class FileInUse(Exception):
         self.file_id, self.job_id = file_id, job_id
 
 
+def in_project(project: str | None) -> tuple[str, list[Any]]:
+    """The SQL condition (and its argument) that keeps one project's rows (None: every project's)."""
+    return ("TRUE", []) if project is None else ("project = ?", [project])
+
+
 def database_path() -> Path:
     return paths.home() / "tunesmith.db"
 
@@ -86,7 +91,7 @@ class Store:
 
     def _mine(self) -> tuple[str, list[Any]]:
         """The SQL condition (and its argument) of this view's project."""
-        return ("TRUE", []) if self.project is None else ("project = ?", [self.project])
+        return in_project(self.project)
 
     def _owned(self, record: Any) -> Any:
         """A record to add, in this view's project."""

@@ -126,6 +126,8 @@ class ModelSet:
         found = self.tuned.find(model_id) if self.tuned is not None else None
         if found is None:
             return None
+        if model_id in self.served:  # attached already: not `attach` again, whose lock waits for the engine's step
+            return self.served[model_id]
         try:
             served = self.attach(model_id, found)
         except ModelError:
