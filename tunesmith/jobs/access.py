@@ -89,6 +89,8 @@ class SessionRecord:
     """That key's role."""
     expires_at: int
     """Unix time it ends."""
+    requests_per_minute: int | None = None
+    """That key's own request limit (None: the server's)."""
 
 
 class Access:
@@ -192,9 +194,11 @@ class Access:
             row = db.execute("SELECT * FROM sessions WHERE digest = ?", (digest(token),)).fetchone()
         if row is None or row["expires_at"] <= time.time():
             return None
-        if row["key_id"] != "server" and (key := self.key(row["key_id"])) is not None and not key.usable(time.time()):
+        key = self.key(row["key_id"]) if row["key_id"] != "server" else None
+        if key is not None and not key.usable(time.time()):
             return None
-        return SessionRecord(row["key_id"], row["project"], row["role"], row["expires_at"])
+        limit = key.requests_per_minute if key else None
+        return SessionRecord(row["key_id"], row["project"], row["role"], row["expires_at"], limit)
 
     def close_session(self, token: str) -> None:
         with self.db.connect() as db:

@@ -14,7 +14,7 @@ import contextvars
 import hmac
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -106,6 +106,8 @@ class Principal:
     """admin, member, reader or inference."""
     via: str = "bearer"
     """bearer (an Authorization header) or session (the dashboard's cookie)."""
+    requests_per_minute: int | None = None
+    """The key's own request limit (None: the server's)."""
 
     def may(self, need: str) -> bool:
         return need == "public" or need in ALLOWED[self.role]
@@ -211,8 +213,7 @@ class Gate:
         if not principal.may(need):
             message = f"This key ({principal.role}) may not do this: it needs {need} access"
             raise Denied(APIError(403, message, None, "insufficient_permissions").response())
-        key = None if principal.key_id in ("server", "open") else self.access.key(principal.key_id)
-        wait = self.limiter.wait(principal.key_id, key.requests_per_minute if key else None)
+        wait = self.limiter.wait(principal.key_id, principal.requests_per_minute)
         if wait > 0:
             message = "Rate limit reached for requests per minute of this key"
             raise Denied(APIError(429, message, None, "rate_limit_exceeded", retry_after=wait).response())
@@ -224,11 +225,11 @@ class Gate:
             return Principal("server", None, "admin")
         key = self.access.key_for(token) if token else None
         if key is not None:
-            return Principal(key.id, key.project, key.role)
+            return Principal(key.id, key.project, key.role, requests_per_minute=key.requests_per_minute)
         cookie = request.cookies.get(SESSION_COOKIE, "")
         session = self.access.session(cookie) if cookie and not token else None
         if session is not None:
-            return Principal(session.key_id, session.project, session.role, "session")
+            return Principal(session.key_id, session.project, session.role, "session", session.requests_per_minute)
         if self.api_key is None and not self.access.keys_exist():
             return OPEN  # a server without keys, as before projects: whatever key a client sends
         return None
@@ -306,7 +307,7 @@ def _project_header(request: Request, principal: Principal) -> Principal:
         message = f"OpenAI-Project: {named!r} is not a project name"
         raise Denied(APIError(400, message, None, "invalid_project").response()) from None
     if principal.project is None:
-        return Principal(principal.key_id, named, principal.role, principal.via)
+        return replace(principal, project=named)
     if named != principal.project:
         message = f"This key belongs to another project than {named!r}"
         raise Denied(APIError(403, message, None, "mismatched_project").response())
